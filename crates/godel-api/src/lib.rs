@@ -1,0 +1,1 @@
+//! godel-api (placeholder until its issue lands).

@@ -1,0 +1,1 @@
+//! godel-control (placeholder until its issue lands).

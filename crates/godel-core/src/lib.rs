@@ -1,0 +1,37 @@
+//! godel-core: the runtime contract and the types every other godel crate
+//! speaks. It performs no I/O: providers, the control plane and the API build
+//! on these types.
+//!
+//! - [`provider::RuntimeProvider`]: the contract (spawn, exec, files, snapshots ...)
+//! - [`spec`]: what to spawn; [`quantity`]: `0.5` CPUs, `512Mi`
+//! - [`state::RuntimeState`]: the state machine
+//! - [`error`]: one error type with stable codes and `retryable`
+//! - [`exec`], [`files`], [`snapshot`], [`event`], [`runtime`]: the rest of the vocabulary
+
+pub mod error;
+pub mod event;
+pub mod exec;
+pub mod files;
+pub mod provider;
+pub mod quantity;
+pub mod runtime;
+pub mod snapshot;
+pub mod spec;
+pub mod state;
+
+pub use error::{Error, ErrorCode, Result};
+pub use event::{Event, EventSink, null_sink};
+pub use exec::{ExecEvent, ExecHandle, ExecOutput, ExecRequest, ExitStatus};
+pub use files::{FileEntry, FileKind, WORKSPACE_MOUNT, workspace_relative};
+pub use provider::RuntimeProvider;
+pub use quantity::{Bytes as ByteQuantity, Cpu, parse_bytes, parse_cpu};
+pub use runtime::{
+    Availability, Capabilities, ResourceUsage, RuntimeInfo, RuntimeStatus, Spawned, new_runtime_id,
+    new_snapshot_id,
+};
+pub use snapshot::{SnapshotArtifact, SnapshotInfo, SnapshotRequest, SnapshotTarget};
+pub use spec::{
+    Isolation, NetworkConfig, NetworkMode, ResourceLimits, SpawnSpec, VolumeMount, WorkspaceMode,
+    parse_key_values, validate_name,
+};
+pub use state::RuntimeState;

@@ -1,0 +1,1 @@
+//! godel-e2b (placeholder until its issue lands).

@@ -1,0 +1,1 @@
+//! godel-guest (placeholder until its issue lands).

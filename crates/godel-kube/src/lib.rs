@@ -1,0 +1,1 @@
+//! godel-kube (placeholder until its issue lands).

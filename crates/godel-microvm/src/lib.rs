@@ -1,0 +1,1 @@
+//! godel-microvm (placeholder until its issue lands).

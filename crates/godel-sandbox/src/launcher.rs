@@ -1,0 +1,109 @@
+//! The interface between a runtime and process isolation: an [`Isolator`]
+//! creates one [`Sandbox`] per agent; a sandbox launches processes inside it.
+//! The worktree runtime only speaks these traits, so isolation can be swapped
+//! (`none` for trusted use, namespaces + cgroups + seccomp by default).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use godel_core::{Availability, NetworkConfig, ResourceUsage, Result};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Limits applied to a whole sandbox (all its processes together).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxLimits {
+    pub cpu_millis: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u32>,
+    pub disk_bytes: Option<u64>,
+}
+
+/// What a sandbox is made from.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The agent (runtime) id; names cgroups and namespaces.
+    pub id: String,
+    /// Host path of the workspace: the only writable tree inside.
+    pub workspace: PathBuf,
+    /// Directory the isolator may use for its own state (pid files, mounts).
+    pub state_dir: PathBuf,
+    pub limits: SandboxLimits,
+    pub network: NetworkConfig,
+    /// Environment every process starts with (before the exec's own env).
+    pub env: BTreeMap<String, String>,
+}
+
+/// One process to start inside a sandbox.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessSpec {
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Working directory in the agent's view: relative to the workspace, or absolute
+    /// (`/home/user/...`). `None` = the workspace root.
+    pub cwd: Option<String>,
+    /// Pipe stdin (otherwise it is `/dev/null`).
+    pub stdin: bool,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessExit {
+    /// Exit code, or `128 + signal` when killed.
+    pub code: i32,
+    pub signal: Option<i32>,
+}
+
+/// Sends a signal to a launched process's whole process group.
+pub type Signaller = Arc<dyn Fn(i32) -> std::io::Result<()> + Send + Sync>;
+
+/// A launched process: pipes, its exit, and a way to signal its process group.
+pub struct Process {
+    /// Host pid of the process (the group leader).
+    pub pid: u32,
+    pub stdin: Option<Pin<Box<dyn AsyncWrite + Send>>>,
+    pub stdout: Pin<Box<dyn AsyncRead + Send>>,
+    pub stderr: Pin<Box<dyn AsyncRead + Send>>,
+    pub exit: BoxFuture<'static, std::io::Result<ProcessExit>>,
+    pub signal: Signaller,
+}
+
+/// One agent's isolated environment.
+#[async_trait]
+pub trait Sandbox: Send + Sync {
+    fn id(&self) -> &str;
+    /// Host pid of the sandbox's long-lived init, if it has one.
+    fn init_pid(&self) -> Option<u32>;
+    /// The workspace path as processes inside see it (`/home/user` when isolated).
+    fn workspace_view(&self) -> String;
+    /// Start a process inside.
+    async fn launch(&self, spec: ProcessSpec) -> Result<Process>;
+    /// Whether the sandbox (its init) is still alive.
+    async fn alive(&self) -> bool;
+    /// Usage of the whole sandbox.
+    async fn usage(&self) -> Result<ResourceUsage>;
+    /// Freeze / thaw every process (pause / resume).
+    async fn freeze(&self, frozen: bool) -> Result<()>;
+    /// Kill everything and release namespaces and cgroups. Idempotent.
+    async fn destroy(&self) -> Result<()>;
+    /// What `Isolator::adopt` needs to re-attach after a daemon restart.
+    fn handle(&self) -> serde_json::Value;
+}
+
+/// Creates sandboxes of one kind.
+#[async_trait]
+pub trait Isolator: Send + Sync {
+    /// `none` or `sandbox`.
+    fn name(&self) -> &str;
+    async fn available(&self) -> Availability;
+    async fn create(&self, cfg: SandboxConfig) -> Result<Arc<dyn Sandbox>>;
+    /// Re-attach to a sandbox after a daemon restart; `None` when it is gone.
+    async fn adopt(
+        &self,
+        cfg: SandboxConfig,
+        handle: &serde_json::Value,
+    ) -> Result<Option<Arc<dyn Sandbox>>>;
+}

@@ -1,0 +1,1 @@
+//! godel-worktree (placeholder until its issue lands).
