@@ -1,0 +1,2 @@
+//! The guest agent binary (placeholder until the server lands).
+fn main() {}
