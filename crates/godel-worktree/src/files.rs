@@ -1,0 +1,173 @@
+//! File operations confined to a workspace. Every path goes through two
+//! gates: `godel_core::workspace_relative` (lexical: `..`, absolute paths
+//! outside `/home/user`, NUL bytes → `INVALID_ARGUMENT`), then cap-std, which
+//! resolves each component beneath the workspace's directory handle so a
+//! symlink leading outside (absolute, or `..` past the root) is refused
+//! (`PERMISSION_DENIED`). Missing files are `NOT_FOUND`.
+//!
+//! These functions block; the provider runs them on the blocking pool.
+
+use std::io::Write;
+
+use cap_std::fs::{Dir, Metadata, MetadataExt, Permissions, PermissionsExt};
+use chrono::{DateTime, Utc};
+use godel_core::{Error, FileEntry, FileKind, Result, workspace_relative};
+
+/// A workspace path made relative (`.` for the root).
+pub fn rel(path: &str) -> Result<String> {
+    let r = workspace_relative(path)?;
+    Ok(if r.is_empty() { ".".to_string() } else { r })
+}
+
+fn io_err(op: &str, path: &str, e: std::io::Error) -> Error {
+    Error::io(format!("{op} {path:?}"), &e)
+}
+
+pub fn read_file(root: &Dir, path: &str) -> Result<Vec<u8>> {
+    let r = rel(path)?;
+    let md = root.metadata(&r).map_err(|e| io_err("read", path, e))?;
+    if md.is_dir() {
+        return Err(Error::invalid(format!("{path:?} is a directory")));
+    }
+    root.read(&r).map_err(|e| io_err("read", path, e))
+}
+
+pub fn write_file(root: &Dir, path: &str, data: &[u8]) -> Result<()> {
+    let r = rel(path)?;
+    if r == "." {
+        return Err(Error::invalid("cannot write to the workspace root"));
+    }
+    if let Some((parent, _)) = r.rsplit_once('/') {
+        root.create_dir_all(parent)
+            .map_err(|e| io_err("create parent of", path, e))?;
+    }
+    let mut f = root.create(&r).map_err(|e| io_err("write", path, e))?;
+    f.write_all(data).map_err(|e| io_err("write", path, e))?;
+    Ok(())
+}
+
+pub fn list_dir(root: &Dir, path: &str) -> Result<Vec<FileEntry>> {
+    let r = rel(path)?;
+    let md = root.metadata(&r).map_err(|e| io_err("list", path, e))?;
+    if !md.is_dir() {
+        return Err(Error::invalid(format!("{path:?} is not a directory")));
+    }
+    let mut out = Vec::new();
+    for ent in root.read_dir(&r).map_err(|e| io_err("list", path, e))? {
+        let ent = ent.map_err(|e| io_err("list", path, e))?;
+        let name = ent.file_name().to_string_lossy().into_owned();
+        let child = if r == "." {
+            name.clone()
+        } else {
+            format!("{r}/{name}")
+        };
+        let md = root
+            .symlink_metadata(&child)
+            .map_err(|e| io_err("stat", &child, e))?;
+        out.push(entry(root, &child, name, &md));
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+pub fn stat(root: &Dir, path: &str) -> Result<FileEntry> {
+    let r = rel(path)?;
+    if r == "." {
+        let md = root.dir_metadata().map_err(|e| io_err("stat", path, e))?;
+        return Ok(entry(root, "", String::new(), &md));
+    }
+    let md = root
+        .symlink_metadata(&r)
+        .map_err(|e| io_err("stat", path, e))?;
+    let name = r.rsplit('/').next().unwrap_or(&r).to_string();
+    Ok(entry(root, &r, name, &md))
+}
+
+pub fn make_dir(root: &Dir, path: &str) -> Result<()> {
+    let r = rel(path)?;
+    root.create_dir_all(&r)
+        .map_err(|e| io_err("mkdir", path, e))
+}
+
+pub fn rename(root: &Dir, from: &str, to: &str) -> Result<()> {
+    let f = rel(from)?;
+    let t = rel(to)?;
+    if f == "." || t == "." {
+        return Err(Error::invalid("cannot rename the workspace root"));
+    }
+    root.symlink_metadata(&f)
+        .map_err(|e| io_err("rename", from, e))?;
+    if let Some((parent, _)) = t.rsplit_once('/') {
+        root.create_dir_all(parent)
+            .map_err(|e| io_err("create parent of", to, e))?;
+    }
+    root.rename(&f, root, &t)
+        .map_err(|e| io_err("rename to", to, e))
+}
+
+pub fn remove(root: &Dir, path: &str, recursive: bool) -> Result<()> {
+    let r = rel(path)?;
+    if r == "." {
+        return Err(Error::invalid("cannot remove the workspace root"));
+    }
+    let md = root
+        .symlink_metadata(&r)
+        .map_err(|e| io_err("remove", path, e))?;
+    let res = if md.is_dir() {
+        if recursive {
+            root.remove_dir_all(&r)
+        } else {
+            root.remove_dir(&r)
+        }
+    } else {
+        root.remove_file(&r)
+    };
+    res.map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENOTEMPTY) {
+            Error::invalid(format!(
+                "directory {path:?} is not empty (remove it recursively)"
+            ))
+        } else {
+            io_err("remove", path, e)
+        }
+    })
+}
+
+/// Set permission bits on a path (no setuid/setgid/sticky).
+pub fn set_mode(root: &Dir, path: &str, mode: u32) -> Result<()> {
+    root.set_permissions(path, Permissions::from_mode(mode & 0o777))
+        .map_err(|e| io_err("chmod", path, e))
+}
+
+fn entry(root: &Dir, rel_path: &str, name: String, md: &Metadata) -> FileEntry {
+    let ft = md.file_type();
+    let kind = if ft.is_symlink() {
+        FileKind::Symlink
+    } else if ft.is_dir() {
+        FileKind::Dir
+    } else if ft.is_file() {
+        FileKind::File
+    } else {
+        FileKind::Other
+    };
+    let symlink_target = if kind == FileKind::Symlink {
+        root.read_link_contents(rel_path)
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    } else {
+        None
+    };
+    let modified = md
+        .modified()
+        .ok()
+        .map(|t| DateTime::<Utc>::from(t.into_std()));
+    FileEntry {
+        name,
+        path: rel_path.to_string(),
+        kind,
+        size: md.len(),
+        mode: md.mode() & 0o7777,
+        modified,
+        symlink_target,
+    }
+}

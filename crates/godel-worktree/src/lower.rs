@@ -1,0 +1,158 @@
+//! Shared checkouts: the read-only lower layers of copy-on-write workspaces.
+//!
+//! One checkout per (store, commit), made once under
+//! `worktree/lowers/<store>/<commit>` and shared by every workspace of that
+//! commit. It holds the files plus a small `.git` whose objects come from
+//! the store through `objects/info/alternates`, whose index matches the files
+//! (so `git status` works in the workspace and snapshots only rehash what
+//! changed) and whose `HEAD` is the commit the workspace should report.
+//!
+//! The first spawn of a commit pays the checkout (it grows with the repo);
+//! every later one only checks that the directory exists. A checkout is built
+//! in `worktree/tmp` and published with one `rename(2)`: concurrent builders
+//! (this daemon or another) never see a half-made checkout, and a loser of the
+//! race drops its copy and uses the winner's. Within one daemon a per-commit
+//! lock avoids building twice.
+
+use std::path::{Path, PathBuf};
+
+use godel_core::{Error, Result, workspace_relative};
+
+use crate::git::Git;
+use crate::layout::{KeyedLocks, Layout, remove_tree, unique};
+use crate::store::{RAW_ATTRIBUTES, Store, write};
+
+/// The cache of shared checkouts.
+pub struct Lowers {
+    layout: Layout,
+    locks: KeyedLocks,
+}
+
+/// What a checkout should look like.
+#[derive(Debug, Clone)]
+pub struct LowerSpec<'a> {
+    pub store: &'a Store,
+    /// Commit whose tree becomes the files.
+    pub commit: &'a str,
+    /// Commit the checkout's `HEAD` points at (the commit itself, or a
+    /// snapshot's parent so restored changes show as staged).
+    pub head: &'a str,
+    /// Empty directories to create (git does not track them).
+    pub empty_dirs: &'a [String],
+}
+
+impl Lowers {
+    pub fn new(layout: Layout) -> Self {
+        Lowers {
+            layout,
+            locks: KeyedLocks::default(),
+        }
+    }
+
+    /// Path of the checkout of `commit` from `store`.
+    pub fn path(&self, store: &Store, commit: &str, head: &str) -> PathBuf {
+        let name = if head == commit {
+            commit.to_string()
+        } else {
+            format!("{commit}-{}", &head[..head.len().min(12)])
+        };
+        self.layout.lowers().join(&store.key).join(name)
+    }
+
+    /// The checkout for `spec`, built if missing. Returns its path and
+    /// whether this call built it.
+    pub async fn ensure(&self, spec: &LowerSpec<'_>) -> Result<(PathBuf, bool)> {
+        let path = self.path(spec.store, spec.commit, spec.head);
+        if path.is_dir() {
+            return Ok((path, false));
+        }
+        let lock = self.locks.get(&path.to_string_lossy());
+        let _g = lock.lock().await;
+        if path.is_dir() {
+            return Ok((path, false));
+        }
+        self.layout.create()?;
+        let tmp = self.layout.tmp().join(format!(
+            "lower-{}-{}-{}",
+            spec.store.key,
+            &spec.commit[..12.min(spec.commit.len())],
+            unique()
+        ));
+        if let Err(e) = build(&tmp, spec).await {
+            let _ = remove_tree(&tmp);
+            return Err(e);
+        }
+        let parent = path
+            .parent()
+            .ok_or_else(|| Error::internal("checkout path has no parent"))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::io(format!("cannot create {}", parent.display()), &e))?;
+        match std::fs::rename(&tmp, &path) {
+            Ok(()) => Ok((path, true)),
+            Err(_) if path.is_dir() => {
+                remove_tree(&tmp)?;
+                Ok((path, false))
+            }
+            Err(e) => {
+                let _ = remove_tree(&tmp);
+                Err(Error::io(
+                    format!("cannot publish checkout {}", path.display()),
+                    &e,
+                ))
+            }
+        }
+    }
+}
+
+async fn build(dir: &Path, spec: &LowerSpec<'_>) -> Result<()> {
+    Git::new()
+        .args(["init", "--quiet", "--template="])
+        .arg(dir)
+        .run()
+        .await?;
+    let git_dir = dir.join(".git");
+    let objects = spec.store.path.join("objects");
+    write(
+        &git_dir.join("objects/info/alternates"),
+        &format!("{}\n", objects.to_string_lossy()),
+    )?;
+    write(&git_dir.join("info/attributes"), RAW_ATTRIBUTES)?;
+    Git::new()
+        .git_dir(&git_dir)
+        .work_tree(dir)
+        .args([
+            "read-tree",
+            "-u",
+            "--reset",
+            "--end-of-options",
+            spec.commit,
+        ])
+        .run()
+        .await
+        .map_err(|e| Error::spawn(format!("checkout of {} failed: {}", spec.commit, e.message)))?;
+    Git::new()
+        .git_dir(&git_dir)
+        .args(["update-ref", "--no-deref", "HEAD", spec.head])
+        .run()
+        .await?;
+    create_empty_dirs(dir, spec.empty_dirs)
+}
+
+/// Create `dirs` (workspace-relative) beneath `root`, confined by cap-std.
+pub fn create_empty_dirs(root: &Path, dirs: &[String]) -> Result<()> {
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let root_dir = cap_std::fs::Dir::open_ambient_dir(root, cap_std::ambient_authority())
+        .map_err(|e| Error::io(format!("cannot open {}", root.display()), &e))?;
+    for d in dirs {
+        let rel = workspace_relative(d)?;
+        if rel.is_empty() || rel == ".git" || rel.starts_with(".git/") {
+            continue;
+        }
+        root_dir
+            .create_dir_all(&rel)
+            .map_err(|e| Error::io(format!("cannot create directory {rel}"), &e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,705 @@
+//! `WorktreeProvider`: the `RuntimeProvider` of godel's embedded runtime.
+//! It wires the parts together: stores and shared checkouts
+//! ([`crate::store`], [`crate::lower`]), workspaces ([`crate::workspace`]),
+//! one [`Sandbox`] per runtime from the isolator the spawn asks for (every
+//! process goes through `Sandbox::launch`), streamed exec ([`crate::exec`]),
+//! confined files ([`crate::files`], [`crate::tarball`]) and git snapshots
+//! ([`crate::snapshot`]). Runtimes live in memory; what `adopt` needs after a
+//! daemon restart is in the returned handle (and in
+//! `worktree/state/<id>/handle.json`, so `terminate` can clean up a runtime
+//! it never adopted).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cap_std::fs::Dir;
+use godel_core::{
+    Availability, Capabilities, Error, Event, EventSink, ExecHandle, ExecRequest, FileEntry,
+    Isolation, Result, RuntimeProvider, RuntimeState, RuntimeStatus, SnapshotArtifact,
+    SnapshotInfo, SnapshotRequest, SnapshotTarget, SpawnSpec, Spawned, WorkspaceMode, null_sink,
+    workspace_relative,
+};
+use godel_sandbox::{HostIsolator, Isolator, ProcessSpec, Sandbox, SandboxConfig, SandboxLimits};
+use serde::{Deserialize, Serialize};
+
+use crate::layout::{Layout, remove_tree, validate_id};
+use crate::lower::Lowers;
+use crate::store::{Store, Stores, source_path};
+use crate::workspace::{Materialize, WorkspaceInfo};
+use crate::{exec, files, git, overlay, snapshot, tarball, workspace};
+
+/// How the daemon configures the worktree runtime.
+pub struct WorktreeConfig {
+    /// `$GODEL_HOME`.
+    pub home: PathBuf,
+    /// Isolator for `Isolation::Sandbox`; when `None`, such spawns fail with `UNAVAILABLE`.
+    pub sandbox: Option<Arc<dyn Isolator>>,
+    /// Isolator for `Isolation::None` (the host isolator by default).
+    pub host: Arc<dyn Isolator>,
+    pub events: EventSink,
+}
+
+impl WorktreeConfig {
+    /// Defaults: no sandbox isolator, the host isolator for `isolation: none`, no events.
+    pub fn new(home: impl Into<PathBuf>) -> Self {
+        WorktreeConfig {
+            home: home.into(),
+            sandbox: None,
+            host: Arc::new(HostIsolator),
+            events: null_sink(),
+        }
+    }
+
+    pub fn with_sandbox(mut self, isolator: Arc<dyn Isolator>) -> Self {
+        self.sandbox = Some(isolator);
+        self
+    }
+
+    pub fn with_events(mut self, events: EventSink) -> Self {
+        self.events = events;
+        self
+    }
+}
+
+/// What `adopt` needs, persisted by the control plane as `Spawned::handle`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Handle {
+    version: u32,
+    workspace: WorkspaceInfo,
+    isolation: Isolation,
+    #[serde(default)]
+    sandbox: serde_json::Value,
+}
+
+/// One live runtime.
+struct Runtime {
+    info: WorkspaceInfo,
+    isolation: Isolation,
+    isolator: String,
+    sandbox: Arc<dyn Sandbox>,
+    root: Arc<Dir>,
+    paused: AtomicBool,
+}
+
+impl Runtime {
+    fn handle(&self) -> Handle {
+        Handle {
+            version: 1,
+            workspace: self.info.clone(),
+            isolation: self.isolation,
+            sandbox: self.sandbox.handle(),
+        }
+    }
+
+    fn spawned(&self) -> Result<Spawned> {
+        let v = serde_json::to_value(self.handle())
+            .map_err(|e| Error::internal(format!("cannot encode handle: {e}")))?;
+        let handle = match v {
+            serde_json::Value::Object(m) => m.into_iter().collect(),
+            _ => BTreeMap::new(),
+        };
+        Ok(Spawned {
+            handle,
+            pid: self.sandbox.init_pid(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Probe {
+    git: std::result::Result<String, String>,
+    overlay: std::result::Result<(), String>,
+}
+
+/// The worktree runtime.
+pub struct WorktreeProvider {
+    layout: Layout,
+    stores: Stores,
+    lowers: Lowers,
+    sandbox_isolator: Option<Arc<dyn Isolator>>,
+    host_isolator: Arc<dyn Isolator>,
+    events: EventSink,
+    runtimes: RwLock<HashMap<String, Arc<Runtime>>>,
+    probe: tokio::sync::OnceCell<Probe>,
+}
+
+impl WorktreeProvider {
+    /// Create the provider; makes the directories under `home`.
+    pub fn new(cfg: WorktreeConfig) -> Result<Self> {
+        let layout = Layout::new(cfg.home);
+        layout.create()?;
+        Ok(WorktreeProvider {
+            stores: Stores::new(layout.clone()),
+            lowers: Lowers::new(layout.clone()),
+            layout,
+            sandbox_isolator: cfg.sandbox,
+            host_isolator: cfg.host,
+            events: cfg.events,
+            runtimes: RwLock::new(HashMap::new()),
+            probe: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// Host path of a runtime's workspace (for tools and tests).
+    pub fn workspace_path(&self, id: &str) -> Result<PathBuf> {
+        Ok(self.get(id)?.info.path.clone())
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Runtime>> {
+        let map = self.runtimes.read().unwrap_or_else(|p| p.into_inner());
+        map.get(id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("runtime {id} not found")).with_runtime(id))
+    }
+
+    fn isolator(&self, isolation: Isolation) -> Result<Arc<dyn Isolator>> {
+        match isolation {
+            Isolation::None => Ok(self.host_isolator.clone()),
+            Isolation::Sandbox => self.sandbox_isolator.clone().ok_or_else(|| {
+                Error::unavailable(
+                    "the worktree runtime has no process sandbox configured; \
+                     spawn with isolation \"none\" (trusted use only) or enable the sandbox",
+                )
+                .retryable(false)
+            }),
+        }
+    }
+
+    fn emit(&self, kind: &str, id: &str, data: serde_json::Value) {
+        (self.events)(Event::new(kind).runtime(id).data(data));
+    }
+
+    async fn probe(&self) -> &Probe {
+        self.probe
+            .get_or_init(|| async {
+                let git = git::version().await.map_err(|e| e.message);
+                let scratch = self.layout.tmp();
+                let overlay = tokio::task::spawn_blocking(move || overlay::probe(&scratch))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.message));
+                Probe { git, overlay }
+            })
+            .await
+    }
+
+    async fn require(&self, mode: WorkspaceMode) -> Result<()> {
+        let p = self.probe().await;
+        if let Err(e) = &p.git {
+            return Err(Error::unavailable(e.clone()));
+        }
+        if mode == WorkspaceMode::Cow
+            && let Err(e) = &p.overlay
+        {
+            return Err(Error::unavailable(format!(
+                "copy-on-write workspaces need overlayfs, which does not work here ({e}); \
+                 use workspace mode \"git-worktree\""
+            )));
+        }
+        Ok(())
+    }
+
+    fn sandbox_config(&self, id: &str, spec: &SpawnSpec, workspace: &Path) -> SandboxConfig {
+        SandboxConfig {
+            id: id.to_string(),
+            workspace: workspace.to_path_buf(),
+            state_dir: self.layout.state(id).join("sandbox"),
+            limits: SandboxLimits {
+                cpu_millis: spec.resources.cpu.map(|c| c.millis()),
+                memory_bytes: spec.resources.memory.map(|m| m.get()),
+                pids: spec.resources.pids,
+                disk_bytes: spec.resources.disk.map(|d| d.get()),
+            },
+            network: spec.network.clone(),
+            env: spec.env.clone(),
+        }
+    }
+
+    /// Give a materialised workspace its sandbox and register it. On failure
+    /// the workspace is removed.
+    async fn start(
+        &self,
+        id: &str,
+        spec: &SpawnSpec,
+        info: WorkspaceInfo,
+        started: Instant,
+    ) -> Result<Spawned> {
+        let res = async {
+            let isolator = self.isolator(spec.isolation)?;
+            let sandbox = isolator
+                .create(self.sandbox_config(id, spec, &info.path))
+                .await?;
+            let root = match open_root(&info.path) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = sandbox.destroy().await;
+                    return Err(e);
+                }
+            };
+            Ok(Arc::new(Runtime {
+                info: info.clone(),
+                isolation: spec.isolation,
+                isolator: isolator.name().to_string(),
+                sandbox,
+                root: Arc::new(root),
+                paused: AtomicBool::new(false),
+            }))
+        }
+        .await;
+        let rt = match res {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = workspace::destroy(&self.layout, &info).await;
+                return Err(e.with_runtime(id));
+            }
+        };
+        self.register(id, rt.clone())?;
+        self.emit(
+            "workspace_created",
+            id,
+            serde_json::json!({
+                "mode": info.mode,
+                "commit": info.commit,
+                "isolator": rt.isolator,
+                "duration_ms": started.elapsed().as_millis() as u64,
+            }),
+        );
+        rt.spawned()
+    }
+
+    fn register(&self, id: &str, rt: Arc<Runtime>) -> Result<()> {
+        let json = serde_json::to_vec_pretty(&rt.handle())
+            .map_err(|e| Error::internal(format!("cannot encode handle: {e}")))?;
+        crate::store::write(
+            &self.layout.state(id).join("handle.json"),
+            &String::from_utf8_lossy(&json),
+        )?;
+        let mut map = self.runtimes.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(id.to_string(), rt);
+        Ok(())
+    }
+
+    /// Run a blocking file operation against a runtime's workspace root.
+    async fn with_root<T, F>(&self, id: &str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Dir) -> Result<T> + Send + 'static,
+    {
+        let root = self.get(id)?.root.clone();
+        tokio::task::spawn_blocking(move || f(&root))
+            .await
+            .map_err(|e| Error::internal(format!("file task failed: {e}")))?
+            .map_err(|e| e.with_runtime(id))
+    }
+
+    /// Clean up a runtime this daemon does not hold, from its persisted handle.
+    async fn terminate_unheld(&self, id: &str) -> Result<()> {
+        let file = self.layout.state(id).join("handle.json");
+        let handle: Option<Handle> = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        match handle {
+            Some(h) => {
+                if let Ok(iso) = self.isolator(h.isolation) {
+                    let cfg = self.sandbox_config(id, &SpawnSpec::default(), &h.workspace.path);
+                    if let Ok(Some(sb)) = iso.adopt(cfg, &h.sandbox).await {
+                        let _ = sb.destroy().await;
+                    }
+                }
+                workspace::destroy(&self.layout, &h.workspace).await?;
+            }
+            None => {
+                let path = self.layout.workspace(id);
+                overlay::unmount(&path)?;
+                remove_tree(&path)?;
+                remove_tree(&self.layout.overlay(id))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open_root(path: &Path) -> Result<Dir> {
+    Dir::open_ambient_dir(path, cap_std::ambient_authority())
+        .map_err(|e| Error::io(format!("cannot open workspace {}", path.display()), &e))
+}
+
+#[async_trait]
+impl RuntimeProvider for WorktreeProvider {
+    fn name(&self) -> &str {
+        "worktree"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let sandboxed = self.sandbox_isolator.is_some();
+        Capabilities {
+            memory_snapshots: false,
+            workspace_snapshots: true,
+            fork: true,
+            pause: sandboxed,
+            network_policy: false,
+            streaming_exec: true,
+            stdin: true,
+            resource_limits: sandboxed,
+            isolation: if sandboxed { "process" } else { "none" }.into(),
+            survives_daemon_restart: true,
+        }
+    }
+
+    async fn available(&self) -> Availability {
+        let p = self.probe().await;
+        let mut a = match &p.git {
+            Ok(v) => match &p.overlay {
+                Ok(()) => Availability::yes(format!(
+                    "{v}; overlayfs works (copy-on-write and git-worktree workspaces)"
+                )),
+                Err(e) => Availability::yes(format!(
+                    "{v}; overlayfs does not work here ({e}): only git-worktree workspaces"
+                )),
+            },
+            Err(e) => Availability::no(e.clone()),
+        };
+        a = a.detail(
+            "overlay",
+            match &p.overlay {
+                Ok(()) => "yes".to_string(),
+                Err(e) => format!("no: {e}"),
+            },
+        );
+        a = a.detail("host_isolator", self.host_isolator.name());
+        a.detail(
+            "sandbox_isolator",
+            self.sandbox_isolator
+                .as_ref()
+                .map(|i| i.name().to_string())
+                .unwrap_or_else(|| "none configured".into()),
+        )
+    }
+
+    async fn spawn(&self, id: &str, spec: &SpawnSpec) -> Result<Spawned> {
+        let started = Instant::now();
+        validate_id(id)?;
+        spec.validate()?;
+        if !spec.volumes.is_empty() {
+            return Err(Error::invalid(
+                "the worktree runtime does not mount volumes",
+            ));
+        }
+        self.isolator(spec.isolation)?;
+        if self.get(id).is_ok() {
+            return Err(Error::conflict(format!("runtime {id} already exists")));
+        }
+        self.require(spec.workspace).await?;
+        let (store, base): (Store, String) = match &spec.repo {
+            Some(repo) => {
+                let src = source_path(repo)?;
+                let git_ref = spec.git_ref.as_deref().unwrap_or("HEAD");
+                let commit = git::resolve_commit(&src, git_ref).await?;
+                let store = self.stores.for_source(&src).await?;
+                self.stores.import(&store, &src, &commit).await?;
+                (store, commit)
+            }
+            None if spec.git_ref.is_some() => {
+                return Err(Error::invalid("a git ref needs a repository"));
+            }
+            None => self.stores.empty().await?,
+        };
+        let info = workspace::create(
+            &self.layout,
+            &self.lowers,
+            &Materialize {
+                id,
+                mode: spec.workspace,
+                store: &store,
+                base: &base,
+                commit: &base,
+                head: &base,
+                empty_dirs: &[],
+            },
+        )
+        .await
+        .map_err(|e| e.with_runtime(id))?;
+        self.start(id, spec, info, started).await
+    }
+
+    async fn adopt(&self, id: &str, spec: &SpawnSpec, handle: &Spawned) -> Result<Option<Spawned>> {
+        validate_id(id)?;
+        if let Ok(rt) = self.get(id) {
+            return rt.spawned().map(Some);
+        }
+        let value = serde_json::Value::Object(handle.handle.clone().into_iter().collect());
+        let h: Handle = serde_json::from_value(value)
+            .map_err(|e| Error::invalid(format!("not a worktree handle: {e}")).with_runtime(id))?;
+        if h.workspace.id != id {
+            return Err(Error::invalid(format!(
+                "handle belongs to runtime {}, not {id}",
+                h.workspace.id
+            )));
+        }
+        let remounted = match workspace::ensure_present(&h.workspace)? {
+            None => return Ok(None),
+            Some(r) => r,
+        };
+        if remounted {
+            self.emit(
+                "workspace_remounted",
+                id,
+                serde_json::json!({ "path": h.workspace.path }),
+            );
+        }
+        let isolator = self.isolator(h.isolation)?;
+        let cfg = self.sandbox_config(id, spec, &h.workspace.path);
+        let sandbox = match isolator.adopt(cfg.clone(), &h.sandbox).await? {
+            Some(s) => s,
+            None => {
+                self.emit("sandbox_recreated", id, serde_json::Value::Null);
+                isolator.create(cfg).await?
+            }
+        };
+        let root = open_root(&h.workspace.path)?;
+        let rt = Arc::new(Runtime {
+            info: h.workspace,
+            isolation: h.isolation,
+            isolator: isolator.name().to_string(),
+            sandbox,
+            root: Arc::new(root),
+            paused: AtomicBool::new(false),
+        });
+        self.register(id, rt.clone())?;
+        rt.spawned().map(Some)
+    }
+
+    async fn terminate(&self, id: &str) -> Result<()> {
+        validate_id(id)?;
+        let held = {
+            let mut map = self.runtimes.write().unwrap_or_else(|p| p.into_inner());
+            map.remove(id)
+        };
+        match held {
+            Some(rt) => {
+                if let Err(e) = rt.sandbox.destroy().await {
+                    tracing::warn!(runtime = id, error = %e, "sandbox destroy failed");
+                }
+                let info = rt.info.clone();
+                drop(rt);
+                workspace::destroy(&self.layout, &info).await?;
+            }
+            None => self.terminate_unheld(id).await?,
+        }
+        remove_tree(&self.layout.state(id))?;
+        self.emit("workspace_removed", id, serde_json::Value::Null);
+        Ok(())
+    }
+
+    async fn status(&self, id: &str) -> Result<RuntimeStatus> {
+        let rt = self.get(id)?;
+        let present = match rt.info.mode {
+            WorkspaceMode::Cow => overlay::is_mounted(&rt.info.path)?,
+            WorkspaceMode::GitWorktree => rt.info.path.is_dir(),
+        };
+        let mut st = if !present {
+            let mut s = RuntimeStatus::new(RuntimeState::Error);
+            s.reason = Some(format!("workspace {} is gone", rt.info.path.display()));
+            s
+        } else if rt.paused.load(Ordering::SeqCst) {
+            RuntimeStatus::new(RuntimeState::Paused)
+        } else if !rt.sandbox.alive().await {
+            let mut s = RuntimeStatus::new(RuntimeState::Error);
+            s.reason = Some("the sandbox is no longer alive".into());
+            s
+        } else {
+            RuntimeStatus::new(RuntimeState::Running)
+        };
+        st.usage = rt.sandbox.usage().await.ok();
+        st.pid = rt.sandbox.init_pid();
+        let i = &rt.info;
+        st.details = [
+            ("workspace", serde_json::json!(i.path)),
+            ("mode", serde_json::json!(i.mode)),
+            ("base", serde_json::json!(i.base)),
+            ("commit", serde_json::json!(i.commit)),
+            ("store", serde_json::json!(i.store)),
+            ("isolator", serde_json::json!(rt.isolator)),
+            (
+                "workspace_view",
+                serde_json::json!(rt.sandbox.workspace_view()),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Ok(st)
+    }
+
+    async fn list(&self) -> Result<Vec<String>> {
+        let map = self.runtimes.read().unwrap_or_else(|p| p.into_inner());
+        let mut ids: Vec<String> = map.keys().cloned().collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn pause(&self, id: &str) -> Result<()> {
+        let rt = self.get(id)?;
+        rt.sandbox
+            .freeze(true)
+            .await
+            .map_err(|e| e.with_runtime(id))?;
+        rt.paused.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn resume(&self, id: &str) -> Result<()> {
+        let rt = self.get(id)?;
+        rt.sandbox
+            .freeze(false)
+            .await
+            .map_err(|e| e.with_runtime(id))?;
+        rt.paused.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn exec(&self, id: &str, req: ExecRequest) -> Result<ExecHandle> {
+        req.validate()?;
+        let rt = self.get(id)?;
+        if rt.paused.load(Ordering::SeqCst) {
+            return Err(Error::conflict(format!("runtime {id} is paused")).with_runtime(id));
+        }
+        let cwd = match req.cwd.as_deref() {
+            Some(c) => Some(workspace_relative(c)?).filter(|c| !c.is_empty()),
+            None => None,
+        };
+        let process = rt
+            .sandbox
+            .launch(ProcessSpec {
+                argv: req.cmd.clone(),
+                env: req.env.clone(),
+                cwd,
+                stdin: req.stdin.is_some() || req.interactive,
+            })
+            .await
+            .map_err(|e| e.with_runtime(id))?;
+        Ok(exec::pump(process, &req))
+    }
+
+    async fn read_file(&self, id: &str, path: &str) -> Result<Bytes> {
+        let p = path.to_string();
+        self.with_root(id, move |d| files::read_file(d, &p).map(Bytes::from))
+            .await
+    }
+
+    async fn write_file(&self, id: &str, path: &str, data: Bytes) -> Result<()> {
+        let p = path.to_string();
+        self.with_root(id, move |d| files::write_file(d, &p, &data))
+            .await
+    }
+
+    async fn list_dir(&self, id: &str, path: &str) -> Result<Vec<FileEntry>> {
+        let p = path.to_string();
+        self.with_root(id, move |d| files::list_dir(d, &p)).await
+    }
+
+    async fn stat(&self, id: &str, path: &str) -> Result<FileEntry> {
+        let p = path.to_string();
+        self.with_root(id, move |d| files::stat(d, &p)).await
+    }
+
+    async fn make_dir(&self, id: &str, path: &str) -> Result<()> {
+        let p = path.to_string();
+        self.with_root(id, move |d| files::make_dir(d, &p)).await
+    }
+
+    async fn rename(&self, id: &str, from: &str, to: &str) -> Result<()> {
+        let (f, t) = (from.to_string(), to.to_string());
+        self.with_root(id, move |d| files::rename(d, &f, &t)).await
+    }
+
+    async fn remove(&self, id: &str, path: &str, recursive: bool) -> Result<()> {
+        let p = path.to_string();
+        self.with_root(id, move |d| files::remove(d, &p, recursive))
+            .await
+    }
+
+    async fn upload_tar(&self, id: &str, path: &str, tar: Bytes) -> Result<()> {
+        let p = path.to_string();
+        self.with_root(id, move |d| tarball::unpack(d, &p, &tar))
+            .await
+    }
+
+    async fn download_tar(&self, id: &str, path: &str) -> Result<Bytes> {
+        let p = path.to_string();
+        self.with_root(id, move |d| tarball::pack(d, &p).map(Bytes::from))
+            .await
+    }
+
+    async fn snapshot(
+        &self,
+        id: &str,
+        _req: &SnapshotRequest,
+        target: &SnapshotTarget,
+    ) -> Result<SnapshotArtifact> {
+        let rt = self.get(id)?;
+        let started = Instant::now();
+        let art = snapshot::take(&self.layout, &rt.info, &target.snapshot_id, &target.dir)
+            .await
+            .map_err(|e| e.with_runtime(id))?;
+        self.emit(
+            "snapshot_written",
+            id,
+            serde_json::json!({
+                "snapshot_id": target.snapshot_id,
+                "commit": art.data.get("commit"),
+                "duration_ms": started.elapsed().as_millis() as u64,
+            }),
+        );
+        Ok(art)
+    }
+
+    async fn restore(&self, id: &str, snap: &SnapshotInfo, spec: &SpawnSpec) -> Result<Spawned> {
+        let started = Instant::now();
+        validate_id(id)?;
+        self.isolator(spec.isolation)?;
+        if self.get(id).is_ok() {
+            return Err(Error::conflict(format!("runtime {id} already exists")));
+        }
+        let rec = snapshot::load(snap)?;
+        self.require(rec.mode).await?;
+        let store = Store {
+            key: rec.store_key.clone(),
+            path: rec.store.clone(),
+        };
+        if !store.path.is_dir() || !self.stores.has_commit(&store, &rec.commit).await? {
+            return Err(Error::not_found(format!(
+                "snapshot {}: commit {} is no longer in store {}",
+                snap.id,
+                rec.commit,
+                store.path.display()
+            )));
+        }
+        let info = workspace::create(
+            &self.layout,
+            &self.lowers,
+            &Materialize {
+                id,
+                mode: rec.mode,
+                store: &store,
+                base: &rec.base,
+                commit: &rec.commit,
+                head: &rec.parent,
+                empty_dirs: &rec.empty_dirs,
+            },
+        )
+        .await
+        .map_err(|e| e.with_runtime(id))?;
+        self.start(id, spec, info, started).await
+    }
+
+    async fn delete_snapshot(&self, snap: &SnapshotInfo) -> Result<()> {
+        let rec = snapshot::load(snap)?;
+        snapshot::delete(&rec).await
+    }
+}
