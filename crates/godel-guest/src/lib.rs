@@ -9,6 +9,9 @@
 
 pub mod client;
 pub mod protocol;
+pub mod server;
+pub mod sys;
 
 pub use client::GuestClient;
 pub use protocol::{ExecStart, Frame, FrameDecoder, FrameError, GuestUsage, Hello, Message};
+pub use server::{Server, ServerConfig};
