@@ -23,6 +23,20 @@ fn io_err(op: &str, path: &str, e: std::io::Error) -> Error {
     Error::io(format!("{op} {path:?}"), &e)
 }
 
+/// `create_dir_all` beneath `root`. When a component exists but cannot be
+/// used (a symlink leading outside reports `EEXIST` from mkdir), the real
+/// reason from resolving it is returned instead.
+pub fn mkdirs(root: &Dir, path: &str, shown: &str) -> Result<()> {
+    match root.create_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) => match root.metadata(path) {
+            Err(real) => Err(io_err("create directory", shown, real)),
+            Ok(md) if !md.is_dir() => Err(Error::invalid(format!("{shown:?} is not a directory"))),
+            Ok(_) => Err(io_err("create directory", shown, e)),
+        },
+    }
+}
+
 pub fn read_file(root: &Dir, path: &str) -> Result<Vec<u8>> {
     let r = rel(path)?;
     let md = root.metadata(&r).map_err(|e| io_err("read", path, e))?;
@@ -38,8 +52,7 @@ pub fn write_file(root: &Dir, path: &str, data: &[u8]) -> Result<()> {
         return Err(Error::invalid("cannot write to the workspace root"));
     }
     if let Some((parent, _)) = r.rsplit_once('/') {
-        root.create_dir_all(parent)
-            .map_err(|e| io_err("create parent of", path, e))?;
+        mkdirs(root, parent, path)?;
     }
     let mut f = root.create(&r).map_err(|e| io_err("write", path, e))?;
     f.write_all(data).map_err(|e| io_err("write", path, e))?;
@@ -98,8 +111,7 @@ pub fn rename(root: &Dir, from: &str, to: &str) -> Result<()> {
     root.symlink_metadata(&f)
         .map_err(|e| io_err("rename", from, e))?;
     if let Some((parent, _)) = t.rsplit_once('/') {
-        root.create_dir_all(parent)
-            .map_err(|e| io_err("create parent of", to, e))?;
+        mkdirs(root, parent, to)?;
     }
     root.rename(&f, root, &t)
         .map_err(|e| io_err("rename to", to, e))

@@ -18,7 +18,7 @@ use cap_std::fs::{Dir, MetadataExt};
 use godel_core::{Error, Result};
 use tar::{Archive, Builder, EntryType, Header};
 
-use crate::files::{rel, set_mode};
+use crate::files::{mkdirs, rel, set_mode};
 
 /// Lexically normalise one archive path; `None` for the archive root (`./`).
 fn entry_path(raw: &[u8]) -> Result<Option<String>> {
@@ -94,8 +94,7 @@ fn bad_tar(e: &std::io::Error) -> Error {
 pub fn unpack(root: &Dir, path: &str, data: &[u8]) -> Result<()> {
     let base = rel(path)?;
     check(data)?;
-    root.create_dir_all(&base)
-        .map_err(|e| Error::io(format!("create {path:?}"), &e))?;
+    mkdirs(root, &base, path)?;
     let dir = root
         .open_dir(&base)
         .map_err(|e| Error::io(format!("open {path:?}"), &e))?;
@@ -107,12 +106,12 @@ pub fn unpack(root: &Dir, path: &str, data: &[u8]) -> Result<()> {
         };
         let io = |e: std::io::Error| Error::io(format!("unpack {p:?}"), &e);
         if let Some((parent, _)) = p.rsplit_once('/') {
-            dir.create_dir_all(parent).map_err(io)?;
+            mkdirs(&dir, parent, &p)?;
         }
         let mode = ent.header().mode().unwrap_or(0o644);
         match ent.header().entry_type() {
             EntryType::Directory => {
-                dir.create_dir_all(&p).map_err(io)?;
+                mkdirs(&dir, &p, &p)?;
                 set_mode(&dir, &p, mode | 0o700)?;
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
