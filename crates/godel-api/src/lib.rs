@@ -1,1 +1,68 @@
-//! godel-api (placeholder until its issue lands).
+//! godel-api: the HTTP surface. Routes parse requests into `Control` calls
+//! ([`routes`]); [`auth`] decides who the caller is; [`error`] renders every
+//! failure as `{code, message, retryable}`. Served on the Unix socket (owner
+//! = admin) and, when asked, on TCP where a bearer token is required.
+
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::middleware::{from_fn, from_fn_with_state, map_response};
+use godel_control::Control;
+
+/// The app served on the Unix socket: every caller is admin.
+pub fn socket_app(control: Arc<Control>) -> Router {
+    routes::router(control)
+        .layer(from_fn(auth::socket_owner))
+        .layer(map_response(error::normalize_errors))
+}
+
+/// The app served on TCP: a bearer token is required on every route.
+pub fn tcp_app(control: Arc<Control>) -> Router {
+    routes::router(control.clone())
+        .layer(from_fn_with_state(control, auth::bearer))
+        .layer(map_response(error::normalize_errors))
+}
+
+/// Bind the Unix socket with mode 0600, replacing a stale socket file.
+pub fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("another godel daemon is listening on {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    // Create the socket under a restrictive umask so it is never reachable by others.
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serve on a Unix listener until `shutdown` resolves.
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    control: Arc<Control>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, socket_app(control)).with_graceful_shutdown(shutdown).await
+}
+
+/// Serve on a TCP listener until `shutdown` resolves.
+pub async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    control: Arc<Control>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, tcp_app(control)).with_graceful_shutdown(shutdown).await
+}

@@ -1,1 +1,11 @@
-//! godel-control (placeholder until its issue lands).
+//! godel-control: the control plane. It owns durable state ([`store`]), the
+//! snapshot store ([`snapshot_store`]) and the actions every surface calls
+//! ([`control::Control`]): spawn, exec, files, snapshots, restore, fork,
+//! reconciliation after a restart, teams and tokens. It speaks no HTTP.
+
+pub mod control;
+pub mod snapshot_store;
+pub mod store;
+
+pub use control::{Caller, Control, RuntimeReport, Settings, event_channel};
+pub use store::{Store, TeamRecord, TokenRecord};

@@ -1,0 +1,276 @@
+//! `Control`: the actions every surface (REST, CLI, E2B) calls. It owns the
+//! store, the snapshot store, the registered providers and the event bus, and
+//! enforces team scoping: a team caller sees only its own runtimes and
+//! snapshots; anything else is `NOT_FOUND`, exactly as if it did not exist.
+
+mod lifecycle;
+mod ops;
+mod reconcile;
+mod snapshots;
+mod teams;
+
+pub use reconcile::ReconcileReport;
+pub use teams::CreatedToken;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use godel_core::{
+    Availability, Capabilities, Error, Event, EventSink, Result, RuntimeInfo, RuntimeProvider,
+};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::snapshot_store::SnapshotStore;
+use crate::store::{Store, TeamRecord};
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The Unix socket's owner or an admin token: sees everything.
+    Admin,
+    /// A team token: sees only the team's runtimes and snapshots.
+    Team(String),
+}
+
+impl Caller {
+    /// The team a spawn is charged to.
+    pub fn spawn_team(&self, requested: Option<&str>, default_team: &str) -> Result<String> {
+        match (self, requested) {
+            (Caller::Admin, Some(t)) => Ok(t.to_string()),
+            (Caller::Admin, None) => Ok(default_team.to_string()),
+            (Caller::Team(own), Some(t)) if t != own => Err(Error::denied(format!(
+                "a token of team {own} cannot act for team {t}"
+            ))),
+            (Caller::Team(own), _) => Ok(own.clone()),
+        }
+    }
+
+    /// The team filter for listings (`None` = all).
+    pub fn team_filter(&self) -> Option<&str> {
+        match self {
+            Caller::Admin => None,
+            Caller::Team(t) => Some(t),
+        }
+    }
+
+    pub fn sees(&self, team: &str) -> bool {
+        match self {
+            Caller::Admin => true,
+            Caller::Team(t) => t == team,
+        }
+    }
+
+    pub fn require_admin(&self, what: &str) -> Result<()> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Team(t) => Err(Error::denied(format!("{what} needs an admin token (caller is team {t})"))),
+        }
+    }
+}
+
+/// Settings of the control plane.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub default_runtime: String,
+    pub default_team: String,
+    pub spawn_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            default_runtime: "worktree".into(),
+            default_team: "default".into(),
+            spawn_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A runtime kind the daemon knows but could not register, and why.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RuntimeReport {
+    pub name: String,
+    pub registered: bool,
+    pub availability: Availability,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+}
+
+/// The control plane.
+pub struct Control {
+    home: PathBuf,
+    store: Store,
+    snapshots: SnapshotStore,
+    providers: RwLock<BTreeMap<String, Arc<dyn RuntimeProvider>>>,
+    unregistered: RwLock<BTreeMap<String, String>>,
+    events: broadcast::Sender<Event>,
+    settings: Settings,
+}
+
+/// A sink for providers plus the receiver the control plane drains.
+pub fn event_channel() -> (EventSink, mpsc::UnboundedReceiver<Event>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Arc::new(move |ev| drop(tx.send(ev))), rx)
+}
+
+impl Control {
+    /// Open the control plane on `$GODEL_HOME`.
+    pub fn open(home: &Path, settings: Settings) -> Result<Arc<Control>> {
+        std::fs::create_dir_all(home).map_err(|e| Error::io(format!("create {}", home.display()), &e))?;
+        let store = Store::open(&home.join("godel.db"))?;
+        Control::with_store(home, store, settings)
+    }
+
+    pub fn with_store(home: &Path, store: Store, settings: Settings) -> Result<Arc<Control>> {
+        let snapshots = SnapshotStore::new(home.join("snapshots"))?;
+        let (events, _) = broadcast::channel(4096);
+        Ok(Arc::new(Control {
+            home: home.to_path_buf(),
+            store,
+            snapshots,
+            providers: RwLock::new(BTreeMap::new()),
+            unregistered: RwLock::new(BTreeMap::new()),
+            events,
+            settings,
+        }))
+    }
+
+    /// Forward events from providers' sinks into the log and the bus.
+    pub fn attach_event_receiver(self: &Arc<Self>, mut rx: mpsc::UnboundedReceiver<Event>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(mut ev) = rx.recv().await {
+                let Some(me) = me.upgrade() else { break };
+                if ev.team.is_none()
+                    && let Some(id) = &ev.runtime_id
+                    && let Ok(Some(rec)) = me.store.get_runtime(id)
+                {
+                    ev.team = Some(rec.team);
+                }
+                me.on_provider_event(&ev).await;
+                me.emit(ev);
+            }
+        });
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Register a provider under its name.
+    pub fn register(&self, provider: Arc<dyn RuntimeProvider>) {
+        let name = provider.name().to_string();
+        self.unregistered_mut().remove(&name);
+        self.providers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, provider);
+    }
+
+    /// Note a runtime kind that could not be registered, with the reason.
+    pub fn note_unregistered(&self, name: &str, reason: impl Into<String>) {
+        self.unregistered_mut().insert(name.to_string(), reason.into());
+    }
+
+    fn unregistered_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, String>> {
+        self.unregistered.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn provider(&self, name: &str) -> Result<Arc<dyn RuntimeProvider>> {
+        if let Some(p) = self.providers.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+            return Ok(p.clone());
+        }
+        let why = self
+            .unregistered
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned();
+        match why {
+            Some(why) => Err(Error::unavailable(format!("runtime {name} is not available here: {why}"))),
+            None => Err(Error::invalid(format!(
+                "unknown runtime {name:?}; registered: {}",
+                self.provider_names().join(", ")
+            ))),
+        }
+    }
+
+    pub fn provider_names(&self) -> Vec<String> {
+        self.providers.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    }
+
+    /// Every known runtime kind with its availability (for `godel doctor`).
+    pub async fn doctor(&self) -> Vec<RuntimeReport> {
+        let providers: Vec<_> = self.providers.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let mut out = Vec::new();
+        for p in providers {
+            out.push(RuntimeReport {
+                name: p.name().to_string(),
+                registered: true,
+                availability: p.available().await,
+                capabilities: Some(p.capabilities()),
+            });
+        }
+        for (name, why) in self.unregistered.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            out.push(RuntimeReport {
+                name: name.clone(),
+                registered: false,
+                availability: Availability::no(why.clone()),
+                capabilities: None,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Record an event and publish it to subscribers.
+    pub fn emit(&self, ev: Event) {
+        match self.store.append_event(&ev) {
+            Ok(stored) => {
+                let _ = self.events.send(stored);
+            }
+            Err(e) => tracing::warn!(error = %e, kind = %ev.kind, "could not store event"),
+        }
+    }
+
+    /// Live events (after those already stored).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Stored events visible to the caller.
+    pub fn events_since(&self, caller: &Caller, since: i64, limit: usize) -> Result<Vec<Event>> {
+        self.store.list_events(since, caller.team_filter(), None, limit)
+    }
+
+    /// A team's record, or an unlimited default for teams not yet created.
+    pub fn team_or_default(&self, team: &str) -> Result<TeamRecord> {
+        Ok(self.store.get_team(team)?.unwrap_or_else(|| TeamRecord {
+            name: team.to_string(),
+            ..Default::default()
+        }))
+    }
+
+    /// The runtime record if the caller may see it; `NOT_FOUND` otherwise.
+    pub fn visible_runtime(&self, caller: &Caller, id: &str) -> Result<RuntimeInfo> {
+        match self.store.get_runtime(id)? {
+            Some(r) if caller.sees(&r.team) => Ok(r),
+            _ => Err(Error::not_found(format!("runtime {id} not found")).with_runtime(id)),
+        }
+    }
+
+    pub fn snapshot_store(&self) -> &SnapshotStore {
+        &self.snapshots
+    }
+}

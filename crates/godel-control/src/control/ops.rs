@@ -1,0 +1,63 @@
+//! Exec and file operations on a live runtime, after the team check.
+
+use bytes::Bytes;
+use godel_core::{ExecHandle, ExecOutput, ExecRequest, FileEntry, Result};
+
+use super::{Caller, Control};
+
+impl Control {
+    pub async fn exec(&self, caller: &Caller, id: &str, req: ExecRequest) -> Result<ExecHandle> {
+        req.validate()?;
+        let (_, p) = self.live(caller, id)?;
+        p.exec(id, req).await.map_err(|e| e.with_runtime(id))
+    }
+
+    pub async fn exec_collect(&self, caller: &Caller, id: &str, req: ExecRequest) -> Result<ExecOutput> {
+        self.exec(caller, id, req).await?.collect().await.map_err(|e| e.with_runtime(id))
+    }
+
+    pub async fn read_file(&self, caller: &Caller, id: &str, path: &str) -> Result<Bytes> {
+        let (_, p) = self.live(caller, id)?;
+        p.read_file(id, path).await
+    }
+
+    pub async fn write_file(&self, caller: &Caller, id: &str, path: &str, data: Bytes) -> Result<()> {
+        let (_, p) = self.live(caller, id)?;
+        p.write_file(id, path, data).await
+    }
+
+    pub async fn list_dir(&self, caller: &Caller, id: &str, path: &str) -> Result<Vec<FileEntry>> {
+        let (_, p) = self.live(caller, id)?;
+        p.list_dir(id, path).await
+    }
+
+    pub async fn stat(&self, caller: &Caller, id: &str, path: &str) -> Result<FileEntry> {
+        let (_, p) = self.live(caller, id)?;
+        p.stat(id, path).await
+    }
+
+    pub async fn make_dir(&self, caller: &Caller, id: &str, path: &str) -> Result<()> {
+        let (_, p) = self.live(caller, id)?;
+        p.make_dir(id, path).await
+    }
+
+    pub async fn rename(&self, caller: &Caller, id: &str, from: &str, to: &str) -> Result<()> {
+        let (_, p) = self.live(caller, id)?;
+        p.rename(id, from, to).await
+    }
+
+    pub async fn remove(&self, caller: &Caller, id: &str, path: &str, recursive: bool) -> Result<()> {
+        let (_, p) = self.live(caller, id)?;
+        p.remove(id, path, recursive).await
+    }
+
+    pub async fn upload_tar(&self, caller: &Caller, id: &str, path: &str, tar: Bytes) -> Result<()> {
+        let (_, p) = self.live(caller, id)?;
+        p.upload_tar(id, path, tar).await
+    }
+
+    pub async fn download_tar(&self, caller: &Caller, id: &str, path: &str) -> Result<Bytes> {
+        let (_, p) = self.live(caller, id)?;
+        p.download_tar(id, path).await
+    }
+}

@@ -1,0 +1,78 @@
+//! Reconciliation after a daemon start: every non-terminal record is matched
+//! against reality. Live runtimes are re-adopted; the rest are marked `error`
+//! with a reason. Snapshots published but not yet recorded are re-imported.
+
+use godel_core::{Event, Result, RuntimeState, Spawned};
+use serde::Serialize;
+use serde_json::json;
+
+use super::Control;
+
+/// What reconciliation did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ReconcileReport {
+    pub adopted: Vec<String>,
+    pub lost: Vec<(String, String)>,
+    pub finished_terminating: Vec<String>,
+    pub snapshots_reimported: Vec<String>,
+}
+
+impl Control {
+    pub async fn reconcile(&self) -> Result<ReconcileReport> {
+        let mut report = ReconcileReport::default();
+        for info in self.snapshots.recover()? {
+            if self.store.get_snapshot(&info.id)?.is_none() {
+                self.store.insert_snapshot(&info)?;
+                report.snapshots_reimported.push(info.id.clone());
+            }
+        }
+        for rec in self.store.non_terminal_runtimes()? {
+            let id = rec.id.clone();
+            let provider = match self.provider(&rec.runtime) {
+                Ok(p) => p,
+                Err(e) => {
+                    let reason = format!("lost after daemon restart: {}", e.message);
+                    self.lose(&id, &rec.team, &reason, &mut report);
+                    continue;
+                }
+            };
+            match rec.state {
+                RuntimeState::Pending | RuntimeState::Creating => {
+                    let _ = provider.terminate(&id).await;
+                    self.lose(&id, &rec.team, "spawn interrupted by a daemon restart", &mut report);
+                }
+                RuntimeState::Terminating => {
+                    let _ = provider.terminate(&id).await;
+                    if self.store.transition(&id, RuntimeState::Terminated, None).is_ok() {
+                        self.emit(Event::new("state_changed").runtime(&id).team(&rec.team).data(json!({"state": "terminated"})));
+                    }
+                    report.finished_terminating.push(id);
+                }
+                RuntimeState::Running | RuntimeState::Paused => {
+                    let handle = Spawned { handle: rec.handle.clone(), pid: rec.pid };
+                    match provider.adopt(&id, &rec.spec, &handle).await {
+                        Ok(Some(sp)) => {
+                            self.store.set_handle(&id, &sp.handle, sp.pid)?;
+                            self.emit(Event::new("adopted").runtime(&id).team(&rec.team).data(json!({"pid": sp.pid})));
+                            report.adopted.push(id);
+                        }
+                        Ok(None) => self.lose(&id, &rec.team, "lost: the runtime was gone after a daemon restart", &mut report),
+                        Err(e) => {
+                            let reason = format!("lost: re-adoption failed: {}", e.message);
+                            self.lose(&id, &rec.team, &reason, &mut report);
+                        }
+                    }
+                }
+                RuntimeState::Terminated | RuntimeState::Error => {}
+            }
+        }
+        Ok(report)
+    }
+
+    fn lose(&self, id: &str, team: &str, reason: &str, report: &mut ReconcileReport) {
+        if self.store.transition(id, RuntimeState::Error, Some(reason)).is_ok() {
+            self.emit(Event::new("lost").runtime(id).team(team).data(json!({"reason": reason})));
+        }
+        report.lost.push((id.to_string(), reason.to_string()));
+    }
+}

@@ -1,0 +1,84 @@
+//! Teams and tokens: creation, listing, revocation, and turning a presented
+//! token into a `Caller`.
+
+use godel_core::{Error, Event, Result};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{Caller, Control};
+use crate::store::{TeamRecord, TokenRecord};
+
+/// A token just created: the only time its plaintext exists.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub record: TokenRecord,
+    pub token: String,
+}
+
+impl Control {
+    /// Map a bearer token to a caller; `UNAUTHENTICATED` when unknown or revoked.
+    pub fn authenticate(&self, token: &str) -> Result<Caller> {
+        match self.store.find_token(token.trim())? {
+            Some(t) if t.admin => Ok(Caller::Admin),
+            Some(TokenRecord { team: Some(team), .. }) => Ok(Caller::Team(team)),
+            _ => Err(Error::unauthenticated("invalid or revoked token")),
+        }
+    }
+
+    pub fn create_team(&self, caller: &Caller, team: TeamRecord) -> Result<TeamRecord> {
+        caller.require_admin("creating a team")?;
+        godel_core::validate_name("team", &team.name)?;
+        if let Some(r) = &team.runtime {
+            self.provider(r).map(|_| ()).or_else(|e| {
+                if e.code == godel_core::ErrorCode::Unavailable { Ok(()) } else { Err(e) }
+            })?;
+        }
+        if self.store.get_team(&team.name)?.is_some() {
+            return Err(Error::conflict(format!("team {} already exists", team.name)));
+        }
+        self.store.upsert_team(&team)?;
+        self.emit(Event::new("team_created").team(&team.name).data(json!(team)));
+        self.store.get_team(&team.name)?.ok_or_else(|| Error::internal("team vanished"))
+    }
+
+    pub fn list_teams(&self, caller: &Caller) -> Result<Vec<TeamRecord>> {
+        let teams = self.store.list_teams()?;
+        Ok(teams.into_iter().filter(|t| caller.sees(&t.name)).collect())
+    }
+
+    pub fn delete_team(&self, caller: &Caller, name: &str) -> Result<()> {
+        caller.require_admin("removing a team")?;
+        self.store.delete_team(name)?;
+        self.emit(Event::new("team_deleted").team(name));
+        Ok(())
+    }
+
+    /// New token for a team (created on first use with no quota) or an admin token.
+    pub fn create_token(&self, caller: &Caller, team: Option<&str>, admin: bool) -> Result<CreatedToken> {
+        caller.require_admin("creating a token")?;
+        if admin == team.is_some() {
+            return Err(Error::invalid("a token is either for one team (--team T) or an admin token (--admin)"));
+        }
+        if let Some(t) = team {
+            godel_core::validate_name("team", t)?;
+            if self.store.get_team(t)?.is_none() {
+                self.store.upsert_team(&TeamRecord { name: t.to_string(), ..Default::default() })?;
+            }
+        }
+        let (record, token) = self.store.create_token(team, admin)?;
+        self.emit(Event::new("token_created").data(json!({"id": record.id, "team": team, "admin": admin})));
+        Ok(CreatedToken { record, token })
+    }
+
+    pub fn list_tokens(&self, caller: &Caller) -> Result<Vec<TokenRecord>> {
+        self.store.list_tokens(caller.team_filter())
+    }
+
+    pub fn revoke_token(&self, caller: &Caller, id_or_token: &str) -> Result<TokenRecord> {
+        caller.require_admin("revoking a token")?;
+        let rec = self.store.revoke_token(id_or_token)?;
+        self.emit(Event::new("token_revoked").data(json!({"id": rec.id})));
+        Ok(rec)
+    }
+}

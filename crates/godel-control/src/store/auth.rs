@@ -1,0 +1,211 @@
+//! Teams and API tokens. Tokens are stored as SHA-256 hashes only; the
+//! plaintext is shown once, when it is created.
+
+use godel_core::{Error, Result};
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use super::{Store, db_err, now_text, parse_time};
+use crate::store::runtimes::Quota;
+
+/// A team and its quota.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamRecord {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_agents: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cpu_millis: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_disk_bytes: Option<u64>,
+    /// Default runtime for the team's spawns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// Fallback chain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<String>,
+}
+
+impl TeamRecord {
+    pub fn quota(&self) -> Quota {
+        Quota {
+            max_agents: self.max_agents,
+            max_cpu_millis: self.max_cpu_millis,
+            max_memory_bytes: self.max_memory_bytes,
+            max_disk_bytes: self.max_disk_bytes,
+        }
+    }
+}
+
+/// A token as listed (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    pub admin: bool,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// SHA-256 of a token, hex.
+pub fn hash_token(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+impl Store {
+    pub fn upsert_team(&self, t: &TeamRecord) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO teams (name, created_at, max_agents, max_cpu_millis, max_memory_bytes, max_disk_bytes, runtime, fallback)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(name) DO UPDATE SET max_agents = ?3, max_cpu_millis = ?4, max_memory_bytes = ?5,
+                    max_disk_bytes = ?6, runtime = ?7, fallback = ?8",
+                params![
+                    t.name,
+                    now_text(),
+                    t.max_agents.map(|v| v as i64),
+                    t.max_cpu_millis.map(|v| v as i64),
+                    t.max_memory_bytes.map(|v| v as i64),
+                    t.max_disk_bytes.map(|v| v as i64),
+                    t.runtime,
+                    serde_json::to_string(&t.fallback).unwrap_or_else(|_| "[]".into()),
+                ],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    pub fn get_team(&self, name: &str) -> Result<Option<TeamRecord>> {
+        Ok(self.list_teams()?.into_iter().find(|t| t.name == name))
+    }
+
+    pub fn list_teams(&self) -> Result<Vec<TeamRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT name, created_at, max_agents, max_cpu_millis, max_memory_bytes, max_disk_bytes, runtime, fallback
+                 FROM teams ORDER BY name",
+            )
+            .map_err(db_err)?;
+        stmt.query_map([], |r| {
+            let fallback: Option<String> = r.get(7)?;
+            Ok(TeamRecord {
+                name: r.get(0)?,
+                created_at: Some(parse_time(&r.get::<_, String>(1)?)),
+                max_agents: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                max_cpu_millis: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                max_memory_bytes: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+                max_disk_bytes: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+                runtime: r.get(6)?,
+                fallback: fallback.and_then(|f| serde_json::from_str(&f).ok()).unwrap_or_default(),
+            })
+        })
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err)
+    }
+
+    /// Remove a team; refused while it has live runtimes. Revokes its tokens.
+    pub fn delete_team(&self, name: &str) -> Result<()> {
+        let live = self.team_usage(name)?.agents;
+        if live > 0 {
+            return Err(Error::conflict(format!(
+                "team {name} still has {live} live runtime(s); remove them first"
+            )));
+        }
+        let conn = self.conn();
+        let n = conn.execute("DELETE FROM teams WHERE name = ?1", [name]).map_err(db_err)?;
+        if n == 0 {
+            return Err(Error::not_found(format!("team {name} not found")));
+        }
+        conn.execute(
+            "UPDATE tokens SET revoked_at = ?2 WHERE team = ?1 AND revoked_at IS NULL",
+            params![name, now_text()],
+        )
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Create a token; returns (record, plaintext). The plaintext is not stored.
+    pub fn create_token(&self, team: Option<&str>, admin: bool) -> Result<(TokenRecord, String)> {
+        use rand::RngCore;
+        let mut secret = [0u8; 24];
+        rand::rng().fill_bytes(&mut secret);
+        let secret = hex::encode(secret);
+        let id = format!("tok_{}", &secret[..8]);
+        let token = format!("gdl_{secret}");
+        let now = now_text();
+        self.conn()
+            .execute(
+                "INSERT INTO tokens (id, team, admin, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, team, admin as i64, hash_token(&token), now],
+            )
+            .map_err(db_err)?;
+        Ok((
+            TokenRecord { id, team: team.map(String::from), admin, created_at: parse_time(&now), revoked_at: None },
+            token,
+        ))
+    }
+
+    /// Look up a live token by its plaintext.
+    pub fn find_token(&self, token: &str) -> Result<Option<TokenRecord>> {
+        let conn = self.conn();
+        conn.query_row(
+            "SELECT id, team, admin, created_at, revoked_at FROM tokens WHERE hash = ?1 AND revoked_at IS NULL",
+            [hash_token(token)],
+            token_row,
+        )
+        .optional()
+        .map_err(db_err)
+    }
+
+    pub fn list_tokens(&self, team: Option<&str>) -> Result<Vec<TokenRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, team, admin, created_at, revoked_at FROM tokens WHERE (?1 IS NULL OR team = ?1) ORDER BY created_at",
+            )
+            .map_err(db_err)?;
+        stmt.query_map([team], token_row)
+            .map_err(db_err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_err)
+    }
+
+    /// Revoke by id (`tok_...`) or by the token itself.
+    pub fn revoke_token(&self, id_or_token: &str) -> Result<TokenRecord> {
+        let conn = self.conn();
+        let rec = conn
+            .query_row(
+                "SELECT id, team, admin, created_at, revoked_at FROM tokens WHERE id = ?1 OR hash = ?2",
+                params![id_or_token, hash_token(id_or_token)],
+                token_row,
+            )
+            .optional()
+            .map_err(db_err)?
+            .ok_or_else(|| Error::not_found("token not found"))?;
+        conn.execute(
+            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+            params![rec.id, now_text()],
+        )
+        .map_err(db_err)?;
+        Ok(rec)
+    }
+}
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: r.get(0)?,
+        team: r.get(1)?,
+        admin: r.get::<_, i64>(2)? != 0,
+        created_at: parse_time(&r.get::<_, String>(3)?),
+        revoked_at: r.get::<_, Option<String>>(4)?.map(|t| parse_time(&t)),
+    })
+}

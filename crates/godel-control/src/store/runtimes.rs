@@ -1,0 +1,252 @@
+//! Runtime records: insert with an atomic quota check, state transitions
+//! checked against the state machine, and queries.
+
+use std::collections::BTreeMap;
+
+use godel_core::{Error, Result, RuntimeInfo, RuntimeState, SpawnSpec};
+use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
+
+use super::{Store, db_err, json_err, now_text, parse_time};
+
+/// Resources a runtime reserves against its team's quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reservation {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+}
+
+/// What a team holds right now (non-terminal runtimes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TeamUsage {
+    pub agents: u64,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+}
+
+const COLS: &str = "id, runtime, team, state, spec, handle, pid, reason, restored_from, created_at, updated_at";
+
+fn row_to_info(r: &Row<'_>) -> rusqlite::Result<(RuntimeInfo, String, String)> {
+    let state: String = r.get(3)?;
+    let spec: String = r.get(4)?;
+    let handle: String = r.get(5)?;
+    let info = RuntimeInfo {
+        id: r.get(0)?,
+        runtime: r.get(1)?,
+        team: r.get(2)?,
+        state: RuntimeState::parse(&state).unwrap_or(RuntimeState::Error),
+        spec: SpawnSpec::default(),
+        created_at: parse_time(&r.get::<_, String>(9)?),
+        updated_at: parse_time(&r.get::<_, String>(10)?),
+        reason: r.get(7)?,
+        restored_from: r.get(8)?,
+        handle: BTreeMap::new(),
+        usage: None,
+        pid: r.get::<_, Option<i64>>(6)?.map(|p| p as u32),
+    };
+    Ok((info, spec, handle))
+}
+
+fn finish(parts: (RuntimeInfo, String, String)) -> Result<RuntimeInfo> {
+    let (mut info, spec, handle) = parts;
+    info.spec = serde_json::from_str(&spec).map_err(json_err)?;
+    info.handle = serde_json::from_str(&handle).map_err(json_err)?;
+    Ok(info)
+}
+
+/// A team's quota limits (None = unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    pub max_agents: Option<u64>,
+    pub max_cpu_millis: Option<u64>,
+    pub max_memory_bytes: Option<u64>,
+    pub max_disk_bytes: Option<u64>,
+}
+
+impl Store {
+    /// Insert a new runtime record in `creating`, after checking the team's
+    /// quota in the same transaction so concurrent spawns cannot overshoot.
+    pub fn insert_runtime(
+        &self,
+        info: &RuntimeInfo,
+        reservation: Reservation,
+        quota: Quota,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let usage = team_usage_tx(&tx, &info.team)?;
+        check_quota(&info.team, usage, reservation, quota)?;
+        let now = now_text();
+        tx.execute(
+            "INSERT INTO runtimes (id, runtime, team, state, spec, handle, pid, reason, restored_from,
+                cpu_millis, memory_bytes, disk_bytes, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?8, ?9, ?10, ?11, ?11)",
+            params![
+                info.id,
+                info.runtime,
+                info.team,
+                info.state.as_str(),
+                serde_json::to_string(&info.spec).map_err(json_err)?,
+                serde_json::to_string(&info.handle).map_err(json_err)?,
+                info.restored_from,
+                reservation.cpu_millis as i64,
+                reservation.memory_bytes as i64,
+                reservation.disk_bytes as i64,
+                now,
+            ],
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                Error::conflict(format!("runtime {} already exists", info.id))
+            }
+            e => db_err(e),
+        })?;
+        tx.commit().map_err(db_err)
+    }
+
+    /// Move a runtime to `to`, refusing illegal transitions. Returns the new record.
+    pub fn transition(&self, id: &str, to: RuntimeState, reason: Option<&str>) -> Result<RuntimeInfo> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let cur: Option<String> = tx
+            .query_row("SELECT state FROM runtimes WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        let cur = cur.ok_or_else(|| Error::not_found(format!("runtime {id} not found")))?;
+        let cur = RuntimeState::parse(&cur)?;
+        if cur != to {
+            cur.transition(to).map_err(|e| e.with_runtime(id))?;
+        }
+        tx.execute(
+            "UPDATE runtimes SET state = ?2, reason = COALESCE(?3, reason), updated_at = ?4 WHERE id = ?1",
+            params![id, to.as_str(), reason, now_text()],
+        )
+        .map_err(db_err)?;
+        let info = tx
+            .query_row(&format!("SELECT {COLS} FROM runtimes WHERE id = ?1"), [id], row_to_info)
+            .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        finish(info)
+    }
+
+    /// Record what the provider returned (handle, pid).
+    pub fn set_handle(&self, id: &str, handle: &BTreeMap<String, serde_json::Value>, pid: Option<u32>) -> Result<()> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE runtimes SET handle = ?2, pid = ?3, updated_at = ?4 WHERE id = ?1",
+                params![id, serde_json::to_string(handle).map_err(json_err)?, pid.map(|p| p as i64), now_text()],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(Error::not_found(format!("runtime {id} not found")));
+        }
+        Ok(())
+    }
+
+    /// Replace the spec of a runtime (e.g. labels changed).
+    pub fn set_spec(&self, id: &str, spec: &SpawnSpec) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE runtimes SET spec = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, serde_json::to_string(spec).map_err(json_err)?, now_text()],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    pub fn get_runtime(&self, id: &str) -> Result<Option<RuntimeInfo>> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(&format!("SELECT {COLS} FROM runtimes WHERE id = ?1"), [id], row_to_info)
+            .optional()
+            .map_err(db_err)?;
+        row.map(finish).transpose()
+    }
+
+    /// Runtimes, newest first. `team = None` lists every team's.
+    pub fn list_runtimes(&self, team: Option<&str>, include_terminal: bool) -> Result<Vec<RuntimeInfo>> {
+        let conn = self.conn();
+        let mut sql = format!("SELECT {COLS} FROM runtimes WHERE (?1 IS NULL OR team = ?1)");
+        if !include_terminal {
+            sql.push_str(" AND state NOT IN ('terminated', 'error')");
+        }
+        sql.push_str(" ORDER BY created_at DESC, id");
+        let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![team], row_to_info)
+            .map_err(db_err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_err)?;
+        rows.into_iter().map(finish).collect()
+    }
+
+    /// Every record not in a final state (for reconciliation).
+    pub fn non_terminal_runtimes(&self) -> Result<Vec<RuntimeInfo>> {
+        self.list_runtimes(None, false)
+    }
+
+    /// Resources a team holds now.
+    pub fn team_usage(&self, team: &str) -> Result<TeamUsage> {
+        let conn = self.conn();
+        team_usage_tx(&conn, team)
+    }
+
+    /// Delete terminal records older than `keep` (housekeeping).
+    pub fn prune_runtimes(&self, older_than: chrono::DateTime<chrono::Utc>) -> Result<usize> {
+        self.conn()
+            .execute(
+                "DELETE FROM runtimes WHERE state IN ('terminated','error') AND updated_at < ?1",
+                [older_than.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)],
+            )
+            .map_err(db_err)
+    }
+}
+
+fn team_usage_tx(conn: &rusqlite::Connection, team: &str) -> Result<TeamUsage> {
+    conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(cpu_millis),0), COALESCE(SUM(memory_bytes),0), COALESCE(SUM(disk_bytes),0)
+         FROM runtimes WHERE team = ?1 AND state NOT IN ('terminated', 'error')",
+        [team],
+        |r| {
+            Ok(TeamUsage {
+                agents: r.get::<_, i64>(0)? as u64,
+                cpu_millis: r.get::<_, i64>(1)? as u64,
+                memory_bytes: r.get::<_, i64>(2)? as u64,
+                disk_bytes: r.get::<_, i64>(3)? as u64,
+            })
+        },
+    )
+    .map_err(db_err)
+}
+
+/// Refuse a reservation that would take a team past its quota.
+pub(crate) fn check_quota(team: &str, usage: TeamUsage, want: Reservation, q: Quota) -> Result<()> {
+    let over = |what: &str, used: u64, add: u64, max: Option<u64>, unit: &dyn Fn(u64) -> String| -> Result<()> {
+        if let Some(max) = max
+            && used + add > max
+        {
+            return Err(Error::exhausted(format!(
+                "team {team} quota exceeded for {what}: {} in use + {} requested > {} allowed",
+                unit(used),
+                unit(add),
+                unit(max)
+            )));
+        }
+        Ok(())
+    };
+    let count = |v: u64| v.to_string();
+    let cpu = |v: u64| godel_core::Cpu(v).to_string();
+    let bytes = |v: u64| godel_core::ByteQuantity(v).to_string();
+    over("agents", usage.agents, 1, q.max_agents, &count)?;
+    over("cpu", usage.cpu_millis, want.cpu_millis, q.max_cpu_millis, &cpu)?;
+    over("memory", usage.memory_bytes, want.memory_bytes, q.max_memory_bytes, &bytes)?;
+    over("disk", usage.disk_bytes, want.disk_bytes, q.max_disk_bytes, &bytes)?;
+    Ok(())
+}
+

@@ -1,0 +1,255 @@
+//! Command-line definitions (clap). Every command takes `--json`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "godel", version, about = "Self-hosted sandbox runtime for AI agents")]
+pub struct Cli {
+    /// godel's state directory (default: ~/.godel).
+    #[arg(long, global = true, env = "GODEL_HOME")]
+    pub home: Option<PathBuf>,
+    /// Reach the daemon over TCP instead of the Unix socket (http://HOST:PORT).
+    #[arg(long, global = true, env = "GODEL_URL")]
+    pub url: Option<String>,
+    /// Bearer token for TCP.
+    #[arg(long, global = true, env = "GODEL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: API on $GODEL_HOME/godel.sock (and TCP with --listen).
+    Serve(ServeArgs),
+    /// Spawn a runtime; prints its id as the last line.
+    Spawn(SpawnArgs),
+    /// Run a command in a runtime; exits with the command's exit code.
+    Exec(ExecArgs),
+    /// Print a file of a runtime to stdout.
+    Read { id: String, path: String },
+    /// Write stdin to a file of a runtime (parents created).
+    Write { id: String, path: String },
+    /// Copy files or directories; `ID:PATH` on either side.
+    Cp { src: String, dst: String },
+    /// List runtimes.
+    Ls {
+        /// Include terminated and failed runtimes.
+        #[arg(long, short)]
+        all: bool,
+    },
+    /// Status of a runtime, with usage.
+    Status { id: String },
+    /// Terminate a runtime.
+    Rm {
+        id: String,
+        /// Snapshot the runtime before stopping it.
+        #[arg(long)]
+        snapshot: bool,
+    },
+    /// Pause a runtime.
+    Pause { id: String },
+    /// Resume a paused runtime.
+    Resume { id: String },
+    /// Snapshots: create, ls, rm.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+    /// A new runtime from a snapshot; prints its id.
+    Restore { snapshot: String },
+    /// N new runtimes from a snapshot; prints their ids, one a line.
+    Fork {
+        snapshot: String,
+        #[arg(short = 'n', long = "count", default_value_t = 1)]
+        count: usize,
+    },
+    /// API tokens: create, ls, revoke.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Teams: create, ls, rm.
+    #[command(subcommand)]
+    Team(TeamCmd),
+    /// Follow the event stream.
+    Events {
+        /// Replay stored events after this sequence number first.
+        #[arg(long)]
+        since: Option<i64>,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Which runtimes are available on this machine, and why not.
+    Doctor,
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Also listen on TCP (bearer token required), e.g. 127.0.0.1:7070.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Serve the E2B-compatible API on this address.
+    #[arg(long)]
+    pub e2b_listen: Option<String>,
+    /// Configuration file (default: $GODEL_HOME/godel.toml if present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Process isolation for local runtimes: `sandbox` (default) or `none` (trusted use only).
+    #[arg(long)]
+    pub isolation: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SpawnArgs {
+    /// Runtime: worktree, microvm, kata, e2b (default: the team's).
+    #[arg(long)]
+    pub runtime: Option<String>,
+    /// Git repository (path) for the workspace.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Git ref (default HEAD).
+    #[arg(long = "ref")]
+    pub git_ref: Option<String>,
+    #[arg(long)]
+    pub team: Option<String>,
+    /// CPU cores (0.5, 2, 500m).
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// Memory (512Mi, 2Gi).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Disk (10Gi).
+    #[arg(long)]
+    pub disk: Option<String>,
+    /// Image (microvm guest image or container image).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Template (e2b, warm pools).
+    #[arg(long)]
+    pub template: Option<String>,
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    #[arg(long = "label", value_name = "K=V")]
+    pub label: Vec<String>,
+    /// Network: none (default) or nat.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Egress allowlist for nat (CIDR or CIDR:PORT), repeatable.
+    #[arg(long = "allow")]
+    pub allow: Vec<String>,
+    /// Isolation: sandbox (default) or none.
+    #[arg(long)]
+    pub isolation: Option<String>,
+    /// Workspace: cow (default) or git-worktree.
+    #[arg(long)]
+    pub workspace: Option<String>,
+    /// Spawn deadline in seconds.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    pub id: String,
+    /// Kill the command after this many seconds (fractions allowed).
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    #[arg(long)]
+    pub cwd: Option<String>,
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Send this process's stdin to the command.
+    #[arg(long, short = 'i')]
+    pub stdin: bool,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCmd {
+    /// Snapshot a runtime; prints the snapshot id last.
+    Create {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List snapshots (of one runtime).
+    Ls { id: Option<String> },
+    /// Delete a snapshot.
+    Rm { snapshot: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a token; prints it as the last line (shown once).
+    Create {
+        #[arg(long)]
+        team: Option<String>,
+        /// An admin token instead of a team token.
+        #[arg(long)]
+        admin: bool,
+    },
+    Ls,
+    /// Revoke a token (by value or id).
+    Revoke { token: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TeamCmd {
+    Create {
+        name: String,
+        #[arg(long)]
+        max_agents: Option<u64>,
+        #[arg(long)]
+        max_cpu: Option<String>,
+        #[arg(long)]
+        max_memory: Option<String>,
+        #[arg(long)]
+        max_disk: Option<String>,
+        /// Default runtime for the team.
+        #[arg(long)]
+        runtime: Option<String>,
+        /// Fallback chain, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        fallback: Vec<String>,
+    },
+    Ls,
+    Rm { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Spawn/exec latency through the API against a `git worktree add` baseline.
+    Spawn(BenchSpawnArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSpawnArgs {
+    #[arg(long, default_value = "worktree")]
+    pub runtime: String,
+    /// Files in the generated repository.
+    #[arg(long, default_value_t = 10_000)]
+    pub files: usize,
+    /// Spawn iterations.
+    #[arg(long, short = 'n', default_value_t = 30)]
+    pub iterations: usize,
+    /// Exec iterations.
+    #[arg(long, default_value_t = 200)]
+    pub execs: usize,
+    /// Baseline iterations (`git worktree add` + `sh -c true` + remove).
+    #[arg(long, default_value_t = 10)]
+    pub baseline: usize,
+    /// Isolation for the spawned runtimes: sandbox or none.
+    #[arg(long, default_value = "sandbox")]
+    pub isolation: String,
+    /// Workspace mode: cow or git-worktree.
+    #[arg(long, default_value = "cow")]
+    pub workspace: String,
+}

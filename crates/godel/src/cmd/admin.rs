@@ -1,0 +1,174 @@
+//! token, team, events, doctor.
+
+use futures::StreamExt;
+use godel_control::{RuntimeReport, TeamRecord, TokenRecord};
+use godel_core::{ErrorCode, Event, Result, parse_bytes, parse_cpu};
+use http::Method;
+use serde_json::{Value, json};
+
+use crate::Ctx;
+use crate::cli::{TeamCmd, TokenCmd};
+use crate::output;
+
+pub async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<i32> {
+    match cmd {
+        TokenCmd::Create { team, admin } => {
+            let v: Value = ctx
+                .client
+                .json(Method::POST, "/v1/tokens", Some(&json!({"team": team, "admin": admin})))
+                .await?;
+            if ctx.json {
+                output::json(&v);
+            } else {
+                let who = team.map(|t| format!("team {t}")).unwrap_or_else(|| "admin".into());
+                eprintln!("token {} for {who}; it is shown only this once:", v["id"].as_str().unwrap_or(""));
+                println!("{}", v["token"].as_str().unwrap_or(""));
+            }
+        }
+        TokenCmd::Ls => {
+            let list: Vec<TokenRecord> = ctx.client.json(Method::GET, "/v1/tokens", None::<&()>).await?;
+            if ctx.json {
+                output::json(&list);
+            } else {
+                println!("{:<14} {:<14} {:<6} {:<26} REVOKED", "ID", "TEAM", "ADMIN", "CREATED");
+                for t in list {
+                    println!(
+                        "{:<14} {:<14} {:<6} {:<26} {}",
+                        t.id,
+                        t.team.unwrap_or_default(),
+                        t.admin,
+                        t.created_at.to_rfc3339(),
+                        t.revoked_at.map(|r| r.to_rfc3339()).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        TokenCmd::Revoke { token } => {
+            let rec: TokenRecord = ctx
+                .client
+                .json(Method::DELETE, &format!("/v1/tokens/{}", crate::client::enc(&token)), None::<&()>)
+                .await?;
+            if ctx.json {
+                output::json(&rec);
+            } else {
+                println!("{} revoked", rec.id);
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub async fn team(ctx: &Ctx, cmd: TeamCmd) -> Result<i32> {
+    match cmd {
+        TeamCmd::Create { name, max_agents, max_cpu, max_memory, max_disk, runtime, fallback } => {
+            let rec = TeamRecord {
+                name,
+                created_at: None,
+                max_agents,
+                max_cpu_millis: max_cpu.as_deref().map(parse_cpu).transpose()?.map(|c| c.millis()),
+                max_memory_bytes: max_memory.as_deref().map(parse_bytes).transpose()?.map(|b| b.get()),
+                max_disk_bytes: max_disk.as_deref().map(parse_bytes).transpose()?.map(|b| b.get()),
+                runtime,
+                fallback,
+            };
+            let out: TeamRecord = ctx.client.json(Method::POST, "/v1/teams", Some(&rec)).await?;
+            if ctx.json {
+                output::json(&out);
+            } else {
+                println!("{}", out.name);
+            }
+        }
+        TeamCmd::Ls => {
+            let list: Vec<TeamRecord> = ctx.client.json(Method::GET, "/v1/teams", None::<&()>).await?;
+            if ctx.json {
+                output::json(&list);
+            } else {
+                println!("{:<16} {:>7} {:>7} {:>9} {:<9} FALLBACK", "TEAM", "AGENTS", "CPU", "MEMORY", "RUNTIME");
+                let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+                for t in list {
+                    println!(
+                        "{:<16} {:>7} {:>7} {:>9} {:<9} {}",
+                        t.name,
+                        opt(t.max_agents.map(|v| v.to_string())),
+                        opt(t.max_cpu_millis.map(|v| godel_core::Cpu(v).to_string())),
+                        opt(t.max_memory_bytes.map(|v| godel_core::ByteQuantity(v).to_string())),
+                        opt(t.runtime),
+                        t.fallback.join(",")
+                    );
+                }
+            }
+        }
+        TeamCmd::Rm { name } => {
+            let _: Value = ctx.client.json(Method::DELETE, &format!("/v1/teams/{name}"), None::<&()>).await?;
+            if ctx.json {
+                output::json(&json!({"deleted": name}));
+            } else {
+                println!("{name} removed");
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub async fn events(ctx: &Ctx, since: Option<i64>, limit: Option<usize>) -> Result<i32> {
+    let path = match since {
+        Some(s) => format!("/v1/events?since={s}"),
+        None => "/v1/events".into(),
+    };
+    let mut stream = Box::pin(ctx.client.sse(Method::GET, &path, None::<&()>).await?);
+    let mut n = 0;
+    while let Some(item) = stream.next().await {
+        let (_, data) = item?;
+        if data.is_empty() {
+            continue;
+        }
+        if ctx.json {
+            println!("{data}");
+        } else if let Ok(ev) = serde_json::from_str::<Event>(&data) {
+            println!(
+                "{:>6} {} {:<16} {:<20} {}",
+                ev.seq,
+                ev.time.format("%H:%M:%S%.3f"),
+                ev.kind,
+                ev.runtime_id.unwrap_or_default(),
+                if ev.data.is_null() { String::new() } else { ev.data.to_string() }
+            );
+        }
+        n += 1;
+        if limit.is_some_and(|l| n >= l) {
+            break;
+        }
+    }
+    Ok(0)
+}
+
+/// Ask the daemon; when none runs, probe the runtimes in this process.
+pub async fn doctor(ctx: &Ctx) -> Result<i32> {
+    let reports: Vec<RuntimeReport> = match ctx.client.json(Method::GET, "/v1/doctor", None::<&()>).await {
+        Ok(r) => r,
+        Err(e) if e.code == ErrorCode::Unavailable => {
+            eprintln!("(no daemon reachable: probing this machine directly)");
+            let control = godel_control::Control::with_store(
+                &ctx.home,
+                godel_control::Store::open_in_memory()?,
+                godel_control::Settings::default(),
+            )?;
+            let (sink, _rx) = godel_control::event_channel();
+            crate::runtimes::register_all(&control, &ctx.home, &crate::runtimes::RuntimeOptions::default(), sink).await;
+            control.doctor().await
+        }
+        Err(e) => return Err(e),
+    };
+    if ctx.json {
+        output::json(&reports);
+    } else {
+        for r in &reports {
+            let mark = if r.availability.available { "ok " } else { "-- " };
+            println!("{mark} {:<9} {}", r.name, r.availability.reason);
+            for (k, v) in &r.availability.details {
+                println!("             {k}: {v}");
+            }
+        }
+    }
+    Ok(0)
+}

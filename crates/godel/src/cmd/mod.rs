@@ -1,0 +1,42 @@
+//! One function per CLI command; each maps to one or a few API calls.
+
+pub mod admin;
+pub mod bench;
+pub mod files;
+pub mod runtime;
+pub mod serve;
+pub mod snapshot;
+
+use godel_core::Result;
+
+use crate::Ctx;
+use crate::cli::Command;
+
+/// Run a client command; returns the process exit code.
+pub async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
+    match cmd {
+        Command::Serve(_) => unreachable_serve(),
+        Command::Spawn(a) => runtime::spawn(ctx, a).await,
+        Command::Exec(a) => runtime::exec(ctx, a).await,
+        Command::Read { id, path } => files::read(ctx, &id, &path).await,
+        Command::Write { id, path } => files::write(ctx, &id, &path).await,
+        Command::Cp { src, dst } => files::cp(ctx, &src, &dst).await,
+        Command::Ls { all } => runtime::ls(ctx, all).await,
+        Command::Status { id } => runtime::status(ctx, &id).await,
+        Command::Rm { id, snapshot } => runtime::rm(ctx, &id, snapshot).await,
+        Command::Pause { id } => runtime::pause_resume(ctx, &id, "pause").await,
+        Command::Resume { id } => runtime::pause_resume(ctx, &id, "resume").await,
+        Command::Snapshot(s) => snapshot::run(ctx, s).await,
+        Command::Restore { snapshot } => snapshot::restore(ctx, &snapshot).await,
+        Command::Fork { snapshot, count } => snapshot::fork(ctx, &snapshot, count).await,
+        Command::Token(t) => admin::token(ctx, t).await,
+        Command::Team(t) => admin::team(ctx, t).await,
+        Command::Events { since, limit } => admin::events(ctx, since, limit).await,
+        Command::Doctor => admin::doctor(ctx).await,
+        Command::Bench(b) => bench::run(ctx, b).await,
+    }
+}
+
+fn unreachable_serve() -> Result<i32> {
+    Err(godel_core::Error::internal("serve is handled before dispatch"))
+}

@@ -1,0 +1,84 @@
+//! `godel serve`: open state, register runtimes, reconcile what survived the
+//! last run, then serve the API on the Unix socket (and TCP when asked) until
+//! SIGTERM or SIGINT, finishing in-flight requests before exiting.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+
+use godel_control::{Control, Settings, event_channel};
+use godel_core::{Error, Result};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::cli::ServeArgs;
+use crate::runtimes::{RuntimeOptions, register_all};
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GODEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub async fn run(home: PathBuf, args: ServeArgs) -> Result<()> {
+    init_tracing();
+    std::fs::create_dir_all(&home).map_err(|e| Error::io(format!("create {}", home.display()), &e))?;
+    let _ = std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700));
+    let opts = RuntimeOptions::from_args(&args)?;
+    let control = Control::open(&home, Settings::default())?;
+    let (sink, rx) = event_channel();
+    control.attach_event_receiver(rx);
+    register_all(&control, &home, &opts, sink).await;
+    let report = control.reconcile().await?;
+    tracing::info!(
+        adopted = report.adopted.len(),
+        lost = report.lost.len(),
+        snapshots_reimported = report.snapshots_reimported.len(),
+        "reconciled state from the last run"
+    );
+    for (id, why) in &report.lost {
+        tracing::warn!(runtime = %id, reason = %why, "runtime lost");
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    };
+    let sock = home.join("godel.sock");
+    let unix = godel_api::bind_unix(&sock).map_err(|e| Error::io(format!("listen on {}", sock.display()), &e))?;
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(godel_api::serve_unix(unix, control.clone(), stopped()));
+    tracing::info!(socket = %sock.display(), "godel API listening");
+    if let Some(addr) = &args.listen {
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::io(format!("listen on {addr}"), &e))?;
+        tracing::info!(addr = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(), "godel API listening on TCP (bearer token required)");
+        tasks.spawn(godel_api::serve_tcp(tcp, control.clone(), stopped()));
+    }
+    crate::runtimes::serve_extra(&control, &args, &mut tasks, &stopped).await?;
+    eprintln!("godel is serving on {} (Ctrl-C to stop)", sock.display());
+
+    let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("install SIGTERM handler", &e))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::io("install SIGINT handler", &e))?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        Some(r) = tasks.join_next() => {
+            if let Ok(Err(e)) = r { tracing::error!(error = %e, "a listener failed"); }
+        }
+    }
+    let _ = stop_tx.send(true);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(std::time::Duration::from_secs(10), drain).await.is_err() {
+        tracing::warn!("some requests did not finish within 10 s; exiting anyway");
+    }
+    let _ = std::fs::remove_file(&sock);
+    drop(control);
+    tracing::info!("stopped; live runtimes keep running and are re-adopted on the next start");
+    Ok(())
+}
+

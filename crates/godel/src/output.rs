@@ -1,0 +1,91 @@
+//! Printing results: human tables by default, JSON with `--json`. Errors go
+//! to stderr as `CODE: message` (or a JSON error object).
+
+use godel_core::{Error, RuntimeInfo, SnapshotInfo};
+use serde::Serialize;
+
+pub fn print_error(e: &Error, json: bool) {
+    if json {
+        eprintln!("{}", serde_json::to_string(e).unwrap_or_default());
+    } else {
+        eprintln!("{}: {}", e.code, e.message);
+    }
+}
+
+pub fn json<T: Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn age(t: chrono::DateTime<chrono::Utc>) -> String {
+    let s = (chrono::Utc::now() - t).num_seconds().max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+pub fn runtimes(list: &[RuntimeInfo]) {
+    println!("{:<20} {:<9} {:<12} {:<11} {:>5}  REASON", "ID", "RUNTIME", "TEAM", "STATE", "AGE");
+    for r in list {
+        println!(
+            "{:<20} {:<9} {:<12} {:<11} {:>5}  {}",
+            r.id,
+            r.runtime,
+            r.team,
+            r.state,
+            age(r.created_at),
+            r.reason.as_deref().unwrap_or("")
+        );
+    }
+}
+
+pub fn snapshots(list: &[SnapshotInfo]) {
+    println!("{:<22} {:<20} {:<9} {:<10} {:>10} {:>5}  NAME", "ID", "RUNTIME ID", "RUNTIME", "KIND", "SIZE", "AGE");
+    for s in list {
+        println!(
+            "{:<22} {:<20} {:<9} {:<10} {:>10} {:>5}  {}",
+            s.id,
+            s.runtime_id,
+            s.runtime,
+            s.kind,
+            godel_core::ByteQuantity(s.size_bytes).to_string(),
+            age(s.created_at),
+            s.name.as_deref().unwrap_or("")
+        );
+    }
+}
+
+pub fn status(r: &RuntimeInfo) {
+    println!("id:       {}", r.id);
+    println!("runtime:  {}", r.runtime);
+    println!("team:     {}", r.team);
+    println!("state:    {}", r.state);
+    if let Some(reason) = &r.reason {
+        println!("reason:   {reason}");
+    }
+    if let Some(pid) = r.pid {
+        println!("pid:      {pid}");
+    }
+    if let Some(s) = &r.restored_from {
+        println!("restored: {s}");
+    }
+    println!("created:  {}", r.created_at.to_rfc3339());
+    if let Some(u) = &r.usage {
+        println!(
+            "usage:    cpu {:.2}s, memory {} (peak {}), pids {}, disk {}",
+            u.cpu_seconds,
+            godel_core::ByteQuantity(u.memory_bytes),
+            godel_core::ByteQuantity(u.memory_peak_bytes),
+            u.pids,
+            godel_core::ByteQuantity(u.disk_bytes)
+        );
+        if u.oom_kills > 0 {
+            println!("oom:      {} kill(s)", u.oom_kills);
+        }
+    }
+    for (k, v) in &r.handle {
+        println!("{:<9} {}", format!("{k}:"), v);
+    }
+}

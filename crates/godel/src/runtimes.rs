@@ -1,0 +1,62 @@
+//! Which runtimes this binary registers and how each is built from the
+//! daemon's options. A runtime that cannot be built is noted with the reason
+//! so `godel doctor` can say why it is unavailable.
+
+use std::path::Path;
+
+use godel_control::Control;
+use godel_core::{Error, EventSink, Isolation, Result};
+
+use crate::cli::ServeArgs;
+
+/// Options that shape the runtimes.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// Default process isolation of local runtimes.
+    pub isolation: Isolation,
+}
+
+impl RuntimeOptions {
+    pub fn from_args(args: &ServeArgs) -> Result<Self> {
+        let isolation = match args.isolation.as_deref() {
+            None | Some("sandbox") => Isolation::Sandbox,
+            Some("none") => {
+                tracing::warn!(
+                    "ISOLATION IS OFF: agents run as the daemon's user with full access to this host; use only for trusted local work"
+                );
+                Isolation::None
+            }
+            Some(other) => return Err(Error::invalid(format!("--isolation {other:?}: use sandbox or none"))),
+        };
+        Ok(RuntimeOptions { isolation })
+    }
+}
+
+/// Work that must happen before anything else in `main` (e.g. a sandbox init re-exec).
+pub fn early_init() {}
+
+/// Build and register every runtime this machine can offer.
+pub async fn register_all(control: &Control, home: &Path, opts: &RuntimeOptions, events: EventSink) {
+    let _ = (home, opts, events);
+    for name in ["worktree", "microvm", "kata", "e2b"] {
+        control.note_unregistered(name, "not built into this binary yet");
+    }
+}
+
+/// Extra listeners (E2B) started by `godel serve`.
+pub async fn serve_extra<F, Fut>(
+    control: &std::sync::Arc<Control>,
+    args: &ServeArgs,
+    tasks: &mut tokio::task::JoinSet<std::io::Result<()>>,
+    stopped: &F,
+) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let _ = (control, tasks, stopped);
+    if args.e2b_listen.is_some() {
+        return Err(Error::unavailable("the E2B-compatible API is not built into this binary yet"));
+    }
+    Ok(())
+}
