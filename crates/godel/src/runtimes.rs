@@ -37,9 +37,18 @@ pub fn early_init() {}
 
 /// Build and register every runtime this machine can offer.
 pub async fn register_all(control: &Control, home: &Path, opts: &RuntimeOptions, events: EventSink) {
-    let _ = (home, opts, events);
-    for name in ["worktree", "microvm", "kata", "e2b"] {
+    let _ = opts;
+    register_worktree(control, home, events.clone());
+    for name in ["microvm", "kata", "e2b"] {
         control.note_unregistered(name, "not built into this binary yet");
+    }
+}
+
+fn register_worktree(control: &Control, home: &Path, events: EventSink) {
+    let cfg = godel_worktree::WorktreeConfig::new(home).with_events(events);
+    match godel_worktree::WorktreeProvider::new(cfg) {
+        Ok(p) => control.register(std::sync::Arc::new(p)),
+        Err(e) => control.note_unregistered("worktree", e.message),
     }
 }
 

@@ -38,6 +38,9 @@ impl Control {
         let provider = self.provider(&runtime)?;
         spec.team = Some(team);
         spec.runtime = Some(runtime);
+        if let Some(iso) = self.settings.isolation_override {
+            spec.isolation = iso;
+        }
         Ok(provider)
     }
 

@@ -77,6 +77,8 @@ pub struct Settings {
     pub default_runtime: String,
     pub default_team: String,
     pub spawn_timeout: Duration,
+    /// Forced process isolation for every spawn (`godel serve --isolation none`).
+    pub isolation_override: Option<godel_core::Isolation>,
 }
 
 impl Default for Settings {
@@ -85,6 +87,7 @@ impl Default for Settings {
             default_runtime: "worktree".into(),
             default_team: "default".into(),
             spawn_timeout: Duration::from_secs(120),
+            isolation_override: None,
         }
     }
 }

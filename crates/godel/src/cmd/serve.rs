@@ -25,7 +25,11 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> Result<()> {
     std::fs::create_dir_all(&home).map_err(|e| Error::io(format!("create {}", home.display()), &e))?;
     let _ = std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700));
     let opts = RuntimeOptions::from_args(&args)?;
-    let control = Control::open(&home, Settings::default())?;
+    let settings = Settings {
+        isolation_override: (opts.isolation == godel_core::Isolation::None).then_some(godel_core::Isolation::None),
+        ..Settings::default()
+    };
+    let control = Control::open(&home, settings)?;
     let (sink, rx) = event_channel();
     control.attach_event_receiver(rx);
     register_all(&control, &home, &opts, sink).await;
