@@ -8,6 +8,7 @@
 //! - [`init`]: PID-1 duties in the VM (mounts, modules, root disk, reaping)
 
 pub mod client;
+pub mod init;
 pub mod protocol;
 pub mod server;
 pub mod sys;
