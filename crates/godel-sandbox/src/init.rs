@@ -1,0 +1,437 @@
+//! The sandbox init, in two stages, run as its own single-threaded process
+//! (the `godel-sandbox-init` binary, or the `godel` binary re-executed with
+//! `GODEL_SANDBOX_INIT=1`, see [`crate::maybe_run_init`]). The daemon never
+//! forks its own multi-threaded self.
+//!
+//! Stage 1 (host root, host namespaces), driven by [`stage1_main`]:
+//! 1. reads an [`InitConfig`] (JSON) from stdin, drops supplementary groups,
+//!    binds the control socket, clones a detached copy of the workspace mount
+//!    and joins the sandbox's cgroups;
+//! 2. `clone`s stage 2 into new user, mount, PID, IPC, UTS, network and cgroup
+//!    namespaces, writes its uid/gid maps (`0 <base> 65536`, `setgroups`
+//!    deny) and its `oom_score_adj` (-1000, so the OOM killer takes agents,
+//!    not the init), idmaps the workspace clone so files owned by host root on
+//!    disk belong to the agent (`user`, uid 1000) inside, sets up NAT if asked;
+//! 3. releases stage 2, waits for "ready", prints an [`InitReady`] and exits.
+//!    Stage 2 is then parented by the host's init, not by the daemon: it
+//!    outlives daemon restarts.
+//!
+//! Stage 2 (PID 1 of the sandbox) builds the root from [`crate::mounts`],
+//! pivots, brings `lo` up, becomes uid 0 of its namespace (an unprivileged
+//! host uid), drops its capability bounding set, and serves exec requests
+//! (see [`crate::initserve`]).
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use serde::{Deserialize, Serialize};
+
+use crate::mounts::{self, AGENT_UID, HostView, MountAttr, PlanInput, WorkspaceSource};
+
+/// Environment variable that turns a binary into the init (see [`crate::maybe_run_init`]).
+pub const INIT_ENV: &str = "GODEL_SANDBOX_INIT";
+
+/// Network setup stage 1 performs for NAT mode.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NatSetup {
+    /// Host-side veth name.
+    pub host_if: String,
+    /// Host-side address (the agent's gateway), e.g. `10.201.0.1`.
+    pub host_ip: String,
+    /// Agent address inside, e.g. `10.201.0.2`.
+    pub agent_ip: String,
+    pub prefix_len: u8,
+}
+
+/// What stage 1 reads on stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InitConfig {
+    pub id: String,
+    pub workspace: PathBuf,
+    /// Per-sandbox run directory: holds `ctl.sock` and the `root` mount point.
+    pub dir: PathBuf,
+    pub uid_base: u32,
+    pub uid_count: u32,
+    pub cgroup_procs: Vec<PathBuf>,
+    pub hostname: String,
+    pub tmp_bytes: u64,
+    pub nofile: u64,
+    #[serde(default)]
+    pub dns: Option<Vec<String>>,
+    #[serde(default)]
+    pub nat: Option<NatSetup>,
+}
+
+impl InitConfig {
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.join("ctl.sock")
+    }
+    pub fn root_path(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+}
+
+/// What stage 1 prints on stdout.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum InitReady {
+    Ok {
+        /// Host pid of the init.
+        pid: u32,
+        /// Its start time (clock ticks since boot), to tell a reused pid apart.
+        start_time: u64,
+        /// Whether the workspace is an idmapped mount (else it was chowned).
+        idmapped: bool,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// Entry point of the init binary: run stage 1 and exit.
+pub fn stage1_main() -> ! {
+    let mut input = String::new();
+    let ready = match std::io::stdin().read_to_string(&mut input) {
+        Err(e) => InitReady::Error {
+            message: format!("cannot read the init config: {e}"),
+        },
+        Ok(_) => match serde_json::from_str::<InitConfig>(&input) {
+            Err(e) => InitReady::Error {
+                message: format!("bad init config: {e}"),
+            },
+            Ok(cfg) => match stage1(&cfg) {
+                Ok(r) => r,
+                Err(message) => InitReady::Error { message },
+            },
+        },
+    };
+    let code = i32::from(!matches!(ready, InitReady::Ok { .. }));
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, &ready);
+    let _ = out.flush();
+    std::process::exit(code)
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
+}
+
+fn write_file(path: &Path, s: &str) -> Result<(), String> {
+    std::fs::write(path, s).map_err(|e| err(&format!("write {}", path.display()), e))
+}
+
+/// Start time (field 22 of `/proc/<pid>/stat`).
+pub fn proc_start_time(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &s[s.rfind(')')? + 2..];
+    // Fields after the command: state is field 3, start time field 22.
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+fn stage1(cfg: &InitConfig) -> Result<InitReady, String> {
+    nix::unistd::setgroups(&[]).map_err(|e| err("drop supplementary groups", e))?;
+    let host = HostView::probe();
+
+    // The control socket, bound on the host side so only host root reaches it.
+    let sock_path = cfg.socket_path();
+    let _ = std::fs::remove_file(&sock_path);
+    let listen_fd = crate::proto::seqpacket_socket().map_err(|e| err("socket", e))?;
+    let addr = nix::sys::socket::UnixAddr::new(&sock_path).map_err(|e| err("socket path", e))?;
+    nix::sys::socket::bind(listen_fd.as_raw_fd(), &addr).map_err(|e| err("bind", e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| err("chmod ctl.sock", e))?;
+    }
+    nix::sys::socket::listen(&listen_fd, nix::sys::socket::Backlog::new(128).map_err(|e| err("backlog", e))?)
+        .map_err(|e| err("listen", e))?;
+
+    std::fs::create_dir_all(cfg.root_path()).map_err(|e| err("mkdir root", e))?;
+    let ws_fd = mounts::open_tree_clone(&cfg.workspace).ok();
+
+    let me = std::process::id().to_string();
+    for f in &cfg.cgroup_procs {
+        write_file(f, &me)?;
+    }
+
+    let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
+    let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWCGROUP;
+    // SAFETY: a raw clone without CLONE_VM and with a null stack behaves like
+    // fork(2). This process is single-threaded, so the child may run any code.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(err("clone into new namespaces", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(go_w);
+        drop(ready_r);
+        let ws = match &ws_fd {
+            Some(fd) => WorkspaceSource::Detached(fd.as_raw_fd()),
+            None => WorkspaceSource::Path(&cfg.workspace),
+        };
+        let e = match stage2(cfg, &host, go_r, &ready_w, listen_fd, ws) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        let _ = nix::unistd::write(&ready_w, e.as_bytes());
+        // SAFETY: ending the child without unwinding into stage 1's frames.
+        unsafe { libc::_exit(1) }
+    }
+    let pid = pid as u32;
+    drop(go_r);
+    drop(ready_w);
+    drop(listen_fd);
+    let outcome = stage1_parent(cfg, pid, ws_fd.as_ref(), &go_w, ready_r);
+    if outcome.is_err() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+    }
+    let idmapped = outcome?;
+    Ok(InitReady::Ok {
+        pid,
+        start_time: proc_start_time(pid).unwrap_or(0),
+        idmapped,
+    })
+}
+
+fn stage1_parent(
+    cfg: &InitConfig,
+    pid: u32,
+    ws_fd: Option<&OwnedFd>,
+    go_w: &OwnedFd,
+    ready_r: OwnedFd,
+) -> Result<bool, String> {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let map = format!("0 {} {}\n", cfg.uid_base, cfg.uid_count);
+    write_file(&proc.join("setgroups"), "deny")?;
+    write_file(&proc.join("uid_map"), &map)?;
+    write_file(&proc.join("gid_map"), &map)?;
+    // Best effort: lowering needs CAP_SYS_RESOURCE, which some hosts withhold.
+    // The OOM killer picks the largest task anyway, which is never the init.
+    let _ = write_file(&proc.join("oom_score_adj"), "-1000");
+
+    let agent_host_id = cfg.uid_base + AGENT_UID;
+    let idmapped = match ws_fd {
+        Some(fd) => match idmap(fd, agent_host_id) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("idmapped workspace unavailable ({e}); chowning it instead");
+                chown_tree(&cfg.workspace, agent_host_id)?;
+                false
+            }
+        },
+        None => {
+            chown_tree(&cfg.workspace, agent_host_id)?;
+            false
+        }
+    };
+    if let Some(nat) = &cfg.nat {
+        crate::nat::setup_veth(nat, pid)?;
+    }
+    nix::unistd::write(go_w, b"g").map_err(|e| err("release init", e))?;
+    let mut msg = String::new();
+    std::fs::File::from(ready_r)
+        .read_to_string(&mut msg)
+        .map_err(|e| err("wait for init", e))?;
+    if msg == "ok" {
+        Ok(idmapped)
+    } else if msg.is_empty() {
+        Err("the sandbox init died during setup".into())
+    } else {
+        Err(msg)
+    }
+}
+
+/// Make the detached workspace mount map on-disk uid/gid 0 to `host_id`.
+fn idmap(ws_fd: &OwnedFd, host_id: u32) -> Result<(), String> {
+    let userns = idmap_userns(host_id)?;
+    let attr = MountAttr {
+        attr_set: mounts::MOUNT_ATTR_IDMAP,
+        userns_fd: userns.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    let empty = std::ffi::CString::default();
+    mounts::mount_setattr(ws_fd.as_raw_fd(), &empty, libc::AT_EMPTY_PATH as libc::c_uint, &attr)
+        .map_err(|e| err("idmap the workspace", e))
+}
+
+/// A user namespace mapping id 0 to `host_id` (one id), held by its fd.
+fn idmap_userns(host_id: u32) -> Result<OwnedFd, String> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
+    // SAFETY: single-threaded process; the child only makes raw syscalls.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(err("clone a user namespace", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(w);
+        let mut b = [0u8; 1];
+        // Wait until the parent has opened our namespace and closed the pipe.
+        let _ = nix::unistd::read(&r, &mut b);
+        // SAFETY: leave the helper child immediately.
+        unsafe { libc::_exit(0) }
+    }
+    drop(r);
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let map = format!("0 {host_id} 1\n");
+    let res = (|| {
+        write_file(&proc.join("setgroups"), "deny")?;
+        write_file(&proc.join("uid_map"), &map)?;
+        write_file(&proc.join("gid_map"), &map)?;
+        let f = std::fs::File::open(proc.join("ns/user")).map_err(|e| err("open userns", e))?;
+        Ok(OwnedFd::from(f))
+    })();
+    drop(w);
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+    res
+}
+
+/// Fallback when the host cannot idmap: hand the workspace to the agent's host uid.
+fn chown_tree(root: &Path, id: u32) -> Result<(), String> {
+    fn walk(p: &Path, id: u32) -> std::io::Result<()> {
+        std::os::unix::fs::lchown(p, Some(id), Some(id))?;
+        let meta = std::fs::symlink_metadata(p)?;
+        if meta.is_dir() {
+            for e in std::fs::read_dir(p)? {
+                walk(&e?.path(), id)?;
+            }
+        }
+        Ok(())
+    }
+    walk(root, id).map_err(|e| err("chown the workspace", e))
+}
+
+/// Stage 2: PID 1 of the sandbox. Returns only on a setup error.
+fn stage2(
+    cfg: &InitConfig,
+    host: &HostView,
+    go_r: OwnedFd,
+    ready_w: &OwnedFd,
+    listen_fd: OwnedFd,
+    ws: WorkspaceSource<'_>,
+) -> Result<std::convert::Infallible, String> {
+    let mut b = [0u8; 1];
+    match nix::unistd::read(&go_r, &mut b) {
+        Ok(1) => {}
+        _ => return Err("stage 1 went away".into()),
+    }
+    drop(go_r);
+    // Become root of the new user namespace first: an unprivileged uid on
+    // the host (files of host root are no longer ours), and one the mounts
+    // made in this namespace can represent.
+    let zero_g = nix::unistd::Gid::from_raw(0);
+    let zero_u = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(zero_g, zero_g, zero_g).map_err(|e| err("setresgid", e))?;
+    nix::unistd::setresuid(zero_u, zero_u, zero_u).map_err(|e| err("setresuid", e))?;
+    let root = cfg.root_path();
+    let plan = mounts::plan(
+        host,
+        &PlanInput {
+            new_root: &root,
+            hostname: &cfg.hostname,
+            tmp_bytes: cfg.tmp_bytes,
+            dns: cfg.dns.as_deref(),
+        },
+    );
+    for op in &plan {
+        mounts::apply(op, ws).map_err(|e| e.to_string())?;
+    }
+    nix::unistd::sethostname(&cfg.hostname).map_err(|e| err("sethostname", e))?;
+    loopback_up().map_err(|e| err("bring up lo", e))?;
+    drop_bounding_set();
+    let filters = crate::seccomp::build()?;
+    // stdio: nothing of the daemon's or stage 1's may stay open here.
+    let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())
+        .map_err(|e| err("open /dev/null", e))?;
+    for target in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors, which this process owns.
+        if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {
+            return Err(err("dup2", std::io::Error::last_os_error()));
+        }
+    }
+    drop(null);
+    let server = crate::initserve::Server::new(listen_fd, filters, cfg.nofile)?;
+    nix::unistd::write(ready_w, b"ok").map_err(|e| err("report ready", e))?;
+    // SAFETY: `ready_w` is ours; closing it tells stage 1 we are ready. The
+    // OwnedFd is not used again (we never return on success).
+    unsafe { libc::close(ready_w.as_raw_fd()) };
+    server.run()
+}
+
+/// Drop every capability from the bounding set: nothing executed later can
+/// regain one, whatever its uid or file capabilities.
+fn drop_bounding_set() {
+    for cap in 0..64 {
+        // SAFETY: prctl with integer arguments; EINVAL past the last capability.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
+        {
+            break;
+        }
+    }
+}
+
+/// `ip link set lo up` with one ioctl pair.
+fn loopback_up() -> std::io::Result<()> {
+    let fd = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo\0".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS fills `req`, which lives across the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the union's flags member is the one SIOCGIFFLAGS wrote.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads `req`, which lives across the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Wrap a raw fd we were handed (used by the exec child).
+///
+/// # Safety
+/// `fd` must be open and owned by nobody else.
+pub unsafe fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: guaranteed by the caller.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

@@ -1,0 +1,409 @@
+//! The init's serving loop (PID 1 of a sandbox, single-threaded): accepts
+//! control connections, forks one child per `Exec`, relays `Kill` to the
+//! child's process group, reaps every process of the namespace and reports
+//! the exit of the ones it started. See [`crate::proto`] for the messages.
+//!
+//! A started child, between `fork` and `execve`: reports itself (`Pid`, so
+//! the daemon learns its host pid), takes its stdio, starts a new session,
+//! resets `oom_score_adj`, sets rlimits, becomes `user` (uid/gid 1000, no
+//! capabilities), changes to the working directory, installs the seccomp
+//! filters (`no_new_privs` first) and executes, searching `PATH` like
+//! `execvp`. Any failure is written as errno to a close-on-exec pipe the init
+//! reads, so `Failed` carries the precise reason (`ENOENT`, `EACCES`, ...).
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::MsgFlags;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::mounts::AGENT_UID;
+use crate::proto::{self, Reply, Request};
+use crate::seccomp::{Filters, Rlimits};
+
+/// Where a failure happened in the child (reported with the errno).
+const STAGE_SETUP: u8 = 0;
+const STAGE_CWD: u8 = 1;
+const STAGE_EXEC: u8 = 2;
+
+struct Conn {
+    fd: OwnedFd,
+    child: Option<i32>,
+}
+
+/// The init's server state.
+pub struct Server {
+    listen: OwnedFd,
+    sigfd: SignalFd,
+    filters: Filters,
+    rlimits: Rlimits,
+    conns: HashMap<RawFd, Conn>,
+    /// Child pid (namespace) → connection fd.
+    children: HashMap<i32, RawFd>,
+}
+
+impl Server {
+    pub fn new(listen: OwnedFd, filters: Filters, nofile: u64) -> Result<Server, String> {
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        mask.thread_block().map_err(|e| format!("block SIGCHLD: {e}"))?;
+        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(|e| format!("signalfd: {e}"))?;
+        Ok(Server {
+            listen,
+            sigfd,
+            filters,
+            rlimits: Rlimits { nofile },
+            conns: HashMap::new(),
+            children: HashMap::new(),
+        })
+    }
+
+    /// Serve forever.
+    pub fn run(mut self) -> ! {
+        loop {
+            let mut fds: Vec<RawFd> = self.conns.keys().copied().collect();
+            fds.sort_unstable();
+            let (ready_listen, ready_sig, ready_conns) = {
+                let mut pfds = Vec::with_capacity(fds.len() + 2);
+                pfds.push(PollFd::new(self.listen.as_fd(), PollFlags::POLLIN));
+                pfds.push(PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN));
+                for fd in &fds {
+                    let c = &self.conns[fd];
+                    pfds.push(PollFd::new(c.fd.as_fd(), PollFlags::POLLIN));
+                }
+                match poll(&mut pfds, PollTimeout::NONE) {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    // Nothing sensible to do but try again.
+                    Err(_) => continue,
+                }
+                let ready = |p: &PollFd| p.revents().is_some_and(|r| !r.is_empty());
+                let conns: Vec<RawFd> = fds
+                    .iter()
+                    .zip(pfds.iter().skip(2))
+                    .filter(|(_, p)| ready(p))
+                    .map(|(fd, _)| *fd)
+                    .collect();
+                (ready(&pfds[0]), ready(&pfds[1]), conns)
+            };
+            if ready_sig {
+                self.reap();
+            }
+            for fd in ready_conns {
+                self.on_conn(fd);
+            }
+            if ready_listen {
+                self.accept();
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        // SAFETY: accept4 on our listening socket; null address pointers are allowed.
+        let fd = unsafe {
+            libc::accept4(
+                self.listen.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return;
+        }
+        // SAFETY: accept4 returned a fresh descriptor that we now own.
+        let owned = unsafe { crate::init::owned(fd) };
+        self.conns.insert(
+            fd,
+            Conn {
+                fd: owned,
+                child: None,
+            },
+        );
+    }
+
+    fn close(&mut self, fd: RawFd) {
+        if let Some(c) = self.conns.remove(&fd)
+            && let Some(pid) = c.child
+        {
+            self.children.remove(&pid);
+        }
+    }
+
+    fn on_conn(&mut self, fd: RawFd) {
+        let msg = match proto::recv_msg(fd, MsgFlags::MSG_DONTWAIT) {
+            Ok(Some(m)) => m,
+            Ok(None) => return self.close(fd),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(_) => return self.close(fd),
+        };
+        let req: Request = match proto::parse(&msg.data) {
+            Ok(r) => r,
+            Err(_) => return self.close(fd),
+        };
+        match req {
+            Request::Ping => {
+                let _ = proto::send_msg(fd, &Reply::Pong { pid: nix::unistd::getpid().as_raw() }, &[]);
+            }
+            Request::Kill { sig } => {
+                if let Some(pid) = self.conns.get(&fd).and_then(|c| c.child) {
+                    // SAFETY: kill(2) on the child's process group.
+                    unsafe { libc::kill(-pid, sig) };
+                }
+            }
+            Request::Exec {
+                argv,
+                env,
+                cwd,
+                stdin,
+            } => {
+                let already = self.conns.get(&fd).is_some_and(|c| c.child.is_some());
+                if already {
+                    return;
+                }
+                match self.spawn(fd, &argv, &env, &cwd, stdin, msg.fds) {
+                    Ok(pid) => {
+                        if let Some(c) = self.conns.get_mut(&fd) {
+                            c.child = Some(pid);
+                        }
+                        self.children.insert(pid, fd);
+                        let _ = proto::send_msg(fd, &Reply::Started { pid }, &[]);
+                    }
+                    Err((errno, message)) => {
+                        let _ = proto::send_msg(fd, &Reply::Failed { errno, message }, &[]);
+                        self.close(fd);
+                    }
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        while self.sigfd.read_signal().ok().flatten().is_some() {}
+        loop {
+            let st = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(st) => st,
+            };
+            let (pid, code, signal) = match st {
+                WaitStatus::Exited(p, c) => (p.as_raw(), c, None),
+                WaitStatus::Signaled(p, s, _) => (p.as_raw(), 128 + s as i32, Some(s as i32)),
+                _ => continue,
+            };
+            if let Some(fd) = self.children.remove(&pid) {
+                let _ = proto::send_msg(fd, &Reply::Exit { code, signal }, &[]);
+                self.conns.remove(&fd);
+            }
+        }
+    }
+
+    /// Fork and execute one child. Returns its pid, or (errno, message).
+    fn spawn(
+        &mut self,
+        conn: RawFd,
+        argv: &[String],
+        env: &[(String, String)],
+        cwd: &str,
+        with_stdin: bool,
+        fds: Vec<OwnedFd>,
+    ) -> Result<i32, (i32, String)> {
+        let invalid = |m: &str| (libc::EINVAL, m.to_string());
+        let want = if with_stdin { 3 } else { 2 };
+        if fds.len() != want {
+            return Err(invalid("wrong number of stdio descriptors"));
+        }
+        let prog = argv.first().ok_or_else(|| invalid("empty argv"))?;
+        // Everything the child needs is allocated before fork.
+        let c = |s: &str| CString::new(s).map_err(|_| invalid("NUL byte in argument"));
+        let cargv: Vec<CString> = argv.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
+        let cenv: Vec<CString> = env
+            .iter()
+            .map(|(k, v)| c(&format!("{k}={v}")))
+            .collect::<Result<_, _>>()?;
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("/usr/local/bin:/usr/bin:/bin");
+        let candidates: Vec<CString> = if prog.contains('/') {
+            vec![c(prog)?]
+        } else {
+            path.split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| c(&format!("{d}/{prog}")))
+                .collect::<Result<_, _>>()?
+        };
+        let ccwd = c(cwd)?;
+        let mut argv_p: Vec<*const libc::c_char> = cargv.iter().map(|a| a.as_ptr()).collect();
+        argv_p.push(std::ptr::null());
+        let mut env_p: Vec<*const libc::c_char> = cenv.iter().map(|a| a.as_ptr()).collect();
+        env_p.push(std::ptr::null());
+        let pid_msg = serde_json::to_vec(&Reply::Pid).map_err(|e| invalid(&e.to_string()))?;
+        let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+            .map_err(|e| (e as i32, format!("pipe: {e}")))?;
+
+        // SAFETY: the init is single-threaded; the child runs only the code in
+        // `child_exec`, which never returns.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err((e.raw_os_error().unwrap_or(libc::EAGAIN), format!("fork: {e}")));
+        }
+        if pid == 0 {
+            let stdin = if with_stdin { Some(fds[0].as_raw_fd()) } else { None };
+            let out = fds[want - 2].as_raw_fd();
+            let errfd = fds[want - 1].as_raw_fd();
+            let ctx = ChildCtx {
+                conn,
+                pid_msg: &pid_msg,
+                stdin,
+                stdout: out,
+                stderr: errfd,
+                status_w: status_w.as_raw_fd(),
+                cwd: &ccwd,
+                candidates: &candidates,
+                argv: &argv_p,
+                env: &env_p,
+                filters: &self.filters,
+                rlimits: self.rlimits,
+            };
+            child_exec(&ctx);
+        }
+        drop(status_w);
+        drop(fds);
+        let mut buf = [0u8; 5];
+        let n = read_full(&status_r, &mut buf);
+        if n == 0 {
+            return Ok(pid);
+        }
+        let errno = if n == 5 {
+            i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]])
+        } else {
+            libc::EIO
+        };
+        let e = std::io::Error::from_raw_os_error(errno);
+        let message = match buf[0] {
+            STAGE_CWD => format!("cannot change to working directory {cwd}: {e}"),
+            STAGE_EXEC if errno == libc::ENOENT => format!("command not found: {prog}"),
+            STAGE_EXEC => format!("cannot execute {prog}: {e}"),
+            _ => format!("cannot set up the process: {e}"),
+        };
+        Err((errno, message))
+    }
+}
+
+fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match nix::unistd::read(fd, &mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+struct ChildCtx<'a> {
+    conn: RawFd,
+    pid_msg: &'a [u8],
+    stdin: Option<RawFd>,
+    stdout: RawFd,
+    stderr: RawFd,
+    status_w: RawFd,
+    cwd: &'a CString,
+    candidates: &'a [CString],
+    argv: &'a [*const libc::c_char],
+    env: &'a [*const libc::c_char],
+    filters: &'a Filters,
+    rlimits: Rlimits,
+}
+
+fn fail(status_w: RawFd, stage: u8, errno: i32) -> ! {
+    let e = errno.to_ne_bytes();
+    let buf = [stage, e[0], e[1], e[2], e[3]];
+    // SAFETY: write(2) of a stack buffer to our status pipe, then _exit.
+    unsafe {
+        libc::write(status_w, buf.as_ptr().cast(), buf.len());
+        libc::_exit(127)
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// The child between fork and exec. Only raw syscalls, no allocation.
+fn child_exec(c: &ChildCtx<'_>) -> ! {
+    // SAFETY: every call below is a raw syscall on descriptors and buffers
+    // this child owns (copies made by fork) or on NUL-terminated strings and
+    // NULL-terminated pointer arrays prepared before fork and still alive.
+    unsafe {
+        // Tell the daemon our host pid (SCM_CREDENTIALS is added by the kernel).
+        libc::send(c.conn, c.pid_msg.as_ptr().cast(), c.pid_msg.len(), libc::MSG_NOSIGNAL);
+        let stdin = match c.stdin {
+            Some(fd) => fd,
+            None => libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY),
+        };
+        if stdin < 0
+            || libc::dup2(stdin, 0) < 0
+            || libc::dup2(c.stdout, 1) < 0
+            || libc::dup2(c.stderr, 2) < 0
+        {
+            fail(c.status_w, STAGE_SETUP, errno());
+        }
+        if libc::setsid() < 0 {
+            fail(c.status_w, STAGE_SETUP, errno());
+        }
+        let adj = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
+        if adj >= 0 {
+            libc::write(adj, b"0".as_ptr().cast(), 1);
+            libc::close(adj);
+        }
+        let nofile = libc::rlimit {
+            rlim_cur: c.rlimits.nofile,
+            rlim_max: c.rlimits.nofile,
+        };
+        let core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &nofile) < 0
+            || libc::setrlimit(libc::RLIMIT_CORE, &core) < 0
+        {
+            fail(c.status_w, STAGE_SETUP, errno());
+        }
+        // Become the agent user; leaving uid 0 clears every capability.
+        if libc::setresgid(AGENT_UID, AGENT_UID, AGENT_UID) < 0
+            || libc::setresuid(AGENT_UID, AGENT_UID, AGENT_UID) < 0
+        {
+            fail(c.status_w, STAGE_SETUP, errno());
+        }
+        if libc::chdir(c.cwd.as_ptr()) < 0 {
+            fail(c.status_w, STAGE_CWD, errno());
+        }
+        if c.filters.apply().is_err() {
+            fail(c.status_w, STAGE_SETUP, errno());
+        }
+        let mut last = libc::ENOENT;
+        for cand in c.candidates {
+            libc::execve(cand.as_ptr(), c.argv.as_ptr(), c.env.as_ptr());
+            let e = errno();
+            // Like execvp: keep looking past ENOENT, remember anything more telling.
+            if e != libc::ENOENT && e != libc::ENOTDIR {
+                last = e;
+            }
+        }
+        fail(c.status_w, STAGE_EXEC, last)
+    }
+}

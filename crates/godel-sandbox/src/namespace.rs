@@ -1,0 +1,489 @@
+//! `NamespaceIsolator` (isolation `sandbox`), the daemon half: allocates a
+//! slot (uid range, /30, veth name), creates the cgroups, starts the init
+//! (see [`crate::init`]) and talks to it over its control socket (see
+//! [`crate::proto`]). Exec is a connect + one message; the init forks.
+//!
+//! Host state per sandbox, all removed by `destroy`:
+//! - `<run_dir>/<id>/` (`ctl.sock`, the `root` mount point; `run_dir` is
+//!   `/run/godel-sandbox` by default, a tmpfs, so nothing stale survives a reboot);
+//! - `<run_dir>/slots/<n>` (holds the id; slot `n` owns host uids
+//!   `uid_base + n*65536 ..+65536` and the NAT /30 `10.200.0.0/14 + 4n`);
+//! - `godel/<id>` in each cgroup hierarchy; in NAT mode the veth `gv<n>` and
+//!   the nftables table `inet godel_<n>`;
+//! - `handle.json` in the sandbox's `state_dir` (also returned by `handle()`).
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use godel_core::{Availability, Error, EventSink, NetworkMode, Result};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use crate::cgroup::{CgroupLayout, SandboxCgroups};
+use crate::hostops::{HostOps, RealHostOps};
+use crate::init::{INIT_ENV, InitConfig, InitReady};
+use crate::launcher::{Isolator, Sandbox, SandboxConfig};
+use crate::nat;
+use crate::sandbox::{NamespaceSandbox, OomWatch};
+
+/// How the daemon starts a sandbox init.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitProgram {
+    /// A `godel-sandbox-init` binary.
+    Path(PathBuf),
+    /// Re-execute the current binary with `GODEL_SANDBOX_INIT=1`; the binary
+    /// must call [`crate::maybe_run_init`] first thing in `main`.
+    SelfExe,
+}
+
+impl InitProgram {
+    /// Find `godel-sandbox-init`: `$GODEL_SANDBOX_INIT_BIN`, then next to the
+    /// current executable, then one directory up (test binaries live in
+    /// `target/<profile>/deps`), then `$PATH`.
+    pub fn discover() -> Option<InitProgram> {
+        const NAME: &str = "godel-sandbox-init";
+        if let Some(p) = std::env::var_os("GODEL_SANDBOX_INIT_BIN") {
+            return Some(InitProgram::Path(p.into()));
+        }
+        if let Ok(exe) = std::env::current_exe()
+            && let Some(dir) = exe.parent()
+        {
+            for cand in [dir.join(NAME), dir.join("..").join(NAME)] {
+                if cand.is_file() {
+                    return Some(InitProgram::Path(cand));
+                }
+            }
+        }
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(NAME))
+                .find(|p| p.is_file())
+                .map(InitProgram::Path)
+        })
+    }
+
+    fn command(&self) -> tokio::process::Command {
+        match self {
+            InitProgram::Path(p) => tokio::process::Command::new(p),
+            InitProgram::SelfExe => {
+                let mut c = tokio::process::Command::new("/proc/self/exe");
+                c.env(INIT_ENV, "1");
+                c
+            }
+        }
+    }
+}
+
+/// Settings of the namespace isolator.
+#[derive(Clone)]
+pub struct NamespaceOptions {
+    /// The init to run; `None` = [`InitProgram::discover`].
+    pub init: Option<InitProgram>,
+    /// Host directory for control sockets, root mount points and slots.
+    pub run_dir: PathBuf,
+    /// Receives `oom` events (with the runtime id).
+    pub events: EventSink,
+    /// First host uid handed to sandboxes; slot `n` gets `uid_base + n*65536`.
+    pub uid_base: u32,
+    pub max_slots: u32,
+    /// Pids limit when the caller sets none (fork bombs are contained by default).
+    pub default_pids: u32,
+    /// Size of `/tmp` when the caller sets no disk limit.
+    pub default_tmp_bytes: u64,
+    /// `RLIMIT_NOFILE` of every process.
+    pub nofile: u64,
+    pub ops: Arc<dyn HostOps>,
+}
+
+impl std::fmt::Debug for NamespaceOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamespaceOptions")
+            .field("init", &self.init)
+            .field("run_dir", &self.run_dir)
+            .field("uid_base", &self.uid_base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for NamespaceOptions {
+    fn default() -> Self {
+        NamespaceOptions {
+            init: None,
+            run_dir: PathBuf::from("/run/godel-sandbox"),
+            events: godel_core::null_sink(),
+            uid_base: 1_000_000,
+            max_slots: 16_384,
+            default_pids: 1024,
+            default_tmp_bytes: 512 << 20,
+            nofile: 8192,
+            ops: Arc::new(RealHostOps),
+        }
+    }
+}
+
+/// The `sandbox` isolator: namespaces, cgroups, seccomp, pivot_root.
+#[derive(Debug)]
+pub struct NamespaceIsolator {
+    opts: NamespaceOptions,
+    init: Option<InitProgram>,
+}
+
+/// What `handle()` returns and `adopt` reads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SandboxHandle {
+    pub isolator: String,
+    pub init_pid: u32,
+    pub start_time: u64,
+    pub slot: u32,
+    pub uid_base: u32,
+    pub dir: PathBuf,
+    pub idmapped: bool,
+    pub cgroup_version: u8,
+}
+
+impl NamespaceIsolator {
+    pub fn new(opts: NamespaceOptions) -> Self {
+        let init = opts.init.clone().or_else(InitProgram::discover);
+        NamespaceIsolator { opts, init }
+    }
+
+    /// Defaults, with OOM events going to `events`.
+    pub fn with_events(events: EventSink) -> Self {
+        Self::new(NamespaceOptions {
+            events,
+            ..Default::default()
+        })
+    }
+
+    fn layout(&self) -> Result<CgroupLayout> {
+        CgroupLayout::detect_host(&*self.opts.ops).map_err(Error::unavailable)
+    }
+
+    fn slots_dir(&self) -> PathBuf {
+        self.opts.run_dir.join("slots")
+    }
+
+    /// Claim a free slot for `id` (O_EXCL files; stale ones reclaimed).
+    fn claim_slot(&self, id: &str) -> Result<u32> {
+        let dir = self.slots_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create the slots directory", &e))?;
+        let n = self.opts.max_slots.max(1);
+        let start = id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % n;
+        for i in 0..n {
+            let slot = (start + i) % n;
+            let path = dir.join(slot.to_string());
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    f.write_all(id.as_bytes())
+                        .map_err(|e| Error::io("write the slot file", &e))?;
+                    return Ok(slot);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    // Reclaim a slot whose sandbox directory is gone.
+                    let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                    if !owner.is_empty()
+                        && owner != id
+                        && !self.opts.run_dir.join(&owner).exists()
+                        && std::fs::remove_file(&path).is_ok()
+                    {
+                        return self.claim_slot(id);
+                    }
+                }
+                Err(e) => return Err(Error::io("claim a sandbox slot", &e)),
+            }
+        }
+        Err(Error::exhausted("no free sandbox slot (uid range / network)"))
+    }
+
+    fn cleanup(&self, id: &str, slot: u32, cg: &SandboxCgroups) {
+        let _ = cg.remove();
+        nat::remove(&*self.opts.ops, slot);
+        let dir = self.opts.run_dir.join(id);
+        let _ = std::fs::remove_file(dir.join("ctl.sock"));
+        let _ = std::fs::remove_dir(dir.join("root"));
+        let _ = std::fs::remove_dir(&dir);
+        let _ = std::fs::remove_file(self.slots_dir().join(slot.to_string()));
+    }
+
+    fn sandbox(
+        &self,
+        cfg: SandboxConfig,
+        handle: SandboxHandle,
+        cgroups: SandboxCgroups,
+    ) -> Arc<dyn Sandbox> {
+        let oom = Arc::new(OomWatch::new(
+            cfg.id.clone(),
+            cgroups.clone(),
+            self.opts.events.clone(),
+        ));
+        Arc::new(NamespaceSandbox::new(
+            cfg,
+            handle,
+            cgroups,
+            oom,
+            self.opts.ops.clone(),
+            self.opts.run_dir.clone(),
+        ))
+    }
+
+    async fn start(&self, cfg: &SandboxConfig, slot: u32, cg: &SandboxCgroups) -> Result<SandboxHandle> {
+        let layout = cg.layout().clone();
+        let init = self
+            .init
+            .as_ref()
+            .ok_or_else(|| Error::unavailable("godel-sandbox-init not found"))?;
+        let mut limits = cfg.limits.clone();
+        limits.pids = Some(limits.pids.unwrap_or(self.opts.default_pids));
+        cg.create(&limits)
+            .map_err(|e| Error::io("create the sandbox cgroups", &e))?;
+        let nat_setup = match cfg.network.mode {
+            NetworkMode::None => None,
+            NetworkMode::Nat => {
+                let mut allow = Vec::new();
+                for a in &cfg.network.allow {
+                    allow.push(nat::parse_allow(a)?);
+                }
+                for d in &cfg.network.dns {
+                    allow.push(nat::parse_allow(&format!("{d}:53"))?);
+                }
+                let setup = nat::nat_setup(slot);
+                nat::install(&*self.opts.ops, slot, &setup, &allow)?;
+                Some(setup)
+            }
+            NetworkMode::Host => {
+                return Err(Error::invalid(
+                    "network mode 'host' is not available with isolation 'sandbox'",
+                ));
+            }
+        };
+        let dir = self.opts.run_dir.join(&cfg.id);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create the sandbox directory", &e))?;
+        // The init looks its root mount point up as an unprivileged host uid.
+        for d in [&self.opts.run_dir, &dir] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| Error::io("chmod the sandbox directory", &e))?;
+        }
+        let uid_base = self.opts.uid_base + slot * 65536;
+        let init_cfg = InitConfig {
+            id: cfg.id.clone(),
+            workspace: cfg.workspace.clone(),
+            dir: dir.clone(),
+            uid_base,
+            uid_count: 65536,
+            cgroup_procs: cg.procs_files(),
+            hostname: cfg.id.chars().take(63).collect(),
+            tmp_bytes: cfg.limits.disk_bytes.unwrap_or(self.opts.default_tmp_bytes),
+            nofile: self.opts.nofile,
+            dns: (!cfg.network.dns.is_empty()).then(|| cfg.network.dns.clone()),
+            nat: nat_setup,
+        };
+        let input = serde_json::to_vec(&init_cfg).map_err(|e| Error::internal(e.to_string()))?;
+        let mut child = init
+            .command()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Error::io(format!("cannot start the sandbox init {init:?}"), &e))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(&input)
+                .await
+                .map_err(|e| Error::io("send the init config", &e))?;
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| Error::io("wait for the sandbox init", &e))?;
+        let ready: InitReady = serde_json::from_slice(&out.stdout).map_err(|_| {
+            Error::spawn(format!(
+                "the sandbox init failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        })?;
+        match ready {
+            InitReady::Ok {
+                pid,
+                start_time,
+                idmapped,
+            } => Ok(SandboxHandle {
+                isolator: "sandbox".into(),
+                init_pid: pid,
+                start_time,
+                slot,
+                uid_base,
+                dir,
+                idmapped,
+                cgroup_version: layout.version(),
+            }),
+            InitReady::Error { message } => Err(Error::spawn(format!(
+                "cannot create sandbox {}: {message}",
+                cfg.id
+            ))),
+        }
+    }
+}
+
+/// Whether `pid` is the same live (non-zombie) process that started at `start_time`.
+pub fn init_alive(pid: u32, start_time: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
+    let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
+    let state = rest.first().copied().unwrap_or("Z");
+    let st: u64 = rest.get(19).and_then(|s| s.parse().ok()).unwrap_or(0);
+    state != "Z" && state != "X" && (start_time == 0 || st == start_time)
+}
+
+#[async_trait]
+impl Isolator for NamespaceIsolator {
+    fn name(&self) -> &str {
+        "sandbox"
+    }
+
+    async fn available(&self) -> Availability {
+        if !nix::unistd::geteuid().is_root() {
+            return Availability::no(
+                "the process sandbox needs root (it writes uid maps, cgroups and idmapped mounts); run the daemon as root or use --isolation none for trusted local use",
+            );
+        }
+        let max_userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if max_userns == 0 {
+            return Availability::no("user namespaces are disabled (user.max_user_namespaces = 0)");
+        }
+        let layout = match self.layout() {
+            Ok(l) => l,
+            Err(e) => return Availability::no(e.message),
+        };
+        let Some(init) = &self.init else {
+            return Availability::no(
+                "cannot find godel-sandbox-init: install it next to godel, set GODEL_SANDBOX_INIT_BIN, or re-execute godel itself (InitProgram::SelfExe)",
+            );
+        };
+        Availability::yes("namespaces (user, mount, pid, net, ipc, uts, cgroup), cgroups, seccomp")
+            .detail("cgroup_version", layout.version().to_string())
+            .detail("init", format!("{init:?}"))
+            .detail("run_dir", self.opts.run_dir.display().to_string())
+    }
+
+    async fn create(&self, cfg: SandboxConfig) -> Result<Arc<dyn Sandbox>> {
+        if !cfg.workspace.is_dir() {
+            return Err(Error::invalid(format!(
+                "workspace {} is not a directory",
+                cfg.workspace.display()
+            )));
+        }
+        let layout = self.layout()?;
+        let slot = self.claim_slot(&cfg.id)?;
+        let cg = SandboxCgroups::new(layout, &cfg.id, self.opts.ops.clone());
+        let handle = match self.start(&cfg, slot, &cg).await {
+            Ok(h) => h,
+            Err(e) => {
+                self.cleanup(&cfg.id, slot, &cg);
+                return Err(e.with_runtime(cfg.id.clone()));
+            }
+        };
+        if std::fs::create_dir_all(&cfg.state_dir).is_ok()
+            && let Ok(json) = serde_json::to_vec_pretty(&handle)
+        {
+            let _ = std::fs::write(cfg.state_dir.join("sandbox.json"), json);
+        }
+        Ok(self.sandbox(cfg, handle, cg))
+    }
+
+    async fn adopt(
+        &self,
+        cfg: SandboxConfig,
+        handle: &serde_json::Value,
+    ) -> Result<Option<Arc<dyn Sandbox>>> {
+        let parsed: SandboxHandle = match serde_json::from_value(handle.clone()) {
+            Ok(h) => h,
+            Err(_) => {
+                // Fall back to the copy in state_dir.
+                let path = cfg.state_dir.join("sandbox.json");
+                match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                    Some(h) => h,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let cg = SandboxCgroups::new(self.layout()?, &cfg.id, self.opts.ops.clone());
+        let alive = init_alive(parsed.init_pid, parsed.start_time)
+            && ping(&parsed.dir.join("ctl.sock")).await.is_ok();
+        if !alive {
+            self.cleanup(&cfg.id, parsed.slot, &cg);
+            return Ok(None);
+        }
+        Ok(Some(self.sandbox(cfg, parsed, cg)))
+    }
+}
+
+/// Ask an init whether it answers.
+pub async fn ping(sock: &Path) -> std::io::Result<i32> {
+    let sock = sock.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let fd: OwnedFd = crate::proto::connect(&sock)?;
+        let tv = nix::sys::time::TimeVal::new(2, 0);
+        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv)?;
+        crate::proto::send_msg(fd.as_raw_fd(), &crate::proto::Request::Ping, &[])?;
+        match crate::proto::recv_msg(fd.as_raw_fd(), nix::sys::socket::MsgFlags::empty())? {
+            Some(m) => match crate::proto::parse(&m.data)? {
+                crate::proto::Reply::Pong { pid } => Ok(pid),
+                other => Err(std::io::Error::other(format!("unexpected reply {other:?}"))),
+            },
+            None => Err(std::io::Error::other("init closed the connection")),
+        }
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// Wait (bounded) until a cgroup has no processes.
+pub(crate) async fn wait_empty(cg: &SandboxCgroups, limit: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        if cg.pids().is_empty() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The default environment of every sandboxed process.
+pub fn default_env(id: &str) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for (k, v) in [
+        ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        ("HOME", godel_core::WORKSPACE_MOUNT),
+        ("USER", "user"),
+        ("LOGNAME", "user"),
+        ("SHELL", "/bin/bash"),
+        ("LANG", "C.UTF-8"),
+    ] {
+        env.insert(k.to_string(), v.to_string());
+    }
+    env.insert("HOSTNAME".into(), id.chars().take(63).collect());
+    env
+}

@@ -1,0 +1,412 @@
+//! `NamespaceSandbox`: one live sandbox as the daemon holds it. `launch`
+//! connects to the init, hands over the stdio pipe ends and reads back the
+//! host pid (from the child's own credentials), `Started`/`Failed` and later
+//! `Exit`. Signals go to the init on the same connection, which signals the
+//! child's whole process group. Usage comes from the cgroups; OOM kills are
+//! observed by a small watcher (and right after any SIGKILL exit) and sent
+//! to the event sink as `oom` events carrying the runtime id.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use godel_core::{Error, Event, EventSink, ResourceUsage, Result};
+use nix::fcntl::OFlag;
+use nix::sys::socket::MsgFlags;
+use tokio::io::unix::AsyncFd;
+
+use crate::cgroup::SandboxCgroups;
+use crate::hostops::HostOps;
+use crate::launcher::{Process, ProcessExit, ProcessSpec, Sandbox, SandboxConfig};
+use crate::namespace::{SandboxHandle, default_env, init_alive, wait_empty};
+use crate::proto::{self, Reply, Request};
+
+/// Watches a sandbox's OOM-kill counter and reports each new kill once.
+pub struct OomWatch {
+    id: String,
+    cgroups: SandboxCgroups,
+    events: EventSink,
+    seen: AtomicU64,
+}
+
+impl OomWatch {
+    pub fn new(id: String, cgroups: SandboxCgroups, events: EventSink) -> Self {
+        let seen = cgroups.usage().oom_kills;
+        OomWatch {
+            id,
+            cgroups,
+            events,
+            seen: AtomicU64::new(seen),
+        }
+    }
+
+    /// Read the counter; emit one `oom` event per new kill. Returns the total.
+    pub fn check(&self) -> u64 {
+        let now = self.cgroups.usage().oom_kills;
+        let before = self.seen.swap(now, Ordering::SeqCst);
+        if now > before {
+            (self.events)(Event::new("oom").runtime(self.id.clone()).data(serde_json::json!({
+                "oom_kills": now,
+                "new": now - before,
+                "message": "a process exceeded the sandbox memory limit and was killed",
+            })));
+        }
+        now
+    }
+}
+
+/// A live sandbox.
+pub struct NamespaceSandbox {
+    cfg: SandboxConfig,
+    handle: SandboxHandle,
+    cgroups: SandboxCgroups,
+    oom: Arc<OomWatch>,
+    ops: Arc<dyn HostOps>,
+    run_dir: PathBuf,
+    socket: PathBuf,
+    destroyed: AtomicBool,
+    watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    disk: Mutex<Option<(Instant, u64)>>,
+}
+
+impl NamespaceSandbox {
+    pub(crate) fn new(
+        cfg: SandboxConfig,
+        handle: SandboxHandle,
+        cgroups: SandboxCgroups,
+        oom: Arc<OomWatch>,
+        ops: Arc<dyn HostOps>,
+        run_dir: PathBuf,
+    ) -> Self {
+        let socket = handle.dir.join("ctl.sock");
+        let w = oom.clone();
+        let watcher = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                w.check();
+            }
+        });
+        NamespaceSandbox {
+            cfg,
+            handle,
+            cgroups,
+            oom,
+            ops,
+            run_dir,
+            socket,
+            destroyed: AtomicBool::new(false),
+            watcher: Mutex::new(Some(watcher)),
+            disk: Mutex::new(None),
+        }
+    }
+
+    /// The host uid the agent (`user`, uid 1000 inside) runs as.
+    pub fn agent_host_uid(&self) -> u32 {
+        self.handle.uid_base + crate::mounts::AGENT_UID
+    }
+
+    fn stop_watcher(&self) {
+        if let Some(w) = self.watcher.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            w.abort();
+        }
+    }
+
+    async fn disk_bytes(&self) -> u64 {
+        const TTL: Duration = Duration::from_secs(5);
+        if let Some((at, v)) = *self.disk.lock().unwrap_or_else(|e| e.into_inner())
+            && at.elapsed() < TTL
+        {
+            return v;
+        }
+        let ws = self.cfg.workspace.clone();
+        let v = tokio::task::spawn_blocking(move || du(&ws)).await.unwrap_or(0);
+        *self.disk.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), v));
+        v
+    }
+}
+
+impl Drop for NamespaceSandbox {
+    fn drop(&mut self) {
+        self.stop_watcher();
+    }
+}
+
+/// Allocated bytes under `root` (like `du -s`), not following symlinks or mounts.
+pub fn du(root: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(root) else {
+        return 0;
+    };
+    let dev = meta.dev();
+    let mut total = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.dev() != dev {
+            continue;
+        }
+        total += m.blocks() * 512;
+        if m.is_dir()
+            && let Ok(rd) = std::fs::read_dir(&p)
+        {
+            stack.extend(rd.flatten().map(|e| e.path()));
+        }
+    }
+    total
+}
+
+async fn recv(afd: &AsyncFd<OwnedFd>) -> std::io::Result<Option<proto::Received>> {
+    loop {
+        let mut guard = afd.readable().await?;
+        match guard.try_io(|inner| proto::recv_msg(inner.get_ref().as_raw_fd(), MsgFlags::MSG_DONTWAIT)) {
+            Ok(r) => return r,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::io("pipe", &e.into()))
+}
+
+fn failed_error(errno: i32, message: String) -> Error {
+    match errno {
+        libc::ENOENT if message.starts_with("command not found") => Error::exec(message),
+        libc::ENOENT | libc::ENOTDIR if message.contains("working directory") => {
+            Error::invalid(message)
+        }
+        libc::EAGAIN | libc::ENOMEM => Error::exhausted(format!(
+            "{message} (the sandbox is at its process or memory limit)"
+        )),
+        libc::EACCES | libc::EPERM => Error::denied(message),
+        _ => Error::exec(message),
+    }
+}
+
+#[async_trait]
+impl Sandbox for NamespaceSandbox {
+    fn id(&self) -> &str {
+        &self.cfg.id
+    }
+
+    fn init_pid(&self) -> Option<u32> {
+        Some(self.handle.init_pid)
+    }
+
+    fn workspace_view(&self) -> String {
+        godel_core::WORKSPACE_MOUNT.to_string()
+    }
+
+    async fn launch(&self, spec: ProcessSpec) -> Result<Process> {
+        if self.destroyed.load(Ordering::SeqCst) {
+            return Err(Error::not_found(format!("sandbox {} is destroyed", self.cfg.id)));
+        }
+        if spec.argv.is_empty() {
+            return Err(Error::invalid("exec needs a command"));
+        }
+        let rel = godel_core::workspace_relative(spec.cwd.as_deref().unwrap_or(""))?;
+        let cwd = if rel.is_empty() {
+            godel_core::WORKSPACE_MOUNT.to_string()
+        } else {
+            format!("{}/{rel}", godel_core::WORKSPACE_MOUNT)
+        };
+        let mut env = default_env(&self.cfg.id);
+        env.extend(self.cfg.env.clone());
+        env.extend(spec.env.clone());
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let stdin_pair = if spec.stdin { Some(pipe()?) } else { None };
+
+        let sock = proto::connect(&self.socket).map_err(|e| {
+            Error::unavailable(format!("sandbox {} does not answer: {e}", self.cfg.id))
+        })?;
+        let mut fds = Vec::new();
+        if let Some((r, _)) = &stdin_pair {
+            fds.push(r.as_raw_fd());
+        }
+        fds.push(out_w.as_raw_fd());
+        fds.push(err_w.as_raw_fd());
+        let req = Request::Exec {
+            argv: spec.argv.clone(),
+            env: env.into_iter().collect(),
+            cwd,
+            stdin: spec.stdin,
+        };
+        proto::send_msg(sock.as_raw_fd(), &req, &fds)
+            .map_err(|e| Error::io("send the exec request", &e))?;
+        drop(out_w);
+        drop(err_w);
+        let stdin_w = stdin_pair.map(|(r, w)| {
+            drop(r);
+            w
+        });
+        nix::fcntl::fcntl(&sock, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+            .map_err(|e| Error::io("socket", &e.into()))?;
+        let signal_fd = sock.try_clone().map_err(|e| Error::io("dup", &e))?;
+        // SAFETY: the AsyncFd owns `sock` (an OwnedFd): the descriptor stays
+        // open and the same for the AsyncFd's whole life.
+        let afd = unsafe { AsyncFd::register(sock) }
+            .map_err(|e| Error::internal(format!("register the control socket: {e}")))?;
+
+        let mut host_pid = None;
+        loop {
+            let msg = recv(&afd)
+                .await
+                .map_err(|e| Error::io("read from the sandbox init", &e))?
+                .ok_or_else(|| Error::exec("the sandbox init closed the connection"))?;
+            match proto::parse::<Reply>(&msg.data).map_err(|e| Error::io("bad reply", &e))? {
+                Reply::Pid => host_pid = msg.creds.map(|c| c.pid() as u32),
+                Reply::Started { .. } => break,
+                Reply::Failed { errno, message } => return Err(failed_error(errno, message)),
+                other => return Err(Error::internal(format!("unexpected reply {other:?}"))),
+            }
+        }
+        let pid = host_pid.ok_or_else(|| Error::internal("the child did not report its pid"))?;
+
+        let oom = self.oom.clone();
+        let (init_pid, start) = (self.handle.init_pid, self.handle.start_time);
+        let exit = async move {
+            loop {
+                match recv(&afd).await? {
+                    Some(msg) => {
+                        if let Ok(Reply::Exit { code, signal }) = proto::parse::<Reply>(&msg.data) {
+                            if signal == Some(libc::SIGKILL) {
+                                oom.check();
+                            }
+                            return Ok(ProcessExit { code, signal });
+                        }
+                    }
+                    None => {
+                        // The init went away: the namespace and everything in it died with it.
+                        if !init_alive(init_pid, start) {
+                            oom.check();
+                            return Ok(ProcessExit {
+                                code: 128 + libc::SIGKILL,
+                                signal: Some(libc::SIGKILL),
+                            });
+                        }
+                        return Err(std::io::Error::other("lost the connection to the sandbox init"));
+                    }
+                }
+            }
+        }
+        .boxed();
+        let signal_fd = Arc::new(signal_fd);
+        let signal = Arc::new(move |sig: i32| {
+            let msg = serde_json::to_vec(&Request::Kill { sig }).map_err(std::io::Error::other)?;
+            // SAFETY: send(2) of a live buffer on a socket we own.
+            let rc = unsafe {
+                libc::send(
+                    signal_fd.as_raw_fd(),
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if rc < 0 {
+                let e = std::io::Error::last_os_error();
+                // The process already finished: nothing left to signal.
+                if e.raw_os_error() == Some(libc::EPIPE) || e.raw_os_error() == Some(libc::ECONNRESET) {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                return Err(e);
+            }
+            Ok(())
+        });
+        let stdout = tokio::net::unix::pipe::Receiver::from_owned_fd(out_r)
+            .map_err(|e| Error::io("stdout pipe", &e))?;
+        let stderr = tokio::net::unix::pipe::Receiver::from_owned_fd(err_r)
+            .map_err(|e| Error::io("stderr pipe", &e))?;
+        let stdin = match stdin_w {
+            Some(w) => Some(Box::pin(
+                tokio::net::unix::pipe::Sender::from_owned_fd(w)
+                    .map_err(|e| Error::io("stdin pipe", &e))?,
+            ) as _),
+            None => None,
+        };
+        Ok(Process {
+            pid,
+            stdin,
+            stdout: Box::pin(stdout),
+            stderr: Box::pin(stderr),
+            exit,
+            signal,
+        })
+    }
+
+    async fn alive(&self) -> bool {
+        !self.destroyed.load(Ordering::SeqCst)
+            && init_alive(self.handle.init_pid, self.handle.start_time)
+    }
+
+    async fn usage(&self) -> Result<ResourceUsage> {
+        let u = self.cgroups.usage();
+        let oom_kills = self.oom.check();
+        Ok(ResourceUsage {
+            cpu_seconds: u.cpu_seconds,
+            memory_bytes: u.memory_bytes,
+            memory_peak_bytes: u.memory_peak_bytes,
+            pids: u.pids,
+            disk_bytes: self.disk_bytes().await,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            oom_kills,
+        })
+    }
+
+    async fn freeze(&self, frozen: bool) -> Result<()> {
+        self.cgroups
+            .freeze(frozen)
+            .map_err(|e| Error::io(format!("cannot {} sandbox", if frozen { "freeze" } else { "thaw" }), &e))
+    }
+
+    async fn destroy(&self) -> Result<()> {
+        self.destroyed.store(true, Ordering::SeqCst);
+        self.stop_watcher();
+        let (pid, start) = (self.handle.init_pid, self.handle.start_time);
+        // A frozen group cannot die: thaw first.
+        let _ = self.cgroups.freeze(false);
+        if init_alive(pid, start) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        // Anything that escaped the PID namespace's death (nothing should) goes too.
+        if !wait_empty(&self.cgroups, Duration::from_secs(2)).await {
+            for p in self.cgroups.pids() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            wait_empty(&self.cgroups, Duration::from_secs(2)).await;
+        }
+        let mut last = Ok(());
+        for _ in 0..50 {
+            last = self.cgroups.remove();
+            if last.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        crate::nat::remove(&*self.ops, self.handle.slot);
+        let _ = std::fs::remove_file(self.socket.clone());
+        let _ = std::fs::remove_dir(self.handle.dir.join("root"));
+        let _ = std::fs::remove_dir(&self.handle.dir);
+        let _ = std::fs::remove_file(self.run_dir.join("slots").join(self.handle.slot.to_string()));
+        let _ = std::fs::remove_file(self.cfg.state_dir.join("sandbox.json"));
+        last.map_err(|e| Error::io(format!("cannot remove the cgroups of {}", self.cfg.id), &e))
+    }
+
+    fn handle(&self) -> serde_json::Value {
+        serde_json::to_value(&self.handle).unwrap_or(serde_json::Value::Null)
+    }
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Process sandbox (godel-sandbox): bubblewrap for the comparison benchmark,
+# nftables for the NAT network mode's egress allowlist, iproute2 for veth pairs.
+# Idempotent: installs only what is missing.
+set -euo pipefail
+need=()
+command -v bwrap >/dev/null || need+=(bubblewrap)
+command -v nft >/dev/null || need+=(nftables)
+command -v ip >/dev/null || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
