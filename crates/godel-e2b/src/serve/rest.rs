@@ -1,0 +1,534 @@
+//! The E2B control plane: `/sandboxes` and `/v2/sandboxes` (create, list,
+//! info, kill, timeout, refresh, pause, connect/resume, metrics), translated
+//! into [`E2bBackend`](super::E2bBackend) calls. Status codes follow what the
+//! SDKs accept (create 201; kill 204 or 404; connect 200 when running, 201
+//! when resumed; pause 409 when already paused).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use godel_core::{Error, ErrorCode, RuntimeInfo, RuntimeState, SpawnSpec};
+use serde::de::DeserializeOwned;
+
+use super::book::{Entry, labels};
+use super::{State, api_error, api_error_status};
+use crate::wire::{
+    API_KEY_HEADER, ConnectSandbox, DEFAULT_TEMPLATE, Lifecycle, NewSandbox, RefreshRequest,
+    Sandbox, SandboxDetail, SandboxMetric, SandboxState, TimeoutRequest,
+};
+
+type S = AxState<Arc<State>>;
+
+pub(super) fn routes() -> Router<Arc<State>> {
+    Router::new()
+        .route("/sandboxes", post(create).get(list_v1))
+        .route("/v2/sandboxes", post(create).get(list_v2))
+        .route("/sandboxes/{id}", get(info).delete(kill))
+        .route("/sandboxes/{id}/timeout", post(set_timeout))
+        .route("/sandboxes/{id}/refreshes", post(refresh))
+        .route("/sandboxes/{id}/pause", post(pause))
+        .route("/sandboxes/{id}/resume", post(resume))
+        .route("/sandboxes/{id}/connect", post(connect))
+        .route("/v2/sandboxes/{id}/connect", post(connect))
+        .route("/sandboxes/{id}/metrics", get(metrics))
+}
+
+/// The caller's team, from `X-API-Key` (or `Authorization: Bearer`).
+async fn team(state: &State, headers: &HeaderMap) -> Result<String, Response> {
+    let key = headers
+        .get(API_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    let Some(key) = key else {
+        return Err(api_error_status(
+            StatusCode::UNAUTHORIZED,
+            "missing X-API-Key header",
+        ));
+    };
+    state.backend.authenticate(key).await.map_err(|e| {
+        if matches!(
+            e.code,
+            ErrorCode::Unauthenticated | ErrorCode::PermissionDenied | ErrorCode::NotFound
+        ) {
+            api_error_status(StatusCode::UNAUTHORIZED, "invalid API key")
+        } else {
+            api_error(&e)
+        }
+    })
+}
+
+fn parse_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        api_error_status(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid request body: {e}"),
+        )
+    })
+}
+
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+
+macro_rules! trb {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(err) => return api_error(&err),
+        }
+    };
+}
+
+fn clamp_timeout(state: &State, secs: Option<i64>) -> ChronoDuration {
+    let max = state.cfg.max_timeout.as_secs() as i64;
+    let secs = secs.unwrap_or(state.cfg.default_timeout.as_secs() as i64);
+    ChronoDuration::seconds(secs.clamp(0, max))
+}
+
+fn e2b_state(s: RuntimeState) -> Option<SandboxState> {
+    match s {
+        RuntimeState::Running => Some(SandboxState::Running),
+        RuntimeState::Paused => Some(SandboxState::Paused),
+        _ => None,
+    }
+}
+
+fn sandbox_response(state: &State, e: &Entry) -> Sandbox {
+    Sandbox {
+        template_id: e.book().template,
+        sandbox_id: e.id.clone(),
+        alias: None,
+        client_id: state.cfg.client_id.clone(),
+        envd_version: state.cfg.envd_version.clone(),
+        envd_access_token: Some(e.token.clone()),
+        traffic_access_token: None,
+        domain: state.cfg.domain.clone(),
+    }
+}
+
+fn detail(state: &State, e: &Entry, st: SandboxState, with_secrets: bool) -> SandboxDetail {
+    let b = e.book();
+    let max = ChronoDuration::seconds(state.cfg.max_timeout.as_secs() as i64);
+    SandboxDetail {
+        template_id: b.template.clone(),
+        alias: None,
+        sandbox_id: e.id.clone(),
+        client_id: state.cfg.client_id.clone(),
+        started_at: b.started_at,
+        end_at: b.end_at.unwrap_or(b.started_at + max),
+        cpu_count: b.cpu,
+        memory_mb: b.memory_mb,
+        disk_size_mb: b.disk_mb,
+        metadata: b.metadata.clone(),
+        state: st,
+        envd_version: state.cfg.envd_version.clone(),
+        envd_access_token: with_secrets.then(|| e.token.clone()),
+        domain: with_secrets.then(|| state.cfg.domain.clone()).flatten(),
+        lifecycle: with_secrets.then(|| Lifecycle {
+            auto_resume: false,
+            on_timeout: if b.auto_pause { "pause" } else { "kill" }.to_string(),
+        }),
+    }
+}
+
+/// Record a new deadline and persist it through the backend (best effort).
+async fn set_deadline(state: &State, e: &Entry, end_at: DateTime<Utc>) {
+    e.update(|b| b.end_at = Some(end_at));
+    let mut l = BTreeMap::new();
+    l.insert(labels::END_AT.to_string(), end_at.to_rfc3339());
+    if let Err(err) = state.backend.set_labels(&e.team, &e.id, l).await {
+        tracing::warn!(sandbox = %e.id, error = %err, "e2b: cannot persist the deadline");
+    }
+}
+
+async fn create(AxState(state): S, headers: HeaderMap, body: Bytes) -> Response {
+    let team = tri!(team(&state, &headers).await);
+    let req: NewSandbox = tri!(parse_body(&body));
+    let template = if req.template_id.is_empty() {
+        DEFAULT_TEMPLATE.to_string()
+    } else {
+        req.template_id.clone()
+    };
+    let now = Utc::now();
+    let end_at = now + clamp_timeout(&state, req.timeout);
+    let mut spec = SpawnSpec {
+        team: Some(team.clone()),
+        ..Default::default()
+    };
+    if template != DEFAULT_TEMPLATE {
+        spec.template = Some(template.clone());
+    }
+    spec.env = req.env_vars.clone().unwrap_or_default();
+    for (k, v) in req.metadata.clone().unwrap_or_default() {
+        spec.labels.insert(format!("{}{k}", labels::META_PREFIX), v);
+    }
+    spec.labels
+        .insert(labels::TEMPLATE.to_string(), template.clone());
+    spec.labels
+        .insert(labels::END_AT.to_string(), end_at.to_rfc3339());
+    let on_timeout = if req.auto_pause == Some(true) {
+        "pause"
+    } else {
+        "kill"
+    };
+    spec.labels
+        .insert(labels::ON_TIMEOUT.to_string(), on_timeout.to_string());
+    trb!(spec.validate());
+    let info = trb!(state.backend.create(&team, spec).await);
+    let e = state.registry.learn(&info, &state.cfg.token_secret);
+    (
+        StatusCode::CREATED,
+        axum::Json(sandbox_response(&state, &e)),
+    )
+        .into_response()
+}
+
+/// Query parameters of the list endpoints, read by hand: `state` may come
+/// comma-separated or repeated.
+#[derive(Default)]
+struct ListQuery {
+    metadata: BTreeMap<String, String>,
+    states: Vec<SandboxState>,
+    template: Option<String>,
+    ascending: bool,
+    limit: usize,
+    offset: usize,
+    started_after: Option<DateTime<Utc>>,
+}
+
+fn parse_list_query(raw: Option<&str>, default_states: &[SandboxState]) -> ListQuery {
+    let mut q = ListQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            // `k=v&…`, each key and value percent-quoted once more by the SDKs.
+            "metadata" => {
+                for (mk, mv) in url::form_urlencoded::parse(v.as_bytes()) {
+                    q.metadata.insert(unquote(&mk), unquote(&mv));
+                }
+            }
+            "state" => {
+                for s in v.split(',') {
+                    match s.trim() {
+                        "running" => q.states.push(SandboxState::Running),
+                        "paused" => q.states.push(SandboxState::Paused),
+                        _ => {}
+                    }
+                }
+            }
+            "template" => q.template = Some(v.into_owned()),
+            "order" => q.ascending = v == "asc",
+            "limit" => q.limit = v.parse().unwrap_or(100).clamp(1, 100),
+            "nextToken" => q.offset = v.parse().unwrap_or(0),
+            "startedAfter" => {
+                q.started_after = DateTime::parse_from_rfc3339(&v)
+                    .ok()
+                    .map(|t| t.with_timezone(&Utc))
+            }
+            _ => {}
+        }
+    }
+    if q.states.is_empty() {
+        q.states = default_states.to_vec();
+    }
+    q
+}
+
+fn unquote(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| s.to_string())
+}
+
+async fn list_entries(
+    state: &State,
+    team: &str,
+    q: &ListQuery,
+) -> godel_core::Result<Vec<SandboxDetail>> {
+    let infos = state.backend.list(team).await?;
+    let mut out = Vec::new();
+    for info in infos {
+        let Some(st) = e2b_state(info.state) else {
+            continue;
+        };
+        if !q.states.contains(&st) {
+            continue;
+        }
+        let e = state.registry.learn(&info, &state.cfg.token_secret);
+        let d = detail(state, &e, st, false);
+        if q.metadata.iter().any(|(k, v)| d.metadata.get(k) != Some(v)) {
+            continue;
+        }
+        if q.template.as_ref().is_some_and(|t| *t != d.template_id) {
+            continue;
+        }
+        if q.started_after.is_some_and(|t| d.started_at < t) {
+            continue;
+        }
+        out.push(d);
+    }
+    out.sort_by(|a, b| (a.started_at, &a.sandbox_id).cmp(&(b.started_at, &b.sandbox_id)));
+    if !q.ascending {
+        out.reverse();
+    }
+    Ok(out)
+}
+
+async fn list_v1(AxState(state): S, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    let team = tri!(team(&state, &headers).await);
+    let q = parse_list_query(raw.as_deref(), &[SandboxState::Running]);
+    let all = trb!(list_entries(&state, &team, &q).await);
+    axum::Json(all).into_response()
+}
+
+async fn list_v2(AxState(state): S, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    let team = tri!(team(&state, &headers).await);
+    let q = parse_list_query(
+        raw.as_deref(),
+        &[SandboxState::Running, SandboxState::Paused],
+    );
+    let all = trb!(list_entries(&state, &team, &q).await);
+    let running = all
+        .iter()
+        .filter(|d| d.state == SandboxState::Running)
+        .count();
+    let end = (q.offset + q.limit).min(all.len());
+    let page: Vec<SandboxDetail> = all.get(q.offset.min(end)..end).unwrap_or(&[]).to_vec();
+    let mut resp = axum::Json(page).into_response();
+    let h = resp.headers_mut();
+    if end < all.len()
+        && let Ok(v) = HeaderValue::from_str(&end.to_string())
+    {
+        h.insert("x-next-token", v);
+    }
+    h.insert("x-total-running", HeaderValue::from(running as u64));
+    resp
+}
+
+/// The record of `id` for `team`, learned into the registry.
+async fn lookup(
+    state: &State,
+    team: &str,
+    id: &str,
+) -> godel_core::Result<(RuntimeInfo, Arc<Entry>)> {
+    let info = state.backend.get(team, id).await?;
+    if e2b_state(info.state).is_none() {
+        return Err(Error::not_found(format!("sandbox {id} not found")));
+    }
+    let e = state.registry.learn(&info, &state.cfg.token_secret);
+    Ok((info, e))
+}
+
+async fn info(AxState(state): S, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let team = tri!(team(&state, &headers).await);
+    let (info, e) = trb!(lookup(&state, &team, &id).await);
+    let st = e2b_state(info.state).unwrap_or(SandboxState::Running);
+    axum::Json(detail(&state, &e, st, true)).into_response()
+}
+
+async fn kill(AxState(state): S, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let team = tri!(team(&state, &headers).await);
+    trb!(lookup(&state, &team, &id).await);
+    trb!(state.backend.kill(&team, &id).await);
+    state.registry.forget(&id);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn set_timeout(
+    AxState(state): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let team = tri!(team(&state, &headers).await);
+    let req: TimeoutRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return api_error_status(StatusCode::BAD_REQUEST, &format!("invalid body: {e}"));
+        }
+    };
+    let (info, e) = trb!(lookup(&state, &team, &id).await);
+    if info.state != RuntimeState::Running {
+        return api_error_status(
+            StatusCode::NOT_FOUND,
+            &format!("sandbox {id} is not running"),
+        );
+    }
+    set_deadline(
+        &state,
+        &e,
+        Utc::now() + clamp_timeout(&state, Some(req.timeout)),
+    )
+    .await;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn refresh(
+    AxState(state): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let team = tri!(team(&state, &headers).await);
+    let req: RefreshRequest = tri!(parse_body(&body));
+    let (info, e) = trb!(lookup(&state, &team, &id).await);
+    if info.state != RuntimeState::Running {
+        return api_error_status(
+            StatusCode::NOT_FOUND,
+            &format!("sandbox {id} is not running"),
+        );
+    }
+    let want = Utc::now() + clamp_timeout(&state, Some(req.duration.unwrap_or(60).min(3600)));
+    let current = e.book().end_at;
+    if current.is_none_or(|t| t < want) {
+        set_deadline(&state, &e, want).await;
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn pause(AxState(state): S, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let team = tri!(team(&state, &headers).await);
+    let (info, e) = trb!(lookup(&state, &team, &id).await);
+    if info.state == RuntimeState::Paused {
+        return api_error_status(
+            StatusCode::CONFLICT,
+            &format!("sandbox {id} is already paused"),
+        );
+    }
+    e.clear_live();
+    trb!(state.backend.pause(&team, &id).await);
+    e.update(|b| b.state = RuntimeState::Paused);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Resume a paused sandbox or extend a running one. `resumed_only` is the
+/// deprecated `/resume` (409 when already running).
+async fn connect_inner(
+    state: &State,
+    headers: &HeaderMap,
+    id: &str,
+    body: &[u8],
+    resumed_only: bool,
+) -> Response {
+    let team = tri!(team(state, headers).await);
+    let req: ConnectSandbox = tri!(parse_body(body));
+    let (info, e) = match lookup(state, &team, id).await {
+        Ok(v) => v,
+        Err(err) if err.code == ErrorCode::NotFound => {
+            return api_error_status(
+                StatusCode::NOT_FOUND,
+                &format!("Paused sandbox {id} not found"),
+            );
+        }
+        Err(err) => return api_error(&err),
+    };
+    let want = Utc::now() + clamp_timeout(state, req.timeout);
+    match info.state {
+        RuntimeState::Running if resumed_only => api_error_status(
+            StatusCode::CONFLICT,
+            &format!("sandbox {id} is already running"),
+        ),
+        RuntimeState::Running => {
+            // Connecting never shortens a running sandbox's life.
+            if e.book().end_at.is_some_and(|t| t < want) {
+                set_deadline(state, &e, want).await;
+            }
+            (StatusCode::OK, axum::Json(sandbox_response(state, &e))).into_response()
+        }
+        _ => {
+            let info = trb!(state.backend.resume(&team, id).await);
+            let e = state.registry.learn(&info, &state.cfg.token_secret);
+            e.update(|b| b.state = RuntimeState::Running);
+            set_deadline(state, &e, want).await;
+            (StatusCode::CREATED, axum::Json(sandbox_response(state, &e))).into_response()
+        }
+    }
+}
+
+async fn connect(
+    AxState(state): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    connect_inner(&state, &headers, &id, &body, false).await
+}
+
+async fn resume(
+    AxState(state): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    connect_inner(&state, &headers, &id, &body, true).await
+}
+
+async fn metrics(AxState(state): S, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let team = tri!(team(&state, &headers).await);
+    let (info, e) = trb!(lookup(&state, &team, &id).await);
+    let b = e.book();
+    let now = Utc::now();
+    let usage = info.usage.unwrap_or_default();
+    let elapsed = (now - b.started_at).num_milliseconds().max(1) as f64 / 1000.0;
+    let cpu_pct = (usage.cpu_seconds / elapsed / b.cpu.max(1) as f64 * 100.0).clamp(0.0, 100.0);
+    let point = SandboxMetric {
+        timestamp: now,
+        timestamp_unix: now.timestamp(),
+        cpu_count: b.cpu,
+        cpu_used_pct: cpu_pct,
+        mem_used: usage.memory_bytes as i64,
+        mem_total: b.memory_mb << 20,
+        mem_cache: 0,
+        disk_used: usage.disk_bytes as i64,
+        disk_total: b.disk_mb << 20,
+    };
+    axum::Json(vec![point]).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_query_decodes_the_sdk_form() {
+        // Captured from e2b 2.63 for metadata {"user id": "a&b"}.
+        let q = parse_list_query(
+            Some(
+                "metadata=user%252520id%3Da%252526b&state=running%2Cpaused&order=asc&limit=10&nextToken=20",
+            ),
+            &[],
+        );
+        assert_eq!(q.metadata.get("user id").map(String::as_str), Some("a&b"));
+        assert_eq!(q.states, vec![SandboxState::Running, SandboxState::Paused]);
+        assert!(q.ascending);
+        assert_eq!((q.limit, q.offset), (10, 20));
+        let d = parse_list_query(None, &[SandboxState::Running]);
+        assert_eq!(d.states, vec![SandboxState::Running]);
+        assert_eq!(d.limit, 100);
+    }
+}
