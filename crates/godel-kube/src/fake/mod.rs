@@ -173,10 +173,14 @@ impl FakeApiServer {
     /// A stored object as JSON (`plural` like `pods`; `""` namespace for cluster objects).
     pub fn object(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
         let kind = store::KINDS.iter().find(|k| k.plural == plural)?;
-        self.shared
-            .lock()
+        let store = self.shared.lock();
+        let mut obj = store
             .get(kind.plural, namespace, name)
-            .map(|e| e.obj.clone())
+            .map(|e| e.obj.clone())?;
+        if kind.plural == "resourcequotas" {
+            pods::fill_quota_status(&store, &mut obj);
+        }
+        Some(obj)
     }
 
     /// Names of the stored objects of a kind in a namespace (all when `None`).
