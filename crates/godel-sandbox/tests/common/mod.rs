@@ -1,0 +1,127 @@
+//! Helpers shared by the sandbox integration tests: an isolator wired to the
+//! freshly built `godel-sandbox-init`, a per-test workspace, and a way to run
+//! a command and collect everything it did.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use godel_core::{Event, EventSink};
+use godel_sandbox::{
+    InitProgram, Isolator, NamespaceIsolator, NamespaceOptions, ProcessSpec, Sandbox,
+    SandboxConfig, SandboxLimits,
+};
+use tokio::io::AsyncReadExt;
+
+/// Skip (with a printed reason) unless running as root.
+pub fn need_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        true
+    } else {
+        eprintln!("skipping: the process sandbox needs root");
+        false
+    }
+}
+
+/// Events received by the isolator's sink.
+#[derive(Clone, Default)]
+pub struct Events(pub Arc<Mutex<Vec<Event>>>);
+
+impl Events {
+    pub fn sink(&self) -> EventSink {
+        let v = self.0.clone();
+        Arc::new(move |e| v.lock().unwrap().push(e))
+    }
+    pub fn all(&self) -> Vec<Event> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+pub fn isolator(events: &Events) -> NamespaceIsolator {
+    NamespaceIsolator::new(NamespaceOptions {
+        init: Some(InitProgram::Path(
+            env!("CARGO_BIN_EXE_godel-sandbox-init").into(),
+        )),
+        events: events.sink(),
+        ..Default::default()
+    })
+}
+
+/// A unique id for this test.
+pub fn id(name: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("t-{name}-{}-{n}", std::process::id())
+}
+
+/// A workspace + state dir under a temp dir that lives as long as the guard.
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub sb: Arc<dyn Sandbox>,
+    pub cfg: SandboxConfig,
+}
+
+pub fn config(dir: &tempfile::TempDir, id: &str, limits: SandboxLimits) -> SandboxConfig {
+    let workspace = dir.path().join("ws");
+    std::fs::create_dir_all(&workspace).unwrap();
+    SandboxConfig {
+        id: id.to_string(),
+        workspace,
+        state_dir: dir.path().join("state"),
+        limits,
+        network: Default::default(),
+        env: Default::default(),
+    }
+}
+
+pub async fn spawn(iso: &NamespaceIsolator, name: &str, limits: SandboxLimits) -> Agent {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&dir, &id(name), limits);
+    let sb = iso.create(cfg.clone()).await.expect("create sandbox");
+    Agent { dir, sb, cfg }
+}
+
+/// The outcome of one command.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub pid: u32,
+}
+
+pub async fn run(sb: &dyn Sandbox, argv: &[&str]) -> Out {
+    let mut p = sb
+        .launch(ProcessSpec {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("launch");
+    let (mut o, mut e) = (String::new(), String::new());
+    let (r1, r2) = tokio::join!(p.stdout.read_to_string(&mut o), p.stderr.read_to_string(&mut e));
+    r1.unwrap();
+    r2.unwrap();
+    let st = p.exit.await.unwrap();
+    Out {
+        code: st.code,
+        signal: st.signal,
+        stdout: o,
+        stderr: e,
+        pid: p.pid,
+    }
+}
+
+pub async fn sh(sb: &dyn Sandbox, script: &str) -> Out {
+    run(sb, &["bash", "-c", script]).await
+}
+
+/// Run a Python snippet that calls into libc and prints `<ret> <errno name>`.
+pub async fn libc_call(sb: &dyn Sandbox, call: &str) -> String {
+    let script = format!(
+        "import ctypes, errno\nl = ctypes.CDLL(None, use_errno=True)\nr = {call}\nprint(r, errno.errorcode.get(ctypes.get_errno(), 'OK'))"
+    );
+    let out = run(sb, &["python3", "-c", &script]).await;
+    assert_eq!(out.code, 0, "python failed: {out:?}");
+    out.stdout.trim().to_string()
+}
