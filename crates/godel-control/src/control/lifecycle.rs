@@ -111,6 +111,20 @@ impl Control {
                 );
                 Ok(info)
             }
+            Err(e) if matches!(e.code, ErrorCode::InvalidArgument | ErrorCode::NotFound) => {
+                // The caller's input was bad (unknown ref, missing repo): leave no record behind.
+                let _ = provider.terminate(id).await;
+                if let Ok(Some(rec)) = self.store.get_runtime(id) {
+                    self.store.delete_runtime(id)?;
+                    self.emit(
+                        Event::new("spawn_rejected")
+                            .runtime(id)
+                            .team(&rec.team)
+                            .data(json!({"code": e.code, "message": e.message})),
+                    );
+                }
+                Err(e)
+            }
             Err(e) => {
                 let reason = format!("spawn failed: {}", e.message);
                 if let Ok(info) = self.store.transition(id, RuntimeState::Error, Some(&reason)) {

@@ -197,6 +197,12 @@ impl Store {
         team_usage_tx(&conn, team)
     }
 
+    /// Remove a record entirely (a spawn refused for bad input leaves no trace).
+    pub fn delete_runtime(&self, id: &str) -> Result<()> {
+        self.conn().execute("DELETE FROM runtimes WHERE id = ?1", [id]).map_err(db_err)?;
+        Ok(())
+    }
+
     /// Delete terminal records older than `keep` (housekeeping).
     pub fn prune_runtimes(&self, older_than: chrono::DateTime<chrono::Utc>) -> Result<usize> {
         self.conn()
