@@ -76,13 +76,18 @@ fn mount_api_fs() {
 }
 
 /// Load the modules named in the order file. Returns how many were loaded.
-pub fn load_modules(order_file: &Path) -> usize {
+/// With `skip_pci` (the kernel runs with `pci=off`) the PCI transport
+/// modules are left out: they cost boot time and have nothing to drive.
+pub fn load_modules(order_file: &Path, skip_pci: bool) -> usize {
     let Ok(list) = fs::read_to_string(order_file) else {
         return 0;
     };
     let base = order_file.parent().unwrap_or(Path::new("/"));
     let mut loaded = 0;
     for line in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if skip_pci && line.starts_with("virtio_pci") {
+            continue;
+        }
         let path = base.join(line);
         let r = fs::File::open(&path).and_then(|f| sys::finit_module(&f));
         match r {
@@ -177,7 +182,11 @@ pub fn run() -> ! {
     let t0 = Instant::now();
     mount_api_fs();
     let args = cmdline();
-    let n = load_modules(Path::new(MODULE_ORDER_FILE));
+    let pci_off = fs::read_to_string("/proc/cmdline")
+        .unwrap_or_default()
+        .split_whitespace()
+        .any(|a| a == "pci=off");
+    let n = load_modules(Path::new(MODULE_ORDER_FILE), pci_off);
     let root_dev = args
         .get("root")
         .cloned()

@@ -12,10 +12,15 @@
 //! 4. **Manifest**: `image.json` (paths, versions, SHA256s, the kernel
 //!    command line, the TSC note), written atomically.
 //!
-//! Artifacts live in `images/<name>/builds/<build-id>/`, where the build id
-//! hashes every input; a rebuild with new inputs never overwrites files a
-//! running VM (or a qcow2 overlay) still uses. `image.json` points at the
-//! current build.
+//! Layout under `$GODEL_HOME/images/`:
+//! - `.cache/kernels/<package>_<version>/`: `vmlinuz`, `vmlinux`, `modules/`
+//! - `<name>/rootfs/<rootfs-id>.ext4`: the id hashes the root's source and size
+//! - `<name>/builds/<build-id>/initrd.img` (+ its `image.json`): the id hashes
+//!   the kernel, the agent and the rootfs id
+//! - `<name>/image.json`: the current build
+//!
+//! A rebuild with new inputs never overwrites a file a running VM (or a
+//! qcow2 overlay) still uses.
 //!
 //! The CLI's `godel image build [--name NAME] [--from-dir DIR] [--json]` is:
 //!
@@ -367,8 +372,15 @@ pub fn build_image(opts: ImageOptions, progress: &dyn Fn(Progress)) -> Result<Im
         ),
     };
     let disk = opts.disk_size_mib.unwrap_or(DEFAULT_DISK_MIB);
+    // The root file system depends only on its source and size, so a new
+    // agent or kernel reuses it (and overlays made on it stay valid).
+    let rootfs_id = hex::encode(
+        &Sha256::digest(format!(
+            "v{BUILDER_VERSION}\nroot {source_fp}\ndisk {disk}\n"
+        ))[..8],
+    );
     let inputs = format!(
-        "v{BUILDER_VERSION}\n{}={} {}\nagent {agent_sha}\nroot {source_fp}\ndisk {disk}\n",
+        "v{BUILDER_VERSION}\n{}={} {}\nagent {agent_sha}\nrootfs {rootfs_id}\n",
         pkg.name, pkg.version, pkg.sha256
     );
     let build_id = hex::encode(&Sha256::digest(inputs.as_bytes())[..8]);
@@ -408,14 +420,32 @@ pub fn build_image(opts: ImageOptions, progress: &dyn Fn(Progress)) -> Result<Im
     let initrd = build_dir.join("initrd.img");
     initramfs::build(&initrd, &agent, &k.modules)?;
 
-    let rootfs_path = build_dir.join("rootfs.ext4");
-    let (contents, size_mib) = rootfs::build(
-        &rootfs_path,
-        &build_dir.join(".staging"),
-        &source,
-        disk,
-        progress,
-    )?;
+    let rootfs_dir = image_dir.join("rootfs");
+    fs::create_dir_all(&rootfs_dir).map_err(|e| io_err("create rootfs dir", &e))?;
+    let rootfs_path = rootfs_dir.join(format!("{rootfs_id}.ext4"));
+    let rootfs_meta = rootfs_dir.join(format!("{rootfs_id}.json"));
+    let cached_root = fs::read_to_string(&rootfs_meta)
+        .ok()
+        .and_then(|t| serde_json::from_str::<(Vec<String>, u64, Artifact)>(&t).ok())
+        .filter(|_| rootfs_path.exists() && !opts.force);
+    let (contents, size_mib, rootfs_art) = match cached_root {
+        Some(c) => {
+            progress(Progress::new(
+                "rootfs",
+                format!("reusing root file system {rootfs_id}"),
+            ));
+            c
+        }
+        None => {
+            let staging = rootfs_dir.join(format!(".staging-{}", std::process::id()));
+            let (contents, size) = rootfs::build(&rootfs_path, &staging, &source, disk, progress)?;
+            progress(Progress::new("checksums", "hashing the root file system"));
+            let built = (contents, size, artifact(&rootfs_path)?);
+            let meta = serde_json::to_vec(&built).map_err(|e| Error::internal(e.to_string()))?;
+            write_atomic(&rootfs_meta, &meta)?;
+            built
+        }
+    };
 
     progress(Progress::new("checksums", "hashing artifacts"));
     let (kernel_art, format) = match &k.vmlinux {
@@ -445,7 +475,7 @@ pub fn build_image(opts: ImageOptions, progress: &dyn Fn(Progress)) -> Result<Im
             .iter()
             .filter_map(|m| m.file_name().map(|n| n.to_string_lossy().into_owned()))
             .collect(),
-        rootfs: artifact(&rootfs_path)?,
+        rootfs: rootfs_art,
         rootfs_size_mib: size_mib,
         rootfs_contents: contents,
         agent_version: version,

@@ -43,18 +43,40 @@ fn have_qemu() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Built once per test binary (the tests share it).
 fn image() -> ImageInfo {
+    static IMAGE: std::sync::Mutex<Option<ImageInfo>> = std::sync::Mutex::new(None);
+    let mut slot = IMAGE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(img) = slot.as_ref() {
+        return img.clone();
+    }
     let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("godel-image-test-home");
     let opts = ImageOptions {
         godel_home: Some(home),
         rebuild_guest: true,
         ..Default::default()
     };
-    build_image(opts, &|p| eprintln!("[image] {}: {}", p.step, p.message)).expect("image build")
+    let img = build_image(opts, &|p| eprintln!("[image] {}: {}", p.step, p.message))
+        .expect("image build");
+    *slot = Some(img.clone());
+    img
 }
 
 fn boot(img: &ImageInfo) -> (Qemu, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
+    let drive = format!(
+        "file={},format=raw,if=none,id=d0,snapshot=on,cache=unsafe",
+        img.rootfs.path.display()
+    );
+    boot_with(img, dir, &drive, &[])
+}
+
+fn boot_with(
+    img: &ImageInfo,
+    dir: tempfile::TempDir,
+    drive: &str,
+    extra: &[String],
+) -> (Qemu, PathBuf) {
     let sock = dir.path().join("agent.sock");
     let console = dir.path().join("console.log");
     let cmdline = kernel_cmdline(host_tsc_khz());
@@ -86,13 +108,11 @@ fn boot(img: &ImageInfo) -> (Qemu, PathBuf) {
             "virtserialport,bus=vser0.0,chardev=agent,name=agent",
         ])
         .arg("-drive")
-        .arg(format!(
-            "file={},format=raw,if=none,id=d0,snapshot=on,cache=unsafe",
-            img.rootfs.path.display()
-        ))
+        .arg(drive)
         .args(["-device", "virtio-blk-device,drive=d0"])
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
+        .args(extra)
         .stdin(Stdio::null())
         .spawn()
         .expect("start qemu");
@@ -177,6 +197,17 @@ async fn boot_and_drive_the_guest_agent() {
         "{out:?}"
     );
 
+    if img.rootfs_contents.iter().any(|c| c == "git") {
+        let mut req = ExecRequest::new([
+            "sh",
+            "-c",
+            "git init -q repo && cd repo && git -c user.email=a@b -c user.name=a commit -q --allow-empty -m x && git log --format=%s",
+        ]);
+        req.user = Some("user".into());
+        let out = client.exec(req).await.unwrap().collect().await.unwrap();
+        assert_eq!(out.stdout, "x\n", "{out:?}");
+    }
+
     let u = client.usage().await.unwrap();
     assert!(u.mem_total_bytes > 100 << 20, "{u:?}");
     assert!(u.disk_total_bytes > 0, "{u:?}");
@@ -228,4 +259,169 @@ async fn boot_and_drive_the_guest_agent() {
             times[samples / 2]
         );
     }
+}
+
+/// A minimal QMP conversation: one command, its answer (events skipped).
+fn qmp(
+    conn: &mut (
+        std::io::BufReader<std::os::unix::net::UnixStream>,
+        std::os::unix::net::UnixStream,
+    ),
+    cmd: &str,
+) -> serde_json::Value {
+    use std::io::{BufRead, Write};
+    conn.1.write_all(cmd.as_bytes()).unwrap();
+    conn.1.write_all(b"\n").unwrap();
+    loop {
+        let mut line = String::new();
+        assert!(conn.0.read_line(&mut line).unwrap() > 0, "QMP closed");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v.get("event").is_none() {
+            return v;
+        }
+    }
+}
+
+fn qmp_connect(
+    path: &Path,
+) -> (
+    std::io::BufReader<std::os::unix::net::UnixStream>,
+    std::os::unix::net::UnixStream,
+) {
+    use std::io::BufRead;
+    let t = Instant::now();
+    let s = loop {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(t.elapsed() < Duration::from_secs(30), "QMP socket: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    let mut conn = (std::io::BufReader::new(s.try_clone().unwrap()), s);
+    let mut greeting = String::new();
+    conn.0.read_line(&mut greeting).unwrap();
+    let r = qmp(&mut conn, r#"{"execute":"qmp_capabilities"}"#);
+    assert!(r.get("return").is_some(), "{r}");
+    conn
+}
+
+/// Snapshot a running guest (QMP stop + migrate to a file), restore it in a
+/// new QEMU (new chardev socket, same guest fd) and check that the host can
+/// sync again, that files and the boot survive, and that `restored` works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_restore_resyncs_the_agent() {
+    if !have_qemu() {
+        eprintln!("qemu-system-x86_64 not installed: skipping");
+        return;
+    }
+    let img = tokio::task::spawn_blocking(image).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let overlay = work.path().join("disk.qcow2");
+    let st = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(&img.rootfs.path)
+        .arg(&overlay)
+        .status();
+    if !st.is_ok_and(|s| s.success()) {
+        eprintln!("qemu-img not available: skipping");
+        return;
+    }
+    let drive = format!(
+        "file={},format=qcow2,if=none,id=d0,cache=unsafe",
+        overlay.display()
+    );
+    let state = work.path().join("vm.state");
+    let src_dir = tempfile::tempdir().unwrap();
+    let qmp_sock = src_dir.path().join("qmp.sock");
+    let extra = vec![
+        "-qmp".to_owned(),
+        format!("unix:{},server=on,wait=off", qmp_sock.display()),
+        "-global".to_owned(),
+        "migration.store-global-state=off".to_owned(),
+    ];
+    let (mut q, sock) = boot_with(&img, src_dir, &drive, &extra);
+    let (client, _) = ready(&q, &sock).await;
+    let boot_id = client.hello().unwrap().boot_id;
+    client
+        .write_file(
+            "before.txt",
+            Bytes::from_static(b"written before the snapshot"),
+        )
+        .await
+        .unwrap();
+    client
+        .exec(ExecRequest::new(["sync"]))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+
+    // Save: the host client stays connected (the harder case for the guest).
+    let state2 = state.clone();
+    let qmp_sock2 = qmp_sock.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = qmp_connect(&qmp_sock2);
+        qmp(&mut conn, r#"{"execute":"stop"}"#);
+        let cmd = serde_json::json!({"execute":"migrate","arguments":{"uri": format!("exec:cat > {}", state2.display())}});
+        let r = qmp(&mut conn, &cmd.to_string());
+        assert!(r.get("return").is_some(), "{r}");
+        loop {
+            let r = qmp(&mut conn, r#"{"execute":"query-migrate"}"#);
+            match r["return"]["status"].as_str() {
+                Some("completed") => break,
+                Some("failed") | Some("cancelled") => panic!("migration failed: {r}"),
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        qmp(&mut conn, r#"{"execute":"quit"}"#);
+    })
+    .await
+    .unwrap();
+    let _ = q.child.wait();
+    drop(client);
+    drop(q);
+
+    // Restore into a new QEMU with a new agent socket.
+    let dst_dir = tempfile::tempdir().unwrap();
+    let mut extra = vec![
+        "-global".to_owned(),
+        "migration.store-global-state=off".to_owned(),
+    ];
+    extra.push("-incoming".to_owned());
+    extra.push(format!("exec:cat {}", state.display()));
+    let t0 = Instant::now();
+    let (q2, sock2) = boot_with(&img, dst_dir, &drive, &extra);
+    let (c2, _) = ready(&q2, &sock2).await;
+    eprintln!("restore-to-ready {:?}", t0.elapsed());
+    assert_eq!(
+        c2.hello().unwrap().boot_id,
+        boot_id,
+        "same boot after restore"
+    );
+    assert_eq!(
+        &c2.read_file("before.txt").await.unwrap()[..],
+        b"written before the snapshot"
+    );
+    c2.restored(&[9u8; 32], SystemTime::now(), Some("restored-1"))
+        .await
+        .unwrap();
+    let out = c2
+        .exec(ExecRequest::new(["hostname"]))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "restored-1\n");
+    assert_eq!(
+        c2.hello().map(|h| h.restores),
+        Some(0),
+        "hello is from the sync, before restored"
+    );
+    let h = c2.sync(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(h.restores, 1);
+    c2.shutdown(true).await.unwrap();
 }
