@@ -12,6 +12,8 @@
 //! 4. [`Config::validate`]: cross-field rules (known runtime names, per-agent
 //!    limits within team quotas, pools pointing at real teams ...).
 //!
+//! Submodules: `env` (the override table), `validate` (the cross-field rules).
+//!
 //! Every error is a `godel_core::Error` with code `INVALID_ARGUMENT` (or
 //! `NOT_FOUND` for an explicit file that does not exist) whose message starts
 //! with the key path or the environment variable's name.
@@ -26,16 +28,21 @@
 //! silently; other `GODEL_*` variables (`GODEL_HOME`, `GODEL_TOKEN` ...) are ignored.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use godel_core::{ByteQuantity, Cpu, Error, Isolation, ResourceLimits, Result, validate_name};
+use godel_core::{ByteQuantity, Cpu, Error, Isolation, ResourceLimits, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::circuit::CircuitPolicy;
 use crate::health::{HealthPolicy, RestartPolicy};
 use crate::retry::RetryPolicy;
+
+mod env;
+mod validate;
+
+pub use env::{ENV_OVERRIDES, EnvKind};
+pub use validate::known_runtimes;
 
 /// Runtime names the daemon knows. `fault` is added with the `fault` feature.
 pub const KNOWN_RUNTIMES: &[&str] = &["worktree", "microvm", "kata", "e2b"];
@@ -433,126 +440,6 @@ impl TeamPolicy {
     }
 }
 
-/// Environment overrides: (variable, key path, kind).
-pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
-    ("GODEL_SERVER_LISTEN", "server.listen", EnvKind::Str),
-    ("GODEL_SERVER_E2B_LISTEN", "server.e2b_listen", EnvKind::Str),
-    ("GODEL_SERVER_ISOLATION", "server.isolation", EnvKind::Str),
-    ("GODEL_DEFAULTS_RUNTIME", "defaults.runtime", EnvKind::Str),
-    (
-        "GODEL_DEFAULTS_FALLBACK",
-        "defaults.fallback",
-        EnvKind::List,
-    ),
-    (
-        "GODEL_DEFAULTS_LIMITS_CPU",
-        "defaults.limits.cpu",
-        EnvKind::Str,
-    ),
-    (
-        "GODEL_DEFAULTS_LIMITS_MEMORY",
-        "defaults.limits.memory",
-        EnvKind::Str,
-    ),
-    (
-        "GODEL_DEFAULTS_LIMITS_DISK",
-        "defaults.limits.disk",
-        EnvKind::Str,
-    ),
-    (
-        "GODEL_DEFAULTS_LIMITS_PIDS",
-        "defaults.limits.pids",
-        EnvKind::Int,
-    ),
-    (
-        "GODEL_DEFAULTS_LIMITS_MAX_EXEC_TIMEOUT_SECS",
-        "defaults.limits.max_exec_timeout_secs",
-        EnvKind::Int,
-    ),
-    (
-        "GODEL_RETRY_MAX_ATTEMPTS",
-        "retry.max_attempts",
-        EnvKind::Int,
-    ),
-    (
-        "GODEL_RETRY_BASE_DELAY_MS",
-        "retry.base_delay_ms",
-        EnvKind::Int,
-    ),
-    (
-        "GODEL_RETRY_MAX_DELAY_MS",
-        "retry.max_delay_ms",
-        EnvKind::Int,
-    ),
-    (
-        "GODEL_CIRCUIT_FAILURE_THRESHOLD",
-        "circuit.failure_threshold",
-        EnvKind::Int,
-    ),
-    ("GODEL_CIRCUIT_OPEN_SECS", "circuit.open_secs", EnvKind::Int),
-    (
-        "GODEL_CIRCUIT_HALF_OPEN_CALLS",
-        "circuit.half_open_calls",
-        EnvKind::Int,
-    ),
-    (
-        "GODEL_HEALTH_INTERVAL_SECS",
-        "health.interval_secs",
-        EnvKind::Int,
-    ),
-    ("GODEL_HEALTH_PROBE", "health.probe", EnvKind::List),
-    (
-        "GODEL_HEALTH_PROBE_TIMEOUT_SECS",
-        "health.probe_timeout_secs",
-        EnvKind::Int,
-    ),
-    (
-        "GODEL_HEALTH_UNHEALTHY_AFTER",
-        "health.unhealthy_after",
-        EnvKind::Int,
-    ),
-    ("GODEL_HEALTH_DEAD_AFTER", "health.dead_after", EnvKind::Int),
-    ("GODEL_HEALTH_RESTART", "health.restart", EnvKind::Str),
-    (
-        "GODEL_HEALTH_MAX_RESTARTS",
-        "health.max_restarts",
-        EnvKind::Int,
-    ),
-    (
-        "GODEL_HEALTH_BACKOFF_SECS",
-        "health.backoff_secs",
-        EnvKind::Int,
-    ),
-    (
-        "GODEL_HEALTH_MAX_BACKOFF_SECS",
-        "health.max_backoff_secs",
-        EnvKind::Int,
-    ),
-    (
-        "GODEL_HEALTH_STABLE_SECS",
-        "health.stable_secs",
-        EnvKind::Int,
-    ),
-];
-
-/// Prefixes under which an unknown variable is an error.
-const ENV_SECTIONS: &[&str] = &[
-    "GODEL_SERVER_",
-    "GODEL_DEFAULTS_",
-    "GODEL_RETRY_",
-    "GODEL_CIRCUIT_",
-    "GODEL_HEALTH_",
-];
-
-/// How an environment value becomes a TOML value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EnvKind {
-    Str,
-    Int,
-    /// Comma-separated; blanks trimmed, empty items dropped.
-    List,
-}
-
 /// Which file `load` reads: `(path, must_exist)`.
 pub fn config_path(explicit: Option<&Path>, env: &HashMap<String, String>) -> (PathBuf, bool) {
     if let Some(p) = explicit {
@@ -587,7 +474,7 @@ pub fn from_toml_str(text: &str, env: &HashMap<String, String>) -> Result<Config
     let mut table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| Error::invalid(format!("malformed TOML: {e}")))?;
-    apply_env(&mut table, env)?;
+    env::apply_env(&mut table, env)?;
     let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let path = e.path().to_string();
         let msg = e.inner().message().trim().to_string();
@@ -601,266 +488,7 @@ pub fn from_toml_str(text: &str, env: &HashMap<String, String>) -> Result<Config
     Ok(cfg)
 }
 
-fn apply_env(table: &mut toml::Table, env: &HashMap<String, String>) -> Result<()> {
-    let mut keys: Vec<&String> = env.keys().collect();
-    keys.sort();
-    for var in keys {
-        let value = &env[var];
-        let Some((_, path, kind)) = ENV_OVERRIDES.iter().find(|(v, _, _)| v == var) else {
-            if ENV_SECTIONS.iter().any(|p| var.starts_with(p)) {
-                return Err(Error::invalid(format!(
-                    "{var}: unknown configuration variable (see the list of GODEL_* overrides)"
-                )));
-            }
-            continue;
-        };
-        let v = match kind {
-            EnvKind::Str => toml::Value::String(value.clone()),
-            EnvKind::Int => value
-                .trim()
-                .parse::<i64>()
-                .map(toml::Value::Integer)
-                .map_err(|_| {
-                    Error::invalid(format!(
-                        "{var} ({path}): expected an integer, got {value:?}"
-                    ))
-                })?,
-            EnvKind::List => toml::Value::Array(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| toml::Value::String(s.to_string()))
-                    .collect(),
-            ),
-        };
-        let mut cur = &mut *table;
-        let parts: Vec<&str> = path.split('.').collect();
-        for p in &parts[..parts.len() - 1] {
-            let entry = cur
-                .entry(p.to_string())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            cur = entry.as_table_mut().ok_or_else(|| {
-                Error::invalid(format!("{var}: {p} in the config file is not a table"))
-            })?;
-        }
-        if let Some(last) = parts.last() {
-            cur.insert(last.to_string(), v);
-        }
-    }
-    Ok(())
-}
-
-/// The runtime names accepted in this build.
-pub fn known_runtimes() -> Vec<&'static str> {
-    let mut v = KNOWN_RUNTIMES.to_vec();
-    if cfg!(feature = "fault") {
-        v.push("fault");
-    }
-    v
-}
-
-fn check_runtime(key: &str, name: &str, known: &[&str]) -> Result<()> {
-    if known.contains(&name) {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "{key}: unknown runtime {name:?} (known: {})",
-            known.join(", ")
-        )))
-    }
-}
-
-fn check_chain(key: &str, chain: &[String], known: &[&str]) -> Result<()> {
-    for (i, r) in chain.iter().enumerate() {
-        check_runtime(&format!("{key}[{i}]"), r, known)?;
-        if chain[..i].contains(r) {
-            return Err(Error::invalid(format!(
-                "{key}[{i}]: runtime {r:?} appears twice"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn check_positive(key: &str, v: u64) -> Result<()> {
-    if v == 0 {
-        Err(Error::invalid(format!("{key}: must be above zero")))
-    } else {
-        Ok(())
-    }
-}
-
-fn check_addr(key: &str, v: &Option<String>) -> Result<()> {
-    if let Some(a) = v {
-        a.parse::<SocketAddr>().map_err(|_| {
-            Error::invalid(format!(
-                "{key}: {a:?} is not an address like \"127.0.0.1:7070\""
-            ))
-        })?;
-    }
-    Ok(())
-}
-
-fn check_limits(key: &str, l: &LimitsConfig) -> Result<()> {
-    if l.pids == Some(0) {
-        return Err(Error::invalid(format!("{key}.pids: must be above zero")));
-    }
-    if l.max_exec_timeout_secs == Some(0) {
-        return Err(Error::invalid(format!(
-            "{key}.max_exec_timeout_secs: must be above zero"
-        )));
-    }
-    Ok(())
-}
-
 impl Config {
-    /// Cross-field validation with the runtimes of this build.
-    pub fn validate(&self) -> Result<()> {
-        self.validate_with(&known_runtimes())
-    }
-
-    /// Cross-field validation against an explicit set of runtime names (for
-    /// daemons that register extra providers, e.g. several fault instances).
-    pub fn validate_with(&self, known: &[&str]) -> Result<()> {
-        check_addr("server.listen", &self.server.listen)?;
-        check_addr("server.e2b_listen", &self.server.e2b_listen)?;
-        check_runtime("defaults.runtime", &self.defaults.runtime, known)?;
-        check_chain("defaults.fallback", &self.defaults.fallback, known)?;
-        check_limits("defaults.limits", &self.defaults.limits)?;
-        for (name, t) in &self.teams {
-            let key = format!("teams.{name}");
-            validate_name("team", name)
-                .map_err(|e| Error::invalid(format!("{key}: {}", e.message)))?;
-            check_chain(
-                &format!("{key}.allowed_runtimes"),
-                &t.allowed_runtimes,
-                known,
-            )?;
-            let allowed = |r: &str| {
-                t.allowed_runtimes.is_empty() || t.allowed_runtimes.iter().any(|a| a == r)
-            };
-            if let Some(r) = &t.runtime {
-                check_runtime(&format!("{key}.runtime"), r, known)?;
-                if !allowed(r) {
-                    return Err(Error::invalid(format!(
-                        "{key}.runtime: {r:?} is not in {key}.allowed_runtimes"
-                    )));
-                }
-            }
-            if let Some(chain) = &t.fallback {
-                check_chain(&format!("{key}.fallback"), chain, known)?;
-                if let Some((i, r)) = chain.iter().enumerate().find(|(_, r)| !allowed(r)) {
-                    return Err(Error::invalid(format!(
-                        "{key}.fallback[{i}]: {r:?} is not in {key}.allowed_runtimes"
-                    )));
-                }
-            }
-            check_limits(&format!("{key}.limits"), &t.limits)?;
-            let eff = t.limits.or(&self.defaults.limits);
-            let q = &t.quota;
-            if q.max_agents == Some(0) {
-                return Err(Error::invalid(format!(
-                    "{key}.quota.max_agents: must be above zero"
-                )));
-            }
-            let over = |what: &str, lim: Option<String>, quota: Option<String>| -> Result<()> {
-                Err(Error::invalid(format!(
-                    "{key}.limits.{what}: per-agent limit {} is above the team quota {}",
-                    lim.unwrap_or_default(),
-                    quota.unwrap_or_default()
-                )))
-            };
-            if let (Some(l), Some(qv)) = (eff.cpu, q.cpu)
-                && l > qv
-            {
-                over("cpu", Some(l.to_string()), Some(qv.to_string()))?;
-            }
-            if let (Some(l), Some(qv)) = (eff.memory, q.memory)
-                && l > qv
-            {
-                over("memory", Some(l.to_string()), Some(qv.to_string()))?;
-            }
-            if let (Some(l), Some(qv)) = (eff.disk, q.disk)
-                && l > qv
-            {
-                over("disk", Some(l.to_string()), Some(qv.to_string()))?;
-            }
-        }
-        for (i, p) in self.pools.iter().enumerate() {
-            let key = format!("pool[{i}]");
-            check_runtime(&format!("{key}.runtime"), &p.runtime, known)?;
-            if p.repo.is_none() && p.template.is_none() {
-                return Err(Error::invalid(format!(
-                    "{key}: a pool needs a repo or a template"
-                )));
-            }
-            if p.size > 256 {
-                return Err(Error::invalid(format!(
-                    "{key}.size: {} is above the maximum of 256",
-                    p.size
-                )));
-            }
-            if let Some(t) = &p.team
-                && !self.teams.contains_key(t)
-            {
-                return Err(Error::invalid(format!(
-                    "{key}.team: no team {t:?} in [teams]"
-                )));
-            }
-        }
-        for (i, p) in self.pools.iter().enumerate() {
-            if self.pools[..i].iter().any(|q| {
-                q.runtime == p.runtime
-                    && q.repo == p.repo
-                    && q.git_ref == p.git_ref
-                    && q.template == p.template
-                    && q.team == p.team
-            }) {
-                return Err(Error::invalid(format!(
-                    "pool[{i}]: duplicates an earlier pool with the same runtime, source and team"
-                )));
-            }
-        }
-        let r = &self.retry;
-        check_positive("retry.max_attempts", r.max_attempts.into())?;
-        if r.base_delay_ms > r.max_delay_ms {
-            return Err(Error::invalid(format!(
-                "retry.base_delay_ms: {} is above retry.max_delay_ms {}",
-                r.base_delay_ms, r.max_delay_ms
-            )));
-        }
-        check_positive(
-            "circuit.failure_threshold",
-            self.circuit.failure_threshold.into(),
-        )?;
-        check_positive("circuit.open_secs", self.circuit.open_secs)?;
-        check_positive(
-            "circuit.half_open_calls",
-            self.circuit.half_open_calls.into(),
-        )?;
-        let h = &self.health;
-        check_positive("health.interval_secs", h.interval_secs)?;
-        check_positive("health.probe_timeout_secs", h.probe_timeout_secs)?;
-        check_positive("health.unhealthy_after", h.unhealthy_after.into())?;
-        if h.dead_after < h.unhealthy_after {
-            return Err(Error::invalid(format!(
-                "health.dead_after: {} is below health.unhealthy_after {}",
-                h.dead_after, h.unhealthy_after
-            )));
-        }
-        if h.probe.is_empty() || h.probe[0].is_empty() {
-            return Err(Error::invalid("health.probe: needs a command"));
-        }
-        if h.backoff_secs > h.max_backoff_secs {
-            return Err(Error::invalid(format!(
-                "health.backoff_secs: {} is above health.max_backoff_secs {}",
-                h.backoff_secs, h.max_backoff_secs
-            )));
-        }
-        Ok(())
-    }
-
     /// The effective policy of `team` (a team missing from the file gets the
     /// defaults and no quota).
     pub fn team(&self, team: &str) -> TeamPolicy {
