@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use godel_core::{
-    Error, ExecRequest, Isolation, Result, RuntimeProvider, SpawnSpec, WorkspaceMode,
+    Error, ExecRequest, Isolation, Result, RuntimeProvider, SnapshotInfo, SnapshotRequest,
+    SnapshotTarget, SpawnSpec, WorkspaceMode,
 };
 use godel_sandbox::Isolator;
 
@@ -88,8 +89,10 @@ pub struct BenchOptions {
     pub home: PathBuf,
     /// Files in the generated repository.
     pub files: usize,
-    /// Spawn+terminate cycles per mode.
+    /// Spawn+terminate cycles in `cow` mode.
     pub iterations: usize,
+    /// Spawn+terminate cycles in `git-worktree` mode (each checks out the whole repo).
+    pub worktree_iterations: usize,
     /// Exec round trips.
     pub execs: usize,
 }
@@ -140,8 +143,17 @@ pub struct BenchReport {
     /// First cow spawn of the commit (pays the shared checkout).
     pub cow_first_spawn_ms: f64,
     pub cow: Percentiles,
+    /// The spawn half of `cow`.
+    pub cow_spawn: Percentiles,
     pub git_worktree: Percentiles,
+    /// The spawn half of `git_worktree`.
+    pub git_worktree_spawn: Percentiles,
     pub exec_true: Percentiles,
+    /// Snapshot of a cow workspace with one changed file.
+    pub snapshot_ms: f64,
+    /// First restore of that snapshot (builds its shared checkout) and a later one.
+    pub restore_first_ms: f64,
+    pub restore_ms: f64,
 }
 
 /// Generate a repository and measure spawn+terminate (both modes) and exec.
@@ -173,7 +185,12 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
     for mode in [WorkspaceMode::Cow, WorkspaceMode::GitWorktree] {
         let s = spec(mode);
         let mut samples = Vec::new();
-        for i in 0..=opts.iterations {
+        let mut spawns = Vec::new();
+        let n = match mode {
+            WorkspaceMode::Cow => opts.iterations,
+            WorkspaceMode::GitWorktree => opts.worktree_iterations,
+        };
+        for i in 0..=n {
             let id = format!(
                 "bench-{}-{i}",
                 if mode == WorkspaceMode::Cow {
@@ -184,6 +201,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
             );
             let t = Instant::now();
             p.spawn(&id, &s).await?;
+            let spawned = t.elapsed();
             p.terminate(&id).await?;
             let d = t.elapsed();
             if i == 0 {
@@ -194,10 +212,17 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
                 continue;
             }
             samples.push(d);
+            spawns.push(spawned);
         }
         match mode {
-            WorkspaceMode::Cow => report.cow = Percentiles::of(samples),
-            WorkspaceMode::GitWorktree => report.git_worktree = Percentiles::of(samples),
+            WorkspaceMode::Cow => {
+                report.cow = Percentiles::of(samples);
+                report.cow_spawn = Percentiles::of(spawns);
+            }
+            WorkspaceMode::GitWorktree => {
+                report.git_worktree = Percentiles::of(samples);
+                report.git_worktree_spawn = Percentiles::of(spawns);
+            }
         }
     }
     p.spawn("bench-exec", &spec(WorkspaceMode::Cow)).await?;
@@ -212,7 +237,44 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
             return Err(Error::exec("`true` failed"));
         }
     }
-    p.terminate("bench-exec").await?;
     report.exec_true = Percentiles::of(samples);
+
+    let ws = p.workspace_path("bench-exec")?;
+    std::fs::write(ws.join("d00/s0/f0.txt"), "changed\n")
+        .map_err(|e| Error::io("cannot change a file", &e))?;
+    let target = SnapshotTarget {
+        snapshot_id: "snap-bench".into(),
+        dir: opts.home.join("snap-bench"),
+    };
+    let t = Instant::now();
+    let art = p
+        .snapshot("bench-exec", &SnapshotRequest::default(), &target)
+        .await?;
+    report.snapshot_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let info = SnapshotInfo {
+        id: target.snapshot_id.clone(),
+        runtime_id: "bench-exec".into(),
+        runtime: "worktree".into(),
+        team: "bench".into(),
+        created_at: chrono::Utc::now(),
+        size_bytes: art.size_bytes,
+        kind: art.kind,
+        name: None,
+        description: None,
+        labels: Default::default(),
+        dir: target.dir.clone(),
+        data: art.data,
+    };
+    for (i, slot) in [&mut report.restore_first_ms, &mut report.restore_ms]
+        .into_iter()
+        .enumerate()
+    {
+        let id = format!("bench-restore-{i}");
+        let t = Instant::now();
+        p.restore(&id, &info, &spec(WorkspaceMode::Cow)).await?;
+        *slot = t.elapsed().as_secs_f64() * 1000.0;
+        p.terminate(&id).await?;
+    }
+    p.terminate("bench-exec").await?;
     Ok(report)
 }

@@ -5,28 +5,75 @@
 //! grandchildren die too). `Exit` is sent last, after the output.
 //!
 //! After the leader exits, output still held open by a background process
-//! it left behind (`server &`) is drained for [`DRAIN_GRACE`], then the
-//! exec ends; the background process keeps running (its later writes to
-//! the closed pipes fail).
+//! it left behind (`server &`) is forwarded for [`DRAIN_GRACE`]; then the
+//! exec ends. The pipes are still drained (and discarded) so the background
+//! process never blocks or dies of SIGPIPE, and its process group stays in
+//! the runtime's [`ProcessTable`] until the pipes close, so `terminate`
+//! can kill it.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use godel_core::{Error, ExecEvent, ExecHandle, ExecRequest, ExitStatus};
-use godel_sandbox::Process;
+use godel_sandbox::{Process, Signaller};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// How long output is still read after the command's leader exited.
+/// How long output is still forwarded after the command's leader exited.
 pub const DRAIN_GRACE: Duration = Duration::from_millis(200);
 
 const READ_CHUNK: usize = 64 * 1024;
 const EVENT_QUEUE: usize = 256;
 
+/// The process groups of one runtime's execs that may still be alive.
+#[derive(Default)]
+pub struct ProcessTable {
+    next: AtomicU64,
+    groups: Mutex<HashMap<u64, Signaller>>,
+}
+
+impl ProcessTable {
+    fn add(&self, s: Signaller) -> u64 {
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(k, s);
+        k
+    }
+
+    fn remove(&self, k: u64) {
+        self.lock().remove(&k);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Signaller>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// SIGKILL every group still registered.
+    pub fn kill_all(&self) {
+        for (_, s) in self.lock().drain() {
+            let _ = s(libc::SIGKILL);
+        }
+    }
+
+    /// Number of groups still registered.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where readers forward output; emptied when `Exit` is sent.
+type Forward = Arc<tokio::sync::Mutex<Option<mpsc::Sender<ExecEvent>>>>;
+
 /// Start pumping `process`; the returned handle streams its events.
-pub fn pump(process: Process, req: &ExecRequest) -> ExecHandle {
+pub fn pump(process: Process, req: &ExecRequest, table: Arc<ProcessTable>) -> ExecHandle {
     let started = Instant::now();
     let Process {
         pid,
@@ -36,39 +83,16 @@ pub fn pump(process: Process, req: &ExecRequest) -> ExecHandle {
         exit,
         signal,
     } = process;
+    let key = table.add(signal.clone());
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
     // The channel is fresh, so this cannot fail for lack of room.
     let _ = ev_tx.try_send(ExecEvent::Started { pid });
 
-    let mut stdin_tx = None;
-    if let Some(mut w) = stdin {
-        let buffered = req.stdin.clone().map(|s| Bytes::from(s.into_bytes()));
-        let mut rx = if req.interactive {
-            let (tx, rx) = mpsc::channel::<Bytes>(16);
-            stdin_tx = Some(tx);
-            Some(rx)
-        } else {
-            None
-        };
-        tokio::spawn(async move {
-            if let Some(b) = buffered
-                && w.write_all(&b).await.is_err()
-            {
-                return;
-            }
-            if let Some(rx) = rx.as_mut() {
-                while let Some(chunk) = rx.recv().await {
-                    if w.write_all(&chunk).await.is_err() || w.flush().await.is_err() {
-                        return;
-                    }
-                }
-            }
-            let _ = w.shutdown().await;
-        });
-    }
+    let stdin_tx = stdin.map(|w| feed_stdin(w, req));
 
-    let out_task = tokio::spawn(read_pipe(stdout, ev_tx.clone(), true));
-    let err_task = tokio::spawn(read_pipe(stderr, ev_tx.clone(), false));
+    let forward: Forward = Arc::new(tokio::sync::Mutex::new(Some(ev_tx.clone())));
+    let out_task = tokio::spawn(read_pipe(stdout, forward.clone(), true));
+    let err_task = tokio::spawn(read_pipe(stderr, forward.clone(), false));
     let (sig_tx, mut sig_rx) = mpsc::channel::<i32>(8);
     let timeout = req.timeout();
 
@@ -95,22 +119,15 @@ pub fn pump(process: Process, req: &ExecRequest) -> ExecHandle {
             // Make sure nothing of the group survives a timeout.
             let _ = signal(libc::SIGKILL);
         }
-        let aborts = [out_task.abort_handle(), err_task.abort_handle()];
-        let readers = async {
+        let mut readers = Box::pin(async move {
             let _ = out_task.await;
             let _ = err_task.await;
-        };
-        tokio::pin!(readers);
-        if tokio::time::timeout(DRAIN_GRACE, &mut readers)
+        });
+        let drained = tokio::time::timeout(DRAIN_GRACE, &mut readers)
             .await
-            .is_err()
-        {
-            // A background process holds the pipes: stop reading them so no
-            // output follows `Exit`.
-            for a in aborts {
-                a.abort();
-            }
-        }
+            .is_ok();
+        // Waits for a reader's in-flight send, so no output follows `Exit`.
+        forward.lock().await.take();
         let ev = match result {
             Ok(st) => ExecEvent::Exit(ExitStatus {
                 code: st.code,
@@ -121,40 +138,71 @@ pub fn pump(process: Process, req: &ExecRequest) -> ExecHandle {
             Err(e) => ExecEvent::Error(Error::exec(format!("waiting for the command failed: {e}"))),
         };
         let _ = ev_tx.send(ev).await;
+        drop(ev_tx);
+        if !drained {
+            // Background processes hold the pipes: keep the group killable
+            // until they are gone.
+            readers.await;
+        }
+        table.remove(key);
     });
 
     ExecHandle {
         pid: Some(pid),
-        stdin: stdin_tx,
+        stdin: stdin_tx.flatten(),
         signal: Some(sig_tx),
         events: ReceiverStream::new(ev_rx).boxed(),
     }
 }
 
-async fn read_pipe(
-    mut pipe: std::pin::Pin<Box<dyn AsyncRead + Send>>,
-    tx: mpsc::Sender<ExecEvent>,
-    stdout: bool,
-) {
+/// Write the buffered stdin, then (interactive) whatever the handle sends;
+/// closing happens when the buffer is written or the sender is dropped.
+fn feed_stdin(
+    mut w: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    req: &ExecRequest,
+) -> Option<mpsc::Sender<Bytes>> {
+    let buffered = req.stdin.clone().map(|s| Bytes::from(s.into_bytes()));
+    let (tx, mut rx) = if req.interactive {
+        let (tx, rx) = mpsc::channel::<Bytes>(16);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    tokio::spawn(async move {
+        if let Some(b) = buffered
+            && w.write_all(&b).await.is_err()
+        {
+            return;
+        }
+        if let Some(rx) = rx.as_mut() {
+            while let Some(chunk) = rx.recv().await {
+                if w.write_all(&chunk).await.is_err() || w.flush().await.is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = w.shutdown().await;
+    });
+    tx
+}
+
+async fn read_pipe(mut pipe: std::pin::Pin<Box<dyn AsyncRead + Send>>, fwd: Forward, stdout: bool) {
     let mut buf = vec![0u8; READ_CHUNK];
-    let mut listening = true;
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if !listening {
-                    // Nobody reads the events any more: keep draining so the
-                    // command does not block on a full pipe.
-                    continue;
-                }
-                let data = Bytes::copy_from_slice(&buf[..n]);
-                let ev = if stdout {
-                    ExecEvent::Stdout { data }
-                } else {
-                    ExecEvent::Stderr { data }
-                };
-                if tx.send(ev).await.is_err() {
-                    listening = false;
+                let guard = fwd.lock().await;
+                // After `Exit` (or when nobody listens) output is drained and
+                // dropped so the writer never blocks on a full pipe.
+                if let Some(tx) = guard.as_ref() {
+                    let data = Bytes::copy_from_slice(&buf[..n]);
+                    let ev = if stdout {
+                        ExecEvent::Stdout { data }
+                    } else {
+                        ExecEvent::Stderr { data }
+                    };
+                    let _ = tx.send(ev).await;
                 }
             }
         }

@@ -57,6 +57,13 @@ impl Git {
         cmd.args(["-c", "safe.directory=*", "-c", "core.fileMode=true"]);
         cmd.args(["-c", "core.symlinks=true", "-c", "core.autocrlf=false"]);
         cmd.args(["-c", "gc.auto=0", "-c", "maintenance.auto=false"]);
+        // Workspaces are agent-controlled: never run their hooks or fsmonitor.
+        cmd.args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+        ]);
         Git {
             cmd,
             desc: vec!["git".into()],

@@ -27,6 +27,7 @@ use godel_core::{
 use godel_sandbox::{HostIsolator, Isolator, ProcessSpec, Sandbox, SandboxConfig, SandboxLimits};
 use serde::{Deserialize, Serialize};
 
+use crate::exec::ProcessTable;
 use crate::layout::{Layout, remove_tree, validate_id};
 use crate::lower::Lowers;
 use crate::store::{Store, Stores, source_path};
@@ -84,6 +85,8 @@ struct Runtime {
     sandbox: Arc<dyn Sandbox>,
     root: Arc<Dir>,
     paused: AtomicBool,
+    /// Process groups of execs that may still be alive (killed on terminate).
+    processes: Arc<ProcessTable>,
 }
 
 impl Runtime {
@@ -248,6 +251,7 @@ impl WorktreeProvider {
                 sandbox,
                 root: Arc::new(root),
                 paused: AtomicBool::new(false),
+                processes: Arc::default(),
             }))
         }
         .await;
@@ -469,6 +473,7 @@ impl RuntimeProvider for WorktreeProvider {
             sandbox,
             root: Arc::new(root),
             paused: AtomicBool::new(false),
+            processes: Arc::default(),
         });
         self.register(id, rt.clone())?;
         rt.spawned().map(Some)
@@ -482,6 +487,7 @@ impl RuntimeProvider for WorktreeProvider {
         };
         match held {
             Some(rt) => {
+                rt.processes.kill_all();
                 if let Err(e) = rt.sandbox.destroy().await {
                     tracing::warn!(runtime = id, error = %e, "sandbox destroy failed");
                 }
@@ -583,7 +589,7 @@ impl RuntimeProvider for WorktreeProvider {
             })
             .await
             .map_err(|e| e.with_runtime(id))?;
-        Ok(exec::pump(process, &req))
+        Ok(exec::pump(process, &req, rt.processes.clone()))
     }
 
     async fn read_file(&self, id: &str, path: &str) -> Result<Bytes> {

@@ -20,16 +20,33 @@ async fn basic_operations_both_modes() {
         let id = format!("rt-f{i}");
         let e = setup(&id, mode).await;
         let p = &e.p;
-        p.write_file(&id, "a/b/c.txt", Bytes::from_static(b"hello")).await.unwrap();
-        assert_eq!(&p.read_file(&id, "/home/user/a/b/c.txt").await.unwrap()[..], b"hello");
-        assert_eq!(std::fs::read(e.ws(&id).join("a/b/c.txt")).unwrap(), b"hello");
+        p.write_file(&id, "a/b/c.txt", Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+        assert_eq!(
+            &p.read_file(&id, "/home/user/a/b/c.txt").await.unwrap()[..],
+            b"hello"
+        );
+        assert_eq!(
+            std::fs::read(e.ws(&id).join("a/b/c.txt")).unwrap(),
+            b"hello"
+        );
         let st = p.stat(&id, "a/b/c.txt").await.unwrap();
-        assert_eq!((st.kind, st.size, st.name.as_str(), st.path.as_str()), (FileKind::File, 5, "c.txt", "a/b/c.txt"));
+        assert_eq!(
+            (st.kind, st.size, st.name.as_str(), st.path.as_str()),
+            (FileKind::File, 5, "c.txt", "a/b/c.txt")
+        );
         let link = p.stat(&id, "readme-link").await.unwrap();
         assert_eq!(link.kind, FileKind::Symlink);
         assert_eq!(link.symlink_target.as_deref(), Some("README.md"));
         assert_eq!(p.stat(&id, "src/run.sh").await.unwrap().mode & 0o111, 0o111);
-        let names: Vec<_> = p.list_dir(&id, "").await.unwrap().into_iter().map(|f| f.name).collect();
+        let names: Vec<_> = p
+            .list_dir(&id, "")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
         for n in [".gitignore", "README.md", "a", "readme-link", "src"] {
             assert!(names.contains(&n.to_string()), "{n} in {names:?}");
         }
@@ -37,15 +54,33 @@ async fn basic_operations_both_modes() {
         assert_eq!(p.stat(&id, "x/y").await.unwrap().kind, FileKind::Dir);
         // Renaming a directory that comes from the repo (the overlay's lower layer).
         p.rename(&id, "src", "moved/src").await.unwrap();
-        assert_eq!(&p.read_file(&id, "moved/src/run.sh").await.unwrap()[..], b"#!/bin/sh\necho run\n");
-        assert_eq!(p.stat(&id, "src").await.unwrap_err().code, ErrorCode::NotFound);
-        assert_eq!(p.read_file(&id, "nope").await.unwrap_err().code, ErrorCode::NotFound);
-        assert_eq!(p.remove(&id, "a", false).await.unwrap_err().code, ErrorCode::InvalidArgument);
+        assert_eq!(
+            &p.read_file(&id, "moved/src/run.sh").await.unwrap()[..],
+            b"#!/bin/sh\necho run\n"
+        );
+        assert_eq!(
+            p.stat(&id, "src").await.unwrap_err().code,
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            p.read_file(&id, "nope").await.unwrap_err().code,
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            p.remove(&id, "a", false).await.unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
         p.remove(&id, "a", true).await.unwrap();
         p.remove(&id, "README.md", false).await.unwrap();
         assert!(!e.ws(&id).join("a").exists() && !e.ws(&id).join("README.md").exists());
-        assert_eq!(p.read_file(&id, "x").await.unwrap_err().code, ErrorCode::InvalidArgument);
-        assert_eq!(p.remove(&id, "", true).await.unwrap_err().code, ErrorCode::InvalidArgument);
+        assert_eq!(
+            p.read_file(&id, "x").await.unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            p.remove(&id, "", true).await.unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
     }
 }
 
@@ -66,9 +101,16 @@ async fn escapes_are_refused_and_write_nothing() {
 
     // Lexical escapes: INVALID_ARGUMENT.
     for path in ["../x", "/etc/passwd", "a/../../x", "/home/user/../x"] {
-        assert_eq!(p.read_file(id, path).await.unwrap_err().code, ErrorCode::InvalidArgument, "{path}");
         assert_eq!(
-            p.write_file(id, path, Bytes::from_static(b"x")).await.unwrap_err().code,
+            p.read_file(id, path).await.unwrap_err().code,
+            ErrorCode::InvalidArgument,
+            "{path}"
+        );
+        assert_eq!(
+            p.write_file(id, path, Bytes::from_static(b"x"))
+                .await
+                .unwrap_err()
+                .code,
             ErrorCode::InvalidArgument,
             "{path}"
         );
@@ -77,16 +119,28 @@ async fn escapes_are_refused_and_write_nothing() {
     for path in ["etc-link/passwd", "out-abs/secret", "out-rel/secret"] {
         let code = p.read_file(id, path).await.unwrap_err().code;
         assert_eq!(code, ErrorCode::PermissionDenied, "read {path}");
-        let code = p.write_file(id, path, Bytes::from_static(b"pwned")).await.unwrap_err().code;
+        let code = p
+            .write_file(id, path, Bytes::from_static(b"pwned"))
+            .await
+            .unwrap_err()
+            .code;
         assert_eq!(code, ErrorCode::PermissionDenied, "write {path}");
         assert!(p.stat(id, path).await.is_err());
         assert!(p.remove(id, path, true).await.is_err());
         assert!(p.make_dir(id, &format!("{path}-dir/x")).await.is_err());
     }
-    assert!(p.write_file(id, "out-abs/new", Bytes::from_static(b"x")).await.is_err());
+    assert!(
+        p.write_file(id, "out-abs/new", Bytes::from_static(b"x"))
+            .await
+            .is_err()
+    );
     assert!(p.list_dir(id, "etc-link").await.is_err());
     assert!(p.list_dir(id, "out-rel").await.is_err());
-    assert!(p.rename(id, "README.md", "out-abs/README.md").await.is_err());
+    assert!(
+        p.rename(id, "README.md", "out-abs/README.md")
+            .await
+            .is_err()
+    );
     // Downloading a link packs the link itself, never what it points at.
     let t = p.download_tar(id, "out-abs").await.unwrap();
     let kinds: Vec<_> = tar::Archive::new(&t[..])
@@ -96,13 +150,26 @@ async fn escapes_are_refused_and_write_nothing() {
         .collect();
     assert_eq!(kinds, vec![tar::EntryType::Symlink]);
     assert!(p.download_tar(id, "out-abs/secret").await.is_err());
-    assert!(p.upload_tar(id, "out-abs", tar_of(&[("f", b"x".as_slice())])).await.is_err());
+    assert!(
+        p.upload_tar(id, "out-abs", tar_of(&[("f", b"x".as_slice())]))
+            .await
+            .is_err()
+    );
     // Nothing was written or removed outside.
-    let names: Vec<_> = std::fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec!["secret"]);
-    assert_eq!(std::fs::read_to_string(outside.join("secret")).unwrap(), "secret");
+    assert_eq!(
+        std::fs::read_to_string(outside.join("secret")).unwrap(),
+        "secret"
+    );
     // The links themselves are inside and can be inspected and removed.
-    assert_eq!(p.stat(id, "etc-link").await.unwrap().kind, FileKind::Symlink);
+    assert_eq!(
+        p.stat(id, "etc-link").await.unwrap().kind,
+        FileKind::Symlink
+    );
     p.remove(id, "etc-link", false).await.unwrap();
     assert!(std::path::Path::new("/etc/passwd").exists());
 }
@@ -120,7 +187,13 @@ fn tar_of(files: &[(&str, &[u8])]) -> Bytes {
 }
 
 /// A raw tar entry with an arbitrary (possibly hostile) name.
-fn raw_entry(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]) {
+fn raw_entry(
+    b: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    kind: tar::EntryType,
+    link: Option<&str>,
+    data: &[u8],
+) {
     let mut h = tar::Header::new_old();
     let bytes = name.as_bytes();
     h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
@@ -140,25 +213,53 @@ async fn hostile_tars_are_refused_whole() {
     let e = setup("rt-tar", WorkspaceMode::Cow).await;
     let (p, id) = (&e.p, "rt-tar");
     let cases: Vec<(&str, Vec<(&str, tar::EntryType, Option<&str>)>)> = vec![
-        ("dotdot", vec![("ok.txt", tar::EntryType::Regular, None), ("../evil.txt", tar::EntryType::Regular, None)]),
-        ("absolute", vec![("ok.txt", tar::EntryType::Regular, None), ("/tmp/evil.txt", tar::EntryType::Regular, None)]),
-        ("through-link", vec![
-            ("ok.txt", tar::EntryType::Regular, None),
-            ("l", tar::EntryType::Symlink, Some("/tmp")),
-            ("l/evil.txt", tar::EntryType::Regular, None),
-        ]),
-        ("hardlink-out", vec![("ok.txt", tar::EntryType::Regular, None), ("h", tar::EntryType::Link, Some("../../etc/passwd"))]),
+        (
+            "dotdot",
+            vec![
+                ("ok.txt", tar::EntryType::Regular, None),
+                ("../evil.txt", tar::EntryType::Regular, None),
+            ],
+        ),
+        (
+            "absolute",
+            vec![
+                ("ok.txt", tar::EntryType::Regular, None),
+                ("/tmp/evil.txt", tar::EntryType::Regular, None),
+            ],
+        ),
+        (
+            "through-link",
+            vec![
+                ("ok.txt", tar::EntryType::Regular, None),
+                ("l", tar::EntryType::Symlink, Some("/tmp")),
+                ("l/evil.txt", tar::EntryType::Regular, None),
+            ],
+        ),
+        (
+            "hardlink-out",
+            vec![
+                ("ok.txt", tar::EntryType::Regular, None),
+                ("h", tar::EntryType::Link, Some("../../etc/passwd")),
+            ],
+        ),
     ];
     for (what, entries) in cases {
         let mut b = tar::Builder::new(Vec::new());
         for (name, kind, link) in entries {
-            let data: &[u8] = if kind == tar::EntryType::Regular { b"evil" } else { b"" };
+            let data: &[u8] = if kind == tar::EntryType::Regular {
+                b"evil"
+            } else {
+                b""
+            };
             raw_entry(&mut b, name, kind, link, data);
         }
         let bytes = Bytes::from(b.into_inner().unwrap());
         let err = p.upload_tar(id, "up", bytes).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidArgument, "{what}: {err}");
-        assert!(!e.ws(id).join("up").exists(), "{what}: something was written");
+        assert!(
+            !e.ws(id).join("up").exists(),
+            "{what}: something was written"
+        );
         assert!(!e.ws(id).join("ok.txt").exists());
     }
     assert!(!std::path::Path::new("/tmp/evil.txt").exists());
@@ -177,14 +278,28 @@ async fn tar_round_trip_keeps_modes_and_links() {
         .collect();
     names.sort();
     assert!(names.contains(&"src/run.sh".to_string()), "{names:?}");
-    assert!(names.iter().any(|n| n.starts_with(".git/")), "the workspace's .git is part of the tree");
+    assert!(
+        names.iter().any(|n| n.starts_with(".git/")),
+        "the workspace's .git is part of the tree"
+    );
     p.upload_tar(id, "copy", tar).await.unwrap();
     let ws = e.ws(id);
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(ws.join("copy/src/run.sh")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(ws.join("copy/src/run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o755);
-    assert_eq!(std::fs::read_link(ws.join("copy/readme-link")).unwrap().to_string_lossy(), "README.md");
-    assert_eq!(std::fs::read_to_string(ws.join("copy/readme-link")).unwrap(), "two\n");
+    assert_eq!(
+        std::fs::read_link(ws.join("copy/readme-link"))
+            .unwrap()
+            .to_string_lossy(),
+        "README.md"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.join("copy/readme-link")).unwrap(),
+        "two\n"
+    );
     // A single file downloads as one entry named after it.
     let one = p.download_tar(id, "src/run.sh").await.unwrap();
     let entries: Vec<String> = tar::Archive::new(&one[..])
@@ -194,7 +309,15 @@ async fn tar_round_trip_keeps_modes_and_links() {
         .collect();
     assert_eq!(entries, vec!["run.sh"]);
     // Uploading over an existing symlink replaces the link, not its target.
-    p.upload_tar(id, "", tar_of(&[("readme-link", b"replaced")])).await.unwrap();
-    assert_eq!(std::fs::read_to_string(ws.join("README.md")).unwrap(), "two\n");
-    assert_eq!(std::fs::read_to_string(ws.join("readme-link")).unwrap(), "replaced");
+    p.upload_tar(id, "", tar_of(&[("readme-link", b"replaced")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(ws.join("README.md")).unwrap(),
+        "two\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.join("readme-link")).unwrap(),
+        "replaced"
+    );
 }

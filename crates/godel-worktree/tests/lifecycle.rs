@@ -5,9 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use godel_core::{
-    ErrorCode, Isolation, RuntimeProvider, RuntimeState, Spawned, WorkspaceMode,
-};
+use godel_core::{ErrorCode, Isolation, RuntimeProvider, RuntimeState, Spawned, WorkspaceMode};
 
 #[tokio::test]
 async fn spawn_both_modes_shows_the_commit() {
@@ -17,13 +15,28 @@ async fn spawn_both_modes_shows_the_commit() {
         let sp = e.p.spawn(&id, &e.spec(mode)).await.unwrap();
         assert!(sp.handle.contains_key("workspace"));
         let ws = e.ws(&id);
-        assert_eq!(std::fs::read_to_string(ws.join("README.md")).unwrap(), "two\n");
-        let out = sh(&e.p, &id, "cat README.md; ./src/run.sh; readlink readme-link; pwd").await;
+        assert_eq!(
+            std::fs::read_to_string(ws.join("README.md")).unwrap(),
+            "two\n"
+        );
+        let out = sh(
+            &e.p,
+            &id,
+            "cat README.md; ./src/run.sh; readlink readme-link; pwd",
+        )
+        .await;
         assert_eq!(out.exit_code, 0, "{out:?}");
-        assert_eq!(out.stdout, format!("two\nrun\nREADME.md\n{}\n", ws.display()));
+        assert_eq!(
+            out.stdout,
+            format!("two\nrun\nREADME.md\n{}\n", ws.display())
+        );
         // git works inside the workspace and sees a clean tree at the commit.
         let out = sh(&e.p, &id, "git status --porcelain; git rev-parse HEAD").await;
-        assert_eq!(out.stdout.trim(), git(&e.repo, &["rev-parse", "main"]), "{out:?}");
+        assert_eq!(
+            out.stdout.trim(),
+            git(&e.repo, &["rev-parse", "main"]),
+            "{out:?}"
+        );
         assert_eq!(mounted(&ws), mode == WorkspaceMode::Cow);
         let st = e.p.status(&id).await.unwrap();
         assert_eq!(st.state, RuntimeState::Running);
@@ -38,7 +51,10 @@ async fn refs_resolve_and_bad_input_is_refused() {
     let mut spec = e.spec(WorkspaceMode::Cow);
     spec.git_ref = Some("v1".into());
     e.p.spawn("rt-v1", &spec).await.unwrap();
-    assert_eq!(std::fs::read_to_string(e.ws("rt-v1").join("README.md")).unwrap(), "one\n");
+    assert_eq!(
+        std::fs::read_to_string(e.ws("rt-v1").join("README.md")).unwrap(),
+        "one\n"
+    );
 
     spec.git_ref = Some("no-such-branch".into());
     let err = e.p.spawn("rt-bad", &spec).await.unwrap_err();
@@ -48,7 +64,10 @@ async fn refs_resolve_and_bad_input_is_refused() {
 
     let mut spec = e.spec(WorkspaceMode::Cow);
     spec.repo = Some(e.tmp.path().join("missing").to_string_lossy().into_owned());
-    assert_eq!(e.p.spawn("rt-x", &spec).await.unwrap_err().code, ErrorCode::NotFound);
+    assert_eq!(
+        e.p.spawn("rt-x", &spec).await.unwrap_err().code,
+        ErrorCode::NotFound
+    );
     spec.repo = Some(format!("file://{}", e.repo.display()));
     e.p.spawn("rt-url", &spec).await.unwrap();
 
@@ -60,9 +79,15 @@ async fn refs_resolve_and_bad_input_is_refused() {
     assert!(!e.ws("rt-sb").exists());
 
     // Same id twice is a conflict; bad ids are refused.
-    let err = e.p.spawn("rt-v1", &e.spec(WorkspaceMode::Cow)).await.unwrap_err();
+    let err =
+        e.p.spawn("rt-v1", &e.spec(WorkspaceMode::Cow))
+            .await
+            .unwrap_err();
     assert_eq!(err.code, ErrorCode::Conflict);
-    let err = e.p.spawn("../evil", &e.spec(WorkspaceMode::Cow)).await.unwrap_err();
+    let err =
+        e.p.spawn("../evil", &e.spec(WorkspaceMode::Cow))
+            .await
+            .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidArgument);
 }
 
@@ -74,7 +99,12 @@ async fn empty_workspace_is_a_git_tree() {
         let mut spec = empty_spec();
         spec.workspace = mode;
         e.p.spawn(&id, &spec).await.unwrap();
-        let out = sh(&e.p, &id, "ls -A | grep -v '^.git$' | wc -l; git rev-parse --is-inside-work-tree").await;
+        let out = sh(
+            &e.p,
+            &id,
+            "ls -A | grep -v '^.git$' | wc -l; git rev-parse --is-inside-work-tree",
+        )
+        .await;
         assert_eq!(out.stdout, "0\ntrue\n", "{out:?}");
     }
 }
@@ -98,9 +128,20 @@ async fn concurrent_spawns_share_one_checkout() {
     let lowers: Vec<_> = walk_depth2(&e.home.join("worktree/lowers"));
     assert_eq!(lowers.len(), 1, "{lowers:?}");
     std::fs::write(e.ws("rt-c0").join("README.md"), "changed\n").unwrap();
-    assert_eq!(std::fs::read_to_string(e.ws("rt-c1").join("README.md")).unwrap(), "two\n");
-    assert_eq!(std::fs::read_to_string(lowers[0].join("README.md")).unwrap(), "two\n");
-    assert!(std::fs::read_dir(e.home.join("worktree/tmp")).unwrap().next().is_none());
+    assert_eq!(
+        std::fs::read_to_string(e.ws("rt-c1").join("README.md")).unwrap(),
+        "two\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(lowers[0].join("README.md")).unwrap(),
+        "two\n"
+    );
+    assert!(
+        std::fs::read_dir(e.home.join("worktree/tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
 }
 
 fn walk_depth2(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -130,7 +171,9 @@ async fn terminate_cleans_up_and_is_idempotent() {
         assert_eq!(e.p.status(&id).await.unwrap_err().code, ErrorCode::NotFound);
     }
     // The git worktree registration is gone from the store too.
-    let stores: Vec<_> = std::fs::read_dir(e.home.join("worktree/stores")).unwrap().collect();
+    let stores: Vec<_> = std::fs::read_dir(e.home.join("worktree/stores"))
+        .unwrap()
+        .collect();
     for s in stores {
         assert!(!s.unwrap().path().join("worktrees/rt-term1").exists());
     }
@@ -155,7 +198,11 @@ async fn adopt_after_restart_and_remount() {
     assert!(!mounted(&cow));
     for (i, (id, sp)) in handles.iter().enumerate() {
         let mode = MODES[i];
-        let again = p2.adopt(id, &e.spec(mode), sp).await.unwrap().expect("alive");
+        let again = p2
+            .adopt(id, &e.spec(mode), sp)
+            .await
+            .unwrap()
+            .expect("alive");
         assert_eq!(again.handle["workspace"], sp.handle["workspace"]);
         let out = sh(&p2, id, "cat state.txt; cat README.md").await;
         assert_eq!(out.stdout, format!("mine {i}two\n"));
@@ -165,7 +212,12 @@ async fn adopt_after_restart_and_remount() {
     // A gone workspace adopts as None.
     p2.terminate("rt-adopt1").await.unwrap();
     let p3 = e.reopen();
-    assert!(p3.adopt("rt-adopt1", &e.spec(MODES[1]), &handles[1].1).await.unwrap().is_none());
+    assert!(
+        p3.adopt("rt-adopt1", &e.spec(MODES[1]), &handles[1].1)
+            .await
+            .unwrap()
+            .is_none()
+    );
     // A provider that never adopted can still terminate from the persisted handle.
     p3.terminate("rt-adopt0").await.unwrap();
     assert!(!cow.exists() && !mounted(&cow));

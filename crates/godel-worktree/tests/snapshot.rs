@@ -19,7 +19,10 @@ async fn take(e: &Env, id: &str, snap: &str) -> (SnapshotInfo, SnapshotArtifact)
         snapshot_id: snap.into(),
         dir: dir.clone(),
     };
-    let art = e.p.snapshot(id, &SnapshotRequest::default(), &target).await.unwrap();
+    let art =
+        e.p.snapshot(id, &SnapshotRequest::default(), &target)
+            .await
+            .unwrap();
     let info = SnapshotInfo {
         id: snap.into(),
         runtime_id: id.into(),
@@ -49,6 +52,8 @@ fn dirty(ws: &Path) {
     std::fs::set_permissions(ws.join("tool.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::symlink("untracked.txt", ws.join("new-link")).unwrap();
     std::fs::remove_file(ws.join("src/run.sh")).unwrap();
+    // Same size as before: only the content (and ctime) differ.
+    std::fs::write(ws.join(".gitignore"), "*.LOG\n").unwrap();
 }
 
 fn check_dirty(ws: &Path) {
@@ -58,10 +63,19 @@ fn check_dirty(ws: &Path) {
     assert_eq!(read("build.log"), "ignored\n");
     assert_eq!(read("node_modules/x/i.js"), "1");
     assert!(ws.join("deep/empty/dir").is_dir());
-    let mode = std::fs::metadata(ws.join("tool.sh")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(ws.join("tool.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o111, 0o111, "executable bit lost");
-    assert_eq!(std::fs::read_link(ws.join("new-link")).unwrap().to_string_lossy(), "untracked.txt");
+    assert_eq!(
+        std::fs::read_link(ws.join("new-link"))
+            .unwrap()
+            .to_string_lossy(),
+        "untracked.txt"
+    );
     assert!(!ws.join("src/run.sh").exists(), "deleted file came back");
+    assert_eq!(read(".gitignore"), "*.LOG\n");
 }
 
 #[tokio::test]
@@ -86,23 +100,44 @@ async fn snapshot_modify_restore_both_modes() {
         let rws = e.ws(&rid);
         check_dirty(&rws);
         assert!(!rws.join("after.txt").exists());
-        assert_eq!(e.p.status(&rid).await.unwrap().details["mode"], serde_json::json!(mode));
+        assert_eq!(
+            e.p.status(&rid).await.unwrap().details["mode"],
+            serde_json::json!(mode)
+        );
         // HEAD is the original commit; the restored changes show up staged.
-        let out = sh(&e.p, &rid, "git rev-parse HEAD; git status --porcelain untracked.txt").await;
-        assert_eq!(out.stdout, format!("{}\nA  untracked.txt\n", git(&e.repo, &["rev-parse", "main"])));
+        let out = sh(
+            &e.p,
+            &rid,
+            "git rev-parse HEAD; git status --porcelain untracked.txt",
+        )
+        .await;
+        assert_eq!(
+            out.stdout,
+            format!(
+                "{}\nA  untracked.txt\n",
+                git(&e.repo, &["rev-parse", "main"])
+            )
+        );
         // The source workspace is untouched by the restore.
-        assert_eq!(std::fs::read_to_string(ws.join("README.md")).unwrap(), "later\n");
+        assert_eq!(
+            std::fs::read_to_string(ws.join("README.md")).unwrap(),
+            "later\n"
+        );
     }
 }
 
 #[tokio::test]
 async fn fork_three_independent_copies() {
     let e = Env::new();
-    e.p.spawn("rt-src", &e.spec(WorkspaceMode::Cow)).await.unwrap();
+    e.p.spawn("rt-src", &e.spec(WorkspaceMode::Cow))
+        .await
+        .unwrap();
     std::fs::write(e.ws("rt-src").join("notes.txt"), "base").unwrap();
     let (info, _) = take(&e, "rt-src", "snap-fork").await;
     for i in 0..3 {
-        e.p.restore(&format!("rt-k{i}"), &info, &e.spec(WorkspaceMode::Cow)).await.unwrap();
+        e.p.restore(&format!("rt-k{i}"), &info, &e.spec(WorkspaceMode::Cow))
+            .await
+            .unwrap();
     }
     for i in 0..3 {
         let id = format!("rt-k{i}");
@@ -112,7 +147,10 @@ async fn fork_three_independent_copies() {
         let got = std::fs::read_to_string(e.ws(&format!("rt-k{i}")).join("notes.txt")).unwrap();
         assert_eq!(got, format!("basechild{i}\n"));
     }
-    assert_eq!(std::fs::read_to_string(e.ws("rt-src").join("notes.txt")).unwrap(), "base");
+    assert_eq!(
+        std::fs::read_to_string(e.ws("rt-src").join("notes.txt")).unwrap(),
+        "base"
+    );
 }
 
 #[tokio::test]
@@ -125,7 +163,9 @@ async fn empty_workspace_and_agent_commits_round_trip() {
     assert_eq!(out.stdout, "0\n");
 
     // Commits the agent makes in a cow workspace survive snapshot + restore.
-    e.p.spawn("rt-c", &e.spec(WorkspaceMode::Cow)).await.unwrap();
+    e.p.spawn("rt-c", &e.spec(WorkspaceMode::Cow))
+        .await
+        .unwrap();
     let out = sh(
         &e.p,
         "rt-c",
@@ -145,7 +185,9 @@ async fn empty_workspace_and_agent_commits_round_trip() {
 #[tokio::test]
 async fn deleted_snapshots_cannot_be_restored() {
     let e = Env::new();
-    e.p.spawn("rt-d", &e.spec(WorkspaceMode::GitWorktree)).await.unwrap();
+    e.p.spawn("rt-d", &e.spec(WorkspaceMode::GitWorktree))
+        .await
+        .unwrap();
     std::fs::write(e.ws("rt-d").join("only-in-snapshot"), "x").unwrap();
     let (info, art) = take(&e, "rt-d", "snap-del").await;
     let store = Path::new(art.data["store"].as_str().unwrap()).to_path_buf();
@@ -157,7 +199,10 @@ async fn deleted_snapshots_cannot_be_restored() {
     // Once git collects the objects the snapshot is gone for good.
     git(&store, &["reflog", "expire", "--expire=now", "--all"]);
     git(&store, &["gc", "--quiet", "--prune=now"]);
-    let err = e.p.restore("rt-d2", &info, &e.spec(WorkspaceMode::GitWorktree)).await.unwrap_err();
+    let err =
+        e.p.restore("rt-d2", &info, &e.spec(WorkspaceMode::GitWorktree))
+            .await
+            .unwrap_err();
     assert_eq!(err.code, ErrorCode::NotFound, "{err}");
     assert!(!e.ws("rt-d2").exists());
 }
