@@ -14,6 +14,10 @@
 //!    `List`, stdin and signals work ([`process`]).
 //! 4. A reaper kills (or, with auto-pause, pauses) sandboxes whose time ran out.
 
+// Handlers return a finished `Response` as their early-exit error; boxing it
+// would only add an allocation on the error path.
+#![allow(clippy::result_large_err)]
+
 pub mod backend;
 mod book;
 mod envd;
@@ -35,6 +39,7 @@ use godel_core::{Error, RuntimeState};
 pub use backend::E2bBackend;
 use book::Registry;
 pub use book::labels;
+pub use files::signature;
 
 use crate::wire::{ApiError, ENVD_VERSION};
 

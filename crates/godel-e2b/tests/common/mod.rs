@@ -484,3 +484,45 @@ impl E2bBackend for HostBackend {
         r.map_err(|e| Error::io(format!("remove {path}"), &e))
     }
 }
+
+/// A server on a loopback port over a fresh [`HostBackend`].
+pub struct TestServer {
+    pub url: String,
+    pub backend: Arc<HostBackend>,
+    pub server: godel_e2b::E2bServer,
+    pub task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+/// The API key of team `alpha` in test servers.
+pub const KEY: &str = "e2b_key_alpha";
+/// The API key of team `beta`.
+pub const OTHER_KEY: &str = "e2b_key_beta";
+
+impl TestServer {
+    /// Serve on 127.0.0.1 (any port). The reaper is not started: tests call
+    /// `server.reap_expired` with the time they want.
+    pub async fn start(cfg: godel_e2b::ServeConfig) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = Arc::new(HostBackend::new(
+            dir.path(),
+            &[(KEY, "alpha"), (OTHER_KEY, "beta")],
+        ));
+        let server = godel_e2b::E2bServer::new(backend.clone(), cfg);
+        let app = server.router();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        TestServer {
+            url: format!("http://{addr}"),
+            backend,
+            server,
+            task,
+            _dir: dir,
+        }
+    }
+}
