@@ -212,7 +212,8 @@ fn raw_entry(
 async fn hostile_tars_are_refused_whole() {
     let e = setup("rt-tar", WorkspaceMode::Cow).await;
     let (p, id) = (&e.p, "rt-tar");
-    let cases: Vec<(&str, Vec<(&str, tar::EntryType, Option<&str>)>)> = vec![
+    type Entry<'a> = (&'a str, tar::EntryType, Option<&'a str>);
+    let cases: Vec<(&str, Vec<Entry>)> = vec![
         (
             "dotdot",
             vec![
