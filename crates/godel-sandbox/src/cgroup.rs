@@ -167,7 +167,10 @@ impl SandboxCgroups {
             let want = "+cpu +memory +pids";
             let root_ctl = root.join("cgroup.subtree_control");
             let enabled = ops.read(&root_ctl).unwrap_or_default();
-            if !V2_NEEDED.iter().all(|c| enabled.split_whitespace().any(|e| e == *c)) {
+            if !V2_NEEDED
+                .iter()
+                .all(|c| enabled.split_whitespace().any(|e| e == *c))
+            {
                 ops.write(&root_ctl, want)?;
             }
             ops.write(&parent.join("cgroup.subtree_control"), want)?;
@@ -350,7 +353,8 @@ mod tests {
 
     #[test]
     fn detects_v1_when_unified_lacks_controllers() {
-        let ops = RecordingHostOps::new().with_file("/sys/fs/cgroup/unified/cgroup.controllers", "hugetlb\n");
+        let ops = RecordingHostOps::new()
+            .with_file("/sys/fs/cgroup/unified/cgroup.controllers", "hugetlb\n");
         let layout = CgroupLayout::detect(V1_MOUNTINFO, &ops).unwrap();
         let CgroupLayout::V1 { mounts } = &layout else {
             panic!("expected v1, got {layout:?}")
@@ -362,8 +366,10 @@ mod tests {
 
     #[test]
     fn prefers_v2_with_controllers() {
-        let ops = RecordingHostOps::new()
-            .with_file("/sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
+        let ops = RecordingHostOps::new().with_file(
+            "/sys/fs/cgroup/cgroup.controllers",
+            "cpuset cpu io memory pids\n",
+        );
         let layout = CgroupLayout::detect(V2_MOUNTINFO, &ops).unwrap();
         assert_eq!(
             layout,
@@ -403,20 +409,33 @@ mod tests {
         assert!(rec.contains(&HostOp::MkdirAll("/sys/fs/cgroup/freezer/godel/a1".into())));
         let pos = |op: &HostOp| rec.iter().position(|o| o == op).unwrap();
         assert!(
-            pos(&w("/sys/fs/cgroup/cpu/godel/a1/cpu.cfs_period_us", "100000"))
-                < pos(&w("/sys/fs/cgroup/cpu/godel/a1/cpu.cfs_quota_us", "50000"))
+            pos(&w(
+                "/sys/fs/cgroup/cpu/godel/a1/cpu.cfs_period_us",
+                "100000"
+            )) < pos(&w("/sys/fs/cgroup/cpu/godel/a1/cpu.cfs_quota_us", "50000"))
         );
         // memsw may only be set after the memory limit.
         assert!(
-            pos(&w("/sys/fs/cgroup/memory/godel/a1/memory.limit_in_bytes", "67108864"))
-                < pos(&w("/sys/fs/cgroup/memory/godel/a1/memory.memsw.limit_in_bytes", "67108864"))
+            pos(&w(
+                "/sys/fs/cgroup/memory/godel/a1/memory.limit_in_bytes",
+                "67108864"
+            )) < pos(&w(
+                "/sys/fs/cgroup/memory/godel/a1/memory.memsw.limit_in_bytes",
+                "67108864"
+            ))
         );
         assert!(rec.contains(&w("/sys/fs/cgroup/pids/godel/a1/pids.max", "32")));
         cg.add_pid(42).unwrap();
         assert_eq!(cg.procs_files().len(), 5);
-        assert!(ops.recorded().contains(&w("/sys/fs/cgroup/memory/godel/a1/cgroup.procs", "42")));
+        assert!(
+            ops.recorded()
+                .contains(&w("/sys/fs/cgroup/memory/godel/a1/cgroup.procs", "42"))
+        );
         cg.freeze(true).unwrap();
-        assert!(ops.recorded().contains(&w("/sys/fs/cgroup/freezer/godel/a1/freezer.state", "FROZEN")));
+        assert!(ops.recorded().contains(&w(
+            "/sys/fs/cgroup/freezer/godel/a1/freezer.state",
+            "FROZEN"
+        )));
     }
 
     #[test]
@@ -425,8 +444,14 @@ mod tests {
             RecordingHostOps::new()
                 .with_file("/sys/fs/cgroup/cgroup.controllers", "cpu memory pids")
                 .with_file("/sys/fs/cgroup/cgroup.subtree_control", "memory")
-                .with_file("/sys/fs/cgroup/godel/b2/memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
-                .with_file("/sys/fs/cgroup/godel/b2/cpu.stat", "usage_usec 2500000\nuser_usec 1\n")
+                .with_file(
+                    "/sys/fs/cgroup/godel/b2/memory.events",
+                    "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+                )
+                .with_file(
+                    "/sys/fs/cgroup/godel/b2/cpu.stat",
+                    "usage_usec 2500000\nuser_usec 1\n",
+                )
                 .with_file("/sys/fs/cgroup/godel/b2/memory.current", "1048576\n")
                 .with_file("/sys/fs/cgroup/godel/b2/pids.current", "3\n"),
         );
@@ -435,7 +460,10 @@ mod tests {
         cg.create(&limits()).unwrap();
         let rec = ops.recorded();
         let w = |p: &str, v: &str| HostOp::Write(p.into(), v.into());
-        assert!(rec.contains(&w("/sys/fs/cgroup/cgroup.subtree_control", "+cpu +memory +pids")));
+        assert!(rec.contains(&w(
+            "/sys/fs/cgroup/cgroup.subtree_control",
+            "+cpu +memory +pids"
+        )));
         assert!(rec.contains(&w("/sys/fs/cgroup/godel/b2/cpu.max", "50000 100000")));
         assert!(rec.contains(&w("/sys/fs/cgroup/godel/b2/memory.max", "67108864")));
         let u = cg.usage();
@@ -444,6 +472,9 @@ mod tests {
         assert_eq!(u.memory_bytes, 1 << 20);
         assert!((u.cpu_seconds - 2.5).abs() < 1e-9);
         cg.remove().unwrap();
-        assert!(ops.recorded().contains(&HostOp::RemoveDir("/sys/fs/cgroup/godel/b2".into())));
+        assert!(
+            ops.recorded()
+                .contains(&HostOp::RemoveDir("/sys/fs/cgroup/godel/b2".into()))
+        );
     }
 }

@@ -84,6 +84,9 @@ pub enum InitReady {
         start_time: u64,
         /// Whether the workspace is an idmapped mount (else it was chowned).
         idmapped: bool,
+        /// Why the workspace could not be idmapped (e.g. overlayfs).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idmap_error: Option<String>,
     },
     Error {
         message: String,
@@ -145,8 +148,11 @@ fn stage1(cfg: &InitConfig) -> Result<InitReady, String> {
         std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| err("chmod ctl.sock", e))?;
     }
-    nix::sys::socket::listen(&listen_fd, nix::sys::socket::Backlog::new(128).map_err(|e| err("backlog", e))?)
-        .map_err(|e| err("listen", e))?;
+    nix::sys::socket::listen(
+        &listen_fd,
+        nix::sys::socket::Backlog::new(128).map_err(|e| err("backlog", e))?,
+    )
+    .map_err(|e| err("listen", e))?;
 
     std::fs::create_dir_all(cfg.root_path()).map_err(|e| err("mkdir root", e))?;
     let ws_fd = mounts::open_tree_clone(&cfg.workspace).ok();
@@ -178,7 +184,10 @@ fn stage1(cfg: &InitConfig) -> Result<InitReady, String> {
         )
     };
     if pid < 0 {
-        return Err(err("clone into new namespaces", std::io::Error::last_os_error()));
+        return Err(err(
+            "clone into new namespaces",
+            std::io::Error::last_os_error(),
+        ));
     }
     if pid == 0 {
         drop(go_w);
@@ -207,11 +216,12 @@ fn stage1(cfg: &InitConfig) -> Result<InitReady, String> {
         );
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
     }
-    let idmapped = outcome?;
+    let (idmapped, idmap_error) = outcome?;
     Ok(InitReady::Ok {
         pid,
         start_time: proc_start_time(pid).unwrap_or(0),
         idmapped,
+        idmap_error,
     })
 }
 
@@ -221,7 +231,7 @@ fn stage1_parent(
     ws_fd: Option<&OwnedFd>,
     go_w: &OwnedFd,
     ready_r: OwnedFd,
-) -> Result<bool, String> {
+) -> Result<(bool, Option<String>), String> {
     let proc = PathBuf::from(format!("/proc/{pid}"));
     let map = format!("0 {} {}\n", cfg.uid_base, cfg.uid_count);
     write_file(&proc.join("setgroups"), "deny")?;
@@ -233,19 +243,15 @@ fn stage1_parent(
 
     let agent_host_id = cfg.uid_base + AGENT_UID;
     let idmapped = match ws_fd {
-        Some(fd) => match idmap(fd, agent_host_id) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!("idmapped workspace unavailable ({e}); chowning it instead");
-                chown_tree(&cfg.workspace, agent_host_id)?;
-                false
-            }
-        },
-        None => {
-            chown_tree(&cfg.workspace, agent_host_id)?;
-            false
-        }
+        Some(fd) => idmap(fd, agent_host_id),
+        None => Err("open_tree is not available".to_string()),
     };
+    let idmap_error = idmapped.err();
+    if idmap_error.is_some() {
+        // Fallback: hand the tree to the agent's host uid (on overlayfs this
+        // copies up every file; mount it with metacopy=on to copy metadata only).
+        chown_tree(&cfg.workspace, agent_host_id)?;
+    }
     if let Some(nat) = &cfg.nat {
         crate::nat::setup_veth(nat, pid)?;
     }
@@ -255,7 +261,7 @@ fn stage1_parent(
         .read_to_string(&mut msg)
         .map_err(|e| err("wait for init", e))?;
     if msg == "ok" {
-        Ok(idmapped)
+        Ok((idmap_error.is_none(), idmap_error))
     } else if msg.is_empty() {
         Err("the sandbox init died during setup".into())
     } else {
@@ -272,8 +278,13 @@ fn idmap(ws_fd: &OwnedFd, host_id: u32) -> Result<(), String> {
         ..Default::default()
     };
     let empty = std::ffi::CString::default();
-    mounts::mount_setattr(ws_fd.as_raw_fd(), &empty, libc::AT_EMPTY_PATH as libc::c_uint, &attr)
-        .map_err(|e| err("idmap the workspace", e))
+    mounts::mount_setattr(
+        ws_fd.as_raw_fd(),
+        &empty,
+        libc::AT_EMPTY_PATH as libc::c_uint,
+        &attr,
+    )
+    .map_err(|e| err("idmap the workspace", e))
 }
 
 /// A user namespace mapping id 0 to `host_id` (one id), held by its fd.
@@ -291,7 +302,10 @@ fn idmap_userns(host_id: u32) -> Result<OwnedFd, String> {
         )
     };
     if pid < 0 {
-        return Err(err("clone a user namespace", std::io::Error::last_os_error()));
+        return Err(err(
+            "clone a user namespace",
+            std::io::Error::last_os_error(),
+        ));
     }
     if pid == 0 {
         drop(w);

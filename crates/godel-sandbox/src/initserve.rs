@@ -52,7 +52,8 @@ impl Server {
     pub fn new(listen: OwnedFd, filters: Filters, nofile: u64) -> Result<Server, String> {
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGCHLD);
-        mask.thread_block().map_err(|e| format!("block SIGCHLD: {e}"))?;
+        mask.thread_block()
+            .map_err(|e| format!("block SIGCHLD: {e}"))?;
         let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(|e| format!("signalfd: {e}"))?;
         Ok(Server {
@@ -150,7 +151,13 @@ impl Server {
         };
         match req {
             Request::Ping => {
-                let _ = proto::send_msg(fd, &Reply::Pong { pid: nix::unistd::getpid().as_raw() }, &[]);
+                let _ = proto::send_msg(
+                    fd,
+                    &Reply::Pong {
+                        pid: nix::unistd::getpid().as_raw(),
+                    },
+                    &[],
+                );
             }
             Request::Kill { sig } => {
                 if let Some(pid) = self.conns.get(&fd).and_then(|c| c.child) {
@@ -246,18 +253,25 @@ impl Server {
         let mut env_p: Vec<*const libc::c_char> = cenv.iter().map(|a| a.as_ptr()).collect();
         env_p.push(std::ptr::null());
         let pid_msg = serde_json::to_vec(&Reply::Pid).map_err(|e| invalid(&e.to_string()))?;
-        let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-            .map_err(|e| (e as i32, format!("pipe: {e}")))?;
+        let (status_r, status_w) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| (e as i32, format!("pipe: {e}")))?;
 
         // SAFETY: the init is single-threaded; the child runs only the code in
         // `child_exec`, which never returns.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             let e = std::io::Error::last_os_error();
-            return Err((e.raw_os_error().unwrap_or(libc::EAGAIN), format!("fork: {e}")));
+            return Err((
+                e.raw_os_error().unwrap_or(libc::EAGAIN),
+                format!("fork: {e}"),
+            ));
         }
         if pid == 0 {
-            let stdin = if with_stdin { Some(fds[0].as_raw_fd()) } else { None };
+            let stdin = if with_stdin {
+                Some(fds[0].as_raw_fd())
+            } else {
+                None
+            };
             let out = fds[want - 2].as_raw_fd();
             let errfd = fds[want - 1].as_raw_fd();
             let ctx = ChildCtx {
@@ -350,7 +364,12 @@ fn child_exec(c: &ChildCtx<'_>) -> ! {
     // NULL-terminated pointer arrays prepared before fork and still alive.
     unsafe {
         // Tell the daemon our host pid (SCM_CREDENTIALS is added by the kernel).
-        libc::send(c.conn, c.pid_msg.as_ptr().cast(), c.pid_msg.len(), libc::MSG_NOSIGNAL);
+        libc::send(
+            c.conn,
+            c.pid_msg.as_ptr().cast(),
+            c.pid_msg.len(),
+            libc::MSG_NOSIGNAL,
+        );
         let stdin = match c.stdin {
             Some(fd) => fd,
             None => libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY),

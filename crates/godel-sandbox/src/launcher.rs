@@ -91,6 +91,13 @@ pub trait Sandbox: Send + Sync {
     async fn destroy(&self) -> Result<()>;
     /// What `Isolator::adopt` needs to re-attach after a daemon restart.
     fn handle(&self) -> serde_json::Value;
+    /// Host uid/gid that files written into the workspace on the agent's
+    /// behalf must be chowned to, so the agent can modify them. `None` (the
+    /// default, and the sandbox's answer when its workspace is an idmapped
+    /// mount) means files owned by the daemon's user are already the agent's.
+    fn workspace_owner(&self) -> Option<(u32, u32)> {
+        None
+    }
 }
 
 /// Creates sandboxes of one kind.

@@ -113,7 +113,7 @@ fn under(root: &Path, p: &str) -> PathBuf {
 /// Build the plan.
 pub fn plan(host: &HostView, input: &PlanInput<'_>) -> Vec<MountOp> {
     let r = input.new_root;
-    let nosuid_nodev = (libc::MS_NOSUID | libc::MS_NODEV) as u64;
+    let nosuid_nodev: u64 = libc::MS_NOSUID | libc::MS_NODEV;
     let mut ops = vec![
         MountOp::PrivateRoot,
         MountOp::Tmpfs {
@@ -141,7 +141,7 @@ pub fn plan(host: &HostView, input: &PlanInput<'_>) -> Vec<MountOp> {
     ops.push(MountOp::Tmpfs {
         target: run.clone(),
         data: "mode=0755,size=1m".into(),
-        flags: nosuid_nodev | libc::MS_NOEXEC as u64,
+        flags: nosuid_nodev | libc::MS_NOEXEC,
     });
     ops.push(MountOp::Mkdir(run.join("godel"), 0o755));
     let mut files = vec![
@@ -191,7 +191,7 @@ pub fn plan(host: &HostView, input: &PlanInput<'_>) -> Vec<MountOp> {
     ops.push(MountOp::Tmpfs {
         target: dev.clone(),
         data: "mode=0755,size=64k".into(),
-        flags: libc::MS_NOSUID as u64,
+        flags: libc::MS_NOSUID,
     });
     for d in &host.devices {
         ops.push(MountOp::Bind {
@@ -545,9 +545,12 @@ mod tests {
             link: root.join("bin"),
             to: "usr/bin".into()
         }));
-        // Nothing from /root, /home, /var or /run of the host is bound.
+        // Nothing from /root, /home, /var or /run of the host is bound (the
+        // generated identity files live under the new root itself).
         for op in &ops {
-            if let MountOp::Bind { source, .. } = op {
+            if let MountOp::Bind { source, .. } = op
+                && !source.starts_with(root)
+            {
                 for hidden in ["/root", "/home", "/var", "/run", "/sys"] {
                     assert!(!source.starts_with(hidden), "{op:?} exposes {hidden}");
                 }
@@ -555,7 +558,10 @@ mod tests {
         }
         // Every bind except device nodes is read-only.
         for op in &ops {
-            if let MountOp::Bind { source, readonly, .. } = op {
+            if let MountOp::Bind {
+                source, readonly, ..
+            } = op
+            {
                 assert!(*readonly || source.starts_with("/dev"), "{op:?}");
             }
         }
@@ -576,7 +582,11 @@ mod tests {
             MountOp::WriteFile { path, contents } if path.ends_with("passwd") => Some(contents),
             _ => None,
         });
-        assert!(written.unwrap().contains("user:x:1000:1000:user:/home/user:"));
+        assert!(
+            written
+                .unwrap()
+                .contains("user:x:1000:1000:user:/home/user:")
+        );
         assert!(ops.iter().any(|o| matches!(o, MountOp::Bind { target, file: true, .. } if target == &root.join("etc/passwd"))));
         assert!(ops.iter().any(|o| matches!(o, MountOp::Tmpfs { target, data, .. } if target == &root.join("tmp") && data.contains("size=67108864"))));
     }

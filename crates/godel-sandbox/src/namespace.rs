@@ -143,6 +143,8 @@ pub struct SandboxHandle {
     pub uid_base: u32,
     pub dir: PathBuf,
     pub idmapped: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idmap_error: Option<String>,
     pub cgroup_version: u8,
 }
 
@@ -173,7 +175,10 @@ impl NamespaceIsolator {
         let dir = self.slots_dir();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create the slots directory", &e))?;
         let n = self.opts.max_slots.max(1);
-        let start = id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % n;
+        let start = id
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
+            % n;
         for i in 0..n {
             let slot = (start + i) % n;
             let path = dir.join(slot.to_string());
@@ -202,7 +207,9 @@ impl NamespaceIsolator {
                 Err(e) => return Err(Error::io("claim a sandbox slot", &e)),
             }
         }
-        Err(Error::exhausted("no free sandbox slot (uid range / network)"))
+        Err(Error::exhausted(
+            "no free sandbox slot (uid range / network)",
+        ))
     }
 
     fn cleanup(&self, id: &str, slot: u32, cg: &SandboxCgroups) {
@@ -236,7 +243,12 @@ impl NamespaceIsolator {
         ))
     }
 
-    async fn start(&self, cfg: &SandboxConfig, slot: u32, cg: &SandboxCgroups) -> Result<SandboxHandle> {
+    async fn start(
+        &self,
+        cfg: &SandboxConfig,
+        slot: u32,
+        cg: &SandboxCgroups,
+    ) -> Result<SandboxHandle> {
         let layout = cg.layout().clone();
         let init = self
             .init
@@ -319,6 +331,7 @@ impl NamespaceIsolator {
                 pid,
                 start_time,
                 idmapped,
+                idmap_error,
             } => Ok(SandboxHandle {
                 isolator: "sandbox".into(),
                 init_pid: pid,
@@ -327,6 +340,7 @@ impl NamespaceIsolator {
                 uid_base,
                 dir,
                 idmapped,
+                idmap_error,
                 cgroup_version: layout.version(),
             }),
             InitReady::Error { message } => Err(Error::spawn(format!(
@@ -420,7 +434,10 @@ impl Isolator for NamespaceIsolator {
             Err(_) => {
                 // Fall back to the copy in state_dir.
                 let path = cfg.state_dir.join("sandbox.json");
-                match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                match std::fs::read(&path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                {
                     Some(h) => h,
                     None => return Ok(None),
                 }
@@ -475,7 +492,10 @@ pub(crate) async fn wait_empty(cg: &SandboxCgroups, limit: Duration) -> bool {
 pub fn default_env(id: &str) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     for (k, v) in [
-        ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
         ("HOME", godel_core::WORKSPACE_MOUNT),
         ("USER", "user"),
         ("LOGNAME", "user"),

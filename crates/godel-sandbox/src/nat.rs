@@ -137,14 +137,40 @@ pub fn setup_veth(nat: &NatSetup, pid: u32) -> std::result::Result<(), String> {
     let agent_cidr = format!("{}/{}", nat.agent_ip, nat.prefix_len);
     let _ = run(&["ip", "link", "delete", &nat.host_if]);
     run(&[
-        "ip", "link", "add", &nat.host_if, "type", "veth", "peer", "name", "eth0", "netns", &pid_s,
+        "ip",
+        "link",
+        "add",
+        &nat.host_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &pid_s,
     ])?;
     run(&["ip", "addr", "add", &host_cidr, "dev", &nat.host_if])?;
     run(&["ip", "link", "set", &nat.host_if, "up"])?;
-    run(&["nsenter", &netns, "ip", "addr", "add", &agent_cidr, "dev", "eth0"])?;
+    run(&[
+        "nsenter",
+        &netns,
+        "ip",
+        "addr",
+        "add",
+        &agent_cidr,
+        "dev",
+        "eth0",
+    ])?;
     run(&["nsenter", &netns, "ip", "link", "set", "eth0", "up"])?;
     run(&[
-        "nsenter", &netns, "ip", "route", "add", "default", "via", &nat.host_ip,
+        "nsenter",
+        &netns,
+        "ip",
+        "route",
+        "add",
+        "default",
+        "via",
+        &nat.host_ip,
     ])?;
     Ok(())
 }
@@ -185,9 +211,13 @@ mod tests {
         let nat = nat_setup(3);
         let allow = vec![parse_allow("10.0.0.0/8").unwrap()];
         let rs = ruleset(3, &nat, &allow);
-        let other = rs.find("ip daddr 10.200.0.0/14 ip daddr != 10.200.0.13 reject").unwrap();
+        let other = rs
+            .find("ip daddr 10.200.0.0/14 ip daddr != 10.200.0.13 reject")
+            .unwrap();
         let allowed = rs.find("ip daddr 10.0.0.0/8 accept").unwrap();
-        let last = rs.rfind("  reject with icmpx type admin-prohibited\n").unwrap();
+        let last = rs
+            .rfind("  reject with icmpx type admin-prohibited\n")
+            .unwrap();
         assert!(other < allowed && allowed < last, "{rs}");
         assert!(rs.contains("ip saddr != 10.200.0.14 drop"));
         assert!(rs.contains("oifname \"gv3\" drop"));
@@ -201,9 +231,20 @@ mod tests {
         let rec = ops.recorded();
         assert_eq!(
             rec[0],
-            HostOp::Run(vec!["nft".into(), "delete".into(), "table".into(), "inet".into(), "godel_1".into()])
+            HostOp::Run(vec![
+                "nft".into(),
+                "delete".into(),
+                "table".into(),
+                "inet".into(),
+                "godel_1".into()
+            ])
         );
-        assert!(matches!(&rec[2], HostOp::Run(a) if a[0] == "nft" && a[1].starts_with("table inet godel_1")));
-        assert_eq!(rec[3], HostOp::Write("/proc/sys/net/ipv4/ip_forward".into(), "1".into()));
+        assert!(
+            matches!(&rec[2], HostOp::Run(a) if a[0] == "nft" && a[1].starts_with("table inet godel_1"))
+        );
+        assert_eq!(
+            rec[3],
+            HostOp::Write("/proc/sys/net/ipv4/ip_forward".into(), "1".into())
+        );
     }
 }

@@ -47,15 +47,25 @@ pub enum Request {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum Reply {
-    Pong { pid: i32 },
+    Pong {
+        pid: i32,
+    },
     /// Sent by the child itself; its host pid is in the credentials.
     Pid,
     /// The process executed; `pid` is its pid inside the sandbox.
-    Started { pid: i32 },
+    Started {
+        pid: i32,
+    },
     /// The process could not be started.
-    Failed { errno: i32, message: String },
+    Failed {
+        errno: i32,
+        message: String,
+    },
     /// The process ended.
-    Exit { code: i32, signal: Option<i32> },
+    Exit {
+        code: i32,
+        signal: Option<i32>,
+    },
 }
 
 /// Send one JSON message with optional fds.
@@ -133,7 +143,8 @@ pub fn recv_msg(sock: RawFd, flags: MsgFlags) -> std::io::Result<Option<Received
 
 /// Parse a received message.
 pub fn parse<T: for<'de> Deserialize<'de>>(data: &[u8]) -> std::io::Result<T> {
-    serde_json::from_slice(data).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    serde_json::from_slice(data)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// A new `SOCK_SEQPACKET` Unix socket (close-on-exec).
@@ -201,6 +212,10 @@ mod tests {
         nix::unistd::read(&r, &mut buf).unwrap();
         assert_eq!(&buf, b"x");
         drop(a);
-        assert!(recv_msg(b.as_raw_fd(), MsgFlags::empty()).unwrap().is_none());
+        assert!(
+            recv_msg(b.as_raw_fd(), MsgFlags::empty())
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -49,11 +49,15 @@ impl OomWatch {
         let now = self.cgroups.usage().oom_kills;
         let before = self.seen.swap(now, Ordering::SeqCst);
         if now > before {
-            (self.events)(Event::new("oom").runtime(self.id.clone()).data(serde_json::json!({
-                "oom_kills": now,
-                "new": now - before,
-                "message": "a process exceeded the sandbox memory limit and was killed",
-            })));
+            (self.events)(
+                Event::new("oom")
+                    .runtime(self.id.clone())
+                    .data(serde_json::json!({
+                        "oom_kills": now,
+                        "new": now - before,
+                        "message": "a process exceeded the sandbox memory limit and was killed",
+                    })),
+            );
         }
         now
     }
@@ -111,7 +115,12 @@ impl NamespaceSandbox {
     }
 
     fn stop_watcher(&self) {
-        if let Some(w) = self.watcher.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(w) = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             w.abort();
         }
     }
@@ -124,7 +133,9 @@ impl NamespaceSandbox {
             return v;
         }
         let ws = self.cfg.workspace.clone();
-        let v = tokio::task::spawn_blocking(move || du(&ws)).await.unwrap_or(0);
+        let v = tokio::task::spawn_blocking(move || du(&ws))
+            .await
+            .unwrap_or(0);
         *self.disk.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), v));
         v
     }
@@ -165,7 +176,9 @@ pub fn du(root: &std::path::Path) -> u64 {
 async fn recv(afd: &AsyncFd<OwnedFd>) -> std::io::Result<Option<proto::Received>> {
     loop {
         let mut guard = afd.readable().await?;
-        match guard.try_io(|inner| proto::recv_msg(inner.get_ref().as_raw_fd(), MsgFlags::MSG_DONTWAIT)) {
+        match guard
+            .try_io(|inner| proto::recv_msg(inner.get_ref().as_raw_fd(), MsgFlags::MSG_DONTWAIT))
+        {
             Ok(r) => return r,
             Err(_would_block) => continue,
         }
@@ -206,7 +219,10 @@ impl Sandbox for NamespaceSandbox {
 
     async fn launch(&self, spec: ProcessSpec) -> Result<Process> {
         if self.destroyed.load(Ordering::SeqCst) {
-            return Err(Error::not_found(format!("sandbox {} is destroyed", self.cfg.id)));
+            return Err(Error::not_found(format!(
+                "sandbox {} is destroyed",
+                self.cfg.id
+            )));
         }
         if spec.argv.is_empty() {
             return Err(Error::invalid("exec needs a command"));
@@ -292,7 +308,9 @@ impl Sandbox for NamespaceSandbox {
                                 signal: Some(libc::SIGKILL),
                             });
                         }
-                        return Err(std::io::Error::other("lost the connection to the sandbox init"));
+                        return Err(std::io::Error::other(
+                            "lost the connection to the sandbox init",
+                        ));
                     }
                 }
             }
@@ -313,7 +331,9 @@ impl Sandbox for NamespaceSandbox {
             if rc < 0 {
                 let e = std::io::Error::last_os_error();
                 // The process already finished: nothing left to signal.
-                if e.raw_os_error() == Some(libc::EPIPE) || e.raw_os_error() == Some(libc::ECONNRESET) {
+                if e.raw_os_error() == Some(libc::EPIPE)
+                    || e.raw_os_error() == Some(libc::ECONNRESET)
+                {
                     return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
                 }
                 return Err(e);
@@ -362,9 +382,12 @@ impl Sandbox for NamespaceSandbox {
     }
 
     async fn freeze(&self, frozen: bool) -> Result<()> {
-        self.cgroups
-            .freeze(frozen)
-            .map_err(|e| Error::io(format!("cannot {} sandbox", if frozen { "freeze" } else { "thaw" }), &e))
+        self.cgroups.freeze(frozen).map_err(|e| {
+            Error::io(
+                format!("cannot {} sandbox", if frozen { "freeze" } else { "thaw" }),
+                &e,
+            )
+        })
     }
 
     async fn destroy(&self) -> Result<()> {
@@ -401,12 +424,20 @@ impl Sandbox for NamespaceSandbox {
         let _ = std::fs::remove_file(self.socket.clone());
         let _ = std::fs::remove_dir(self.handle.dir.join("root"));
         let _ = std::fs::remove_dir(&self.handle.dir);
-        let _ = std::fs::remove_file(self.run_dir.join("slots").join(self.handle.slot.to_string()));
+        let _ = std::fs::remove_file(
+            self.run_dir
+                .join("slots")
+                .join(self.handle.slot.to_string()),
+        );
         let _ = std::fs::remove_file(self.cfg.state_dir.join("sandbox.json"));
         last.map_err(|e| Error::io(format!("cannot remove the cgroups of {}", self.cfg.id), &e))
     }
 
     fn handle(&self) -> serde_json::Value {
         serde_json::to_value(&self.handle).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn workspace_owner(&self) -> Option<(u32, u32)> {
+        (!self.handle.idmapped).then(|| (self.agent_host_uid(), self.agent_host_uid()))
     }
 }

@@ -122,7 +122,9 @@ pub fn build() -> Result<Filters, String> {
         arch()?,
     )
     .map_err(|e| e.to_string())?;
-    let deny: BpfProgram = filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())?;
+    let deny: BpfProgram = filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| e.to_string())?;
     Ok(Filters {
         prefix: prefix_filter(),
         deny,
@@ -149,10 +151,10 @@ fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
 
 /// `clone3` and (on x86_64) the x32 ABI answer `ENOSYS`.
 fn prefix_filter() -> Vec<libc::sock_filter> {
-    const LD_W_ABS: u32 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u32;
-    const JEQ_K: u32 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u32;
-    const JGE_K: u32 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u32;
-    const RET_K: u32 = (libc::BPF_RET | libc::BPF_K) as u32;
+    const LD_W_ABS: u32 = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    const JEQ_K: u32 = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
+    const JGE_K: u32 = libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K;
+    const RET_K: u32 = libc::BPF_RET | libc::BPF_K;
     let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
     let x32_floor: u32 = if cfg!(target_arch = "x86_64") {
         0x4000_0000

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use godel_sandbox::{SandboxLimits, Sandbox};
+use godel_sandbox::{Sandbox, SandboxLimits};
 
 #[tokio::test]
 async fn host_shadow_and_root_home_are_out_of_reach() {
@@ -16,21 +16,40 @@ async fn host_shadow_and_root_home_are_out_of_reach() {
     let a = spawn(&iso, "shadow", SandboxLimits::default()).await;
     let out = sh(&*a.sb, "cat /etc/shadow").await;
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("/etc/shadow: Permission denied"), "{out:?}");
+    assert!(
+        out.stderr.contains("/etc/shadow: Permission denied"),
+        "{out:?}"
+    );
     // /root and the rest of /home are not there at all.
     let out = sh(&*a.sb, "ls /root; ls -A /home").await;
-    assert!(out.stderr.contains("cannot access '/root': No such file or directory"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("cannot access '/root': No such file or directory"),
+        "{out:?}"
+    );
     assert_eq!(out.stdout.trim(), "user");
     // Nor is the daemon's state (this test's temp dir) or the run dir.
     let state = a.dir.path().display().to_string();
     let out = sh(&*a.sb, &format!("ls {state}; ls /run/godel-sandbox")).await;
-    assert!(out.stderr.contains(&format!("cannot access '{state}': No such file or directory")), "{out:?}");
-    assert!(out.stderr.contains("cannot access '/run/godel-sandbox': No such file or directory"), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "cannot access '{state}': No such file or directory"
+        )),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr
+            .contains("cannot access '/run/godel-sandbox': No such file or directory"),
+        "{out:?}"
+    );
     // The agent is `user`, unprivileged even inside.
-    let out = sh(&*a.sb, "whoami; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status").await;
+    let out = sh(
+        &*a.sb,
+        "whoami; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status",
+    )
+    .await;
     assert_eq!(
-        out.stdout,
-        "user\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n",
+        out.stdout, "user\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n",
         "{out:?}"
     );
     a.sb.destroy().await.unwrap();
@@ -47,14 +66,22 @@ async fn writes_outside_the_workspace_fail() {
         let out = sh(&*a.sb, &format!("echo x > {path}")).await;
         assert_eq!(out.code, 1, "{path}: {out:?}");
         assert!(
-            out.stderr.contains("Read-only file system") || out.stderr.contains("Permission denied"),
+            out.stderr.contains("Read-only file system")
+                || out.stderr.contains("Permission denied"),
             "{path}: {out:?}"
         );
-        assert!(!std::path::Path::new(path).exists(), "{path} appeared on the host");
+        assert!(
+            !std::path::Path::new(path).exists(),
+            "{path} appeared on the host"
+        );
     }
     // The workspace and /tmp are writable; workspace files land on the host
     // owned by root (the idmapped mount), so the daemon's file API sees them as its own.
-    let out = sh(&*a.sb, "echo hi > /home/user/ok && echo t > /tmp/t && cat /tmp/t && stat -c %U ok").await;
+    let out = sh(
+        &*a.sb,
+        "echo hi > /home/user/ok && echo t > /tmp/t && cat /tmp/t && stat -c %U ok",
+    )
+    .await;
     assert_eq!(out.stdout, "t\nuser\n", "{out:?}");
     let host_file = a.cfg.workspace.join("ok");
     assert_eq!(std::fs::read_to_string(&host_file).unwrap(), "hi\n");
@@ -80,9 +107,8 @@ async fn two_agents_cannot_see_or_signal_each_other() {
     let b = spawn(&iso, "pair-b", SandboxLimits::default()).await;
     std::fs::write(b.cfg.workspace.join("secret-b"), "b").unwrap();
     // B runs a long process.
-    let mut long = b
-        .sb
-        .launch(godel_sandbox::ProcessSpec {
+    let mut long =
+        b.sb.launch(godel_sandbox::ProcessSpec {
             argv: vec!["sleep".into(), "1000".into()],
             ..Default::default()
         })
@@ -92,12 +118,27 @@ async fn two_agents_cannot_see_or_signal_each_other() {
     // A sees only its own processes: its init (1) and the shell.
     let out = sh(&*a.sb, "ls /proc | grep -E '^[0-9]+$' | sort -n | head -n 5 | tr '\\n' ' '; ps -eo comm= | grep -c sleep").await;
     assert!(out.stdout.starts_with("1 "), "{out:?}");
-    assert!(out.stdout.trim_end().ends_with('0'), "A sees B's sleep: {out:?}");
+    assert!(
+        out.stdout.trim_end().ends_with('0'),
+        "A sees B's sleep: {out:?}"
+    );
     // A cannot reach B's files by B's host path or its own view.
     let bws = b.cfg.workspace.display().to_string();
-    let out = sh(&*a.sb, &format!("cat {bws}/secret-b; cat /home/user/secret-b")).await;
-    assert!(out.stderr.contains(&format!("{bws}/secret-b: No such file or directory")), "{out:?}");
-    assert!(out.stderr.contains("/home/user/secret-b: No such file or directory"), "{out:?}");
+    let out = sh(
+        &*a.sb,
+        &format!("cat {bws}/secret-b; cat /home/user/secret-b"),
+    )
+    .await;
+    assert!(
+        out.stderr
+            .contains(&format!("{bws}/secret-b: No such file or directory")),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr
+            .contains("/home/user/secret-b: No such file or directory"),
+        "{out:?}"
+    );
     // A cannot signal B's process by its host pid: no such process in A's namespace.
     let out = sh(&*a.sb, &format!("kill -9 {b_pid}")).await;
     assert_eq!(out.code, 1);
@@ -147,7 +188,11 @@ async fn no_network_beyond_loopback_in_none_mode() {
     // Any other address: no route at all.
     let out = sh(&*a.sb, "echo hi > /dev/tcp/10.1.2.3/80").await;
     assert!(out.stderr.contains("Network is unreachable"), "{out:?}");
-    let out = sh(&*a.sb, "ip -o link show | awk -F': ' '{print $2}' | tr '\\n' ' '; ip route").await;
+    let out = sh(
+        &*a.sb,
+        "ip -o link show | awk -F': ' '{print $2}' | tr '\\n' ' '; ip route",
+    )
+    .await;
     assert_eq!(out.stdout.trim(), "lo", "{out:?}");
     // The host listener never saw a connection.
     assert_eq!(
@@ -175,9 +220,8 @@ async fn fork_bomb_is_contained_by_the_pids_limit() {
         ..Default::default()
     };
     let a = spawn(&iso, "forkbomb", limits).await;
-    let mut p = a
-        .sb
-        .launch(godel_sandbox::ProcessSpec {
+    let mut p =
+        a.sb.launch(godel_sandbox::ProcessSpec {
             argv: vec!["bash".into(), "-c".into(), "b(){ b | b & }; b".into()],
             ..Default::default()
         })
@@ -187,8 +231,14 @@ async fn fork_bomb_is_contained_by_the_pids_limit() {
     let mut err = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let n = tokio::io::AsyncReadExt::read(&mut p.stderr, &mut buf).await.unwrap();
-        assert!(n > 0, "stderr closed before any fork failed: {}", String::from_utf8_lossy(&err));
+        let n = tokio::io::AsyncReadExt::read(&mut p.stderr, &mut buf)
+            .await
+            .unwrap();
+        assert!(
+            n > 0,
+            "stderr closed before any fork failed: {}",
+            String::from_utf8_lossy(&err)
+        );
         err.extend_from_slice(&buf[..n]);
         if String::from_utf8_lossy(&err).contains("Resource temporarily unavailable") {
             break;
@@ -201,7 +251,14 @@ async fn fork_bomb_is_contained_by_the_pids_limit() {
     assert!(st.success());
     // Exec into the full sandbox is refused with a resource error, or works
     // if a slot happened to be free; either way the daemon side copes.
-    match a.sb.launch(godel_sandbox::ProcessSpec { argv: vec!["true".into()], ..Default::default() }).await {
+    match a
+        .sb
+        .launch(godel_sandbox::ProcessSpec {
+            argv: vec!["true".into()],
+            ..Default::default()
+        })
+        .await
+    {
         Err(e) => assert_eq!(e.code, godel_core::ErrorCode::ResourceExhausted, "{e}"),
         Ok(q) => {
             (q.signal)(9).ok();
@@ -231,7 +288,11 @@ async fn memory_hog_is_oom_killed_and_reported() {
     let usage = a.sb.usage().await.unwrap();
     assert!(usage.oom_kills >= 1, "{usage:?}");
     assert!(usage.memory_peak_bytes <= 64 << 20, "{usage:?}");
-    let ooms: Vec<_> = events.all().into_iter().filter(|e| e.kind == "oom").collect();
+    let ooms: Vec<_> = events
+        .all()
+        .into_iter()
+        .filter(|e| e.kind == "oom")
+        .collect();
     assert!(!ooms.is_empty(), "no oom event");
     assert_eq!(ooms[0].runtime_id.as_deref(), Some(a.cfg.id.as_str()));
     // The sandbox (and this daemon) live on.
@@ -250,7 +311,10 @@ async fn ptrace_mount_modules_and_friends_are_denied() {
     let me = std::process::id();
     let sb: &dyn Sandbox = &*a.sb;
     // ptrace the daemon (PTRACE_ATTACH), and the sandbox's own init.
-    assert_eq!(libc_call(sb, &format!("l.ptrace(16, {me}, 0, 0)")).await, "-1 EPERM");
+    assert_eq!(
+        libc_call(sb, &format!("l.ptrace(16, {me}, 0, 0)")).await,
+        "-1 EPERM"
+    );
     assert_eq!(libc_call(sb, "l.ptrace(16, 1, 0, 0)").await, "-1 EPERM");
     // mount anything.
     assert_eq!(
@@ -259,14 +323,26 @@ async fn ptrace_mount_modules_and_friends_are_denied() {
     );
     let out = sh(sb, "mount -t tmpfs none /tmp").await;
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("ermission denied") || out.stderr.contains("not permitted") || out.stderr.contains("must be superuser"), "{out:?}");
+    assert!(
+        out.stderr.contains("ermission denied")
+            || out.stderr.contains("not permitted")
+            || out.stderr.contains("must be superuser"),
+        "{out:?}"
+    );
     // load a module (init_module 175, finit_module 313 on x86_64).
     if cfg!(target_arch = "x86_64") {
-        assert_eq!(libc_call(sb, "l.syscall(175, None, 0, b'')").await, "-1 EPERM");
+        assert_eq!(
+            libc_call(sb, "l.syscall(175, None, 0, b'')").await,
+            "-1 EPERM"
+        );
         assert_eq!(libc_call(sb, "l.syscall(313, 0, b'', 0)").await, "-1 EPERM");
         // kexec_load 246, keyctl 250, bpf 321, perf_event_open 298.
         for nr in [246, 250, 321, 298] {
-            assert_eq!(libc_call(sb, &format!("l.syscall({nr}, 0, 0, 0, 0, 0)")).await, "-1 EPERM", "syscall {nr}");
+            assert_eq!(
+                libc_call(sb, &format!("l.syscall({nr}, 0, 0, 0, 0, 0)")).await,
+                "-1 EPERM",
+                "syscall {nr}"
+            );
         }
     }
     // No new user namespaces (unshare or clone), so no way to regain privilege.
@@ -286,13 +362,28 @@ async fn own_proc_and_hostname() {
     }
     let iso = isolator(&Events::default());
     let a = spawn(&iso, "proc", SandboxLimits::default()).await;
-    let out = sh(&*a.sb, "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc/$$/ >/dev/null && echo own").await;
+    let out = sh(
+        &*a.sb,
+        "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc/$$/ >/dev/null && echo own",
+    )
+    .await;
     let mut lines = out.stdout.lines();
     assert_eq!(lines.next(), Some(a.cfg.id.as_str()));
-    assert!(lines.next().unwrap().contains("godel-sandbox-init"), "{out:?}");
+    assert!(
+        lines.next().unwrap().contains("godel-sandbox-init"),
+        "{out:?}"
+    );
     assert_eq!(lines.next(), Some("own"));
     // The daemon's pid is not a process here (or at most an unrelated small pid).
-    let out = sh(&*a.sb, &format!("test -e /proc/{}/cmdline && cat /proc/{}/cmdline", std::process::id(), std::process::id())).await;
+    let out = sh(
+        &*a.sb,
+        &format!(
+            "test -e /proc/{}/cmdline && cat /proc/{}/cmdline",
+            std::process::id(),
+            std::process::id()
+        ),
+    )
+    .await;
     assert!(!out.stdout.contains("escapes"), "{out:?}");
     a.sb.destroy().await.unwrap();
 }

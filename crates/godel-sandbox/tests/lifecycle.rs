@@ -24,10 +24,13 @@ async fn exec_semantics() {
     let out = sh(&*a.sb, "kill -TERM $$").await;
     assert_eq!((out.code, out.signal), (128 + 15, Some(15)));
     // cwd (relative and absolute under /home/user) and env.
-    let mut p = a
-        .sb
-        .launch(ProcessSpec {
-            argv: vec!["sh".into(), "-c".into(), "pwd; echo $FOO $HOME $USER".into()],
+    let mut p =
+        a.sb.launch(ProcessSpec {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                "pwd; echo $FOO $HOME $USER".into(),
+            ],
             env: [("FOO".to_string(), "bar".to_string())].into(),
             cwd: Some("sub".into()),
             stdin: false,
@@ -39,9 +42,8 @@ async fn exec_semantics() {
     assert_eq!(s, "/home/user/sub\nbar /home/user user\n");
     assert_eq!(p.exit.await.unwrap().code, 0);
     // stdin.
-    let mut p = a
-        .sb
-        .launch(ProcessSpec {
+    let mut p =
+        a.sb.launch(ProcessSpec {
             argv: vec!["tr".into(), "a-z".into(), "A-Z".into()],
             cwd: Some("/home/user/sub".into()),
             stdin: true,
@@ -56,9 +58,8 @@ async fn exec_semantics() {
     p.stdout.read_to_string(&mut s).await.unwrap();
     assert_eq!(s, "HELLO SANDBOX");
     // Errors carry the right code.
-    let e = a
-        .sb
-        .launch(ProcessSpec {
+    let e =
+        a.sb.launch(ProcessSpec {
             argv: vec!["no-such-command".into()],
             ..Default::default()
         })
@@ -66,10 +67,12 @@ async fn exec_semantics() {
         .err()
         .unwrap();
     assert_eq!(e.code, ErrorCode::ExecutionError);
-    assert!(e.message.contains("command not found: no-such-command"), "{e}");
-    let e = a
-        .sb
-        .launch(ProcessSpec {
+    assert!(
+        e.message.contains("command not found: no-such-command"),
+        "{e}"
+    );
+    let e =
+        a.sb.launch(ProcessSpec {
             argv: vec!["true".into()],
             cwd: Some("missing".into()),
             ..Default::default()
@@ -78,9 +81,8 @@ async fn exec_semantics() {
         .err()
         .unwrap();
     assert_eq!(e.code, ErrorCode::InvalidArgument, "{e}");
-    let e = a
-        .sb
-        .launch(ProcessSpec {
+    let e =
+        a.sb.launch(ProcessSpec {
             argv: vec!["true".into()],
             cwd: Some("/etc".into()),
             ..Default::default()
@@ -90,9 +92,8 @@ async fn exec_semantics() {
         .unwrap();
     assert_eq!(e.code, ErrorCode::InvalidArgument, "{e}");
     std::fs::write(a.cfg.workspace.join("noexec.sh"), "#!/bin/sh\n").unwrap();
-    let e = a
-        .sb
-        .launch(ProcessSpec {
+    let e =
+        a.sb.launch(ProcessSpec {
             argv: vec!["./noexec.sh".into()],
             ..Default::default()
         })
@@ -103,7 +104,14 @@ async fn exec_semantics() {
     a.sb.destroy().await.unwrap();
     // Destroy is idempotent and exec afterwards is refused.
     a.sb.destroy().await.unwrap();
-    assert!(a.sb.launch(ProcessSpec { argv: vec!["true".into()], ..Default::default() }).await.is_err());
+    assert!(
+        a.sb.launch(ProcessSpec {
+            argv: vec!["true".into()],
+            ..Default::default()
+        })
+        .await
+        .is_err()
+    );
 }
 
 #[tokio::test]
@@ -113,9 +121,8 @@ async fn signal_kills_the_whole_process_group() {
     }
     let iso = isolator(&Events::default());
     let a = spawn(&iso, "pgrp", SandboxLimits::default()).await;
-    let mut p = a
-        .sb
-        .launch(ProcessSpec {
+    let mut p =
+        a.sb.launch(ProcessSpec {
             argv: vec![
                 "sh".into(),
                 "-c".into(),
@@ -163,7 +170,11 @@ async fn usage_freeze_and_adopt_after_restart() {
     };
     let a = spawn(&iso, "adopt", limits).await;
     let out = sh(&*a.sb, "head -c 3000000 /dev/urandom > blob; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; df -k /tmp | tail -1 | awk '{print $2}'").await;
-    assert_eq!(out.stdout.trim(), "65536", "/tmp size follows the disk limit: {out:?}");
+    assert_eq!(
+        out.stdout.trim(),
+        "65536",
+        "/tmp size follows the disk limit: {out:?}"
+    );
     let u = a.sb.usage().await.unwrap();
     assert!(u.cpu_seconds > 0.0, "{u:?}");
     assert!(u.memory_peak_bytes > 0, "{u:?}");
@@ -186,9 +197,8 @@ async fn usage_freeze_and_adopt_after_restart() {
 
     // A "restarted daemon": a new isolator adopts the live sandbox by handle.
     let handle = a.sb.handle();
-    let long = a
-        .sb
-        .launch(ProcessSpec {
+    let long =
+        a.sb.launch(ProcessSpec {
             argv: vec!["sleep".into(), "1000".into()],
             ..Default::default()
         })
@@ -207,8 +217,12 @@ async fn usage_freeze_and_adopt_after_restart() {
     assert!(std::path::Path::new(&format!("/proc/{long_pid}")).exists());
     assert_eq!(sh(&*sb, "cat blob | wc -c").await.stdout.trim(), "3000000");
     sb.destroy().await.unwrap();
-    assert!(!std::path::Path::new(&format!("/proc/{}/cmdline", h.init_pid)).exists()
-        || std::fs::read_to_string(format!("/proc/{}/stat", h.init_pid)).unwrap_or_default().contains(") Z"));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}/cmdline", h.init_pid)).exists()
+            || std::fs::read_to_string(format!("/proc/{}/stat", h.init_pid))
+                .unwrap_or_default()
+                .contains(") Z")
+    );
     // Gone for good: adopt says so, and nothing is left behind.
     assert!(iso2.adopt(a.cfg.clone(), &handle).await.unwrap().is_none());
     assert!(!h.dir.exists());
@@ -220,7 +234,11 @@ async fn nat_mode_allows_only_the_allowlist_and_never_other_agents() {
     if !need_root() {
         return;
     }
-    if std::process::Command::new("nft").arg("--version").output().is_err() {
+    if std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("skipping: nft not installed (scripts/setup.d/10-sandbox.sh installs it)");
         return;
     }
@@ -265,7 +283,11 @@ async fn nat_mode_allows_only_the_allowlist_and_never_other_agents() {
     let allowed = std::net::TcpListener::bind((a_setup.host_ip.as_str(), port)).unwrap();
     let denied = std::net::TcpListener::bind((a_setup.host_ip.as_str(), 0)).unwrap();
     let denied_port = denied.local_addr().unwrap().port();
-    let out = sh(&*a, &format!("echo hi > /dev/tcp/{}/{port} && echo sent", a_setup.host_ip)).await;
+    let out = sh(
+        &*a,
+        &format!("echo hi > /dev/tcp/{}/{port} && echo sent", a_setup.host_ip),
+    )
+    .await;
     assert_eq!(out.stdout, "sent\n", "{out:?}");
     let (mut conn, peer) = allowed.accept().unwrap();
     assert_eq!(peer.ip().to_string(), a_setup.agent_ip);
@@ -273,10 +295,18 @@ async fn nat_mode_allows_only_the_allowlist_and_never_other_agents() {
     std::io::Read::read_to_string(&mut conn, &mut got).unwrap();
     assert_eq!(got, "hi\n");
     // A port not on the list: rejected at once.
-    let out = sh(&*a, &format!("echo hi > /dev/tcp/{}/{denied_port}", a_setup.host_ip)).await;
+    let out = sh(
+        &*a,
+        &format!("echo hi > /dev/tcp/{}/{denied_port}", a_setup.host_ip),
+    )
+    .await;
     assert!(out.stderr.contains("No route to host"), "{out:?}");
     // The other agent, even on an allowlisted range: rejected.
-    let out = sh(&*a, &format!("echo hi > /dev/tcp/{}/8080", b_setup.agent_ip)).await;
+    let out = sh(
+        &*a,
+        &format!("echo hi > /dev/tcp/{}/8080", b_setup.agent_ip),
+    )
+    .await;
     assert!(out.stderr.contains("No route to host"), "{out:?}");
     // B never accepted anything.
     (b_listener.signal)(libc::SIGKILL).unwrap();
@@ -286,8 +316,93 @@ async fn nat_mode_allows_only_the_allowlist_and_never_other_agents() {
     a.destroy().await.unwrap();
     b.destroy().await.unwrap();
     // Tables and veths are gone.
-    let tables = std::process::Command::new("nft").args(["list", "tables"]).output().unwrap();
+    let tables = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
     let tables = String::from_utf8_lossy(&tables.stdout);
     assert!(!tables.contains(&format!("godel_{}", ha.slot)), "{tables}");
     assert!(!std::path::Path::new(&format!("/sys/class/net/{}", a_setup.host_if)).exists());
+}
+
+#[tokio::test]
+async fn overlay_workspace_is_writable_and_owned_by_the_agent() {
+    if !need_root() {
+        return;
+    }
+    // The worktree runtime's copy-on-write workspace: overlayfs over a checkout.
+    let dir = tempfile::tempdir().unwrap();
+    let (lower, upper, work, merged) = (
+        dir.path().join("lower"),
+        dir.path().join("upper"),
+        dir.path().join("work"),
+        dir.path().join("merged"),
+    );
+    for d in [&lower, &upper, &work, &merged] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(lower.join("README"), "from the repo\n").unwrap();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .unwrap();
+    let iso = isolator(&Events::default());
+    let cfg = godel_sandbox::SandboxConfig {
+        id: id("overlay"),
+        workspace: merged.clone(),
+        state_dir: dir.path().join("state"),
+        limits: SandboxLimits::default(),
+        network: Default::default(),
+        env: Default::default(),
+    };
+    let sb = iso.create(cfg).await.unwrap();
+    let h: SandboxHandle = serde_json::from_value(sb.handle()).unwrap();
+    eprintln!(
+        "overlay workspace idmapped: {} {:?}",
+        h.idmapped, h.idmap_error
+    );
+    let out = sh(
+        &*sb,
+        "cat README && echo changed >> README && echo new > new && stat -c '%U %n' README new",
+    )
+    .await;
+    assert_eq!(
+        out.stdout, "from the repo\nuser README\nuser new\n",
+        "{out:?}"
+    );
+    sb.destroy().await.unwrap();
+    // Copy-up went to the upper dir; the lower layer is untouched.
+    assert_eq!(
+        std::fs::read_to_string(upper.join("README")).unwrap(),
+        "from the repo\nchanged\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(lower.join("README")).unwrap(),
+        "from the repo\n"
+    );
+    assert_eq!(std::fs::read_to_string(upper.join("new")).unwrap(), "new\n");
+    if h.idmapped {
+        assert_eq!(sb.workspace_owner(), None);
+    } else {
+        assert_eq!(
+            sb.workspace_owner(),
+            Some((h.uid_base + 1000, h.uid_base + 1000))
+        );
+    }
+    if h.idmapped {
+        // Files the agent wrote are root's on disk: no chown, no copy-up of untouched files.
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(upper.join("new")).unwrap().uid(), 0);
+    }
+    nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH).unwrap();
 }

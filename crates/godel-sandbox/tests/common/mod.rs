@@ -99,7 +99,10 @@ pub async fn run(sb: &dyn Sandbox, argv: &[&str]) -> Out {
         .await
         .expect("launch");
     let (mut o, mut e) = (String::new(), String::new());
-    let (r1, r2) = tokio::join!(p.stdout.read_to_string(&mut o), p.stderr.read_to_string(&mut e));
+    let (r1, r2) = tokio::join!(
+        p.stdout.read_to_string(&mut o),
+        p.stderr.read_to_string(&mut e)
+    );
     r1.unwrap();
     r2.unwrap();
     let st = p.exit.await.unwrap();
