@@ -219,6 +219,19 @@ def main():
             assert time.monotonic() < deadline, "sandbox outlived its timeout"
             time.sleep(0.5)
 
+    @check("auto-pause on timeout keeps files; connect resumes")
+    def _():
+        ap = Sandbox.create("base", timeout=2, lifecycle={"on_timeout": "pause"}, metadata={"run": tag})
+        ap.files.write(f"{HOME}/auto.txt", "auto")
+        deadline = time.monotonic() + 30
+        while ap.is_running():
+            assert time.monotonic() < deadline, "sandbox outlived its timeout"
+            time.sleep(0.5)
+        assert Sandbox.get_info(ap.sandbox_id).state.value == "paused"
+        back = Sandbox.connect(ap.sandbox_id, timeout=60)
+        assert back.files.read(f"{HOME}/auto.txt") == "auto"
+        back.kill()
+
     return finish()
 
 
