@@ -323,6 +323,9 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<u64> {
     let mut total = 0;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
+        if entry.file_name() == ".git" {
+            continue;
+        }
         let ty = entry.file_type()?;
         let dest = to.join(entry.file_name());
         if ty.is_dir() {
@@ -522,6 +525,10 @@ impl RuntimeProvider for FaultProvider {
         }
         let dir = self.root.path().join(id);
         std::fs::create_dir_all(&dir).map_err(|e| io_err("workspace", e))?;
+        // A local repository's files are copied in (no git involved).
+        if let Some(repo) = spec.repo.as_deref().map(Path::new).filter(|p| p.is_dir()) {
+            copy_tree(repo, &dir).map_err(|e| io_err("copying the repository", e))?;
+        }
         Ok(self.add_runtime(id, dir, b.die_after))
     }
 

@@ -422,15 +422,20 @@ impl HealthMonitor {
         let mut tracker = HealthTracker::new(self.shared.policy);
         tracker.set_snapshot(snapshot);
         let wake = Arc::new(Notify::new());
-        let task = tokio::spawn(run(self.shared.clone(), id.to_string(), wake.clone()));
+        // The entry exists before its task starts (the task exits when it is gone).
         self.shared.lock().insert(
             id.to_string(),
             Entry {
                 tracker,
-                wake,
-                task: Some(task),
+                wake: wake.clone(),
+                task: None,
             },
         );
+        let task = tokio::spawn(run(self.shared.clone(), id.to_string(), wake));
+        match self.shared.lock().get_mut(id) {
+            Some(e) => e.task = Some(task),
+            None => task.abort(),
+        }
     }
 
     /// Stop probing `id` (it was terminated or paused).

@@ -4,6 +4,7 @@
 //! | module | piece |
 //! |---|---|
 //! | [`config`] | `godel.toml` + `GODEL_*` overrides, validated with the key path in every error |
+//! | [`quota`] | does a spawn fit the team's quota, and which quota is full |
 //! | [`fair_queue`] | spawns over quota wait: FIFO per team, round robin across teams, deadlines |
 //! | [`pool`] | warm pools: O(1) claim, background refill, drain on shutdown |
 //! | [`fallback`] | candidate planning (chain, availability, circuits) and the fallback executor |
@@ -32,7 +33,10 @@
 //! 2. **Quota + fair queue**: `queue.acquire(T, || store.try_reserve(T,
 //!    &limits), now + team.queue_timeout).await?` where `try_reserve` is the
 //!    store's atomic check-and-insert of the `pending` record, answering
-//!    `Admission::Wait("memory 16Gi of 16Gi in use")` when a quota is full.
+//!    `Admission::Wait(..)` naming the full quota: inside its transaction the
+//!    store sums the team's reservations and calls `quota::admit(
+//!    &team.quota, used, QuotaUsage::of(&limits))`. Check
+//!    `quota::never_fits` first and fail at once when it says so.
 //!    Whenever a runtime ends or its reservation is released, call
 //!    `queue.notify_released()`. Export `queue.depths()` as `godel_queue_depth`.
 //! 3. **Warm pool**: `if let Some(k) = pool::pool_key(&spec, &runtime)` and
@@ -69,6 +73,7 @@ pub mod fault;
 pub mod health;
 pub mod metrics;
 pub mod pool;
+pub mod quota;
 pub mod retry;
 
 pub use circuit::{CircuitBreaker, CircuitChange, CircuitPolicy, CircuitRegistry, CircuitState};
@@ -85,4 +90,5 @@ pub use health::{
 };
 pub use metrics::Metrics;
 pub use pool::{PoolEvent, PoolKey, PoolSource, WarmPools, pool_key};
+pub use quota::{QuotaUsage, admit};
 pub use retry::{Attempt, RetryPolicy, retry};

@@ -58,6 +58,7 @@ pub struct Metrics {
     spawns: Family<Labels, Counter>,
     restarts: Family<Labels, Counter>,
     oom: Family<Labels, Counter>,
+    pool_ready: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -107,6 +108,7 @@ impl Metrics {
             spawns: Family::default(),
             restarts: Family::default(),
             oom: Family::default(),
+            pool_ready: Family::default(),
         };
         r.register(
             "godel_runtime_boot_duration_seconds",
@@ -208,6 +210,11 @@ impl Metrics {
             "godel_oom",
             "Processes killed for exceeding their memory limit, by runtime",
             m.oom.clone(),
+        );
+        r.register(
+            "godel_pool_ready",
+            "Ready warm runtimes by pool",
+            m.pool_ready.clone(),
         );
         Metrics {
             registry: Arc::new(r),
@@ -382,6 +389,13 @@ impl Metrics {
             .inc_by(kills);
     }
 
+    /// Ready warm runtimes of a pool (`pool` = the `PoolKey`'s display form).
+    pub fn set_pool_ready(&self, pool: &str, ready: usize) {
+        self.pool_ready
+            .get_or_create(&l1("pool", pool))
+            .set(i64::try_from(ready).unwrap_or(i64::MAX));
+    }
+
     /// Feed one fallback decision into the counters.
     pub fn record_decision(&self, d: &crate::fallback::FallbackDecision) {
         use crate::fallback::Outcome;
@@ -426,6 +440,7 @@ mod tests {
         m.inc_fallback("e2b", "kata", "unavailable");
         m.inc_restart("microvm");
         m.inc_oom("worktree", 2);
+        m.set_pool_ready("worktree:/r@main", 2);
         m.set_team_cost("alpha", 1.5);
         m.set_budget_remaining("alpha", 80.0);
         let usage = godel_core::ResourceUsage {
@@ -483,6 +498,10 @@ mod tests {
         );
         assert!(
             t.contains("godel_cost_per_team_dollars{team=\"alpha\"} 1.5"),
+            "{t}"
+        );
+        assert!(
+            t.contains("godel_pool_ready{pool=\"worktree:/r@main\"} 2"),
             "{t}"
         );
         assert!(t.trim_end().ends_with("# EOF"));

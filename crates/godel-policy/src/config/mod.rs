@@ -457,13 +457,23 @@ pub fn config_path(explicit: Option<&Path>, env: &HashMap<String, String>) -> (P
 
 /// Load, override from `env` and validate the configuration.
 pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Config> {
+    load_with(path, env, &known_runtimes())
+}
+
+/// [`load`] accepting the runtime names in `known` (a daemon that registers
+/// extra providers, e.g. several fault-injecting instances in tests).
+pub fn load_with(
+    path: Option<&Path>,
+    env: &HashMap<String, String>,
+    known: &[&str],
+) -> Result<Config> {
     let (file, must_exist) = config_path(path, env);
     let text = match std::fs::read_to_string(&file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => String::new(),
         Err(e) => return Err(Error::io(format!("config file {}", file.display()), &e)),
     };
-    from_toml_str(&text, env).map_err(|e| Error {
+    from_toml_str_with(&text, env, known).map_err(|e| Error {
         message: format!("{} (in {})", e.message, file.display()),
         ..e
     })
@@ -471,6 +481,15 @@ pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Config
 
 /// Parse a configuration from TOML text, apply `env` overrides and validate.
 pub fn from_toml_str(text: &str, env: &HashMap<String, String>) -> Result<Config> {
+    from_toml_str_with(text, env, &known_runtimes())
+}
+
+/// [`from_toml_str`] accepting the runtime names in `known`.
+pub fn from_toml_str_with(
+    text: &str,
+    env: &HashMap<String, String>,
+    known: &[&str],
+) -> Result<Config> {
     let mut table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| Error::invalid(format!("malformed TOML: {e}")))?;
@@ -484,7 +503,7 @@ pub fn from_toml_str(text: &str, env: &HashMap<String, String>) -> Result<Config
             Error::invalid(format!("{path}: {msg}"))
         }
     })?;
-    cfg.validate()?;
+    cfg.validate_with(known)?;
     Ok(cfg)
 }
 
