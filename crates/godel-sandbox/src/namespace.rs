@@ -146,6 +146,9 @@ pub struct SandboxHandle {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idmap_error: Option<String>,
     pub cgroup_version: u8,
+    /// Host-side veth in `nat` mode (traffic counters are read from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub veth: Option<String>,
 }
 
 impl NamespaceIsolator {
@@ -342,6 +345,7 @@ impl NamespaceIsolator {
                 idmapped,
                 idmap_error,
                 cgroup_version: layout.version(),
+                veth: init_cfg.nat.as_ref().map(|n| n.host_if.clone()),
             }),
             InitReady::Error { message } => Err(Error::spawn(format!(
                 "cannot create sandbox {}: {message}",

@@ -73,6 +73,7 @@ pub struct NamespaceSandbox {
     run_dir: PathBuf,
     socket: PathBuf,
     destroyed: AtomicBool,
+    over_disk: AtomicBool,
     watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
     disk: Mutex<Option<(Instant, u64)>>,
 }
@@ -104,6 +105,7 @@ impl NamespaceSandbox {
             run_dir,
             socket,
             destroyed: AtomicBool::new(false),
+            over_disk: AtomicBool::new(false),
             watcher: Mutex::new(Some(watcher)),
             disk: Mutex::new(None),
         }
@@ -112,6 +114,22 @@ impl NamespaceSandbox {
     /// The host uid the agent (`user`, uid 1000 inside) runs as.
     pub fn agent_host_uid(&self) -> u32 {
         self.handle.uid_base + crate::mounts::AGENT_UID
+    }
+
+    /// The workspace disk limit is reported, not enforced: emit one
+    /// `disk_limit_exceeded` event each time usage crosses it.
+    fn check_disk(&self, used: u64) {
+        let Some(limit) = self.cfg.limits.disk_bytes else {
+            return;
+        };
+        let over = used > limit;
+        if self.over_disk.swap(over, Ordering::SeqCst) != over && over {
+            (self.oom.events)(
+                Event::new("disk_limit_exceeded")
+                    .runtime(self.cfg.id.clone())
+                    .data(serde_json::json!({ "disk_bytes": used, "limit_bytes": limit })),
+            );
+        }
     }
 
     fn stop_watcher(&self) {
@@ -369,14 +387,27 @@ impl Sandbox for NamespaceSandbox {
     async fn usage(&self) -> Result<ResourceUsage> {
         let u = self.cgroups.usage();
         let oom_kills = self.oom.check();
+        let disk_bytes = self.disk_bytes().await;
+        self.check_disk(disk_bytes);
+        // The host side of the veth receives what the agent sends.
+        let counter = |name: &str| {
+            self.handle
+                .veth
+                .as_ref()
+                .and_then(|v| {
+                    std::fs::read_to_string(format!("/sys/class/net/{v}/statistics/{name}")).ok()
+                })
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0)
+        };
         Ok(ResourceUsage {
             cpu_seconds: u.cpu_seconds,
             memory_bytes: u.memory_bytes,
             memory_peak_bytes: u.memory_peak_bytes,
             pids: u.pids,
-            disk_bytes: self.disk_bytes().await,
-            rx_bytes: 0,
-            tx_bytes: 0,
+            disk_bytes,
+            rx_bytes: counter("tx_bytes"),
+            tx_bytes: counter("rx_bytes"),
             oom_kills,
         })
     }

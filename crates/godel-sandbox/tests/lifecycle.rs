@@ -294,6 +294,8 @@ async fn nat_mode_allows_only_the_allowlist_and_never_other_agents() {
     let mut got = String::new();
     std::io::Read::read_to_string(&mut conn, &mut got).unwrap();
     assert_eq!(got, "hi\n");
+    let u = a.usage().await.unwrap();
+    assert!(u.tx_bytes > 0 && u.rx_bytes > 0, "{u:?}");
     // A port not on the list: rejected at once.
     let out = sh(
         &*a,
@@ -405,4 +407,45 @@ async fn overlay_workspace_is_writable_and_owned_by_the_agent() {
         assert_eq!(std::fs::metadata(upper.join("new")).unwrap().uid(), 0);
     }
     nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH).unwrap();
+}
+
+#[tokio::test]
+async fn disk_limit_is_reported() {
+    if !need_root() {
+        return;
+    }
+    let events = Events::default();
+    let iso = isolator(&events);
+    let limits = SandboxLimits {
+        disk_bytes: Some(1 << 20),
+        ..Default::default()
+    };
+    let a = spawn(&iso, "disk", limits).await;
+    // /tmp is capped by the limit; the workspace is measured.
+    let out = sh(&*a.sb, "head -c 2000000 /dev/zero > /tmp/big").await;
+    assert!(out.stderr.contains("No space left on device"), "{out:?}");
+    let u = a.sb.usage().await.unwrap();
+    assert!(u.disk_bytes < 1 << 20, "{u:?}");
+    assert!(!events.all().iter().any(|e| e.kind == "disk_limit_exceeded"));
+    let a2 = spawn(
+        &iso,
+        "disk2",
+        SandboxLimits {
+            disk_bytes: Some(1 << 20),
+            ..Default::default()
+        },
+    )
+    .await;
+    sh(&*a2.sb, "head -c 2000000 /dev/urandom > big").await;
+    let u = a2.sb.usage().await.unwrap();
+    assert!(u.disk_bytes >= 2_000_000, "{u:?}");
+    let ev: Vec<_> = events
+        .all()
+        .into_iter()
+        .filter(|e| e.kind == "disk_limit_exceeded")
+        .collect();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].runtime_id.as_deref(), Some(a2.cfg.id.as_str()));
+    a.sb.destroy().await.unwrap();
+    a2.sb.destroy().await.unwrap();
 }
