@@ -199,6 +199,11 @@ impl FaultProvider {
         }
     }
 
+    /// Forget the recorded calls.
+    pub fn reset_calls(&self) {
+        self.lock().calls.clear();
+    }
+
     /// Every recorded call, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
@@ -394,6 +399,10 @@ fn run_local(dir: PathBuf, req: ExecRequest) -> Result<ExecHandle> {
         .map_err(|e| Error::exec(format!("cannot start {:?}: {e}", req.cmd[0])))?;
     let pid = child.id();
     let (tx, rx) = mpsc::channel::<ExecEvent>(64);
+    if let Some(p) = pid {
+        // The channel is empty: `Started` always comes first.
+        let _ = tx.try_send(ExecEvent::Started { pid: p });
+    }
     let (sig_tx, mut sig_rx) = mpsc::channel::<i32>(4);
     let (in_tx, mut in_rx) = mpsc::channel::<Bytes>(16);
     let mut stdin = child.stdin.take();
@@ -453,9 +462,6 @@ fn run_local(dir: PathBuf, req: ExecRequest) -> Result<ExecHandle> {
     let timeout = req.timeout();
     tokio::spawn(async move {
         let started = Instant::now();
-        if let Some(p) = pid {
-            let _ = tx.send(ExecEvent::Started { pid: p }).await;
-        }
         let deadline = started + timeout;
         let mut timed_out = false;
         let status = loop {
@@ -750,6 +756,14 @@ mod tests {
             f.exec_collect("rt-1", req).await.unwrap_err().code,
             ErrorCode::Timeout
         );
+        let mut h = f
+            .exec("rt-1", ExecRequest::new(["echo", "x"]))
+            .await
+            .unwrap();
+        assert!(matches!(
+            h.events.next().await,
+            Some(ExecEvent::Started { .. })
+        ));
         let names: Vec<String> = f
             .list_dir("rt-1", "")
             .await

@@ -43,6 +43,11 @@ pub const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
         EnvKind::Int,
     ),
     (
+        "GODEL_DEFAULTS_QUEUE_TIMEOUT_SECS",
+        "defaults.queue_timeout_secs",
+        EnvKind::Int,
+    ),
+    (
         "GODEL_RETRY_MAX_ATTEMPTS",
         "retry.max_attempts",
         EnvKind::Int,

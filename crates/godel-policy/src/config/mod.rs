@@ -171,6 +171,9 @@ pub struct DefaultsConfig {
     pub fallback: Vec<String>,
     #[serde(default = "default_limits")]
     pub limits: LimitsConfig,
+    /// Seconds a spawn over quota waits in the fair queue (0: fail at once).
+    #[serde(default = "default_queue_timeout")]
+    pub queue_timeout_secs: u64,
 }
 
 fn default_runtime() -> String {
@@ -178,6 +181,9 @@ fn default_runtime() -> String {
 }
 fn default_fallback() -> Vec<String> {
     DEFAULT_FALLBACK.iter().map(|s| s.to_string()).collect()
+}
+fn default_queue_timeout() -> u64 {
+    30
 }
 fn default_limits() -> LimitsConfig {
     LimitsConfig {
@@ -195,6 +201,7 @@ impl Default for DefaultsConfig {
             runtime: default_runtime(),
             fallback: default_fallback(),
             limits: default_limits(),
+            queue_timeout_secs: default_queue_timeout(),
         }
     }
 }
@@ -231,7 +238,7 @@ pub struct TeamConfig {
     /// Per-agent maxima (unset fields come from `defaults.limits`).
     #[serde(default)]
     pub limits: LimitsConfig,
-    /// Seconds a spawn over quota may wait in the fair queue (0: fail at once).
+    /// Seconds a spawn over quota may wait in the fair queue (else `defaults.queue_timeout_secs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_timeout_secs: Option<u64>,
 }
@@ -535,7 +542,10 @@ impl Config {
             fallback,
             quota: t.quota.clone(),
             limits: t.limits.or(&self.defaults.limits),
-            queue_timeout: Duration::from_secs(t.queue_timeout_secs.unwrap_or(30)),
+            queue_timeout: Duration::from_secs(
+                t.queue_timeout_secs
+                    .unwrap_or(self.defaults.queue_timeout_secs),
+            ),
         }
     }
 }
@@ -718,6 +728,32 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn every_env_override_maps_to_a_real_key() {
+        for (var, path, kind) in ENV_OVERRIDES {
+            let sample = match (kind, *path) {
+                (EnvKind::Int, _) => "5",
+                (EnvKind::List, _) => "worktree",
+                (_, p) if p.ends_with("listen") => "127.0.0.1:1",
+                (_, "server.isolation") => "none",
+                (_, "defaults.runtime") => "worktree",
+                (_, "health.restart") => "never",
+                (_, "defaults.limits.cpu") => "1",
+                _ => "1Gi",
+            };
+            match from_toml_str("", &env(&[(var, sample)])) {
+                Ok(_) => {}
+                Err(e) => assert!(
+                    // Cross-field rules may object to the sample; a wrong
+                    // key or kind in the table may not.
+                    !e.message.contains("unknown field") && !e.message.contains("invalid type"),
+                    "{var}: {}",
+                    e.message
+                ),
+            }
+        }
     }
 
     #[test]
