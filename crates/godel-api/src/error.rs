@@ -28,12 +28,15 @@ impl IntoResponse for ApiError {
 
 /// Build the JSON error response for an error.
 pub fn error_response(e: &Error) -> axum::response::Response {
-    let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::to_vec(e).unwrap_or_default();
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -65,7 +68,9 @@ pub async fn normalize_errors(resp: axum::response::Response) -> axum::response:
     if is_json {
         return resp;
     }
-    let bytes = axum::body::to_bytes(resp.into_body(), 64 * 1024).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes).trim().to_string();
     let code = code_for_status(status);
     let message = match status {

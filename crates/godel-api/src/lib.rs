@@ -55,7 +55,9 @@ pub async fn serve_unix(
     control: Arc<Control>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, socket_app(control)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, socket_app(control))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Serve on a TCP listener until `shutdown` resolves.
@@ -64,5 +66,7 @@ pub async fn serve_tcp(
     control: Arc<Control>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, tcp_app(control)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, tcp_app(control))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

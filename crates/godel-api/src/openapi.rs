@@ -17,7 +17,9 @@ fn schema_ref(name: &str) -> Value {
 fn body(kind: &str) -> Option<Value> {
     match kind {
         "" => None,
-        "bytes" => Some(json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}})),
+        "bytes" => Some(
+            json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}),
+        ),
         "text" => Some(json!({"text/plain": {"schema": {"type": "string"}}})),
         "json" => Some(json!({"application/json": {"schema": {"type": "object"}}})),
         s if s.starts_with("sse:") => Some(json!({"text/event-stream": {
@@ -33,7 +35,11 @@ fn schema_names() -> Vec<String> {
         .iter()
         .flat_map(|r| [r.request, r.response])
         .filter(|s| !s.is_empty() && !matches!(*s, "bytes" | "text" | "json"))
-        .map(|s| s.trim_start_matches("sse:").trim_end_matches("[]").to_string())
+        .map(|s| {
+            s.trim_start_matches("sse:")
+                .trim_end_matches("[]")
+                .to_string()
+        })
         .collect();
     names.push("Error".into());
     names.sort();
@@ -53,11 +59,15 @@ fn schema_of(name: &str) -> Value {
                 "runtime_id": {"type": "string"}
             }
         }),
-        "ForkRequest" => json!({"type": "object", "required": ["count"], "additionalProperties": false,
-            "properties": {"count": {"type": "integer", "minimum": 1}}}),
+        "ForkRequest" => {
+            json!({"type": "object", "required": ["count"], "additionalProperties": false,
+            "properties": {"count": {"type": "integer", "minimum": 1}}})
+        }
         "TokenRequest" => json!({"type": "object", "additionalProperties": false,
             "properties": {"team": {"type": "string"}, "admin": {"type": "boolean"}}}),
-        other => json!({"type": "object", "description": format!("godel `{other}` (see crates/godel-core and godel-control for fields); request bodies reject unknown fields")}),
+        other => {
+            json!({"type": "object", "description": format!("godel `{other}` (see crates/godel-core and godel-control for fields); request bodies reject unknown fields")})
+        }
     }
 }
 
@@ -91,7 +101,10 @@ pub fn document() -> Value {
         }
         entry[r.method] = op;
     }
-    let schemas: Map<String, Value> = schema_names().into_iter().map(|n| (n.clone(), schema_of(&n))).collect();
+    let schemas: Map<String, Value> = schema_names()
+        .into_iter()
+        .map(|n| (n.clone(), schema_of(&n)))
+        .collect();
     json!({
         "openapi": "3.1.0",
         "info": {"title": "godel API", "version": "v1",
@@ -115,6 +128,9 @@ mod tests {
             std::fs::write(path, &want).unwrap();
         }
         let have = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(have == want, "docs/openapi.json is stale: run GODEL_UPDATE_OPENAPI=1 cargo test -p godel-api openapi");
+        assert!(
+            have == want,
+            "docs/openapi.json is stale: run GODEL_UPDATE_OPENAPI=1 cargo test -p godel-api openapi"
+        );
     }
 }

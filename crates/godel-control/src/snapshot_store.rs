@@ -27,7 +27,8 @@ fn io(ctx: impl std::fmt::Display, e: std::io::Error) -> Error {
 
 impl SnapshotStore {
     pub fn new(root: PathBuf) -> Result<Self> {
-        fs::create_dir_all(root.join(".staging")).map_err(|e| io(format!("create {}", root.display()), e))?;
+        fs::create_dir_all(root.join(".staging"))
+            .map_err(|e| io(format!("create {}", root.display()), e))?;
         Ok(SnapshotStore { root })
     }
 
@@ -65,7 +66,8 @@ impl SnapshotStore {
             .map_err(|e| Error::internal(format!("encode manifest: {e}")))?;
         let mpath = staged.join(MANIFEST);
         let mut f = fs::File::create(&mpath).map_err(|e| io("write manifest", e))?;
-        f.write_all(&manifest).map_err(|e| io("write manifest", e))?;
+        f.write_all(&manifest)
+            .map_err(|e| io("write manifest", e))?;
         f.sync_all().map_err(|e| io("sync manifest", e))?;
         sync_dir(&staged)?;
         fs::rename(&staged, &final_dir).map_err(|e| io("publish snapshot", e))?;
@@ -96,7 +98,10 @@ impl SnapshotStore {
             }
         }
         let mut found = Vec::new();
-        for e in fs::read_dir(&self.root).map_err(|e| io("read snapshot store", e))?.flatten() {
+        for e in fs::read_dir(&self.root)
+            .map_err(|e| io("read snapshot store", e))?
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
                 continue;

@@ -29,12 +29,19 @@ fn info(id: &str, team: &str) -> RuntimeInfo {
 fn concurrent_spawns_never_overshoot_the_quota() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("godel.db")).unwrap());
-    let quota = Quota { max_agents: Some(5), max_memory_bytes: Some(6 << 30), ..Default::default() };
+    let quota = Quota {
+        max_agents: Some(5),
+        max_memory_bytes: Some(6 << 30),
+        ..Default::default()
+    };
     let handles: Vec<_> = (0..40)
         .map(|i| {
             let store = store.clone();
             std::thread::spawn(move || {
-                let r = Reservation { memory_bytes: 1 << 30, ..Default::default() };
+                let r = Reservation {
+                    memory_bytes: 1 << 30,
+                    ..Default::default()
+                };
                 store.insert_runtime(&info(&format!("rt-{i}"), "alpha"), r, quota)
             })
         })
@@ -44,41 +51,89 @@ fn concurrent_spawns_never_overshoot_the_quota() {
     assert_eq!(ok, 5, "exactly the quota's worth of spawns may succeed");
     for r in results.iter().filter_map(|r| r.as_ref().err()) {
         assert_eq!(r.code, ErrorCode::ResourceExhausted);
-        assert!(r.message.contains("team alpha quota exceeded for agents"), "{}", r.message);
+        assert!(
+            r.message.contains("team alpha quota exceeded for agents"),
+            "{}",
+            r.message
+        );
     }
     assert_eq!(store.team_usage("alpha").unwrap().agents, 5);
     // Releasing one (terminal state) frees room for exactly one more.
     let live = store.list_runtimes(Some("alpha"), false).unwrap();
-    store.transition(&live[0].id, RuntimeState::Error, Some("test")).unwrap();
-    let r = Reservation { memory_bytes: 1 << 30, ..Default::default() };
-    store.insert_runtime(&info("rt-new", "alpha"), r, quota).unwrap();
-    assert!(store.insert_runtime(&info("rt-new2", "alpha"), r, quota).is_err());
+    store
+        .transition(&live[0].id, RuntimeState::Error, Some("test"))
+        .unwrap();
+    let r = Reservation {
+        memory_bytes: 1 << 30,
+        ..Default::default()
+    };
+    store
+        .insert_runtime(&info("rt-new", "alpha"), r, quota)
+        .unwrap();
+    assert!(
+        store
+            .insert_runtime(&info("rt-new2", "alpha"), r, quota)
+            .is_err()
+    );
     // Memory quota is checked too.
-    let big = Reservation { memory_bytes: 7 << 30, ..Default::default() };
+    let big = Reservation {
+        memory_bytes: 7 << 30,
+        ..Default::default()
+    };
     let e = store
-        .insert_runtime(&info("rt-big", "beta"), big, Quota { max_memory_bytes: Some(6 << 30), ..Default::default() })
+        .insert_runtime(
+            &info("rt-big", "beta"),
+            big,
+            Quota {
+                max_memory_bytes: Some(6 << 30),
+                ..Default::default()
+            },
+        )
         .unwrap_err();
     assert!(e.message.contains("memory"), "{}", e.message);
     // Another team is unaffected.
-    store.insert_runtime(&info("rt-other", "gamma"), r, quota).unwrap();
+    store
+        .insert_runtime(&info("rt-other", "gamma"), r, quota)
+        .unwrap();
 }
 
 #[test]
 fn transitions_follow_the_state_machine() {
     let s = Store::open_in_memory().unwrap();
-    s.insert_runtime(&info("rt-a", "t"), Reservation::default(), Quota::default()).unwrap();
+    s.insert_runtime(&info("rt-a", "t"), Reservation::default(), Quota::default())
+        .unwrap();
     assert_eq!(
-        s.insert_runtime(&info("rt-a", "t"), Reservation::default(), Quota::default()).unwrap_err().code,
+        s.insert_runtime(&info("rt-a", "t"), Reservation::default(), Quota::default())
+            .unwrap_err()
+            .code,
         ErrorCode::Conflict
     );
     s.transition("rt-a", RuntimeState::Running, None).unwrap();
-    assert_eq!(s.transition("rt-a", RuntimeState::Creating, None).unwrap_err().code, ErrorCode::Conflict);
+    assert_eq!(
+        s.transition("rt-a", RuntimeState::Creating, None)
+            .unwrap_err()
+            .code,
+        ErrorCode::Conflict
+    );
     s.transition("rt-a", RuntimeState::Paused, None).unwrap();
-    s.transition("rt-a", RuntimeState::Terminating, None).unwrap();
-    let r = s.transition("rt-a", RuntimeState::Terminated, None).unwrap();
+    s.transition("rt-a", RuntimeState::Terminating, None)
+        .unwrap();
+    let r = s
+        .transition("rt-a", RuntimeState::Terminated, None)
+        .unwrap();
     assert_eq!(r.state, RuntimeState::Terminated);
-    assert_eq!(s.transition("rt-a", RuntimeState::Running, None).unwrap_err().code, ErrorCode::Conflict);
-    assert_eq!(s.transition("rt-none", RuntimeState::Running, None).unwrap_err().code, ErrorCode::NotFound);
+    assert_eq!(
+        s.transition("rt-a", RuntimeState::Running, None)
+            .unwrap_err()
+            .code,
+        ErrorCode::Conflict
+    );
+    assert_eq!(
+        s.transition("rt-none", RuntimeState::Running, None)
+            .unwrap_err()
+            .code,
+        ErrorCode::NotFound
+    );
     assert!(s.list_runtimes(None, false).unwrap().is_empty());
     assert_eq!(s.list_runtimes(None, true).unwrap().len(), 1);
 }
@@ -88,10 +143,18 @@ fn tokens_are_hashed_scoped_and_revocable() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("godel.db");
     let s = Store::open(&path).unwrap();
-    s.upsert_team(&TeamRecord { name: "alpha".into(), max_agents: Some(3), ..Default::default() }).unwrap();
+    s.upsert_team(&TeamRecord {
+        name: "alpha".into(),
+        max_agents: Some(3),
+        ..Default::default()
+    })
+    .unwrap();
     let (rec, token) = s.create_token(Some("alpha"), false).unwrap();
     assert!(token.starts_with("gdl_"));
-    assert_eq!(s.find_token(&token).unwrap().unwrap().team.as_deref(), Some("alpha"));
+    assert_eq!(
+        s.find_token(&token).unwrap().unwrap().team.as_deref(),
+        Some("alpha")
+    );
     assert!(s.find_token("gdl_nope").unwrap().is_none());
     // The plaintext is nowhere in the database file.
     drop(s);
@@ -103,7 +166,10 @@ fn tokens_are_hashed_scoped_and_revocable() {
     let s = Store::open(&path).unwrap();
     s.revoke_token(&rec.id).unwrap();
     assert!(s.find_token(&token).unwrap().is_none());
-    assert_eq!(s.revoke_token("tok_missing").unwrap_err().code, ErrorCode::NotFound);
+    assert_eq!(
+        s.revoke_token("tok_missing").unwrap_err().code,
+        ErrorCode::NotFound
+    );
     assert_eq!(s.get_team("alpha").unwrap().unwrap().max_agents, Some(3));
 }
 
@@ -112,7 +178,8 @@ fn events_are_ordered_and_filtered() {
     let s = Store::open_in_memory().unwrap();
     for i in 0..5 {
         let team = if i % 2 == 0 { "a" } else { "b" };
-        s.append_event(&Event::new("x").team(team).data(serde_json::json!({"i": i}))).unwrap();
+        s.append_event(&Event::new("x").team(team).data(serde_json::json!({"i": i})))
+            .unwrap();
     }
     let all = s.list_events(0, None, None, 100).unwrap();
     assert_eq!(all.len(), 5);

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "godel", version, about = "Self-hosted sandbox runtime for AI agents")]
+#[command(
+    name = "godel",
+    version,
+    about = "Self-hosted sandbox runtime for AI agents"
+)]
 pub struct Cli {
     /// godel's state directory (default: ~/.godel).
     #[arg(long, global = true, env = "GODEL_HOME")]
@@ -87,6 +91,19 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Configuration file tools.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Load and validate a configuration file; names the bad key on error.
+    Check {
+        /// The file (default: $GODEL_HOME/godel.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +169,9 @@ pub struct SpawnArgs {
     /// Spawn deadline in seconds.
     #[arg(long)]
     pub timeout: Option<u64>,
+    /// When the team's quota is full, wait up to this many seconds in its fair queue.
+    #[arg(long)]
+    pub wait: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -198,7 +218,9 @@ pub enum TokenCmd {
     },
     Ls,
     /// Revoke a token (by value or id).
-    Revoke { token: String },
+    Revoke {
+        token: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,7 +243,9 @@ pub enum TeamCmd {
         fallback: Vec<String>,
     },
     Ls,
-    Rm { name: String },
+    Rm {
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

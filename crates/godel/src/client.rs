@@ -33,7 +33,9 @@ pub fn enc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -45,12 +47,14 @@ impl Client {
     pub fn new(url: Option<&str>, token: Option<String>, socket: PathBuf) -> Result<Client> {
         let target = match url {
             Some(u) => {
-                let rest = u
-                    .strip_prefix("http://")
-                    .ok_or_else(|| Error::invalid(format!("GODEL_URL {u:?} must start with http://")))?;
+                let rest = u.strip_prefix("http://").ok_or_else(|| {
+                    Error::invalid(format!("GODEL_URL {u:?} must start with http://"))
+                })?;
                 let authority = rest.trim_end_matches('/').to_string();
                 if authority.is_empty() || authority.contains('/') {
-                    return Err(Error::invalid(format!("GODEL_URL {u:?} must look like http://HOST:PORT")));
+                    return Err(Error::invalid(format!(
+                        "GODEL_URL {u:?} must look like http://HOST:PORT"
+                    )));
                 }
                 Target::Tcp { authority }
             }
@@ -67,7 +71,13 @@ impl Client {
     }
 
     /// Send one request; returns the raw response (status checked by callers).
-    pub async fn send(&self, method: Method, path: &str, body: Bytes, content_type: &str) -> Result<hyper::Response<Incoming>> {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<hyper::Response<Incoming>> {
         let unreachable = |e: &dyn std::fmt::Display| {
             Error::unavailable(format!(
                 "cannot reach the godel daemon at {}: {e} (is `godel serve` running?)",
@@ -102,8 +112,12 @@ impl Client {
             }};
         }
         match &self.target {
-            Target::Unix(p) => go!(tokio::net::UnixStream::connect(p).await.map_err(|e| unreachable(&e))?),
-            Target::Tcp { authority } => go!(tokio::net::TcpStream::connect(authority).await.map_err(|e| unreachable(&e))?),
+            Target::Unix(p) => go!(tokio::net::UnixStream::connect(p)
+                .await
+                .map_err(|e| unreachable(&e))?),
+            Target::Tcp { authority } => go!(tokio::net::TcpStream::connect(authority)
+                .await
+                .map_err(|e| unreachable(&e))?),
         }
     }
 
@@ -113,19 +127,33 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status();
-        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         Err(serde_json::from_slice::<Error>(&body).unwrap_or_else(|_| {
             let code = match status {
                 StatusCode::NOT_FOUND => godel_core::ErrorCode::NotFound,
                 StatusCode::UNAUTHORIZED => godel_core::ErrorCode::Unauthenticated,
                 _ => godel_core::ErrorCode::Internal,
             };
-            Error::new(code, format!("HTTP {status}: {}", String::from_utf8_lossy(&body)))
+            Error::new(
+                code,
+                format!("HTTP {status}: {}", String::from_utf8_lossy(&body)),
+            )
         }))
     }
 
     /// A request with an optional JSON body, returning raw bytes.
-    pub async fn call(&self, method: Method, path: &str, body: Bytes, content_type: &str) -> Result<Bytes> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<Bytes> {
         let resp = Self::check(self.send(method, path, body, content_type).await?).await?;
         resp.into_body()
             .collect()
@@ -135,20 +163,39 @@ impl Client {
     }
 
     /// JSON in, JSON out.
-    pub async fn json<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> Result<T> {
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
         let bytes = match body {
-            Some(b) => Bytes::from(serde_json::to_vec(b).map_err(|e| Error::invalid(e.to_string()))?),
+            Some(b) => {
+                Bytes::from(serde_json::to_vec(b).map_err(|e| Error::invalid(e.to_string()))?)
+            }
             None => Bytes::new(),
         };
         let out = self.call(method, path, bytes, "application/json").await?;
-        let out = if out.is_empty() { Bytes::from_static(b"null") } else { out };
-        serde_json::from_slice(&out).map_err(|e| Error::internal(format!("unexpected response from the daemon: {e}")))
+        let out = if out.is_empty() {
+            Bytes::from_static(b"null")
+        } else {
+            out
+        };
+        serde_json::from_slice(&out)
+            .map_err(|e| Error::internal(format!("unexpected response from the daemon: {e}")))
     }
 
     /// POST JSON, read a server-sent event stream: yields `(event, data)`.
-    pub async fn sse(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> Result<futures::stream::BoxStream<'static, Result<(String, String)>>> {
+    pub async fn sse(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<futures::stream::BoxStream<'static, Result<(String, String)>>> {
         let bytes = match body {
-            Some(b) => Bytes::from(serde_json::to_vec(b).map_err(|e| Error::invalid(e.to_string()))?),
+            Some(b) => {
+                Bytes::from(serde_json::to_vec(b).map_err(|e| Error::invalid(e.to_string()))?)
+            }
             None => Bytes::new(),
         };
         let resp = Self::check(self.send(method, path, bytes, "application/json").await?).await?;
@@ -158,7 +205,9 @@ impl Client {
 }
 
 /// Parse an SSE byte stream into `(event, data)` pairs.
-fn sse_events(body: impl Stream<Item = std::result::Result<Bytes, hyper::Error>> + Send + 'static) -> impl Stream<Item = Result<(String, String)>> {
+fn sse_events(
+    body: impl Stream<Item = std::result::Result<Bytes, hyper::Error>> + Send + 'static,
+) -> impl Stream<Item = Result<(String, String)>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         let mut body = Box::pin(body);
@@ -169,14 +218,18 @@ fn sse_events(body: impl Stream<Item = std::result::Result<Bytes, hyper::Error>>
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = tx.send(Err(Error::unavailable(format!("event stream broke: {e}")))).await;
+                    let _ = tx
+                        .send(Err(Error::unavailable(format!("event stream broke: {e}"))))
+                        .await;
                     return;
                 }
             };
             buf.extend_from_slice(&chunk);
             while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=pos).collect();
-                let line = String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_string();
+                let line = String::from_utf8_lossy(&line[..line.len() - 1])
+                    .trim_end_matches('\r')
+                    .to_string();
                 if line.is_empty() {
                     if !data.is_empty() || !event.is_empty() {
                         let item = (std::mem::take(&mut event), std::mem::take(&mut data));
@@ -198,7 +251,9 @@ fn sse_events(body: impl Stream<Item = std::result::Result<Bytes, hyper::Error>>
     tokio_stream_from(rx)
 }
 
-fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl Stream<Item = T> {
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl Stream<Item = T> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 

@@ -26,7 +26,9 @@ pub struct Ctx {
 /// `$GODEL_HOME`, defaulting to `~/.godel`.
 pub fn resolve_home(flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(|| {
-        let base = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+        let base = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/root"));
         base.join(".godel")
     })
 }
@@ -35,7 +37,10 @@ fn main() -> ExitCode {
     runtimes::early_init();
     let cli = Cli::parse();
     let json = cli.json;
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("INTERNAL: cannot start the async runtime: {e}");
@@ -56,7 +61,15 @@ async fn run(cli: Cli) -> godel_core::Result<i32> {
     if let Command::Serve(args) = cli.command {
         return cmd::serve::run(home, args).await.map(|_| 0);
     }
-    let client = Client::new(cli.url.as_deref(), cli.token.clone(), home.join("godel.sock"))?;
-    let ctx = Ctx { client, json: cli.json, home };
+    let client = Client::new(
+        cli.url.as_deref(),
+        cli.token.clone(),
+        home.join("godel.sock"),
+    )?;
+    let ctx = Ctx {
+        client,
+        json: cli.json,
+        home,
+    };
     cmd::dispatch(&ctx, cli.command).await
 }

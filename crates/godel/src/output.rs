@@ -27,7 +27,10 @@ fn age(t: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 pub fn runtimes(list: &[RuntimeInfo]) {
-    println!("{:<20} {:<9} {:<12} {:<11} {:>5}  REASON", "ID", "RUNTIME", "TEAM", "STATE", "AGE");
+    println!(
+        "{:<20} {:<9} {:<12} {:<11} {:>5}  REASON",
+        "ID", "RUNTIME", "TEAM", "STATE", "AGE"
+    );
     for r in list {
         println!(
             "{:<20} {:<9} {:<12} {:<11} {:>5}  {}",
@@ -42,7 +45,10 @@ pub fn runtimes(list: &[RuntimeInfo]) {
 }
 
 pub fn snapshots(list: &[SnapshotInfo]) {
-    println!("{:<22} {:<20} {:<9} {:<10} {:>10} {:>5}  NAME", "ID", "RUNTIME ID", "RUNTIME", "KIND", "SIZE", "AGE");
+    println!(
+        "{:<22} {:<20} {:<9} {:<10} {:>10} {:>5}  NAME",
+        "ID", "RUNTIME ID", "RUNTIME", "KIND", "SIZE", "AGE"
+    );
     for s in list {
         println!(
             "{:<22} {:<20} {:<9} {:<10} {:>10} {:>5}  {}",

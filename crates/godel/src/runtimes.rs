@@ -26,17 +26,28 @@ impl RuntimeOptions {
                 );
                 Isolation::None
             }
-            Some(other) => return Err(Error::invalid(format!("--isolation {other:?}: use sandbox or none"))),
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "--isolation {other:?}: use sandbox or none"
+                )));
+            }
         };
         Ok(RuntimeOptions { isolation })
     }
 }
 
 /// Work that must happen before anything else in `main` (e.g. a sandbox init re-exec).
-pub fn early_init() {}
+pub fn early_init() {
+    godel_sandbox::maybe_run_init();
+}
 
 /// Build and register every runtime this machine can offer.
-pub async fn register_all(control: &Control, home: &Path, opts: &RuntimeOptions, events: EventSink) {
+pub async fn register_all(
+    control: &Control,
+    home: &Path,
+    opts: &RuntimeOptions,
+    events: EventSink,
+) {
     let _ = opts;
     register_worktree(control, home, events.clone());
     for name in ["microvm", "kata", "e2b"] {
@@ -45,7 +56,14 @@ pub async fn register_all(control: &Control, home: &Path, opts: &RuntimeOptions,
 }
 
 fn register_worktree(control: &Control, home: &Path, events: EventSink) {
-    let cfg = godel_worktree::WorktreeConfig::new(home).with_events(events);
+    let sandbox = godel_sandbox::NamespaceIsolator::new(godel_sandbox::NamespaceOptions {
+        init: Some(godel_sandbox::InitProgram::SelfExe),
+        events: events.clone(),
+        ..Default::default()
+    });
+    let cfg = godel_worktree::WorktreeConfig::new(home)
+        .with_events(events)
+        .with_sandbox(std::sync::Arc::new(sandbox));
     match godel_worktree::WorktreeProvider::new(cfg) {
         Ok(p) => control.register(std::sync::Arc::new(p)),
         Err(e) => control.note_unregistered("worktree", e.message),
@@ -65,7 +83,9 @@ where
 {
     let _ = (control, tasks, stopped);
     if args.e2b_listen.is_some() {
-        return Err(Error::unavailable("the E2B-compatible API is not built into this binary yet"));
+        return Err(Error::unavailable(
+            "the E2B-compatible API is not built into this binary yet",
+        ));
     }
     Ok(())
 }

@@ -30,7 +30,9 @@ fn raw(d: &Daemon, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::V
 }
 
 fn count_runtimes(d: &Daemon) -> usize {
-    serde_json::from_str::<Vec<serde_json::Value>>(&d.ok(&["ls", "--all", "--json"])).unwrap().len()
+    serde_json::from_str::<Vec<serde_json::Value>>(&d.ok(&["ls", "--all", "--json"]))
+        .unwrap()
+        .len()
 }
 
 #[test]
@@ -42,10 +44,19 @@ fn bad_input_is_refused_with_stable_codes_and_changes_nothing() {
     let before = count_runtimes(&d);
 
     // Unknown id.
-    for args in [vec!["status", "rt-0000000000000000"], vec!["exec", "rt-0000000000000000", "--", "true"], vec!["rm", "rt-0000000000000000"], vec!["restore", "snap-0000000000000000"]] {
+    for args in [
+        vec!["status", "rt-0000000000000000"],
+        vec!["exec", "rt-0000000000000000", "--", "true"],
+        vec!["rm", "rt-0000000000000000"],
+        vec!["restore", "snap-0000000000000000"],
+    ] {
         let o = d.run(&args);
         assert_eq!(o.status.code(), Some(3), "{args:?}: {}", stderr(&o));
-        assert!(stderr(&o).starts_with("NOT_FOUND: "), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).starts_with("NOT_FOUND: "),
+            "{args:?}: {}",
+            stderr(&o)
+        );
     }
 
     // Malformed quantities (refused by the CLI and by the API).
@@ -53,22 +64,56 @@ fn bad_input_is_refused_with_stable_codes_and_changes_nothing() {
         let flag = format!("--memory={q}");
         let o = d.run(&["spawn", "--repo", repo.to_str().unwrap(), &flag]);
         assert_eq!(o.status.code(), Some(2), "{q}");
-        assert!(stderr(&o).starts_with("INVALID_ARGUMENT: malformed byte quantity"), "{}", stderr(&o));
+        assert!(
+            stderr(&o).starts_with("INVALID_ARGUMENT: malformed byte quantity"),
+            "{}",
+            stderr(&o)
+        );
     }
     let o = d.run(&["spawn", "--repo", repo.to_str().unwrap(), "--cpu", "fast"]);
-    assert!(stderr(&o).starts_with("INVALID_ARGUMENT: malformed CPU quantity"), "{}", stderr(&o));
-    let (status, body) = raw(&d, "POST", "/v1/runtimes", br#"{"repo":"/x","resources":{"memory":"12XB"}}"#);
+    assert!(
+        stderr(&o).starts_with("INVALID_ARGUMENT: malformed CPU quantity"),
+        "{}",
+        stderr(&o)
+    );
+    let (status, body) = raw(
+        &d,
+        "POST",
+        "/v1/runtimes",
+        br#"{"repo":"/x","resources":{"memory":"12XB"}}"#,
+    );
     assert_eq!(status, 400);
     assert_eq!(body["code"], "INVALID_ARGUMENT");
     assert!(body["message"].as_str().unwrap().contains("12XB"), "{body}");
     assert_eq!(body["retryable"], false);
 
     // Unknown JSON fields.
-    let (status, body) = raw(&d, "POST", "/v1/runtimes", br#"{"repo":"/x","bogus_field":1}"#);
-    assert_eq!((status, body["code"].as_str()), (400, Some("INVALID_ARGUMENT")), "{body}");
-    assert!(body["message"].as_str().unwrap().contains("bogus_field"), "{body}");
-    let (status, body) = raw(&d, "POST", &format!("/v1/runtimes/{id}/exec"), br#"{"cmd":["true"],"nope":true}"#);
-    assert_eq!((status, body["code"].as_str()), (400, Some("INVALID_ARGUMENT")), "{body}");
+    let (status, body) = raw(
+        &d,
+        "POST",
+        "/v1/runtimes",
+        br#"{"repo":"/x","bogus_field":1}"#,
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("INVALID_ARGUMENT")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("bogus_field"),
+        "{body}"
+    );
+    let (status, body) = raw(
+        &d,
+        "POST",
+        &format!("/v1/runtimes/{id}/exec"),
+        br#"{"cmd":["true"],"nope":true}"#,
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("INVALID_ARGUMENT")),
+        "{body}"
+    );
 
     // Oversized body.
     let big = format!(r#"{{"repo":"{}"}}"#, "a".repeat(2 * 1024 * 1024));
@@ -77,7 +122,13 @@ fn bad_input_is_refused_with_stable_codes_and_changes_nothing() {
     assert_eq!(body["code"], "INVALID_ARGUMENT");
 
     // Unknown ref / repo.
-    let o = d.run(&["spawn", "--repo", repo.to_str().unwrap(), "--ref", "no-such-ref"]);
+    let o = d.run(&[
+        "spawn",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--ref",
+        "no-such-ref",
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no-such-ref"), "{}", stderr(&o));
     let o = d.run(&["spawn", "--repo", "/nonexistent/repo"]);
@@ -87,29 +138,65 @@ fn bad_input_is_refused_with_stable_codes_and_changes_nothing() {
     for p in ["../../etc/passwd", "/etc/passwd", "a/../../x"] {
         let o = d.run(&["read", &id, p]);
         assert_eq!(o.status.code(), Some(2), "{p}: {}", stderr(&o));
-        assert!(stderr(&o).starts_with("INVALID_ARGUMENT: "), "{p}: {}", stderr(&o));
+        assert!(
+            stderr(&o).starts_with("INVALID_ARGUMENT: "),
+            "{p}: {}",
+            stderr(&o)
+        );
         let o = d.run_stdin(&["write", &id, p], b"evil");
         assert!(!o.status.success(), "{p}");
     }
     d.ok(&["exec", &id, "--", "ln", "-s", "/etc", "etc-link"]);
     let o = d.run(&["read", &id, "etc-link/hostname"]);
-    assert!(!o.status.success(), "a symlink out of the workspace must not be followed");
-    assert!(stderr(&o).starts_with("PERMISSION_DENIED") || stderr(&o).starts_with("INVALID_ARGUMENT"), "{}", stderr(&o));
+    assert!(
+        !o.status.success(),
+        "a symlink out of the workspace must not be followed"
+    );
+    assert!(
+        stderr(&o).starts_with("PERMISSION_DENIED") || stderr(&o).starts_with("INVALID_ARGUMENT"),
+        "{}",
+        stderr(&o)
+    );
     let o = d.run_stdin(&["write", &id, "etc-link/evil"], b"x");
     assert!(!o.status.success());
 
     // Exec timeout kills the command and reports TIMEOUT.
-    let o = d.run(&["exec", &id, "--timeout", "0.3", "--", "sh", "-c", "sleep 30 & sleep 30"]);
+    let o = d.run(&[
+        "exec",
+        &id,
+        "--timeout",
+        "0.3",
+        "--",
+        "sh",
+        "-c",
+        "sleep 30 & sleep 30",
+    ]);
     assert_eq!(o.status.code(), Some(124));
     assert!(stderr(&o).starts_with("TIMEOUT: "), "{}", stderr(&o));
-    let o = d.run(&["exec", &id, "--json", "--timeout", "0.3", "--", "sleep", "5"]);
+    let o = d.run(&[
+        "exec",
+        &id,
+        "--json",
+        "--timeout",
+        "0.3",
+        "--",
+        "sleep",
+        "5",
+    ]);
     assert_eq!(o.status.code(), Some(124));
-    assert!(stderr(&o).contains("\"code\":\"TIMEOUT\""), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("\"code\":\"TIMEOUT\""),
+        "{}",
+        stderr(&o)
+    );
 
     // Nothing changed: same runtimes, the runtime still works, its file is intact.
     assert_eq!(count_runtimes(&d), before);
     assert_eq!(d.ok(&["exec", &id, "--", "cat", "keep.txt"]), "");
-    assert_eq!(d.ok(&["status", &id, "--json"]).contains("\"running\""), true);
+    assert_eq!(
+        d.ok(&["status", &id, "--json"]).contains("\"running\""),
+        true
+    );
 }
 
 #[test]
@@ -122,10 +209,20 @@ fn tcp_requires_a_token_and_scopes_teams() {
     assert!(alpha.starts_with("gdl_"));
     let url = format!("http://{addr}");
     let as_team = |tok: &str, args: &[&str]| {
-        d.cmd().env("GODEL_URL", &url).env("GODEL_TOKEN", tok).args(args).output().unwrap()
+        d.cmd()
+            .env("GODEL_URL", &url)
+            .env("GODEL_TOKEN", tok)
+            .args(args)
+            .output()
+            .unwrap()
     };
     // No token → UNAUTHENTICATED.
-    let o = d.cmd().env("GODEL_URL", &url).args(["ls"]).output().unwrap();
+    let o = d
+        .cmd()
+        .env("GODEL_URL", &url)
+        .args(["ls"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(5));
     assert!(stderr(&o).starts_with("UNAUTHENTICATED"), "{}", stderr(&o));
     let o = as_team("gdl_wrong", &["ls"]);
@@ -135,18 +232,43 @@ fn tcp_requires_a_token_and_scopes_teams() {
     assert!(o.status.success(), "{}", stderr(&o));
     let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
     // beta cannot see, exec in, read, snapshot or remove alpha's runtime.
-    for args in [vec!["status", id.as_str()], vec!["exec", id.as_str(), "--", "true"], vec!["read", id.as_str(), "x"], vec!["snapshot", "create", id.as_str()], vec!["rm", id.as_str()]] {
+    for args in [
+        vec!["status", id.as_str()],
+        vec!["exec", id.as_str(), "--", "true"],
+        vec!["read", id.as_str(), "x"],
+        vec!["snapshot", "create", id.as_str()],
+        vec!["rm", id.as_str()],
+    ] {
         let o = as_team(&beta, &args);
-        assert!(stderr(&o).starts_with("NOT_FOUND"), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).starts_with("NOT_FOUND"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
     }
     assert!(!String::from_utf8_lossy(&as_team(&beta, &["ls"]).stdout).contains(&id));
     // a team token cannot act for another team or create tokens
-    let o = as_team(&beta, &["spawn", "--repo", repo.to_str().unwrap(), "--team", "alpha"]);
-    assert!(stderr(&o).starts_with("PERMISSION_DENIED"), "{}", stderr(&o));
+    let o = as_team(
+        &beta,
+        &["spawn", "--repo", repo.to_str().unwrap(), "--team", "alpha"],
+    );
+    assert!(
+        stderr(&o).starts_with("PERMISSION_DENIED"),
+        "{}",
+        stderr(&o)
+    );
     let o = as_team(&beta, &["token", "create", "--team", "beta"]);
-    assert!(stderr(&o).starts_with("PERMISSION_DENIED"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("PERMISSION_DENIED"),
+        "{}",
+        stderr(&o)
+    );
     // alpha can
-    assert!(as_team(&alpha, &["exec", &id, "--", "true"]).status.success());
+    assert!(
+        as_team(&alpha, &["exec", &id, "--", "true"])
+            .status
+            .success()
+    );
     // revoke
     d.ok(&["token", "revoke", &alpha]);
     let o = as_team(&alpha, &["ls"]);

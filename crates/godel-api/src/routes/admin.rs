@@ -6,8 +6,8 @@ use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use godel_control::{Caller, Control, RuntimeReport, TeamRecord, TokenRecord};
 use godel_control::control::CreatedToken;
+use godel_control::{Caller, Control, RuntimeReport, TeamRecord, TokenRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -21,7 +21,10 @@ pub async fn doctor(State(c): State<Arc<Control>>) -> Json<Vec<RuntimeReport>> {
     Json(c.doctor().await)
 }
 
-pub async fn list_teams(State(c): State<Arc<Control>>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<TeamRecord>>> {
+pub async fn list_teams(
+    State(c): State<Arc<Control>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Vec<TeamRecord>>> {
     Ok(Json(c.list_teams(&caller)?))
 }
 
@@ -42,7 +45,10 @@ pub async fn delete_team(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn list_tokens(State(c): State<Arc<Control>>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Vec<TokenRecord>>> {
+pub async fn list_tokens(
+    State(c): State<Arc<Control>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Vec<TokenRecord>>> {
     Ok(Json(c.list_tokens(&caller)?))
 }
 
@@ -61,7 +67,10 @@ pub async fn create_token(
     Extension(caller): Extension<Caller>,
     Json(req): Json<TokenRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
-    Ok((StatusCode::CREATED, Json(c.create_token(&caller, req.team.as_deref(), req.admin)?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(c.create_token(&caller, req.team.as_deref(), req.admin)?),
+    ))
 }
 
 pub async fn revoke_token(
@@ -72,9 +81,15 @@ pub async fn revoke_token(
     Ok(Json(c.revoke_token(&caller, &id)?))
 }
 
-pub async fn metrics(State(c): State<Arc<Control>>, Extension(caller): Extension<Caller>) -> ApiResult<impl IntoResponse> {
+pub async fn metrics(
+    State(c): State<Arc<Control>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<impl IntoResponse> {
     let text = crate::metrics::render(&c, &caller)?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
+    Ok((
+        [(header::CONTENT_TYPE, godel_policy::metrics::CONTENT_TYPE)],
+        text,
+    ))
 }
 
 pub async fn openapi() -> Json<Value> {

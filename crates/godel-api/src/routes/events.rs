@@ -39,7 +39,10 @@ pub async fn stream(
         Some(since) => c.events_since(&caller, since, 10_000)?,
         None => Vec::new(),
     };
-    let mut last = backlog.last().map(|e| e.seq).unwrap_or(q.since.unwrap_or(0));
+    let mut last = backlog
+        .last()
+        .map(|e| e.seq)
+        .unwrap_or(q.since.unwrap_or(0));
     let stream = async_stream(move |tx| async move {
         for ev in &backlog {
             if tx.send(Ok(to_sse(ev))).await.is_err() {

@@ -36,46 +36,284 @@ pub struct RouteDoc {
 
 macro_rules! r {
     ($m:literal, $p:literal, $s:literal, $req:literal, $resp:literal, $st:literal) => {
-        RouteDoc { method: $m, path: $p, summary: $s, request: $req, response: $resp, status: $st }
+        RouteDoc {
+            method: $m,
+            path: $p,
+            summary: $s,
+            request: $req,
+            response: $resp,
+            status: $st,
+        }
     };
 }
 
 /// Every `/v1` route with its documentation.
 pub const ROUTES: &[RouteDoc] = &[
-    r!("get", "/v1/health", "Liveness of the daemon", "", "Health", 200),
-    r!("get", "/v1/doctor", "Which runtimes are available here, and why not", "", "RuntimeReport[]", 200),
-    r!("post", "/v1/runtimes", "Spawn a runtime", "SpawnSpec", "RuntimeInfo", 201),
-    r!("get", "/v1/runtimes", "List runtimes (?all=true includes stopped ones)", "", "RuntimeInfo[]", 200),
-    r!("get", "/v1/runtimes/{id}", "Status of a runtime, with usage", "", "RuntimeInfo", 200),
-    r!("delete", "/v1/runtimes/{id}", "Terminate a runtime (?snapshot=true snapshots it first)", "", "RuntimeInfo", 200),
-    r!("post", "/v1/runtimes/{id}/pause", "Pause a runtime", "", "RuntimeInfo", 200),
-    r!("post", "/v1/runtimes/{id}/resume", "Resume a paused runtime", "", "RuntimeInfo", 200),
-    r!("post", "/v1/runtimes/{id}/wait", "Wait for a state (?state=running&timeout_ms=N)", "", "RuntimeInfo", 200),
-    r!("post", "/v1/runtimes/{id}/exec", "Run a command and return its buffered output", "ExecRequest", "ExecOutput", 200),
-    r!("post", "/v1/runtimes/{id}/exec/stream", "Run a command, streaming ExecEvents over SSE", "ExecRequest", "sse:ExecEvent", 200),
-    r!("get", "/v1/runtimes/{id}/files", "Read a file (?path=)", "", "bytes", 200),
-    r!("put", "/v1/runtimes/{id}/files", "Write a file, creating parents (?path=)", "bytes", "", 204),
-    r!("delete", "/v1/runtimes/{id}/files", "Remove a file or directory (?path=&recursive=true)", "", "", 204),
-    r!("get", "/v1/runtimes/{id}/ls", "List a directory (?path=)", "", "FileEntry[]", 200),
-    r!("get", "/v1/runtimes/{id}/stat", "Stat a path (?path=)", "", "FileEntry", 200),
-    r!("post", "/v1/runtimes/{id}/mkdir", "Create a directory with parents (?path=)", "", "", 204),
-    r!("post", "/v1/runtimes/{id}/rename", "Rename (?from=&to=)", "", "", 204),
-    r!("get", "/v1/runtimes/{id}/tar", "Download a directory as tar (?path=)", "", "bytes", 200),
-    r!("put", "/v1/runtimes/{id}/tar", "Unpack a tar into a directory (?path=)", "bytes", "", 204),
-    r!("post", "/v1/runtimes/{id}/snapshots", "Snapshot a runtime", "SnapshotRequest", "SnapshotInfo", 201),
-    r!("get", "/v1/snapshots", "List snapshots (?runtime_id=)", "", "SnapshotInfo[]", 200),
-    r!("get", "/v1/snapshots/{id}", "One snapshot", "", "SnapshotInfo", 200),
-    r!("delete", "/v1/snapshots/{id}", "Delete a snapshot", "", "", 204),
-    r!("post", "/v1/snapshots/{id}/restore", "A new runtime from a snapshot", "", "RuntimeInfo", 201),
-    r!("post", "/v1/snapshots/{id}/fork", "N new runtimes from a snapshot", "ForkRequest", "RuntimeInfo[]", 201),
-    r!("get", "/v1/events", "Event stream over SSE (?since=SEQ)", "", "sse:Event", 200),
+    r!(
+        "get",
+        "/v1/health",
+        "Liveness of the daemon",
+        "",
+        "Health",
+        200
+    ),
+    r!(
+        "get",
+        "/v1/doctor",
+        "Which runtimes are available here, and why not",
+        "",
+        "RuntimeReport[]",
+        200
+    ),
+    r!(
+        "post",
+        "/v1/runtimes",
+        "Spawn a runtime (?wait_secs=N waits in the team's fair queue when its quota is full)",
+        "SpawnSpec",
+        "RuntimeInfo",
+        201
+    ),
+    r!(
+        "get",
+        "/v1/runtimes",
+        "List runtimes (?all=true includes stopped ones)",
+        "",
+        "RuntimeInfo[]",
+        200
+    ),
+    r!(
+        "get",
+        "/v1/runtimes/{id}",
+        "Status of a runtime, with usage",
+        "",
+        "RuntimeInfo",
+        200
+    ),
+    r!(
+        "delete",
+        "/v1/runtimes/{id}",
+        "Terminate a runtime (?snapshot=true snapshots it first)",
+        "",
+        "RuntimeInfo",
+        200
+    ),
+    r!(
+        "post",
+        "/v1/runtimes/{id}/pause",
+        "Pause a runtime",
+        "",
+        "RuntimeInfo",
+        200
+    ),
+    r!(
+        "post",
+        "/v1/runtimes/{id}/resume",
+        "Resume a paused runtime",
+        "",
+        "RuntimeInfo",
+        200
+    ),
+    r!(
+        "post",
+        "/v1/runtimes/{id}/wait",
+        "Wait for a state (?state=running&timeout_ms=N)",
+        "",
+        "RuntimeInfo",
+        200
+    ),
+    r!(
+        "post",
+        "/v1/runtimes/{id}/exec",
+        "Run a command and return its buffered output",
+        "ExecRequest",
+        "ExecOutput",
+        200
+    ),
+    r!(
+        "post",
+        "/v1/runtimes/{id}/exec/stream",
+        "Run a command, streaming ExecEvents over SSE",
+        "ExecRequest",
+        "sse:ExecEvent",
+        200
+    ),
+    r!(
+        "get",
+        "/v1/runtimes/{id}/files",
+        "Read a file (?path=)",
+        "",
+        "bytes",
+        200
+    ),
+    r!(
+        "put",
+        "/v1/runtimes/{id}/files",
+        "Write a file, creating parents (?path=)",
+        "bytes",
+        "",
+        204
+    ),
+    r!(
+        "delete",
+        "/v1/runtimes/{id}/files",
+        "Remove a file or directory (?path=&recursive=true)",
+        "",
+        "",
+        204
+    ),
+    r!(
+        "get",
+        "/v1/runtimes/{id}/ls",
+        "List a directory (?path=)",
+        "",
+        "FileEntry[]",
+        200
+    ),
+    r!(
+        "get",
+        "/v1/runtimes/{id}/stat",
+        "Stat a path (?path=)",
+        "",
+        "FileEntry",
+        200
+    ),
+    r!(
+        "post",
+        "/v1/runtimes/{id}/mkdir",
+        "Create a directory with parents (?path=)",
+        "",
+        "",
+        204
+    ),
+    r!(
+        "post",
+        "/v1/runtimes/{id}/rename",
+        "Rename (?from=&to=)",
+        "",
+        "",
+        204
+    ),
+    r!(
+        "get",
+        "/v1/runtimes/{id}/tar",
+        "Download a directory as tar (?path=)",
+        "",
+        "bytes",
+        200
+    ),
+    r!(
+        "put",
+        "/v1/runtimes/{id}/tar",
+        "Unpack a tar into a directory (?path=)",
+        "bytes",
+        "",
+        204
+    ),
+    r!(
+        "post",
+        "/v1/runtimes/{id}/snapshots",
+        "Snapshot a runtime",
+        "SnapshotRequest",
+        "SnapshotInfo",
+        201
+    ),
+    r!(
+        "get",
+        "/v1/snapshots",
+        "List snapshots (?runtime_id=)",
+        "",
+        "SnapshotInfo[]",
+        200
+    ),
+    r!(
+        "get",
+        "/v1/snapshots/{id}",
+        "One snapshot",
+        "",
+        "SnapshotInfo",
+        200
+    ),
+    r!(
+        "delete",
+        "/v1/snapshots/{id}",
+        "Delete a snapshot",
+        "",
+        "",
+        204
+    ),
+    r!(
+        "post",
+        "/v1/snapshots/{id}/restore",
+        "A new runtime from a snapshot",
+        "",
+        "RuntimeInfo",
+        201
+    ),
+    r!(
+        "post",
+        "/v1/snapshots/{id}/fork",
+        "N new runtimes from a snapshot",
+        "ForkRequest",
+        "RuntimeInfo[]",
+        201
+    ),
+    r!(
+        "get",
+        "/v1/events",
+        "Event stream over SSE (?since=SEQ)",
+        "",
+        "sse:Event",
+        200
+    ),
     r!("get", "/v1/teams", "List teams", "", "TeamRecord[]", 200),
-    r!("post", "/v1/teams", "Create a team (admin)", "TeamRecord", "TeamRecord", 201),
-    r!("delete", "/v1/teams/{name}", "Remove a team (admin)", "", "", 204),
-    r!("get", "/v1/tokens", "List tokens (never their secrets)", "", "TokenRecord[]", 200),
-    r!("post", "/v1/tokens", "Create a token, shown once (admin)", "TokenRequest", "CreatedToken", 201),
-    r!("delete", "/v1/tokens/{id}", "Revoke a token by id or value (admin)", "", "TokenRecord", 200),
-    r!("get", "/metrics", "Prometheus metrics", "", "text", 200),
+    r!(
+        "post",
+        "/v1/teams",
+        "Create a team (admin)",
+        "TeamRecord",
+        "TeamRecord",
+        201
+    ),
+    r!(
+        "delete",
+        "/v1/teams/{name}",
+        "Remove a team (admin)",
+        "",
+        "",
+        204
+    ),
+    r!(
+        "get",
+        "/v1/tokens",
+        "List tokens (never their secrets)",
+        "",
+        "TokenRecord[]",
+        200
+    ),
+    r!(
+        "post",
+        "/v1/tokens",
+        "Create a token, shown once (admin)",
+        "TokenRequest",
+        "CreatedToken",
+        201
+    ),
+    r!(
+        "delete",
+        "/v1/tokens/{id}",
+        "Revoke a token by id or value (admin)",
+        "",
+        "TokenRecord",
+        200
+    ),
+    r!(
+        "get",
+        "/metrics",
+        "Prometheus/OpenMetrics metrics (admin)",
+        "",
+        "text",
+        200
+    ),
     r!("get", "/v1/openapi.json", "This document", "", "json", 200),
 ];
 
@@ -86,13 +324,19 @@ pub fn router(control: Arc<Control>) -> Router {
             "/v1/runtimes/{id}/files",
             get(files::read).put(files::write).delete(files::remove),
         )
-        .route("/v1/runtimes/{id}/tar", get(files::download_tar).put(files::upload_tar))
+        .route(
+            "/v1/runtimes/{id}/tar",
+            get(files::download_tar).put(files::upload_tar),
+        )
         .layer(DefaultBodyLimit::max(FILE_BODY_LIMIT));
     Router::new()
         .route("/v1/health", get(admin::health))
         .route("/v1/doctor", get(admin::doctor))
         .route("/v1/runtimes", post(runtimes::spawn).get(runtimes::list))
-        .route("/v1/runtimes/{id}", get(runtimes::status).delete(runtimes::terminate))
+        .route(
+            "/v1/runtimes/{id}",
+            get(runtimes::status).delete(runtimes::terminate),
+        )
         .route("/v1/runtimes/{id}/pause", post(runtimes::pause))
         .route("/v1/runtimes/{id}/resume", post(runtimes::resume))
         .route("/v1/runtimes/{id}/wait", post(runtimes::wait))
@@ -104,13 +348,19 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/runtimes/{id}/rename", post(files::rename))
         .route("/v1/runtimes/{id}/snapshots", post(snapshots::create))
         .route("/v1/snapshots", get(snapshots::list))
-        .route("/v1/snapshots/{id}", get(snapshots::get).delete(snapshots::remove))
+        .route(
+            "/v1/snapshots/{id}",
+            get(snapshots::get).delete(snapshots::remove),
+        )
         .route("/v1/snapshots/{id}/restore", post(snapshots::restore))
         .route("/v1/snapshots/{id}/fork", post(snapshots::fork))
         .route("/v1/events", get(events::stream))
         .route("/v1/teams", get(admin::list_teams).post(admin::create_team))
         .route("/v1/teams/{name}", delete(admin::delete_team))
-        .route("/v1/tokens", get(admin::list_tokens).post(admin::create_token))
+        .route(
+            "/v1/tokens",
+            get(admin::list_tokens).post(admin::create_token),
+        )
         .route("/v1/tokens/{id}", delete(admin::revoke_token))
         .route("/metrics", get(admin::metrics))
         .route("/v1/openapi.json", get(admin::openapi))
@@ -118,4 +368,3 @@ pub fn router(control: Arc<Control>) -> Router {
         .merge(files)
         .with_state(control)
 }
-

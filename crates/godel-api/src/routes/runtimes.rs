@@ -10,17 +10,31 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use godel_control::{Caller, Control};
-use godel_core::{ExecEvent, ExecOutput, ExecRequest, RuntimeInfo, RuntimeState, SnapshotRequest, SpawnSpec};
+use godel_core::{
+    ExecEvent, ExecOutput, ExecRequest, RuntimeInfo, RuntimeState, SnapshotRequest, SpawnSpec,
+};
 use serde::Deserialize;
 
 use crate::error::ApiResult;
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnQuery {
+    /// Wait up to this many seconds in the team's fair queue when its quota is full.
+    #[serde(default)]
+    wait_secs: Option<u64>,
+}
+
 pub async fn spawn(
     State(c): State<Arc<Control>>,
     Extension(caller): Extension<Caller>,
+    Query(q): Query<SpawnQuery>,
     Json(spec): Json<SpawnSpec>,
 ) -> ApiResult<(StatusCode, Json<RuntimeInfo>)> {
-    let info = c.spawn(&caller, spec).await?;
+    let opts = godel_control::SpawnOptions {
+        queue_wait: q.wait_secs.map(Duration::from_secs),
+    };
+    let info = c.spawn_with(&caller, spec, opts).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -61,7 +75,11 @@ pub async fn terminate(
     Query(q): Query<TerminateQuery>,
 ) -> ApiResult<Json<RuntimeInfo>> {
     if q.snapshot {
-        let req = SnapshotRequest { name: None, description: Some("taken before removal".into()), labels: Default::default() };
+        let req = SnapshotRequest {
+            name: None,
+            description: Some("taken before removal".into()),
+            labels: Default::default(),
+        };
         c.snapshot(&caller, &id, req).await?;
     }
     Ok(Json(c.terminate(&caller, &id).await?))

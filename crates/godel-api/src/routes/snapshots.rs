@@ -17,7 +17,10 @@ pub async fn create(
     Path(id): Path<String>,
     Json(req): Json<SnapshotRequest>,
 ) -> ApiResult<(StatusCode, Json<SnapshotInfo>)> {
-    Ok((StatusCode::CREATED, Json(c.snapshot(&caller, &id, req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(c.snapshot(&caller, &id, req).await?),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,5 +76,8 @@ pub async fn fork(
     Path(id): Path<String>,
     Json(req): Json<ForkRequest>,
 ) -> ApiResult<(StatusCode, Json<Vec<RuntimeInfo>>)> {
-    Ok((StatusCode::CREATED, Json(c.fork(&caller, &id, req.count).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(c.fork(&caller, &id, req.count).await?),
+    ))
 }

@@ -5,13 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use std::collections::HashMap;
+
 use godel_core::{
-    Error, ErrorCode, Event, Result, RuntimeInfo, RuntimeProvider, RuntimeState, SpawnSpec, Spawned,
-    new_runtime_id,
+    Error, ErrorCode, Event, Result, RuntimeInfo, RuntimeProvider, RuntimeState, SpawnSpec,
+    Spawned, new_runtime_id,
 };
+use godel_policy::{Admission, PlanInput};
 use serde_json::json;
 
-use super::{Caller, Control};
+use super::{Caller, Control, SpawnOptions};
 use crate::store::Reservation;
 
 /// What a spec reserves against the team quota.
@@ -24,51 +27,178 @@ pub fn reservation(spec: &SpawnSpec) -> Reservation {
 }
 
 impl Control {
-    /// Resolve team and runtime for a spawn request; fills `spec.team` and `spec.runtime`.
-    pub fn prepare_spawn(&self, caller: &Caller, spec: &mut SpawnSpec) -> Result<Arc<dyn RuntimeProvider>> {
+    /// Spawn a runtime with the default options (fail at once when over quota).
+    pub async fn spawn(&self, caller: &Caller, spec: SpawnSpec) -> Result<RuntimeInfo> {
+        self.spawn_with(caller, spec, SpawnOptions::default()).await
+    }
+
+    /// Spawn a runtime: team policy and per-agent limits, then the quota
+    /// reservation (written with the record, through the fair queue when the
+    /// request may wait), then the fallback plan with retries and circuit
+    /// breakers. Every decision is an event and a metric.
+    pub async fn spawn_with(
+        &self,
+        caller: &Caller,
+        mut spec: SpawnSpec,
+        opts: SpawnOptions,
+    ) -> Result<RuntimeInfo> {
         spec.validate()?;
         let team = caller.spawn_team(spec.team.as_deref(), &self.settings.default_team)?;
         godel_core::validate_name("team", &team)?;
-        let rec = self.team_or_default(&team)?;
-        let runtime = spec
-            .runtime
-            .clone()
-            .or(rec.runtime.clone())
-            .unwrap_or_else(|| self.settings.default_runtime.clone());
-        let provider = self.provider(&runtime)?;
-        spec.team = Some(team);
-        spec.runtime = Some(runtime);
+        let (tp, quota) = self.team_policy(&team)?;
+        if let Some(r) = &spec.runtime
+            && !tp.allows(r)
+        {
+            return Err(Error::denied(format!(
+                "team {team} may not use runtime {r} (allowed: {})",
+                tp.allowed_runtimes.join(", ")
+            )));
+        }
+        spec.resources = tp.limits.apply(&spec.resources)?;
+        spec.team = Some(team.clone());
         if let Some(iso) = self.settings.isolation_override {
             spec.isolation = iso;
         }
-        Ok(provider)
-    }
 
-    /// Spawn a runtime. The record (with its quota reservation) is written first.
-    pub async fn spawn(&self, caller: &Caller, mut spec: SpawnSpec) -> Result<RuntimeInfo> {
-        let provider = self.prepare_spawn(caller, &mut spec)?;
+        // Plan: the requested runtime only, or the team's runtime then its fallback chain.
+        let mut chain = vec![tp.runtime.clone()];
+        chain.extend(tp.fallback.iter().filter(|r| **r != tp.runtime).cloned());
+        let names: Vec<String> = match &spec.runtime {
+            Some(r) => vec![r.clone()],
+            None => chain.clone(),
+        };
+        let mut avail = HashMap::new();
+        for n in &names {
+            if let Some(a) = self.cached_availability(n).await {
+                avail.insert(n.clone(), a);
+            }
+        }
+        let input = PlanInput {
+            chain: &chain,
+            requested: spec.runtime.as_deref(),
+            allowed: &tp.allowed_runtimes,
+        };
+        let plan = godel_policy::plan(input, |n| avail.get(n).cloned(), &self.policy.circuits)
+            .require_candidates()?;
+
+        // Reserve quota with the record, waiting in the fair queue if asked.
         let id = new_runtime_id();
-        self.create_record(&id, &spec, None)?;
+        spec.runtime = Some(plan.candidates[0].clone());
+        let info = self.new_record(&id, &spec, None);
+        let want = reservation(&spec);
+        let try_reserve = || match self.store.insert_runtime(&info, want, quota) {
+            Ok(()) => Ok(Admission::Granted),
+            Err(e) if e.code == ErrorCode::ResourceExhausted => Ok(Admission::Wait(e.message)),
+            Err(e) => Err(e),
+        };
+        match opts.queue_wait {
+            Some(wait) => {
+                self.policy
+                    .metrics
+                    .set_queue_depth(&team, self.policy.queue.depth(&team) + 1);
+                let r = self
+                    .policy
+                    .queue
+                    .acquire(&team, try_reserve, tokio::time::Instant::now() + wait)
+                    .await;
+                self.policy
+                    .metrics
+                    .set_queue_depth(&team, self.policy.queue.depth(&team));
+                r?;
+            }
+            None => {
+                if let Admission::Wait(why) = try_reserve()? {
+                    return Err(Error::exhausted(why));
+                }
+            }
+        }
+        for s in &plan.skipped {
+            self.emit(Event::new("spawn_fallback").runtime(&id).team(&team).data(
+                json!({"runtime": s.runtime, "outcome": "skipped", "reason": s.reason.to_string()}),
+            ));
+        }
+        self.emit(Event::new("state_changed").runtime(&id).team(&team).data(
+            json!({"state": "creating", "runtime": info.runtime, "candidates": plan.candidates}),
+        ));
+
         let timeout = spec
             .timeout_secs
             .map(Duration::from_secs)
             .unwrap_or(self.settings.spawn_timeout);
+        let deadline = tokio::time::Instant::now() + timeout;
         let started = std::time::Instant::now();
-        let res = tokio::time::timeout(timeout, provider.spawn(&id, &spec)).await;
-        let res = res.unwrap_or_else(|_| {
-            Err(Error::timeout(format!("spawn did not finish within {} s", timeout.as_secs())))
-        });
-        self.confirm_spawn(&id, provider.as_ref(), res, started).await
+        let retry = self.policy.config.retry.policy();
+        let on_decision = |d: &godel_policy::FallbackDecision| {
+            self.policy.metrics.record_decision(d);
+            self.emit(d.to_event().runtime(&id).team(&team));
+        };
+        let attempt = |rt: &str| {
+            let rt = rt.to_string();
+            let mut spec = spec.clone();
+            spec.runtime = Some(rt.clone());
+            let id = id.clone();
+            async move {
+                let p = self.provider(&rt)?;
+                self.store.set_runtime_kind(&id, &rt, &spec)?;
+                match p.spawn(&id, &spec).await {
+                    Ok(s) => Ok(s),
+                    Err(e) => {
+                        // Leave nothing behind before the next attempt.
+                        let _ = p.terminate(&id).await;
+                        Err(e)
+                    }
+                }
+            }
+        };
+        let res = godel_policy::spawn_with_fallback(
+            &plan,
+            &retry,
+            Some(deadline),
+            &self.policy.circuits,
+            on_decision,
+            attempt,
+        )
+        .await;
+        match res {
+            Ok((rt, spawned)) => {
+                let p = self.provider(&rt)?;
+                let out = self
+                    .confirm_spawn(&id, p.as_ref(), Ok(spawned), started)
+                    .await;
+                self.policy.metrics.observe_spawn(&rt, started.elapsed());
+                self.policy.metrics.observe_boot(&rt, started.elapsed());
+                self.policy
+                    .metrics
+                    .inc_spawn(&rt, if out.is_ok() { "ok" } else { "error" });
+                out
+            }
+            Err(e) => {
+                let rt = self
+                    .store
+                    .get_runtime(&id)?
+                    .map(|r| r.runtime)
+                    .unwrap_or_default();
+                self.policy.metrics.inc_spawn(&rt, "error");
+                let out = match self.provider(&rt) {
+                    Ok(p) => self.confirm_spawn(&id, p.as_ref(), Err(e), started).await,
+                    Err(_) => Err(e),
+                };
+                self.released();
+                out
+            }
+        }
     }
 
-    /// Write a `creating` record for a new runtime, reserving quota atomically.
-    pub(crate) fn create_record(&self, id: &str, spec: &SpawnSpec, restored_from: Option<&str>) -> Result<RuntimeInfo> {
-        let team = spec.team.clone().unwrap_or_else(|| self.settings.default_team.clone());
+    /// A fresh `creating` record for `spec` (not yet stored).
+    fn new_record(&self, id: &str, spec: &SpawnSpec, restored_from: Option<&str>) -> RuntimeInfo {
         let now = Utc::now();
-        let info = RuntimeInfo {
+        RuntimeInfo {
             id: id.to_string(),
             runtime: spec.runtime.clone().unwrap_or_default(),
-            team: team.clone(),
+            team: spec
+                .team
+                .clone()
+                .unwrap_or_else(|| self.settings.default_team.clone()),
             state: RuntimeState::Creating,
             spec: spec.clone(),
             created_at: now,
@@ -78,13 +208,23 @@ impl Control {
             handle: Default::default(),
             usage: None,
             pid: None,
-        };
-        let quota = self.team_or_default(&team)?.quota();
+        }
+    }
+
+    /// Write a `creating` record for a new runtime, reserving quota atomically.
+    pub(crate) fn create_record(
+        &self,
+        id: &str,
+        spec: &SpawnSpec,
+        restored_from: Option<&str>,
+    ) -> Result<RuntimeInfo> {
+        let info = self.new_record(id, spec, restored_from);
+        let (_, quota) = self.team_policy(&info.team)?;
         self.store.insert_runtime(&info, reservation(spec), quota)?;
         self.emit(
             Event::new("state_changed")
                 .runtime(id)
-                .team(&team)
+                .team(&info.team)
                 .data(json!({"state": "creating", "runtime": info.runtime, "restored_from": restored_from})),
         );
         Ok(info)
@@ -127,7 +267,10 @@ impl Control {
             }
             Err(e) => {
                 let reason = format!("spawn failed: {}", e.message);
-                if let Ok(info) = self.store.transition(id, RuntimeState::Error, Some(&reason)) {
+                if let Ok(info) = self
+                    .store
+                    .transition(id, RuntimeState::Error, Some(&reason))
+                {
                     self.emit(
                         Event::new("state_changed")
                             .runtime(id)
@@ -149,7 +292,12 @@ impl Control {
             return Ok(rec);
         }
         let rec = self.store.transition(id, RuntimeState::Terminating, None)?;
-        self.emit(Event::new("state_changed").runtime(id).team(&rec.team).data(json!({"state": "terminating"})));
+        self.emit(
+            Event::new("state_changed")
+                .runtime(id)
+                .team(&rec.team)
+                .data(json!({"state": "terminating"})),
+        );
         let res = match self.provider(&rec.runtime) {
             Ok(p) => p.terminate(id).await,
             Err(e) => Err(e),
@@ -157,13 +305,27 @@ impl Control {
         match res {
             Ok(()) => {
                 let rec = self.store.transition(id, RuntimeState::Terminated, None)?;
-                self.emit(Event::new("state_changed").runtime(id).team(&rec.team).data(json!({"state": "terminated"})));
+                self.emit(
+                    Event::new("state_changed")
+                        .runtime(id)
+                        .team(&rec.team)
+                        .data(json!({"state": "terminated"})),
+                );
+                self.released();
                 Ok(rec)
             }
             Err(e) => {
                 let reason = format!("terminate failed: {}", e.message);
-                let _ = self.store.transition(id, RuntimeState::Error, Some(&reason));
-                self.emit(Event::new("state_changed").runtime(id).team(&rec.team).data(json!({"state": "error", "reason": reason})));
+                let _ = self
+                    .store
+                    .transition(id, RuntimeState::Error, Some(&reason));
+                self.emit(
+                    Event::new("state_changed")
+                        .runtime(id)
+                        .team(&rec.team)
+                        .data(json!({"state": "error", "reason": reason})),
+                );
+                self.released();
                 Err(e.with_runtime(id))
             }
         }
@@ -178,7 +340,9 @@ impl Control {
         let provider = self.provider(&rec.runtime)?;
         match provider.status(id).await {
             Ok(st) => {
-                if matches!(rec.state, RuntimeState::Running | RuntimeState::Paused) && st.state == RuntimeState::Error {
+                if matches!(rec.state, RuntimeState::Running | RuntimeState::Paused)
+                    && st.state == RuntimeState::Error
+                {
                     let reason = st.reason.clone().unwrap_or_else(|| "runtime died".into());
                     rec = self.mark_dead(id, &reason)?;
                 } else {
@@ -199,14 +363,37 @@ impl Control {
 
     /// Mark a live runtime as failed and emit `died`.
     pub fn mark_dead(&self, id: &str, reason: &str) -> Result<RuntimeInfo> {
-        let rec = self.store.transition(id, RuntimeState::Error, Some(reason))?;
-        self.emit(Event::new("died").runtime(id).team(&rec.team).data(json!({"reason": reason})));
-        self.emit(Event::new("state_changed").runtime(id).team(&rec.team).data(json!({"state": "error", "reason": reason})));
+        let rec = self
+            .store
+            .transition(id, RuntimeState::Error, Some(reason))?;
+        self.emit(
+            Event::new("died")
+                .runtime(id)
+                .team(&rec.team)
+                .data(json!({"reason": reason})),
+        );
+        self.emit(
+            Event::new("state_changed")
+                .runtime(id)
+                .team(&rec.team)
+                .data(json!({"state": "error", "reason": reason})),
+        );
+        self.released();
         Ok(rec)
     }
 
     /// React to what a provider reported on its own (a VM or process died).
     pub(crate) async fn on_provider_event(&self, ev: &Event) {
+        if ev.kind == "oom" {
+            let rt = ev
+                .runtime_id
+                .as_deref()
+                .and_then(|id| self.store.get_runtime(id).ok().flatten())
+                .map(|r| r.runtime)
+                .unwrap_or_default();
+            self.metrics().inc_oom(&rt, 1);
+            return;
+        }
         if ev.kind != "died" {
             return;
         }
@@ -214,36 +401,62 @@ impl Control {
         if let Ok(Some(rec)) = self.store.get_runtime(id)
             && matches!(rec.state, RuntimeState::Running | RuntimeState::Paused)
         {
-            let reason = ev.data.get("reason").and_then(|r| r.as_str()).unwrap_or("runtime died");
+            let reason = ev
+                .data
+                .get("reason")
+                .and_then(|r| r.as_str())
+                .unwrap_or("runtime died");
             let _ = self.store.transition(id, RuntimeState::Error, Some(reason));
+            self.released();
         }
     }
 
     /// Runtimes the caller may see.
     pub fn list(&self, caller: &Caller, include_terminal: bool) -> Result<Vec<RuntimeInfo>> {
-        self.store.list_runtimes(caller.team_filter(), include_terminal)
+        self.store
+            .list_runtimes(caller.team_filter(), include_terminal)
     }
 
     pub async fn pause(&self, caller: &Caller, id: &str) -> Result<RuntimeInfo> {
         let rec = self.visible_runtime(caller, id)?;
-        rec.state.transition(RuntimeState::Paused).map_err(|e| e.with_runtime(id))?;
+        rec.state
+            .transition(RuntimeState::Paused)
+            .map_err(|e| e.with_runtime(id))?;
         self.provider(&rec.runtime)?.pause(id).await?;
         let rec = self.store.transition(id, RuntimeState::Paused, None)?;
-        self.emit(Event::new("state_changed").runtime(id).team(&rec.team).data(json!({"state": "paused"})));
+        self.emit(
+            Event::new("state_changed")
+                .runtime(id)
+                .team(&rec.team)
+                .data(json!({"state": "paused"})),
+        );
         Ok(rec)
     }
 
     pub async fn resume(&self, caller: &Caller, id: &str) -> Result<RuntimeInfo> {
         let rec = self.visible_runtime(caller, id)?;
-        rec.state.transition(RuntimeState::Running).map_err(|e| e.with_runtime(id))?;
+        rec.state
+            .transition(RuntimeState::Running)
+            .map_err(|e| e.with_runtime(id))?;
         self.provider(&rec.runtime)?.resume(id).await?;
         let rec = self.store.transition(id, RuntimeState::Running, None)?;
-        self.emit(Event::new("state_changed").runtime(id).team(&rec.team).data(json!({"state": "running"})));
+        self.emit(
+            Event::new("state_changed")
+                .runtime(id)
+                .team(&rec.team)
+                .data(json!({"state": "running"})),
+        );
         Ok(rec)
     }
 
     /// Wait until a runtime's record reaches `state`.
-    pub async fn wait_for_state(&self, caller: &Caller, id: &str, state: RuntimeState, timeout: Duration) -> Result<RuntimeInfo> {
+    pub async fn wait_for_state(
+        &self,
+        caller: &Caller,
+        id: &str,
+        state: RuntimeState,
+        timeout: Duration,
+    ) -> Result<RuntimeInfo> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let rec = self.status(caller, id).await?;
@@ -251,21 +464,39 @@ impl Control {
                 return Ok(rec);
             }
             if rec.state.is_terminal() {
-                return Err(Error::conflict(format!("runtime {id} is {} and will never be {state}", rec.state)));
+                return Err(Error::conflict(format!(
+                    "runtime {id} is {} and will never be {state}",
+                    rec.state
+                )));
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(Error::timeout(format!("runtime {id} is still {} after waiting for {state}", rec.state)));
+                return Err(Error::timeout(format!(
+                    "runtime {id} is still {} after waiting for {state}",
+                    rec.state
+                )));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
     /// A live runtime's record and provider, or a clear error.
-    pub(crate) fn live(&self, caller: &Caller, id: &str) -> Result<(RuntimeInfo, Arc<dyn RuntimeProvider>)> {
+    pub(crate) fn live(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<(RuntimeInfo, Arc<dyn RuntimeProvider>)> {
         let rec = self.visible_runtime(caller, id)?;
         if rec.state != RuntimeState::Running {
-            let why = rec.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-            return Err(Error::conflict(format!("runtime {id} is {}{why}, not running", rec.state)).with_runtime(id));
+            let why = rec
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            return Err(Error::conflict(format!(
+                "runtime {id} is {}{why}, not running",
+                rec.state
+            ))
+            .with_runtime(id));
         }
         let p = self.provider(&rec.runtime)?;
         Ok((rec, p))

@@ -5,10 +5,12 @@
 
 mod lifecycle;
 mod ops;
+mod policy;
 mod reconcile;
 mod snapshots;
 mod teams;
 
+pub use policy::{PolicyState, SpawnOptions};
 pub use reconcile::ReconcileReport;
 pub use teams::CreatedToken;
 
@@ -66,7 +68,9 @@ impl Caller {
     pub fn require_admin(&self, what: &str) -> Result<()> {
         match self {
             Caller::Admin => Ok(()),
-            Caller::Team(t) => Err(Error::denied(format!("{what} needs an admin token (caller is team {t})"))),
+            Caller::Team(t) => Err(Error::denied(format!(
+                "{what} needs an admin token (caller is team {t})"
+            ))),
         }
     }
 }
@@ -79,6 +83,8 @@ pub struct Settings {
     pub spawn_timeout: Duration,
     /// Forced process isolation for every spawn (`godel serve --isolation none`).
     pub isolation_override: Option<godel_core::Isolation>,
+    /// The validated configuration file (teams, quotas, fallback, retry, circuits ...).
+    pub config: godel_policy::Config,
 }
 
 impl Default for Settings {
@@ -88,6 +94,7 @@ impl Default for Settings {
             default_team: "default".into(),
             spawn_timeout: Duration::from_secs(120),
             isolation_override: None,
+            config: godel_policy::Config::default(),
         }
     }
 }
@@ -111,6 +118,8 @@ pub struct Control {
     unregistered: RwLock<BTreeMap<String, String>>,
     events: broadcast::Sender<Event>,
     settings: Settings,
+    policy: policy::PolicyState,
+    internal_events: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
 }
 
 /// A sink for providers plus the receiver the control plane drains.
@@ -122,7 +131,8 @@ pub fn event_channel() -> (EventSink, mpsc::UnboundedReceiver<Event>) {
 impl Control {
     /// Open the control plane on `$GODEL_HOME`.
     pub fn open(home: &Path, settings: Settings) -> Result<Arc<Control>> {
-        std::fs::create_dir_all(home).map_err(|e| Error::io(format!("create {}", home.display()), &e))?;
+        std::fs::create_dir_all(home)
+            .map_err(|e| Error::io(format!("create {}", home.display()), &e))?;
         let store = Store::open(&home.join("godel.db"))?;
         Control::with_store(home, store, settings)
     }
@@ -130,7 +140,11 @@ impl Control {
     pub fn with_store(home: &Path, store: Store, settings: Settings) -> Result<Arc<Control>> {
         let snapshots = SnapshotStore::new(home.join("snapshots"))?;
         let (events, _) = broadcast::channel(4096);
+        let (itx, irx) = mpsc::unbounded_channel();
+        let policy = policy::PolicyState::new(settings.config.clone(), itx);
         Ok(Arc::new(Control {
+            policy,
+            internal_events: std::sync::Mutex::new(Some(irx)),
             home: home.to_path_buf(),
             store,
             snapshots,
@@ -144,6 +158,20 @@ impl Control {
     /// Forward events from providers' sinks into the log and the bus.
     pub fn attach_event_receiver(self: &Arc<Self>, mut rx: mpsc::UnboundedReceiver<Event>) {
         let me = Arc::downgrade(self);
+        let internal = self
+            .internal_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut irx) = internal {
+            let me = Arc::downgrade(self);
+            tokio::spawn(async move {
+                while let Some(ev) = irx.recv().await {
+                    let Some(me) = me.upgrade() else { break };
+                    me.emit(ev);
+                }
+            });
+        }
         tokio::spawn(async move {
             while let Some(mut ev) = rx.recv().await {
                 let Some(me) = me.upgrade() else { break };
@@ -183,7 +211,8 @@ impl Control {
 
     /// Note a runtime kind that could not be registered, with the reason.
     pub fn note_unregistered(&self, name: &str, reason: impl Into<String>) {
-        self.unregistered_mut().insert(name.to_string(), reason.into());
+        self.unregistered_mut()
+            .insert(name.to_string(), reason.into());
     }
 
     fn unregistered_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, String>> {
@@ -191,7 +220,12 @@ impl Control {
     }
 
     pub fn provider(&self, name: &str) -> Result<Arc<dyn RuntimeProvider>> {
-        if let Some(p) = self.providers.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+        if let Some(p) = self
+            .providers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
             return Ok(p.clone());
         }
         let why = self
@@ -201,7 +235,9 @@ impl Control {
             .get(name)
             .cloned();
         match why {
-            Some(why) => Err(Error::unavailable(format!("runtime {name} is not available here: {why}"))),
+            Some(why) => Err(Error::unavailable(format!(
+                "runtime {name} is not available here: {why}"
+            ))),
             None => Err(Error::invalid(format!(
                 "unknown runtime {name:?}; registered: {}",
                 self.provider_names().join(", ")
@@ -210,12 +246,23 @@ impl Control {
     }
 
     pub fn provider_names(&self) -> Vec<String> {
-        self.providers.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+        self.providers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Every known runtime kind with its availability (for `godel doctor`).
     pub async fn doctor(&self) -> Vec<RuntimeReport> {
-        let providers: Vec<_> = self.providers.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let providers: Vec<_> = self
+            .providers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
         let mut out = Vec::new();
         for p in providers {
             out.push(RuntimeReport {
@@ -225,7 +272,12 @@ impl Control {
                 capabilities: Some(p.capabilities()),
             });
         }
-        for (name, why) in self.unregistered.read().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (name, why) in self
+            .unregistered
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             out.push(RuntimeReport {
                 name: name.clone(),
                 registered: false,
@@ -254,7 +306,8 @@ impl Control {
 
     /// Stored events visible to the caller.
     pub fn events_since(&self, caller: &Caller, since: i64, limit: usize) -> Result<Vec<Event>> {
-        self.store.list_events(since, caller.team_filter(), None, limit)
+        self.store
+            .list_events(since, caller.team_filter(), None, limit)
     }
 
     /// A team's record, or an unlimited default for teams not yet created.

@@ -12,8 +12,22 @@ impl Control {
         p.exec(id, req).await.map_err(|e| e.with_runtime(id))
     }
 
-    pub async fn exec_collect(&self, caller: &Caller, id: &str, req: ExecRequest) -> Result<ExecOutput> {
-        self.exec(caller, id, req).await?.collect().await.map_err(|e| e.with_runtime(id))
+    pub async fn exec_collect(
+        &self,
+        caller: &Caller,
+        id: &str,
+        req: ExecRequest,
+    ) -> Result<ExecOutput> {
+        let started = std::time::Instant::now();
+        let (rec, _) = self.live(caller, id)?;
+        let out = self
+            .exec(caller, id, req)
+            .await?
+            .collect()
+            .await
+            .map_err(|e| e.with_runtime(id));
+        self.metrics().observe_exec(&rec.runtime, started.elapsed());
+        out
     }
 
     pub async fn read_file(&self, caller: &Caller, id: &str, path: &str) -> Result<Bytes> {
@@ -21,7 +35,13 @@ impl Control {
         p.read_file(id, path).await
     }
 
-    pub async fn write_file(&self, caller: &Caller, id: &str, path: &str, data: Bytes) -> Result<()> {
+    pub async fn write_file(
+        &self,
+        caller: &Caller,
+        id: &str,
+        path: &str,
+        data: Bytes,
+    ) -> Result<()> {
         let (_, p) = self.live(caller, id)?;
         p.write_file(id, path, data).await
     }
@@ -46,12 +66,24 @@ impl Control {
         p.rename(id, from, to).await
     }
 
-    pub async fn remove(&self, caller: &Caller, id: &str, path: &str, recursive: bool) -> Result<()> {
+    pub async fn remove(
+        &self,
+        caller: &Caller,
+        id: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<()> {
         let (_, p) = self.live(caller, id)?;
         p.remove(id, path, recursive).await
     }
 
-    pub async fn upload_tar(&self, caller: &Caller, id: &str, path: &str, tar: Bytes) -> Result<()> {
+    pub async fn upload_tar(
+        &self,
+        caller: &Caller,
+        id: &str,
+        path: &str,
+        tar: Bytes,
+    ) -> Result<()> {
         let (_, p) = self.live(caller, id)?;
         p.upload_tar(id, path, tar).await
     }

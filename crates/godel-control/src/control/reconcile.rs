@@ -39,24 +39,51 @@ impl Control {
             match rec.state {
                 RuntimeState::Pending | RuntimeState::Creating => {
                     let _ = provider.terminate(&id).await;
-                    self.lose(&id, &rec.team, "spawn interrupted by a daemon restart", &mut report);
+                    self.lose(
+                        &id,
+                        &rec.team,
+                        "spawn interrupted by a daemon restart",
+                        &mut report,
+                    );
                 }
                 RuntimeState::Terminating => {
                     let _ = provider.terminate(&id).await;
-                    if self.store.transition(&id, RuntimeState::Terminated, None).is_ok() {
-                        self.emit(Event::new("state_changed").runtime(&id).team(&rec.team).data(json!({"state": "terminated"})));
+                    if self
+                        .store
+                        .transition(&id, RuntimeState::Terminated, None)
+                        .is_ok()
+                    {
+                        self.emit(
+                            Event::new("state_changed")
+                                .runtime(&id)
+                                .team(&rec.team)
+                                .data(json!({"state": "terminated"})),
+                        );
                     }
                     report.finished_terminating.push(id);
                 }
                 RuntimeState::Running | RuntimeState::Paused => {
-                    let handle = Spawned { handle: rec.handle.clone(), pid: rec.pid };
+                    let handle = Spawned {
+                        handle: rec.handle.clone(),
+                        pid: rec.pid,
+                    };
                     match provider.adopt(&id, &rec.spec, &handle).await {
                         Ok(Some(sp)) => {
                             self.store.set_handle(&id, &sp.handle, sp.pid)?;
-                            self.emit(Event::new("adopted").runtime(&id).team(&rec.team).data(json!({"pid": sp.pid})));
+                            self.emit(
+                                Event::new("adopted")
+                                    .runtime(&id)
+                                    .team(&rec.team)
+                                    .data(json!({"pid": sp.pid})),
+                            );
                             report.adopted.push(id);
                         }
-                        Ok(None) => self.lose(&id, &rec.team, "lost: the runtime was gone after a daemon restart", &mut report),
+                        Ok(None) => self.lose(
+                            &id,
+                            &rec.team,
+                            "lost: the runtime was gone after a daemon restart",
+                            &mut report,
+                        ),
                         Err(e) => {
                             let reason = format!("lost: re-adoption failed: {}", e.message);
                             self.lose(&id, &rec.team, &reason, &mut report);
@@ -70,8 +97,17 @@ impl Control {
     }
 
     fn lose(&self, id: &str, team: &str, reason: &str, report: &mut ReconcileReport) {
-        if self.store.transition(id, RuntimeState::Error, Some(reason)).is_ok() {
-            self.emit(Event::new("lost").runtime(id).team(team).data(json!({"reason": reason})));
+        if self
+            .store
+            .transition(id, RuntimeState::Error, Some(reason))
+            .is_ok()
+        {
+            self.emit(
+                Event::new("lost")
+                    .runtime(id)
+                    .team(team)
+                    .data(json!({"reason": reason})),
+            );
         }
         report.lost.push((id.to_string(), reason.to_string()));
     }

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use chrono::Utc;
 use godel_core::{
-    Error, Event, Result, RuntimeInfo, RuntimeState, SnapshotInfo, SnapshotRequest, SnapshotTarget, SpawnSpec,
-    new_runtime_id, new_snapshot_id,
+    Error, Event, Result, RuntimeInfo, RuntimeState, SnapshotInfo, SnapshotRequest, SnapshotTarget,
+    SpawnSpec, new_runtime_id, new_snapshot_id,
 };
 use serde_json::json;
 
@@ -19,18 +19,29 @@ const SPEC_KEY: &str = "godel.spawn_spec";
 pub const MAX_FORK: usize = 64;
 
 impl Control {
-    pub async fn snapshot(&self, caller: &Caller, id: &str, req: SnapshotRequest) -> Result<SnapshotInfo> {
+    pub async fn snapshot(
+        &self,
+        caller: &Caller,
+        id: &str,
+        req: SnapshotRequest,
+    ) -> Result<SnapshotInfo> {
         if let Some(n) = &req.name {
             godel_core::validate_name("snapshot", n)?;
         }
         let rec = self.visible_runtime(caller, id)?;
         if !matches!(rec.state, RuntimeState::Running | RuntimeState::Paused) {
-            return Err(Error::conflict(format!("runtime {id} is {}; only running or paused runtimes can be snapshotted", rec.state)));
+            return Err(Error::conflict(format!(
+                "runtime {id} is {}; only running or paused runtimes can be snapshotted",
+                rec.state
+            )));
         }
         let provider = self.provider(&rec.runtime)?;
         let snap_id = new_snapshot_id();
         let dir = self.snapshots.stage(&snap_id)?;
-        let target = SnapshotTarget { snapshot_id: snap_id.clone(), dir };
+        let target = SnapshotTarget {
+            snapshot_id: snap_id.clone(),
+            dir,
+        };
         let started = Instant::now();
         let artifact = match provider.snapshot(id, &req, &target).await {
             Ok(a) => a,
@@ -40,7 +51,10 @@ impl Control {
             }
         };
         let mut data = artifact.data;
-        data.insert(SPEC_KEY.into(), serde_json::to_value(&rec.spec).unwrap_or_default());
+        data.insert(
+            SPEC_KEY.into(),
+            serde_json::to_value(&rec.spec).unwrap_or_default(),
+        );
         let mut info = SnapshotInfo {
             id: snap_id.clone(),
             runtime_id: id.to_string(),
@@ -65,13 +79,19 @@ impl Control {
             Event::new("snapshot_created")
                 .runtime(id)
                 .team(&rec.team)
-                .data(json!({"snapshot_id": snap_id, "size_bytes": info.size_bytes,
-                             "duration_ms": started.elapsed().as_millis() as u64})),
+                .data(
+                    json!({"snapshot_id": snap_id, "size_bytes": info.size_bytes,
+                             "duration_ms": started.elapsed().as_millis() as u64}),
+                ),
         );
         Ok(info)
     }
 
-    pub fn list_snapshots(&self, caller: &Caller, runtime_id: Option<&str>) -> Result<Vec<SnapshotInfo>> {
+    pub fn list_snapshots(
+        &self,
+        caller: &Caller,
+        runtime_id: Option<&str>,
+    ) -> Result<Vec<SnapshotInfo>> {
         if let Some(rid) = runtime_id {
             self.visible_runtime(caller, rid)?;
         }
@@ -92,7 +112,11 @@ impl Control {
         }
         self.store.delete_snapshot(snap)?;
         self.snapshots.remove(snap)?;
-        self.emit(Event::new("snapshot_deleted").team(&info.team).data(json!({"snapshot_id": snap})));
+        self.emit(
+            Event::new("snapshot_deleted")
+                .team(&info.team)
+                .data(json!({"snapshot_id": snap})),
+        );
         Ok(())
     }
 
@@ -118,16 +142,25 @@ impl Control {
         self.create_record(&id, &spec, Some(snap))?;
         let started = Instant::now();
         let res = provider.restore(&id, &info, &spec).await;
-        self.confirm_spawn(&id, provider.as_ref(), res, started).await
+        self.confirm_spawn(&id, provider.as_ref(), res, started)
+            .await
     }
 
     /// `count` independent runtimes from one snapshot, restored concurrently.
-    pub async fn fork(&self, caller: &Caller, snap: &str, count: usize) -> Result<Vec<RuntimeInfo>> {
+    pub async fn fork(
+        &self,
+        caller: &Caller,
+        snap: &str,
+        count: usize,
+    ) -> Result<Vec<RuntimeInfo>> {
         if count == 0 || count > MAX_FORK {
-            return Err(Error::invalid(format!("fork count must be 1..={MAX_FORK}, got {count}")));
+            return Err(Error::invalid(format!(
+                "fork count must be 1..={MAX_FORK}, got {count}"
+            )));
         }
         self.get_snapshot(caller, snap)?;
-        let results = futures::future::join_all((0..count).map(|_| self.restore(caller, snap))).await;
+        let results =
+            futures::future::join_all((0..count).map(|_| self.restore(caller, snap))).await;
         let mut out = Vec::new();
         let mut first_err = None;
         for r in results {

@@ -21,7 +21,9 @@ impl Control {
     pub fn authenticate(&self, token: &str) -> Result<Caller> {
         match self.store.find_token(token.trim())? {
             Some(t) if t.admin => Ok(Caller::Admin),
-            Some(TokenRecord { team: Some(team), .. }) => Ok(Caller::Team(team)),
+            Some(TokenRecord {
+                team: Some(team), ..
+            }) => Ok(Caller::Team(team)),
             _ => Err(Error::unauthenticated("invalid or revoked token")),
         }
     }
@@ -31,15 +33,28 @@ impl Control {
         godel_core::validate_name("team", &team.name)?;
         if let Some(r) = &team.runtime {
             self.provider(r).map(|_| ()).or_else(|e| {
-                if e.code == godel_core::ErrorCode::Unavailable { Ok(()) } else { Err(e) }
+                if e.code == godel_core::ErrorCode::Unavailable {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
             })?;
         }
         if self.store.get_team(&team.name)?.is_some() {
-            return Err(Error::conflict(format!("team {} already exists", team.name)));
+            return Err(Error::conflict(format!(
+                "team {} already exists",
+                team.name
+            )));
         }
         self.store.upsert_team(&team)?;
-        self.emit(Event::new("team_created").team(&team.name).data(json!(team)));
-        self.store.get_team(&team.name)?.ok_or_else(|| Error::internal("team vanished"))
+        self.emit(
+            Event::new("team_created")
+                .team(&team.name)
+                .data(json!(team)),
+        );
+        self.store
+            .get_team(&team.name)?
+            .ok_or_else(|| Error::internal("team vanished"))
     }
 
     pub fn list_teams(&self, caller: &Caller) -> Result<Vec<TeamRecord>> {
@@ -55,19 +70,32 @@ impl Control {
     }
 
     /// New token for a team (created on first use with no quota) or an admin token.
-    pub fn create_token(&self, caller: &Caller, team: Option<&str>, admin: bool) -> Result<CreatedToken> {
+    pub fn create_token(
+        &self,
+        caller: &Caller,
+        team: Option<&str>,
+        admin: bool,
+    ) -> Result<CreatedToken> {
         caller.require_admin("creating a token")?;
         if admin == team.is_some() {
-            return Err(Error::invalid("a token is either for one team (--team T) or an admin token (--admin)"));
+            return Err(Error::invalid(
+                "a token is either for one team (--team T) or an admin token (--admin)",
+            ));
         }
         if let Some(t) = team {
             godel_core::validate_name("team", t)?;
             if self.store.get_team(t)?.is_none() {
-                self.store.upsert_team(&TeamRecord { name: t.to_string(), ..Default::default() })?;
+                self.store.upsert_team(&TeamRecord {
+                    name: t.to_string(),
+                    ..Default::default()
+                })?;
             }
         }
         let (record, token) = self.store.create_token(team, admin)?;
-        self.emit(Event::new("token_created").data(json!({"id": record.id, "team": team, "admin": admin})));
+        self.emit(
+            Event::new("token_created")
+                .data(json!({"id": record.id, "team": team, "admin": admin})),
+        );
         Ok(CreatedToken { record, token })
     }
 

@@ -104,7 +104,9 @@ impl Store {
                 max_memory_bytes: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
                 max_disk_bytes: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
                 runtime: r.get(6)?,
-                fallback: fallback.and_then(|f| serde_json::from_str(&f).ok()).unwrap_or_default(),
+                fallback: fallback
+                    .and_then(|f| serde_json::from_str(&f).ok())
+                    .unwrap_or_default(),
             })
         })
         .map_err(db_err)?
@@ -121,7 +123,9 @@ impl Store {
             )));
         }
         let conn = self.conn();
-        let n = conn.execute("DELETE FROM teams WHERE name = ?1", [name]).map_err(db_err)?;
+        let n = conn
+            .execute("DELETE FROM teams WHERE name = ?1", [name])
+            .map_err(db_err)?;
         if n == 0 {
             return Err(Error::not_found(format!("team {name} not found")));
         }
@@ -149,7 +153,13 @@ impl Store {
             )
             .map_err(db_err)?;
         Ok((
-            TokenRecord { id, team: team.map(String::from), admin, created_at: parse_time(&now), revoked_at: None },
+            TokenRecord {
+                id,
+                team: team.map(String::from),
+                admin,
+                created_at: parse_time(&now),
+                revoked_at: None,
+            },
             token,
         ))
     }

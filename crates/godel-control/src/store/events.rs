@@ -26,7 +26,13 @@ impl Store {
     }
 
     /// Events after `since`, oldest first, optionally of one team / runtime.
-    pub fn list_events(&self, since: i64, team: Option<&str>, runtime_id: Option<&str>, limit: usize) -> Result<Vec<Event>> {
+    pub fn list_events(
+        &self,
+        since: i64,
+        team: Option<&str>,
+        runtime_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(

@@ -109,10 +109,14 @@ impl Store {
     }
 
     fn init(conn: Connection) -> Result<Store> {
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(db_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db_err)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(db_err)?;
@@ -122,8 +126,11 @@ impl Store {
             )));
         }
         conn.execute_batch(SCHEMA).map_err(db_err)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db_err)?;
-        Ok(Store { conn: Mutex::new(conn) })
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(db_err)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {

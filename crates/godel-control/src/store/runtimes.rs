@@ -25,7 +25,8 @@ pub struct TeamUsage {
     pub disk_bytes: u64,
 }
 
-const COLS: &str = "id, runtime, team, state, spec, handle, pid, reason, restored_from, created_at, updated_at";
+const COLS: &str =
+    "id, runtime, team, state, spec, handle, pid, reason, restored_from, created_at, updated_at";
 
 fn row_to_info(r: &Row<'_>) -> rusqlite::Result<(RuntimeInfo, String, String)> {
     let state: String = r.get(3)?;
@@ -108,13 +109,20 @@ impl Store {
     }
 
     /// Move a runtime to `to`, refusing illegal transitions. Returns the new record.
-    pub fn transition(&self, id: &str, to: RuntimeState, reason: Option<&str>) -> Result<RuntimeInfo> {
+    pub fn transition(
+        &self,
+        id: &str,
+        to: RuntimeState,
+        reason: Option<&str>,
+    ) -> Result<RuntimeInfo> {
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err)?;
         let cur: Option<String> = tx
-            .query_row("SELECT state FROM runtimes WHERE id = ?1", [id], |r| r.get(0))
+            .query_row("SELECT state FROM runtimes WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(db_err)?;
         let cur = cur.ok_or_else(|| Error::not_found(format!("runtime {id} not found")))?;
@@ -128,19 +136,33 @@ impl Store {
         )
         .map_err(db_err)?;
         let info = tx
-            .query_row(&format!("SELECT {COLS} FROM runtimes WHERE id = ?1"), [id], row_to_info)
+            .query_row(
+                &format!("SELECT {COLS} FROM runtimes WHERE id = ?1"),
+                [id],
+                row_to_info,
+            )
             .map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         finish(info)
     }
 
     /// Record what the provider returned (handle, pid).
-    pub fn set_handle(&self, id: &str, handle: &BTreeMap<String, serde_json::Value>, pid: Option<u32>) -> Result<()> {
+    pub fn set_handle(
+        &self,
+        id: &str,
+        handle: &BTreeMap<String, serde_json::Value>,
+        pid: Option<u32>,
+    ) -> Result<()> {
         let n = self
             .conn()
             .execute(
                 "UPDATE runtimes SET handle = ?2, pid = ?3, updated_at = ?4 WHERE id = ?1",
-                params![id, serde_json::to_string(handle).map_err(json_err)?, pid.map(|p| p as i64), now_text()],
+                params![
+                    id,
+                    serde_json::to_string(handle).map_err(json_err)?,
+                    pid.map(|p| p as i64),
+                    now_text()
+                ],
             )
             .map_err(db_err)?;
         if n == 0 {
@@ -149,12 +171,32 @@ impl Store {
         Ok(())
     }
 
+    /// Record which provider now holds a runtime (fallback moved it).
+    pub fn set_runtime_kind(&self, id: &str, runtime: &str, spec: &SpawnSpec) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE runtimes SET runtime = ?2, spec = ?3, updated_at = ?4 WHERE id = ?1",
+                params![
+                    id,
+                    runtime,
+                    serde_json::to_string(spec).map_err(json_err)?,
+                    now_text()
+                ],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
     /// Replace the spec of a runtime (e.g. labels changed).
     pub fn set_spec(&self, id: &str, spec: &SpawnSpec) -> Result<()> {
         self.conn()
             .execute(
                 "UPDATE runtimes SET spec = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, serde_json::to_string(spec).map_err(json_err)?, now_text()],
+                params![
+                    id,
+                    serde_json::to_string(spec).map_err(json_err)?,
+                    now_text()
+                ],
             )
             .map_err(db_err)?;
         Ok(())
@@ -163,14 +205,22 @@ impl Store {
     pub fn get_runtime(&self, id: &str) -> Result<Option<RuntimeInfo>> {
         let conn = self.conn();
         let row = conn
-            .query_row(&format!("SELECT {COLS} FROM runtimes WHERE id = ?1"), [id], row_to_info)
+            .query_row(
+                &format!("SELECT {COLS} FROM runtimes WHERE id = ?1"),
+                [id],
+                row_to_info,
+            )
             .optional()
             .map_err(db_err)?;
         row.map(finish).transpose()
     }
 
     /// Runtimes, newest first. `team = None` lists every team's.
-    pub fn list_runtimes(&self, team: Option<&str>, include_terminal: bool) -> Result<Vec<RuntimeInfo>> {
+    pub fn list_runtimes(
+        &self,
+        team: Option<&str>,
+        include_terminal: bool,
+    ) -> Result<Vec<RuntimeInfo>> {
         let conn = self.conn();
         let mut sql = format!("SELECT {COLS} FROM runtimes WHERE (?1 IS NULL OR team = ?1)");
         if !include_terminal {
@@ -199,7 +249,9 @@ impl Store {
 
     /// Remove a record entirely (a spawn refused for bad input leaves no trace).
     pub fn delete_runtime(&self, id: &str) -> Result<()> {
-        self.conn().execute("DELETE FROM runtimes WHERE id = ?1", [id]).map_err(db_err)?;
+        self.conn()
+            .execute("DELETE FROM runtimes WHERE id = ?1", [id])
+            .map_err(db_err)?;
         Ok(())
     }
 
@@ -233,7 +285,12 @@ fn team_usage_tx(conn: &rusqlite::Connection, team: &str) -> Result<TeamUsage> {
 
 /// Refuse a reservation that would take a team past its quota.
 pub(crate) fn check_quota(team: &str, usage: TeamUsage, want: Reservation, q: Quota) -> Result<()> {
-    let over = |what: &str, used: u64, add: u64, max: Option<u64>, unit: &dyn Fn(u64) -> String| -> Result<()> {
+    let over = |what: &str,
+                used: u64,
+                add: u64,
+                max: Option<u64>,
+                unit: &dyn Fn(u64) -> String|
+     -> Result<()> {
         if let Some(max) = max
             && used + add > max
         {
@@ -250,9 +307,26 @@ pub(crate) fn check_quota(team: &str, usage: TeamUsage, want: Reservation, q: Qu
     let cpu = |v: u64| godel_core::Cpu(v).to_string();
     let bytes = |v: u64| godel_core::ByteQuantity(v).to_string();
     over("agents", usage.agents, 1, q.max_agents, &count)?;
-    over("cpu", usage.cpu_millis, want.cpu_millis, q.max_cpu_millis, &cpu)?;
-    over("memory", usage.memory_bytes, want.memory_bytes, q.max_memory_bytes, &bytes)?;
-    over("disk", usage.disk_bytes, want.disk_bytes, q.max_disk_bytes, &bytes)?;
+    over(
+        "cpu",
+        usage.cpu_millis,
+        want.cpu_millis,
+        q.max_cpu_millis,
+        &cpu,
+    )?;
+    over(
+        "memory",
+        usage.memory_bytes,
+        want.memory_bytes,
+        q.max_memory_bytes,
+        &bytes,
+    )?;
+    over(
+        "disk",
+        usage.disk_bytes,
+        want.disk_bytes,
+        q.max_disk_bytes,
+        &bytes,
+    )?;
     Ok(())
 }
-

@@ -59,15 +59,23 @@ impl Store {
 
     pub fn get_snapshot(&self, id: &str) -> Result<Option<SnapshotInfo>> {
         let conn = self.conn();
-        conn.query_row(&format!("SELECT {COLS} FROM snapshots WHERE id = ?1"), [id], row)
-            .optional()
-            .map_err(db_err)?
-            .map(finish)
-            .transpose()
+        conn.query_row(
+            &format!("SELECT {COLS} FROM snapshots WHERE id = ?1"),
+            [id],
+            row,
+        )
+        .optional()
+        .map_err(db_err)?
+        .map(finish)
+        .transpose()
     }
 
     /// Snapshots, newest first, optionally of one team and/or one runtime.
-    pub fn list_snapshots(&self, team: Option<&str>, runtime_id: Option<&str>) -> Result<Vec<SnapshotInfo>> {
+    pub fn list_snapshots(
+        &self,
+        team: Option<&str>,
+        runtime_id: Option<&str>,
+    ) -> Result<Vec<SnapshotInfo>> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(&format!(

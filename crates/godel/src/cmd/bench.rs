@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use godel_control::{Control, Settings, event_channel};
-use godel_core::{Error, ExecOutput, ExecRequest, Isolation, Result, RuntimeInfo, SpawnSpec, WorkspaceMode};
+use godel_core::{
+    Error, ExecOutput, ExecRequest, Isolation, Result, RuntimeInfo, SpawnSpec, WorkspaceMode,
+};
 use http::Method;
 use serde::Serialize;
 use serde_json::json;
@@ -72,17 +74,28 @@ fn progress(ctx: &Ctx, msg: &str) {
 
 async fn spawn_bench(ctx: &Ctx, a: BenchSpawnArgs) -> Result<i32> {
     if a.runtime != "worktree" {
-        return Err(Error::invalid(format!("bench spawn supports --runtime worktree (got {:?})", a.runtime)));
+        return Err(Error::invalid(format!(
+            "bench spawn supports --runtime worktree (got {:?})",
+            a.runtime
+        )));
     }
     let isolation = match a.isolation.as_str() {
         "sandbox" => Isolation::Sandbox,
         "none" => Isolation::None,
-        o => return Err(Error::invalid(format!("--isolation {o:?}: use sandbox or none"))),
+        o => {
+            return Err(Error::invalid(format!(
+                "--isolation {o:?}: use sandbox or none"
+            )));
+        }
     };
     let workspace = match a.workspace.as_str() {
         "cow" => WorkspaceMode::Cow,
         "git-worktree" => WorkspaceMode::GitWorktree,
-        o => return Err(Error::invalid(format!("--workspace {o:?}: use cow or git-worktree"))),
+        o => {
+            return Err(Error::invalid(format!(
+                "--workspace {o:?}: use cow or git-worktree"
+            )));
+        }
     };
     let scratch = tempfile::Builder::new()
         .prefix("godel-bench-")
@@ -108,9 +121,13 @@ async fn spawn_bench(ctx: &Ctx, a: BenchSpawnArgs) -> Result<i32> {
     let sock = home.join("godel.sock");
     let listener = godel_api::bind_unix(&sock).map_err(|e| Error::io("bind bench socket", &e))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(godel_api::serve_unix(listener, control.clone(), async move {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(godel_api::serve_unix(
+        listener,
+        control.clone(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
     let client = Client::new(None, None, sock)?;
     let spec = SpawnSpec {
         runtime: Some("worktree".into()),
@@ -120,9 +137,14 @@ async fn spawn_bench(ctx: &Ctx, a: BenchSpawnArgs) -> Result<i32> {
         ..Default::default()
     };
 
-    progress(ctx, "first spawn (builds the shared checkout of the commit)");
+    progress(
+        ctx,
+        "first spawn (builds the shared checkout of the commit)",
+    );
     let t = Instant::now();
-    let first: RuntimeInfo = client.json(Method::POST, "/v1/runtimes", Some(&spec)).await?;
+    let first: RuntimeInfo = client
+        .json(Method::POST, "/v1/runtimes", Some(&spec))
+        .await?;
     let first_spawn_ms = t.elapsed().as_secs_f64() * 1000.0;
 
     progress(ctx, &format!("{} exec round trips of `true`", a.execs));
@@ -131,35 +153,67 @@ async fn spawn_bench(ctx: &Ctx, a: BenchSpawnArgs) -> Result<i32> {
     let mut exec = Vec::new();
     for _ in 0..a.execs {
         let t = Instant::now();
-        let out: ExecOutput = client.json(Method::POST, &exec_path, Some(&exec_req)).await?;
+        let out: ExecOutput = client
+            .json(Method::POST, &exec_path, Some(&exec_req))
+            .await?;
         exec.push(t.elapsed());
         if out.exit_code != 0 {
-            return Err(Error::exec(format!("`true` exited {} in the benchmark runtime", out.exit_code)));
+            return Err(Error::exec(format!(
+                "`true` exited {} in the benchmark runtime",
+                out.exit_code
+            )));
         }
     }
-    let _: RuntimeInfo = client.json(Method::DELETE, &format!("/v1/runtimes/{}", first.id), None::<&()>).await?;
+    let _: RuntimeInfo = client
+        .json(
+            Method::DELETE,
+            &format!("/v1/runtimes/{}", first.id),
+            None::<&()>,
+        )
+        .await?;
 
-    progress(ctx, &format!("{} spawn/terminate cycles through the API", a.iterations));
+    progress(
+        ctx,
+        &format!("{} spawn/terminate cycles through the API", a.iterations),
+    );
     let (mut spawn, mut term) = (Vec::new(), Vec::new());
     for _ in 0..a.iterations {
         let t = Instant::now();
-        let info: RuntimeInfo = client.json(Method::POST, "/v1/runtimes", Some(&spec)).await?;
+        let info: RuntimeInfo = client
+            .json(Method::POST, "/v1/runtimes", Some(&spec))
+            .await?;
         spawn.push(t.elapsed());
         let t = Instant::now();
-        let _: RuntimeInfo = client.json(Method::DELETE, &format!("/v1/runtimes/{}", info.id), None::<&()>).await?;
+        let _: RuntimeInfo = client
+            .json(
+                Method::DELETE,
+                &format!("/v1/runtimes/{}", info.id),
+                None::<&()>,
+            )
+            .await?;
         term.push(t.elapsed());
     }
     let _ = stop_tx.send(());
     let _ = server.await;
 
-    progress(ctx, &format!("{} baseline runs of `git worktree add` + `sh -c true`", a.baseline));
+    progress(
+        ctx,
+        &format!(
+            "{} baseline runs of `git worktree add` + `sh -c true`",
+            a.baseline
+        ),
+    );
     let baseline = baseline_runs(&repo, scratch.path(), a.baseline).await?;
 
     let spawn = Stats::of(spawn);
     let exec = Stats::of(exec);
     let terminate = Stats::of(term);
     let baseline = Stats::of(baseline);
-    let speedup = if spawn.p95_ms > 0.0 { baseline.p95_ms / spawn.p95_ms } else { 0.0 };
+    let speedup = if spawn.p95_ms > 0.0 {
+        baseline.p95_ms / spawn.p95_ms
+    } else {
+        0.0
+    };
     let report = json!({
         "runtime": "worktree",
         "workspace": a.workspace,
@@ -180,14 +234,23 @@ async fn spawn_bench(ctx: &Ctx, a: BenchSpawnArgs) -> Result<i32> {
         },
     });
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
-        println!("godel bench spawn: worktree runtime ({} workspace, isolation {}), {}-file repository", a.workspace, a.isolation, a.files);
+        println!(
+            "godel bench spawn: worktree runtime ({} workspace, isolation {}), {}-file repository",
+            a.workspace, a.isolation, a.files
+        );
         println!("first spawn of the commit (builds the shared checkout): {first_spawn_ms:.1} ms");
         println!("{}", spawn.line("spawn (API, POST /v1/runtimes)"));
         println!("{}", exec.line("exec `true` (API, buffered)"));
         println!("{}", terminate.line("terminate (API, DELETE)"));
-        println!("{}", baseline.line("baseline: git worktree add + sh -c true"));
+        println!(
+            "{}",
+            baseline.line("baseline: git worktree add + sh -c true")
+        );
         println!(
             "baseline p95 / spawn p95 = {speedup:.1}x   (targets: spawn p95 < 20 ms, >= 10x, exec p50 < 3 ms)"
         );
@@ -201,16 +264,39 @@ async fn baseline_runs(repo: &Path, scratch: &Path, n: usize) -> Result<Vec<Dura
     for i in 0..n {
         let wt = scratch.join(format!("baseline-wt-{i}"));
         let t = Instant::now();
-        run_ok(tokio::process::Command::new("git").arg("-C").arg(repo).args(["worktree", "add", "--detach", "-q"]).arg(&wt).arg("HEAD")).await?;
-        run_ok(tokio::process::Command::new("sh").args(["-c", "true"]).current_dir(&wt)).await?;
+        run_ok(
+            tokio::process::Command::new("git")
+                .arg("-C")
+                .arg(repo)
+                .args(["worktree", "add", "--detach", "-q"])
+                .arg(&wt)
+                .arg("HEAD"),
+        )
+        .await?;
+        run_ok(
+            tokio::process::Command::new("sh")
+                .args(["-c", "true"])
+                .current_dir(&wt),
+        )
+        .await?;
         out.push(t.elapsed());
-        run_ok(tokio::process::Command::new("git").arg("-C").arg(repo).args(["worktree", "remove", "--force"]).arg(&wt)).await?;
+        run_ok(
+            tokio::process::Command::new("git")
+                .arg("-C")
+                .arg(repo)
+                .args(["worktree", "remove", "--force"])
+                .arg(&wt),
+        )
+        .await?;
     }
     Ok(out)
 }
 
 async fn run_ok(cmd: &mut tokio::process::Command) -> Result<()> {
-    let out = cmd.output().await.map_err(|e| Error::io("run baseline command", &e))?;
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| Error::io("run baseline command", &e))?;
     if !out.status.success() {
         return Err(Error::exec(format!(
             "baseline command failed: {}",

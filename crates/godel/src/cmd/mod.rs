@@ -34,9 +34,14 @@ pub async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
         Command::Events { since, limit } => admin::events(ctx, since, limit).await,
         Command::Doctor => admin::doctor(ctx).await,
         Command::Bench(b) => bench::run(ctx, b).await,
+        Command::Config(crate::cli::ConfigCmd::Check { config }) => {
+            admin::config_check(ctx, config.as_deref())
+        }
     }
 }
 
 fn unreachable_serve() -> Result<i32> {
-    Err(godel_core::Error::internal("serve is handled before dispatch"))
+    Err(godel_core::Error::internal(
+        "serve is handled before dispatch",
+    ))
 }

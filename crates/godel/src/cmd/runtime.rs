@@ -4,8 +4,8 @@ use std::io::{Read, Write};
 
 use futures::StreamExt;
 use godel_core::{
-    Error, ExecEvent, ExecOutput, ExecRequest, Isolation, NetworkMode, Result, RuntimeInfo, SpawnSpec,
-    WorkspaceMode, parse_bytes, parse_cpu, parse_key_values,
+    Error, ExecEvent, ExecOutput, ExecRequest, Isolation, NetworkMode, Result, RuntimeInfo,
+    SpawnSpec, WorkspaceMode, parse_bytes, parse_cpu, parse_key_values,
 };
 use http::Method;
 
@@ -29,7 +29,12 @@ pub fn spec_from_args(a: &SpawnArgs) -> Result<SpawnSpec> {
         // Paths are resolved here: the daemon may run with another cwd.
         let p = std::path::Path::new(r);
         if p.exists() {
-            spec.repo = Some(std::fs::canonicalize(p).map_err(|e| Error::io(format!("repo {r}"), &e))?.display().to_string());
+            spec.repo = Some(
+                std::fs::canonicalize(p)
+                    .map_err(|e| Error::io(format!("repo {r}"), &e))?
+                    .display()
+                    .to_string(),
+            );
         }
     }
     spec.resources.cpu = a.cpu.as_deref().map(parse_cpu).transpose()?;
@@ -42,7 +47,11 @@ pub fn spec_from_args(a: &SpawnArgs) -> Result<SpawnSpec> {
             "none" => NetworkMode::None,
             "nat" => NetworkMode::Nat,
             "host" => NetworkMode::Host,
-            other => return Err(Error::invalid(format!("--network {other:?}: use none or nat"))),
+            other => {
+                return Err(Error::invalid(format!(
+                    "--network {other:?}: use none or nat"
+                )));
+            }
         };
     }
     spec.network.allow = a.allow.clone();
@@ -50,14 +59,22 @@ pub fn spec_from_args(a: &SpawnArgs) -> Result<SpawnSpec> {
         spec.isolation = match i.as_str() {
             "sandbox" => Isolation::Sandbox,
             "none" => Isolation::None,
-            other => return Err(Error::invalid(format!("--isolation {other:?}: use sandbox or none"))),
+            other => {
+                return Err(Error::invalid(format!(
+                    "--isolation {other:?}: use sandbox or none"
+                )));
+            }
         };
     }
     if let Some(w) = &a.workspace {
         spec.workspace = match w.as_str() {
             "cow" => WorkspaceMode::Cow,
             "git-worktree" => WorkspaceMode::GitWorktree,
-            other => return Err(Error::invalid(format!("--workspace {other:?}: use cow or git-worktree"))),
+            other => {
+                return Err(Error::invalid(format!(
+                    "--workspace {other:?}: use cow or git-worktree"
+                )));
+            }
         };
     }
     spec.validate()?;
@@ -66,7 +83,11 @@ pub fn spec_from_args(a: &SpawnArgs) -> Result<SpawnSpec> {
 
 pub async fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<i32> {
     let spec = spec_from_args(&a)?;
-    let info: RuntimeInfo = ctx.client.json(Method::POST, "/v1/runtimes", Some(&spec)).await?;
+    let path = match a.wait {
+        Some(w) => format!("/v1/runtimes?wait_secs={w}"),
+        None => "/v1/runtimes".to_string(),
+    };
+    let info: RuntimeInfo = ctx.client.json(Method::POST, &path, Some(&spec)).await?;
     if ctx.json {
         output::json(&info);
     } else {
@@ -87,12 +108,17 @@ pub async fn exec(ctx: &Ctx, a: ExecArgs) -> Result<i32> {
     if let Some(t) = a.timeout
         && !(t > 0.0 && t.is_finite())
     {
-        return Err(Error::invalid(format!("--timeout {t} must be a positive number of seconds")));
+        return Err(Error::invalid(format!(
+            "--timeout {t} must be a positive number of seconds"
+        )));
     }
     if a.stdin {
         let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).map_err(|e| Error::io("read stdin", &e))?;
-        req.stdin = Some(String::from_utf8(buf).map_err(|_| Error::invalid("stdin must be UTF-8 text"))?);
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::io("read stdin", &e))?;
+        req.stdin =
+            Some(String::from_utf8(buf).map_err(|_| Error::invalid("stdin must be UTF-8 text"))?);
     }
     req.validate()?;
     let path = format!("/v1/runtimes/{}/exec", a.id);
@@ -101,12 +127,17 @@ pub async fn exec(ctx: &Ctx, a: ExecArgs) -> Result<i32> {
         output::json(&out);
         return Ok(out.exit_code);
     }
-    let mut events = Box::pin(ctx.client.sse(Method::POST, &format!("{path}/stream"), Some(&req)).await?);
+    let mut events = Box::pin(
+        ctx.client
+            .sse(Method::POST, &format!("{path}/stream"), Some(&req))
+            .await?,
+    );
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
     while let Some(item) = events.next().await {
         let (_, data) = item?;
-        let ev: ExecEvent = serde_json::from_str(&data).map_err(|e| Error::internal(format!("bad exec event: {e}")))?;
+        let ev: ExecEvent = serde_json::from_str(&data)
+            .map_err(|e| Error::internal(format!("bad exec event: {e}")))?;
         match ev {
             ExecEvent::Started { .. } => {}
             ExecEvent::Stdout { data } => {
@@ -129,7 +160,9 @@ pub async fn exec(ctx: &Ctx, a: ExecArgs) -> Result<i32> {
             }
         }
     }
-    Err(Error::unavailable("the exec stream ended without an exit status"))
+    Err(Error::unavailable(
+        "the exec stream ended without an exit status",
+    ))
 }
 
 pub async fn ls(ctx: &Ctx, all: bool) -> Result<i32> {
@@ -146,7 +179,10 @@ pub async fn ls(ctx: &Ctx, all: bool) -> Result<i32> {
 }
 
 pub async fn status(ctx: &Ctx, id: &str) -> Result<i32> {
-    let info: RuntimeInfo = ctx.client.json(Method::GET, &format!("/v1/runtimes/{id}"), None::<&()>).await?;
+    let info: RuntimeInfo = ctx
+        .client
+        .json(Method::GET, &format!("/v1/runtimes/{id}"), None::<&()>)
+        .await?;
     if ctx.json {
         output::json(&info);
     } else {
@@ -158,7 +194,11 @@ pub async fn status(ctx: &Ctx, id: &str) -> Result<i32> {
 pub async fn rm(ctx: &Ctx, id: &str, snapshot: bool) -> Result<i32> {
     let info: RuntimeInfo = ctx
         .client
-        .json(Method::DELETE, &format!("/v1/runtimes/{id}?snapshot={snapshot}"), None::<&()>)
+        .json(
+            Method::DELETE,
+            &format!("/v1/runtimes/{id}?snapshot={snapshot}"),
+            None::<&()>,
+        )
         .await?;
     if ctx.json {
         output::json(&info);
@@ -171,7 +211,11 @@ pub async fn rm(ctx: &Ctx, id: &str, snapshot: bool) -> Result<i32> {
 pub async fn pause_resume(ctx: &Ctx, id: &str, verb: &str) -> Result<i32> {
     let info: RuntimeInfo = ctx
         .client
-        .json(Method::POST, &format!("/v1/runtimes/{id}/{verb}"), None::<&()>)
+        .json(
+            Method::POST,
+            &format!("/v1/runtimes/{id}/{verb}"),
+            None::<&()>,
+        )
         .await?;
     if ctx.json {
         output::json(&info);

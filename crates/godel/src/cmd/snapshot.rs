@@ -12,15 +12,27 @@ use crate::output;
 pub async fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<i32> {
     match cmd {
         SnapshotCmd::Create { id, name } => {
-            let req = SnapshotRequest { name, ..Default::default() };
+            let req = SnapshotRequest {
+                name,
+                ..Default::default()
+            };
             let s: SnapshotInfo = ctx
                 .client
-                .json(Method::POST, &format!("/v1/runtimes/{id}/snapshots"), Some(&req))
+                .json(
+                    Method::POST,
+                    &format!("/v1/runtimes/{id}/snapshots"),
+                    Some(&req),
+                )
                 .await?;
             if ctx.json {
                 output::json(&s);
             } else {
-                eprintln!("snapshot of {} ({}, {})", s.runtime_id, s.kind, godel_core::ByteQuantity(s.size_bytes));
+                eprintln!(
+                    "snapshot of {} ({}, {})",
+                    s.runtime_id,
+                    s.kind,
+                    godel_core::ByteQuantity(s.size_bytes)
+                );
                 println!("{}", s.id);
             }
         }
@@ -39,7 +51,11 @@ pub async fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<i32> {
         SnapshotCmd::Rm { snapshot } => {
             let _: serde_json::Value = ctx
                 .client
-                .json(Method::DELETE, &format!("/v1/snapshots/{snapshot}"), None::<&()>)
+                .json(
+                    Method::DELETE,
+                    &format!("/v1/snapshots/{snapshot}"),
+                    None::<&()>,
+                )
                 .await?;
             if ctx.json {
                 output::json(&json!({"deleted": snapshot}));
@@ -54,7 +70,11 @@ pub async fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<i32> {
 pub async fn restore(ctx: &Ctx, snap: &str) -> Result<i32> {
     let info: RuntimeInfo = ctx
         .client
-        .json(Method::POST, &format!("/v1/snapshots/{snap}/restore"), None::<&()>)
+        .json(
+            Method::POST,
+            &format!("/v1/snapshots/{snap}/restore"),
+            None::<&()>,
+        )
         .await?;
     if ctx.json {
         output::json(&info);
@@ -67,7 +87,11 @@ pub async fn restore(ctx: &Ctx, snap: &str) -> Result<i32> {
 pub async fn fork(ctx: &Ctx, snap: &str, count: usize) -> Result<i32> {
     let list: Vec<RuntimeInfo> = ctx
         .client
-        .json(Method::POST, &format!("/v1/snapshots/{snap}/fork"), Some(&json!({"count": count})))
+        .json(
+            Method::POST,
+            &format!("/v1/snapshots/{snap}/fork"),
+            Some(&json!({"count": count})),
+        )
         .await?;
     if ctx.json {
         output::json(&list);

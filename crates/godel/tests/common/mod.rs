@@ -29,14 +29,26 @@ pub fn isolation() -> &'static str {
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
 impl Daemon {
     pub fn start(extra: &[&str]) -> Daemon {
-        let home = tempfile::Builder::new().prefix("godel-e2e-").tempdir().unwrap();
-        let mut d = Daemon { home, child: None, extra_args: extra.iter().map(|s| s.to_string()).collect(), tcp: None };
+        let home = tempfile::Builder::new()
+            .prefix("godel-e2e-")
+            .tempdir()
+            .unwrap();
+        let mut d = Daemon {
+            home,
+            child: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            tcp: None,
+        };
         d.spawn_serve();
         d
     }
@@ -57,8 +69,16 @@ impl Daemon {
     }
 
     fn start_deferred(extra: &[&str]) -> Daemon {
-        let home = tempfile::Builder::new().prefix("godel-e2e-").tempdir().unwrap();
-        Daemon { home, child: None, extra_args: extra.iter().map(|s| s.to_string()).collect(), tcp: None }
+        let home = tempfile::Builder::new()
+            .prefix("godel-e2e-")
+            .tempdir()
+            .unwrap();
+        Daemon {
+            home,
+            child: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            tcp: None,
+        }
     }
 
     pub fn home(&self) -> &Path {
@@ -117,13 +137,20 @@ impl Daemon {
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
         // SAFETY-free: send SIGTERM via the kill command.
-        Command::new("kill").arg("-TERM").arg(c.id().to_string()).status().unwrap();
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
         c.wait().unwrap()
     }
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(BIN);
-        c.env("GODEL_HOME", self.home()).env_remove("GODEL_URL").env_remove("GODEL_TOKEN").stdin(Stdio::null());
+        c.env("GODEL_HOME", self.home())
+            .env_remove("GODEL_URL")
+            .env_remove("GODEL_TOKEN")
+            .stdin(Stdio::null());
         c
     }
 
@@ -135,7 +162,14 @@ impl Daemon {
     /// Run with stdin bytes.
     pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
         use std::io::Write;
-        let mut child = self.cmd().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         child.stdin.take().unwrap().write_all(input).unwrap();
         child.wait_with_output().unwrap()
     }
@@ -156,7 +190,12 @@ impl Daemon {
 
     /// Last line of stdout of a successful command.
     pub fn last_line(&self, args: &[&str]) -> String {
-        self.ok(args).lines().last().unwrap_or("").trim().to_string()
+        self.ok(args)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim()
+            .to_string()
     }
 }
 
@@ -194,7 +233,11 @@ pub fn make_repo(dir: &Path) -> PathBuf {
             .current_dir(&repo)
             .output()
             .unwrap();
-        assert!(st.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
     };
     git(&["init", "-q", "-b", "main"]);
     git(&["add", "-A"]);
