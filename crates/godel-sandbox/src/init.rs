@@ -54,6 +54,11 @@ pub struct InitConfig {
     pub dir: PathBuf,
     pub uid_base: u32,
     pub uid_count: u32,
+    /// Use a user namespace (uid maps, idmapped workspace). Without one the
+    /// init stays host root in the other namespaces and agents run directly
+    /// as the unprivileged host uid `uid_base + 1000`.
+    #[serde(default = "yes")]
+    pub user_namespace: bool,
     pub cgroup_procs: Vec<PathBuf>,
     pub hostname: String,
     pub tmp_bytes: u64,
@@ -64,7 +69,19 @@ pub struct InitConfig {
     pub nat: Option<NatSetup>,
 }
 
+fn yes() -> bool {
+    true
+}
+
 impl InitConfig {
+    /// The agent's uid as its processes see it.
+    pub fn agent_uid(&self) -> u32 {
+        if self.user_namespace {
+            AGENT_UID
+        } else {
+            self.uid_base + AGENT_UID
+        }
+    }
     pub fn socket_path(&self) -> PathBuf {
         self.dir.join("ctl.sock")
     }
@@ -164,7 +181,12 @@ fn stage1(cfg: &InitConfig) -> Result<InitReady, String> {
 
     let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
     let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
-    let flags = libc::CLONE_NEWUSER
+    let userns = if cfg.user_namespace {
+        libc::CLONE_NEWUSER
+    } else {
+        0
+    };
+    let flags = userns
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWIPC
@@ -233,16 +255,19 @@ fn stage1_parent(
     ready_r: OwnedFd,
 ) -> Result<(bool, Option<String>), String> {
     let proc = PathBuf::from(format!("/proc/{pid}"));
-    let map = format!("0 {} {}\n", cfg.uid_base, cfg.uid_count);
-    write_file(&proc.join("setgroups"), "deny")?;
-    write_file(&proc.join("uid_map"), &map)?;
-    write_file(&proc.join("gid_map"), &map)?;
+    if cfg.user_namespace {
+        let map = format!("0 {} {}\n", cfg.uid_base, cfg.uid_count);
+        write_file(&proc.join("setgroups"), "deny")?;
+        write_file(&proc.join("uid_map"), &map)?;
+        write_file(&proc.join("gid_map"), &map)?;
+    }
     // Best effort: lowering needs CAP_SYS_RESOURCE, which some hosts withhold.
     // The OOM killer picks the largest task anyway, which is never the init.
     let _ = write_file(&proc.join("oom_score_adj"), "-1000");
 
     let agent_host_id = cfg.uid_base + AGENT_UID;
     let idmapped = match ws_fd {
+        Some(_) if !cfg.user_namespace => Err("user namespaces are off".to_string()),
         Some(fd) => idmap(fd, agent_host_id),
         None => Err("open_tree is not available".to_string()),
     };
@@ -374,6 +399,7 @@ fn stage2(
             new_root: &root,
             hostname: &cfg.hostname,
             tmp_bytes: cfg.tmp_bytes,
+            agent_uid: cfg.agent_uid(),
             dns: cfg.dns.as_deref(),
         },
     );
@@ -394,7 +420,7 @@ fn stage2(
         }
     }
     drop(null);
-    let server = crate::initserve::Server::new(listen_fd, filters, cfg.nofile)?;
+    let server = crate::initserve::Server::new(listen_fd, filters, cfg.nofile, cfg.agent_uid())?;
     nix::unistd::write(ready_w, b"ok").map_err(|e| err("report ready", e))?;
     // SAFETY: `ready_w` is ours; closing it tells stage 1 we are ready. The
     // OwnedFd is not used again (we never return on success).

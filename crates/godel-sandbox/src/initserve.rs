@@ -23,7 +23,6 @@ use nix::sys::socket::MsgFlags;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::mounts::AGENT_UID;
 use crate::proto::{self, Reply, Request};
 use crate::seccomp::{Filters, Rlimits};
 
@@ -43,13 +42,19 @@ pub struct Server {
     sigfd: SignalFd,
     filters: Filters,
     rlimits: Rlimits,
+    agent_uid: u32,
     conns: HashMap<RawFd, Conn>,
     /// Child pid (namespace) → connection fd.
     children: HashMap<i32, RawFd>,
 }
 
 impl Server {
-    pub fn new(listen: OwnedFd, filters: Filters, nofile: u64) -> Result<Server, String> {
+    pub fn new(
+        listen: OwnedFd,
+        filters: Filters,
+        nofile: u64,
+        agent_uid: u32,
+    ) -> Result<Server, String> {
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGCHLD);
         mask.thread_block()
@@ -61,6 +66,7 @@ impl Server {
             sigfd,
             filters,
             rlimits: Rlimits { nofile },
+            agent_uid,
             conns: HashMap::new(),
             children: HashMap::new(),
         })
@@ -287,6 +293,7 @@ impl Server {
                 env: &env_p,
                 filters: &self.filters,
                 rlimits: self.rlimits,
+                agent_uid: self.agent_uid,
             };
             child_exec(&ctx);
         }
@@ -339,6 +346,7 @@ struct ChildCtx<'a> {
     env: &'a [*const libc::c_char],
     filters: &'a Filters,
     rlimits: Rlimits,
+    agent_uid: u32,
 }
 
 fn fail(status_w: RawFd, stage: u8, errno: i32) -> ! {
@@ -403,9 +411,8 @@ fn child_exec(c: &ChildCtx<'_>) -> ! {
             fail(c.status_w, STAGE_SETUP, errno());
         }
         // Become the agent user; leaving uid 0 clears every capability.
-        if libc::setresgid(AGENT_UID, AGENT_UID, AGENT_UID) < 0
-            || libc::setresuid(AGENT_UID, AGENT_UID, AGENT_UID) < 0
-        {
+        let id = c.agent_uid;
+        if libc::setresgid(id, id, id) < 0 || libc::setresuid(id, id, id) < 0 {
             fail(c.status_w, STAGE_SETUP, errno());
         }
         if libc::chdir(c.cwd.as_ptr()) < 0 {

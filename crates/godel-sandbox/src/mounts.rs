@@ -102,6 +102,8 @@ pub struct PlanInput<'a> {
     pub hostname: &'a str,
     /// Size of the private `/tmp`, bytes.
     pub tmp_bytes: u64,
+    /// The agent's uid/gid as processes see it (1000 inside a user namespace).
+    pub agent_uid: u32,
     /// Lines for `/etc/resolv.conf` (nameservers); `None` keeps the host's file.
     pub dns: Option<&'a [String]>,
 }
@@ -145,8 +147,8 @@ pub fn plan(host: &HostView, input: &PlanInput<'_>) -> Vec<MountOp> {
     });
     ops.push(MountOp::Mkdir(run.join("godel"), 0o755));
     let mut files = vec![
-        ("passwd", passwd()),
-        ("group", group()),
+        ("passwd", passwd(input.agent_uid)),
+        ("group", group(input.agent_uid)),
         ("hostname", format!("{}\n", input.hostname)),
         (
             "hosts",
@@ -230,17 +232,17 @@ pub fn plan(host: &HostView, input: &PlanInput<'_>) -> Vec<MountOp> {
     ops
 }
 
-fn passwd() -> String {
+fn passwd(uid: u32) -> String {
     format!(
         "root:x:0:0:root:/root:/usr/sbin/nologin\n\
-         user:x:{AGENT_UID}:{AGENT_UID}:user:{home}:/bin/bash\n\
+         user:x:{uid}:{uid}:user:{home}:/bin/bash\n\
          nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
         home = godel_core::WORKSPACE_MOUNT
     )
 }
 
-fn group() -> String {
-    format!("root:x:0:\nuser:x:{AGENT_UID}:\nnogroup:x:65534:\n")
+fn group(gid: u32) -> String {
+    format!("root:x:0:\nuser:x:{gid}:\nnogroup:x:65534:\n")
 }
 
 /// The running workspace attachment: a detached mount fd, or a host path.
@@ -526,6 +528,7 @@ mod tests {
             new_root: root,
             hostname: "agent-1",
             tmp_bytes: 64 << 20,
+            agent_uid: AGENT_UID,
             dns: None,
         }
     }

@@ -97,6 +97,9 @@ pub struct NamespaceOptions {
     pub default_tmp_bytes: u64,
     /// `RLIMIT_NOFILE` of every process.
     pub nofile: u64,
+    /// Use a user namespace: `None` = when the kernel allows it. Without one
+    /// agents run directly as the unprivileged host uid `uid_base + n*65536 + 1000`.
+    pub user_namespace: Option<bool>,
     pub ops: Arc<dyn HostOps>,
 }
 
@@ -121,6 +124,7 @@ impl Default for NamespaceOptions {
             default_pids: 1024,
             default_tmp_bytes: 512 << 20,
             nofile: 8192,
+            user_namespace: None,
             ops: Arc::new(RealHostOps),
         }
     }
@@ -163,6 +167,10 @@ impl NamespaceIsolator {
             events,
             ..Default::default()
         })
+    }
+
+    fn user_namespace(&self) -> bool {
+        self.opts.user_namespace.unwrap_or_else(userns_enabled)
     }
 
     fn layout(&self) -> Result<CgroupLayout> {
@@ -296,6 +304,7 @@ impl NamespaceIsolator {
             dir: dir.clone(),
             uid_base,
             uid_count: 65536,
+            user_namespace: self.user_namespace(),
             cgroup_procs: cg.procs_files(),
             hostname: cfg.id.chars().take(63).collect(),
             tmp_bytes: cfg.limits.disk_bytes.unwrap_or(self.opts.default_tmp_bytes),
@@ -355,6 +364,14 @@ impl NamespaceIsolator {
     }
 }
 
+/// Whether the kernel lets us create user namespaces.
+pub fn userns_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
+}
+
 /// Whether `pid` is the same live (non-zombie) process that started at `start_time`.
 pub fn init_alive(pid: u32, start_time: u64) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -381,13 +398,6 @@ impl Isolator for NamespaceIsolator {
                 "the process sandbox needs root (it writes uid maps, cgroups and idmapped mounts); run the daemon as root or use --isolation none for trusted local use",
             );
         }
-        let max_userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        if max_userns == 0 {
-            return Availability::no("user namespaces are disabled (user.max_user_namespaces = 0)");
-        }
         let layout = match self.layout() {
             Ok(l) => l,
             Err(e) => return Availability::no(e.message),
@@ -401,6 +411,14 @@ impl Isolator for NamespaceIsolator {
             .detail("cgroup_version", layout.version().to_string())
             .detail("init", format!("{init:?}"))
             .detail("run_dir", self.opts.run_dir.display().to_string())
+            .detail(
+                "user_namespace",
+                if self.user_namespace() {
+                    "on (agents are uid 1000 of their own user namespace)"
+                } else {
+                    "off (user namespaces unavailable: agents run as a dedicated unprivileged host uid)"
+                },
+            )
     }
 
     async fn create(&self, cfg: SandboxConfig) -> Result<Arc<dyn Sandbox>> {

@@ -387,3 +387,49 @@ async fn own_proc_and_hostname() {
     assert!(!out.stdout.contains("escapes"), "{out:?}");
     a.sb.destroy().await.unwrap();
 }
+
+#[tokio::test]
+async fn without_user_namespaces_agents_are_a_dedicated_unprivileged_uid() {
+    if !need_root() {
+        return;
+    }
+    let iso = isolator_with(&Events::default(), Some(false));
+    let a = spawn(&iso, "nouserns", SandboxLimits::default()).await;
+    let h: godel_sandbox::SandboxHandle = serde_json::from_value(a.sb.handle()).unwrap();
+    let agent = h.uid_base + 1000;
+    let out = sh(
+        &*a.sb,
+        "whoami; id -u; cat /etc/shadow; echo x > /usr/escape; echo ok > mine; cat mine",
+    )
+    .await;
+    assert_eq!(out.stdout, format!("user\n{agent}\nok\n"), "{out:?}");
+    assert!(
+        out.stderr.contains("/etc/shadow: Permission denied"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("/usr/escape: Read-only file system"),
+        "{out:?}"
+    );
+    // The workspace was handed to the agent's uid; the runtime is told to chown.
+    assert_eq!(a.sb.workspace_owner(), Some((agent, agent)));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(a.cfg.workspace.join("mine"))
+            .unwrap()
+            .uid(),
+        agent
+    );
+    assert_eq!(libc_call(&*a.sb, "l.ptrace(16, 1, 0, 0)").await, "-1 EPERM");
+    assert_eq!(libc_call(&*a.sb, "l.unshare(0x10000000)").await, "-1 EPERM");
+    let out = sh(
+        &*a.sb,
+        "grep -E '^(CapEff|NoNewPrivs):' /proc/self/status; ip -o link | wc -l",
+    )
+    .await;
+    assert_eq!(
+        out.stdout, "CapEff:\t0000000000000000\nNoNewPrivs:\t1\n1\n",
+        "{out:?}"
+    );
+    a.sb.destroy().await.unwrap();
+}

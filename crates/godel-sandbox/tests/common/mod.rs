@@ -37,11 +37,17 @@ impl Events {
 }
 
 pub fn isolator(events: &Events) -> NamespaceIsolator {
+    isolator_with(events, None)
+}
+
+/// `user_namespace: Some(false)` forces the fallback for kernels without user namespaces.
+pub fn isolator_with(events: &Events, user_namespace: Option<bool>) -> NamespaceIsolator {
     NamespaceIsolator::new(NamespaceOptions {
         init: Some(InitProgram::Path(
             env!("CARGO_BIN_EXE_godel-sandbox-init").into(),
         )),
         events: events.sink(),
+        user_namespace,
         ..Default::default()
     })
 }
