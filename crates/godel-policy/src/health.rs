@@ -41,6 +41,8 @@ pub enum RestartPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthPolicy {
     pub interval: Duration,
+    /// A probe still running after this counts as unresponsive.
+    pub probe_timeout: Duration,
     pub unhealthy_after: u32,
     pub dead_after: u32,
     pub restart: RestartPolicy,
@@ -54,6 +56,7 @@ impl Default for HealthPolicy {
     fn default() -> Self {
         HealthPolicy {
             interval: Duration::from_secs(10),
+            probe_timeout: Duration::from_secs(5),
             unhealthy_after: 2,
             dead_after: 6,
             restart: RestartPolicy::Never,
@@ -524,11 +527,12 @@ async fn run(shared: Arc<Shared>, id: String, wake: Arc<Notify>) {
         };
         if probe_now {
             let fut = (shared.probe)(id.clone());
-            let result = match tokio::time::timeout(interval, fut).await {
+            let limit = shared.policy.probe_timeout;
+            let result = match tokio::time::timeout(limit, fut).await {
                 Ok(p) => p,
                 Err(_) => Probe::unresponsive(format!(
                     "probe did not answer within {} ms",
-                    interval.as_millis()
+                    limit.as_millis()
                 )),
             };
             let now = Instant::now();
@@ -659,6 +663,30 @@ mod tests {
         assert_eq!(t.restarts(), 2);
         t.observe(later + Duration::from_secs(600), &Probe::healthy());
         assert_eq!(t.restarts(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_probe_counts_as_unresponsive() {
+        use futures::FutureExt;
+        let probe: ProbeFn = Arc::new(|_id| futures::future::pending::<Probe>().boxed());
+        let (mon, mut rx) = HealthMonitor::new(HealthPolicy::default(), probe);
+        let start = Instant::now();
+        mon.watch("rt-9", None);
+        let ev = rx.recv().await.unwrap();
+        assert_eq!(ev.id, "rt-9");
+        let HealthAction::Unhealthy {
+            failures: 2,
+            reason,
+        } = ev.action
+        else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(reason, "probe did not answer within 5000 ms");
+        // Probes at 10 s (cut at 15 s) and 25 s (cut at 30 s).
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+        assert_eq!(mon.health("rt-9"), Some(Health::Unhealthy));
+        mon.unwatch("rt-9");
+        assert_eq!(mon.health("rt-9"), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -416,6 +416,7 @@ impl HealthConfig {
     pub fn policy(&self) -> HealthPolicy {
         HealthPolicy {
             interval: Duration::from_secs(self.interval_secs),
+            probe_timeout: Duration::from_secs(self.probe_timeout_secs),
             unhealthy_after: self.unhealthy_after,
             dead_after: self.dead_after,
             restart: self.restart,
