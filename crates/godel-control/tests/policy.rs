@@ -276,6 +276,8 @@ max_agents = 1
     }
     for (t, seqs) in &admitted_seq {
         assert_eq!(seqs.len(), 50, "team {t}");
+        // FIFO within a team: requests are admitted in the order they arrived.
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "team {t} admitted out of order: {seqs:?}");
     }
 }
 
