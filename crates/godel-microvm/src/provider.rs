@@ -1,0 +1,893 @@
+//! `MicrovmProvider`: the `microvm` runtime behind `godel_core::RuntimeProvider`.
+//!
+//! How a call flows:
+//! 1. `spawn` claims a warm-pool VM when the spec has the pool's shape,
+//!    otherwise cold-boots one ([`crate::machine::cold_boot`]).
+//! 2. exec and file calls go to the guest agent over its virtio-serial
+//!    channel ([`godel_guest::GuestClient`]); the spec's environment is
+//!    merged under each exec's own.
+//! 3. `snapshot`/`restore` go through [`crate::machine`]; a fork is N
+//!    concurrent restores, each with its own QEMU, overlay and identity.
+//! 4. The handle returned to the control plane names the VM directory, so
+//!    `adopt` can find the QEMU again (pid file + process name + QMP socket)
+//!    after a daemon restart: QEMU runs in its own session and outlives us.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use godel_core::{
+    Availability, Capabilities, Error, EventSink, ExecHandle, ExecRequest, FileEntry, Result,
+    RuntimeProvider, RuntimeStatus, SnapshotArtifact, SnapshotInfo, SnapshotRequest,
+    SnapshotTarget, SpawnSpec, Spawned, null_sink,
+};
+use godel_image::ImageInfo;
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use crate::accel::{AccelVerdict, detect_accel};
+use crate::launch::{self, Accel, Launcher, QemuLauncher};
+use crate::machine::{self, Host, VmParams};
+use crate::pool::{PoolShape, WarmPool};
+use crate::vm::{self, Life, Vm};
+
+/// Default guest memory when the spec gives none.
+pub const DEFAULT_MEMORY_MIB: u64 = 256;
+/// Smallest guest memory accepted.
+pub const MIN_MEMORY_MIB: u64 = 128;
+/// Most vCPUs per VM.
+pub const MAX_VCPUS: u32 = 16;
+
+/// How to build a [`MicrovmProvider`].
+#[derive(Clone)]
+pub struct MicrovmConfig {
+    /// `$GODEL_HOME`: images under `images/`, VMs under `microvm/`.
+    pub home: PathBuf,
+    /// Image used when the spec names none.
+    pub image: String,
+    /// VMs kept ready in the warm pool (0 = off).
+    pub warm_pool: usize,
+    pub events: EventSink,
+    /// Force an accelerator; `None` probes (see [`crate::accel`]).
+    /// The environment variable `GODEL_MICROVM_ACCEL=kvm|tcg` also forces it.
+    pub accel: Option<Accel>,
+    /// `qemu-system-x86_64` to use (else looked up in `PATH`).
+    pub qemu: Option<PathBuf>,
+    /// Where cold-booted VMs keep their RAM file (default `/dev/shm` when
+    /// writable, else `microvm/ram`).
+    pub ram_dir: Option<PathBuf>,
+    pub default_vcpus: u32,
+    pub default_memory_mib: u64,
+    /// How long a cold boot or restore may take to reach the guest agent.
+    pub boot_timeout: Duration,
+    /// How long `terminate` waits for a graceful guest power-off.
+    pub shutdown_grace: Duration,
+}
+
+impl MicrovmConfig {
+    /// Defaults for `$GODEL_HOME` = `home`: image `default`, no warm pool,
+    /// 1 vCPU, 256 MiB, accelerator probed.
+    pub fn new(home: impl Into<PathBuf>) -> Self {
+        MicrovmConfig {
+            home: home.into(),
+            image: godel_image::DEFAULT_IMAGE.to_string(),
+            warm_pool: 0,
+            events: null_sink(),
+            accel: None,
+            qemu: None,
+            ram_dir: None,
+            default_vcpus: 1,
+            default_memory_mib: DEFAULT_MEMORY_MIB,
+            boot_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_millis(500),
+        }
+    }
+    pub fn with_events(mut self, events: EventSink) -> Self {
+        self.events = events;
+        self
+    }
+    pub fn with_warm_pool(mut self, size: usize) -> Self {
+        self.warm_pool = size;
+        self
+    }
+    pub fn with_image(mut self, image: impl Into<String>) -> Self {
+        self.image = image.into();
+        self
+    }
+    pub fn with_accel(mut self, accel: Accel) -> Self {
+        self.accel = Some(accel);
+        self
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: MicrovmConfig,
+    launcher: Arc<dyn Launcher>,
+    vms: Mutex<HashMap<String, Arc<Vm>>>,
+    verdict: OnceCell<AccelVerdict>,
+    tsc_khz: Option<u64>,
+    pub(crate) pool: WarmPool,
+    fill_lock: tokio::sync::Mutex<()>,
+}
+
+/// The `microvm` runtime provider. Cheap to clone.
+#[derive(Clone)]
+pub struct MicrovmProvider {
+    pub(crate) inner: Arc<Inner>,
+}
+
+fn root(home: &Path) -> PathBuf {
+    home.join("microvm")
+}
+
+impl MicrovmProvider {
+    /// Build the provider. Creates `$GODEL_HOME/microvm/`, stops VMs a dead
+    /// daemon left in its warm pool, and (inside a Tokio runtime, when
+    /// `warm_pool > 0`) starts the background refill.
+    pub fn new(cfg: MicrovmConfig) -> Result<Self> {
+        Self::with_launcher(cfg, Arc::new(QemuLauncher))
+    }
+
+    /// Like [`MicrovmProvider::new`] with another way to start QEMU.
+    pub fn with_launcher(cfg: MicrovmConfig, launcher: Arc<dyn Launcher>) -> Result<Self> {
+        let vms = root(&cfg.home).join("vms");
+        std::fs::create_dir_all(&vms)
+            .map_err(|e| Error::io(format!("create {}", vms.display()), &e))?;
+        reap_orphans(&vms);
+        let shape = PoolShape {
+            image: cfg.image.clone(),
+            vcpus: cfg.default_vcpus.max(1),
+            mem_mib: cfg.default_memory_mib,
+            disk_mib: None,
+        };
+        let pool = WarmPool::new(cfg.warm_pool, shape);
+        let inner = Arc::new(Inner {
+            launcher,
+            vms: Mutex::new(HashMap::new()),
+            verdict: OnceCell::new(),
+            tsc_khz: crate::tsc::host_tsc_khz().or_else(godel_image::host_tsc_khz),
+            pool,
+            fill_lock: tokio::sync::Mutex::new(()),
+            cfg,
+        });
+        if inner.cfg.warm_pool > 0 && tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(refill_task(Arc::downgrade(&inner), inner.pool.wake.clone()));
+            inner.pool.wake.notify_one();
+        }
+        Ok(MicrovmProvider { inner })
+    }
+
+    /// The warm pool (size 0 when off).
+    pub fn pool(&self) -> &WarmPool {
+        &self.inner.pool
+    }
+
+    /// Wait until the warm pool is full (or a refill fails).
+    pub async fn fill_pool(&self) -> Result<()> {
+        fill_pool(&self.inner).await
+    }
+
+    /// The accelerator verdict (probing once if needed).
+    pub async fn accel_verdict(&self) -> Result<AccelVerdict> {
+        let image = self.inner.image(None)?;
+        Ok(self.inner.verdict(&image).await?.clone())
+    }
+
+    /// The host TSC frequency passed to guests as `tsc_early_khz`.
+    pub fn tsc_khz(&self) -> Option<u64> {
+        self.inner.tsc_khz
+    }
+
+    /// The live VM behind a runtime id (benchmarks read its pid).
+    pub fn vm(&self, id: &str) -> Result<Arc<Vm>> {
+        self.inner.get(id)
+    }
+
+    /// Stop the warm pool's VMs and forget (`stop_runtimes = false`) or stop
+    /// every runtime. Daemon shutdown calls it with `false`: runtimes keep
+    /// running and are adopted by the next daemon.
+    pub async fn shutdown(&self, stop_runtimes: bool) {
+        let pooled = self.inner.pool.drain();
+        for vm in pooled {
+            vm.terminate(Duration::ZERO).await;
+        }
+        let vms: Vec<Arc<Vm>> = self.inner.lock().drain().map(|(_, v)| v).collect();
+        for vm in vms {
+            if stop_runtimes {
+                vm.terminate(self.inner.cfg.shutdown_grace).await;
+            } else {
+                vm.detach();
+            }
+        }
+    }
+}
+
+/// Stop VMs of a dead daemon's warm pool, template builds and helpers.
+fn reap_orphans(vms_dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(vms_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let dir = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let meta = vm::read_meta(&dir).ok();
+        let internal = match &meta {
+            Some(m) => m.runtime_id.starts_with("pool-") || m.runtime_id.starts_with("template-"),
+            None => name.ends_with("-helper"),
+        };
+        if !internal {
+            continue;
+        }
+        let pname = match &meta {
+            Some(m) => m.process_name(),
+            None => format!("godel-vm-{name}"),
+        };
+        if let Ok(pid) = std::fs::read_to_string(launch::pid_file(&dir))
+            && let Ok(pid) = pid.trim().parse::<u32>()
+            && vm::pid_is_vm(pid, &pname)
+        {
+            vm::kill9(pid);
+        }
+        if let Some(m) = &meta
+            && m.ram_shared
+        {
+            let _ = std::fs::remove_file(&m.ram_file);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+fn default_ram_dir(root: &Path) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() && nix::unistd::access(shm, nix::unistd::AccessFlags::W_OK).is_ok() {
+        shm.to_path_buf()
+    } else {
+        root.join("ram")
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Vm>>> {
+        self.vms.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Vm>> {
+        self.lock()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("runtime {id} not found in microvm")))
+    }
+
+    fn live(&self, id: &str) -> Result<Arc<Vm>> {
+        let vm = self.get(id)?;
+        vm.ensure_live().map_err(|e| e.with_runtime(id))?;
+        Ok(vm)
+    }
+
+    fn qemu(&self) -> Result<PathBuf> {
+        match &self.cfg.qemu {
+            Some(q) => Ok(q.clone()),
+            None => launch::which("qemu-system-x86_64").ok_or_else(|| {
+                Error::unavailable(
+                    "qemu-system-x86_64 is not installed (Debian: apt-get install qemu-system-x86 qemu-utils)",
+                )
+            }),
+        }
+    }
+
+    pub(crate) fn image(&self, name: Option<&str>) -> Result<ImageInfo> {
+        let name = name.unwrap_or(&self.cfg.image);
+        godel_image::load_image(&self.cfg.home, name).map_err(|mut e| {
+            if e.code == godel_core::ErrorCode::NotFound {
+                e = Error::unavailable(e.message).retryable(false);
+            }
+            e
+        })
+    }
+
+    async fn verdict(&self, image: &ImageInfo) -> Result<&AccelVerdict> {
+        let qemu = self.qemu()?;
+        let forced = std::env::var("GODEL_MICROVM_ACCEL")
+            .ok()
+            .and_then(|v| match v.as_str() {
+                "kvm" => Some(Accel::Kvm),
+                "tcg" => Some(Accel::Tcg),
+                _ => None,
+            })
+            .or(self.cfg.accel);
+        Ok(self
+            .verdict
+            .get_or_init(|| async move {
+                match forced {
+                    Some(a) => AccelVerdict {
+                        accel: a.as_str().into(),
+                        reason: "forced by configuration".into(),
+                        cached: false,
+                    },
+                    None => detect_accel(&self.cfg.home, &qemu, image).await,
+                }
+            })
+            .await)
+    }
+
+    pub(crate) async fn host(&self) -> Result<Host> {
+        let root = root(&self.cfg.home);
+        let ram_dir = self
+            .cfg
+            .ram_dir
+            .clone()
+            .unwrap_or_else(|| default_ram_dir(&root));
+        tokio::fs::create_dir_all(&ram_dir)
+            .await
+            .map_err(|e| Error::io(format!("create {}", ram_dir.display()), &e))?;
+        Ok(Host {
+            root,
+            qemu: self.qemu()?,
+            launcher: self.launcher.clone(),
+            events: self.cfg.events.clone(),
+            ram_dir,
+            boot_timeout: self.cfg.boot_timeout,
+            tsc_khz: self.tsc_khz,
+        })
+    }
+
+    /// The VM shape a spec asks for.
+    fn shape(&self, spec: &SpawnSpec) -> Result<PoolShape> {
+        let vcpus = match spec.resources.cpu {
+            Some(c) => (c.millis().div_ceil(1000)).max(1) as u32,
+            None => self.cfg.default_vcpus.max(1),
+        };
+        if vcpus > MAX_VCPUS {
+            return Err(Error::invalid(format!(
+                "microvm supports at most {MAX_VCPUS} vCPUs, asked for {vcpus}"
+            )));
+        }
+        let mem_mib = match spec.resources.memory {
+            Some(m) => m.mib(),
+            None => self.cfg.default_memory_mib,
+        };
+        if mem_mib < MIN_MEMORY_MIB {
+            return Err(Error::invalid(format!(
+                "microvm needs at least {MIN_MEMORY_MIB} MiB of memory, asked for {mem_mib} MiB"
+            )));
+        }
+        Ok(PoolShape {
+            image: spec.image.clone().unwrap_or_else(|| self.cfg.image.clone()),
+            vcpus,
+            mem_mib,
+            disk_mib: spec.resources.disk.map(|d| d.mib()),
+        })
+    }
+
+    async fn params(&self, id: &str, shape: &PoolShape, spec: &SpawnSpec) -> Result<VmParams> {
+        let image = self.image(Some(&shape.image))?;
+        let accel = self.verdict(&image).await?.to_accel();
+        Ok(VmParams {
+            runtime_id: id.to_string(),
+            hostname: hostname_for(id),
+            accel,
+            vcpus: shape.vcpus,
+            mem_mib: shape.mem_mib,
+            disk_mib: shape.disk_mib,
+            env: spec.env.clone(),
+        })
+    }
+
+    fn register(&self, id: &str, vm: Arc<Vm>) -> Spawned {
+        let meta = vm.meta();
+        let mut handle = BTreeMap::new();
+        handle.insert("vm_dir".into(), json!(vm.run_dir));
+        handle.insert("key".into(), json!(meta.key));
+        handle.insert("pid".into(), json!(vm.pid));
+        let pid = Some(vm.pid);
+        self.lock().insert(id.to_string(), vm);
+        Spawned { handle, pid }
+    }
+
+    /// Claim a warm-pool VM for `id`, if the pool has one.
+    async fn claim(&self, id: &str, spec: &SpawnSpec) -> Option<Arc<Vm>> {
+        while let Some(vm) = self.pool.take() {
+            let c = match vm.guest().await {
+                Ok(c) => c,
+                Err(_) => {
+                    vm.terminate(Duration::ZERO).await;
+                    continue;
+                }
+            };
+            let entropy: [u8; 64] = rand::random();
+            let ok = c
+                .restored(
+                    &entropy,
+                    std::time::SystemTime::now(),
+                    Some(&hostname_for(id)),
+                )
+                .await
+                .is_ok()
+                && vm
+                    .update_meta(|m| {
+                        m.runtime_id = id.to_string();
+                        m.env = spec.env.clone();
+                    })
+                    .is_ok();
+            if ok {
+                return Some(vm);
+            }
+            vm.terminate(Duration::ZERO).await;
+        }
+        None
+    }
+}
+
+/// A guest hostname from a runtime id (`[a-z0-9-]`, at most 63 characters).
+fn hostname_for(id: &str) -> String {
+    let h: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    if h.is_empty() { "godel".into() } else { h }
+}
+
+async fn ensure_template(inner: &Inner) -> Result<PathBuf> {
+    if let Some(t) = inner.pool.template() {
+        return Ok(t);
+    }
+    let shape = inner.pool.shape().clone();
+    let image = inner.image(Some(&shape.image))?;
+    let accel = inner.verdict(&image).await?.to_accel();
+    let host = inner.host().await?;
+    let name = format!(
+        "{}-{}-{}-{}c-{}m",
+        image.name,
+        image.build_id,
+        accel.as_str(),
+        shape.vcpus,
+        shape.mem_mib
+    );
+    let dir = host.root.join("templates").join(&name);
+    if machine::read_snap_meta(&dir).is_ok() {
+        inner.pool.set_template(dir.clone());
+        return Ok(dir);
+    }
+    let staging = host
+        .root
+        .join("templates")
+        .join(format!(".staging-{name}-{}", std::process::id()));
+    let _ = tokio::fs::remove_dir_all(&staging).await;
+    let mut params = inner
+        .params("template-build", &shape, &SpawnSpec::default())
+        .await?;
+    params.hostname = "godel".into();
+    let vm = machine::cold_boot(&host, &image, &params).await?;
+    let res = machine::snapshot(&host, &vm, &staging).await;
+    vm.terminate(Duration::ZERO).await;
+    res?;
+    tokio::fs::rename(&staging, &dir)
+        .await
+        .map_err(|e| Error::io("publish template", &e))?;
+    inner.pool.set_template(dir.clone());
+    Ok(dir)
+}
+
+async fn fill_pool(inner: &Inner) -> Result<()> {
+    let _g = inner.fill_lock.lock().await;
+    while !inner.pool.is_full() {
+        let r = async {
+            let template = ensure_template(inner).await?;
+            let host = inner.host().await?;
+            let key = uuid::Uuid::new_v4().simple().to_string();
+            let id = format!("pool-{}", &key[..12]);
+            let shape = inner.pool.shape().clone();
+            let mut params = inner.params(&id, &shape, &SpawnSpec::default()).await?;
+            params.hostname = "godel".into();
+            machine::restore(&host, &template, &params).await
+        }
+        .await;
+        match r {
+            Ok(vm) => inner.pool.push(vm),
+            Err(e) => {
+                inner.pool.refill_failed();
+                tracing::warn!("warm pool refill failed: {e}");
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn refill_task(inner: Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        let Some(i) = inner.upgrade() else { return };
+        let failed = !i.pool.is_full() && fill_pool(&i).await.is_err();
+        // Wait without holding the provider alive.
+        drop(i);
+        if failed {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+    }
+}
+
+fn merge_env(vm: &Vm, mut req: ExecRequest) -> ExecRequest {
+    let base = vm.meta().env;
+    for (k, v) in base {
+        req.env.entry(k).or_insert(v);
+    }
+    req
+}
+
+#[async_trait]
+impl RuntimeProvider for MicrovmProvider {
+    fn name(&self) -> &str {
+        "microvm"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            memory_snapshots: true,
+            workspace_snapshots: false,
+            fork: true,
+            pause: true,
+            network_policy: false,
+            streaming_exec: true,
+            stdin: true,
+            resource_limits: true,
+            isolation: "vm".into(),
+            survives_daemon_restart: true,
+        }
+    }
+
+    async fn available(&self) -> Availability {
+        let i = &self.inner;
+        let qemu = match i.qemu() {
+            Ok(q) => q,
+            Err(e) => return Availability::no(e.message),
+        };
+        if !crate::disk::have_qemu_img() {
+            return Availability::no(
+                "qemu-img is not installed (Debian: apt-get install qemu-utils)",
+            );
+        }
+        let version = launch::qemu_version(&qemu).await.unwrap_or_default();
+        let image = match i.image(None) {
+            Ok(img) => img,
+            Err(e) => {
+                return Availability::no(format!(
+                    "{} (image {:?} missing: run `godel image build`)",
+                    e.message, i.cfg.image
+                ))
+                .detail("qemu", version);
+            }
+        };
+        let verdict = match i.verdict(&image).await {
+            Ok(v) => v.clone(),
+            Err(e) => return Availability::no(e.message),
+        };
+        Availability::yes(format!(
+            "QEMU {version}, image {} ({}), accelerator {}: {}",
+            image.name, image.build_id, verdict.accel, verdict.reason
+        ))
+        .detail("qemu", version)
+        .detail("image", image.name)
+        .detail("accel", verdict.accel)
+        .detail("accel_reason", verdict.reason)
+        .detail("warm_pool", i.cfg.warm_pool.to_string())
+    }
+
+    async fn spawn(&self, id: &str, spec: &SpawnSpec) -> Result<Spawned> {
+        spec.validate()?;
+        let i = &self.inner;
+        if i.lock().contains_key(id) {
+            return Err(Error::conflict(format!("runtime {id} already exists")));
+        }
+        let shape = i.shape(spec)?;
+        if i.pool.size() > 0
+            && &shape == i.pool.shape()
+            && let Some(vm) = i.claim(id, spec).await
+        {
+            return Ok(i.register(id, vm));
+        }
+        let params = i.params(id, &shape, spec).await?;
+        let image = i.image(Some(&shape.image))?;
+        let host = i.host().await?;
+        let vm = machine::cold_boot(&host, &image, &params)
+            .await
+            .map_err(|e| e.with_runtime(id))?;
+        Ok(i.register(id, vm))
+    }
+
+    async fn adopt(&self, id: &str, spec: &SpawnSpec, handle: &Spawned) -> Result<Option<Spawned>> {
+        let _ = spec;
+        let i = &self.inner;
+        if let Ok(vm) = i.get(id) {
+            return Ok(Some(Spawned {
+                handle: handle.handle.clone(),
+                pid: Some(vm.pid),
+            }));
+        }
+        let Some(dir) = handle.handle.get("vm_dir").and_then(|v| v.as_str()) else {
+            return Ok(None);
+        };
+        let dir = PathBuf::from(dir);
+        let Ok(meta) = vm::read_meta(&dir) else {
+            return Ok(None);
+        };
+        let pid = launch::read_pid_file(&launch::pid_file(&dir)).await.ok();
+        let alive = pid.filter(|p| vm::pid_alive(*p) && vm::pid_is_vm(*p, &meta.process_name()));
+        let Some(pid) = alive else {
+            if meta.ram_shared {
+                let _ = tokio::fs::remove_file(&meta.ram_file).await;
+            }
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Ok(None);
+        };
+        let qmp = match crate::qmp::Qmp::connect(&launch::qmp_socket(&dir), Duration::from_secs(5))
+            .await
+        {
+            Ok(q) => q,
+            Err(e) => {
+                return Err(Error::unavailable(format!(
+                    "QEMU {pid} of runtime {id} is alive but its QMP socket does not answer: {}",
+                    e.message
+                )));
+            }
+        };
+        let status = qmp.status().await?;
+        let vm = Vm::new(dir, pid, qmp, meta, None, i.cfg.events.clone());
+        match status.as_str() {
+            "running" => {
+                if let Err(e) = vm.guest().await {
+                    vm.terminate(Duration::ZERO).await;
+                    tracing::warn!("runtime {id}: guest does not answer after adopt: {e}");
+                    return Ok(None);
+                }
+            }
+            _ => vm.set_life(Life::Paused),
+        }
+        Ok(Some(i.register(id, vm)))
+    }
+
+    async fn terminate(&self, id: &str) -> Result<()> {
+        let vm = self.inner.lock().remove(id);
+        if let Some(vm) = vm {
+            let _op = vm.op.lock().await;
+            vm.terminate(self.inner.cfg.shutdown_grace).await;
+        }
+        Ok(())
+    }
+
+    async fn status(&self, id: &str) -> Result<RuntimeStatus> {
+        let vm = self.inner.get(id)?;
+        let meta = vm.meta();
+        let mut st = RuntimeStatus::new(vm.state());
+        st.pid = Some(vm.pid);
+        if let Life::Dead(r) = vm.life() {
+            st.reason = Some(r);
+        }
+        let d = &mut st.details;
+        d.insert("accel".into(), json!(meta.accel.as_str()));
+        d.insert("qmp_socket".into(), json!(launch::qmp_socket(&vm.run_dir)));
+        d.insert(
+            "agent_socket".into(),
+            json!(launch::agent_socket(&vm.run_dir)),
+        );
+        d.insert(
+            "console_log".into(),
+            json!(launch::console_log(&vm.run_dir)),
+        );
+        d.insert("vm_dir".into(), json!(vm.run_dir));
+        d.insert("memory_file".into(), json!(meta.ram_file));
+        d.insert("memory_shared".into(), json!(meta.ram_shared));
+        d.insert("disk".into(), json!(meta.disk));
+        d.insert("vcpus".into(), json!(meta.vcpus));
+        d.insert("memory_mib".into(), json!(meta.mem_mib));
+        d.insert("image".into(), json!(meta.image));
+        if let Some(b) = &meta.snapshot_base {
+            d.insert("snapshot_base".into(), json!(b));
+        }
+        if let Some(p) = vm::pss_bytes(vm.pid) {
+            d.insert("host_pss_bytes".into(), json!(p));
+        }
+        if matches!(vm.life(), Life::Running)
+            && let Ok(c) = vm.guest().await
+            && let Ok(Ok(u)) = tokio::time::timeout(Duration::from_secs(2), c.usage()).await
+        {
+            let mut usage = u.to_resource_usage();
+            if let Some(cpu) = vm::cpu_seconds(vm.pid) {
+                st.details.insert("host_cpu_seconds".into(), json!(cpu));
+            }
+            usage.disk_bytes = u.disk_used_bytes;
+            st.usage = Some(usage);
+        }
+        Ok(st)
+    }
+
+    async fn list(&self) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = self.inner.lock().keys().cloned().collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn pause(&self, id: &str) -> Result<()> {
+        let vm = self.inner.get(id)?;
+        let _op = vm.op.lock().await;
+        match vm.life() {
+            Life::Paused => Ok(()),
+            Life::Running => {
+                vm.qmp.stop().await?;
+                vm.set_life(Life::Paused);
+                Ok(())
+            }
+            _ => Err(vm.ensure_live().unwrap_err_or_conflict(id)),
+        }
+    }
+
+    async fn resume(&self, id: &str) -> Result<()> {
+        let vm = self.inner.get(id)?;
+        let _op = vm.op.lock().await;
+        match vm.life() {
+            Life::Running => Ok(()),
+            Life::Paused => {
+                vm.qmp.cont().await?;
+                vm.set_life(Life::Running);
+                Ok(())
+            }
+            _ => Err(vm.ensure_live().unwrap_err_or_conflict(id)),
+        }
+    }
+
+    async fn exec(&self, id: &str, req: ExecRequest) -> Result<ExecHandle> {
+        let vm = self.inner.live(id)?;
+        let req = merge_env(&vm, req);
+        vm.guest()
+            .await?
+            .exec(req)
+            .await
+            .map_err(|e| e.with_runtime(id))
+    }
+
+    async fn read_file(&self, id: &str, path: &str) -> Result<Bytes> {
+        self.inner.live(id)?.guest().await?.read_file(path).await
+    }
+
+    async fn write_file(&self, id: &str, path: &str, data: Bytes) -> Result<()> {
+        self.inner
+            .live(id)?
+            .guest()
+            .await?
+            .write_file(path, data)
+            .await
+    }
+
+    async fn list_dir(&self, id: &str, path: &str) -> Result<Vec<FileEntry>> {
+        self.inner.live(id)?.guest().await?.list_dir(path).await
+    }
+
+    async fn stat(&self, id: &str, path: &str) -> Result<FileEntry> {
+        self.inner.live(id)?.guest().await?.stat(path).await
+    }
+
+    async fn make_dir(&self, id: &str, path: &str) -> Result<()> {
+        self.inner.live(id)?.guest().await?.make_dir(path).await
+    }
+
+    async fn rename(&self, id: &str, from: &str, to: &str) -> Result<()> {
+        self.inner.live(id)?.guest().await?.rename(from, to).await
+    }
+
+    async fn remove(&self, id: &str, path: &str, recursive: bool) -> Result<()> {
+        self.inner
+            .live(id)?
+            .guest()
+            .await?
+            .remove(path, recursive)
+            .await
+    }
+
+    async fn upload_tar(&self, id: &str, path: &str, tar: Bytes) -> Result<()> {
+        self.inner
+            .live(id)?
+            .guest()
+            .await?
+            .upload_tar(path, tar)
+            .await
+    }
+
+    async fn download_tar(&self, id: &str, path: &str) -> Result<Bytes> {
+        self.inner.live(id)?.guest().await?.download_tar(path).await
+    }
+
+    async fn snapshot(
+        &self,
+        id: &str,
+        req: &SnapshotRequest,
+        target: &SnapshotTarget,
+    ) -> Result<SnapshotArtifact> {
+        let _ = req;
+        let vm = self.inner.get(id)?;
+        let host = self.inner.host().await?;
+        machine::snapshot(&host, &vm, &target.dir)
+            .await
+            .map_err(|e| e.with_runtime(id))
+    }
+
+    async fn restore(
+        &self,
+        id: &str,
+        snapshot: &SnapshotInfo,
+        spec: &SpawnSpec,
+    ) -> Result<Spawned> {
+        let i = &self.inner;
+        if i.lock().contains_key(id) {
+            return Err(Error::conflict(format!("runtime {id} already exists")));
+        }
+        let sm = machine::read_snap_meta(&snapshot.dir)?;
+        let host = i.host().await?;
+        let params = VmParams {
+            runtime_id: id.to_string(),
+            hostname: hostname_for(id),
+            accel: sm.accel,
+            vcpus: sm.vcpus,
+            mem_mib: sm.mem_mib,
+            disk_mib: sm.disk_mib,
+            env: spec.env.clone(),
+        };
+        let vm = machine::restore(&host, &snapshot.dir, &params)
+            .await
+            .map_err(|e| e.with_runtime(id))?;
+        Ok(i.register(id, vm))
+    }
+
+    async fn delete_snapshot(&self, snapshot: &SnapshotInfo) -> Result<()> {
+        let users: Vec<String> = self
+            .inner
+            .lock()
+            .iter()
+            .filter(|(_, vm)| {
+                vm.meta()
+                    .snapshot_base
+                    .is_some_and(|b| same_dir(&b, &snapshot.dir))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if users.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::conflict(format!(
+                "snapshot {} backs the memory and disk of running runtimes {}: terminate them first",
+                snapshot.id,
+                users.join(", ")
+            )))
+        }
+    }
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+trait ErrOrConflict {
+    fn unwrap_err_or_conflict(self, id: &str) -> Error;
+}
+
+impl ErrOrConflict for Result<()> {
+    fn unwrap_err_or_conflict(self, id: &str) -> Error {
+        match self {
+            Err(e) => e,
+            Ok(()) => Error::conflict(format!("runtime {id} is in no state to change")),
+        }
+    }
+}
