@@ -8,7 +8,7 @@
 //! | [`fair_queue`] | spawns over quota wait: FIFO per team, round robin across teams, deadlines |
 //! | [`pool`] | warm pools: O(1) claim, background refill, drain on shutdown |
 //! | [`fallback`] | candidate planning (chain, availability, circuits) and the fallback executor |
-//! | [`retry`] | exponential backoff for retryable errors under a deadline |
+//! | [`mod@retry`] | exponential backoff for retryable errors under a deadline |
 //! | [`circuit`] | per-runtime circuit breakers |
 //! | [`health`] | probe-driven health decisions and the restart policy, plus the probe loop |
 //! | [`metrics`] | Prometheus/OpenMetrics registry with SPEC-002 §8.2 names |
@@ -22,9 +22,11 @@
 //! `Metrics::set_circuit_state`), one [`FairQueue`], one [`Metrics`], the
 //! [`WarmPools`] from `cfg.pools` (create = the spawn path below with the
 //! pool's spec and a `pool` label, destroy = terminate; then `start()`), and a
-//! [`HealthMonitor`] whose probe calls `provider.status(id)` (alive = not
-//! error/terminated) and `exec_collect(cfg.health.probe)` with
-//! `probe_timeout_secs` (responsive = exit 0).
+//! [`HealthMonitor`] from `cfg.health.policy()` whose probe calls
+//! `provider.status(id)` (alive = not error/terminated; report a paused
+//! runtime as healthy or `unwatch` it) and `exec_collect(cfg.health.probe)`
+//! with `timeout_ms` = `probe_timeout_secs` (responsive = exit 0); the
+//! monitor also cuts probes at that timeout.
 //!
 //! For each spawn request of team `T`:
 //! 1. `let team = cfg.team(T)`; refuse runtimes the team may not use
@@ -59,10 +61,14 @@
 //! record `error` (with reason) unless a restart follows, `Restart { source }`
 //! → terminate + `restore` from the snapshot or `spawn` from the stored spec
 //! under the same id, then `health.restart_finished(id, result)` and
-//! `metrics.inc_restart`; `GiveUp` → record `error` for good. After each
+//! `metrics.inc_restart` (`result` is `Result<(), String>`); `GiveUp` →
+//! record `error` for good. After each
 //! snapshot call `health.set_snapshot(id, Some(snap))`; on terminate/pause
 //! `health.unwatch(id)`. On shutdown: `pools.shutdown().await`,
 //! `health.shutdown()`.
+//!
+//! `tests/spawn_path.rs` is a worked example of steps 1–5 over an in-memory
+//! "store" and fault-injecting providers.
 
 pub mod circuit;
 pub mod config;
