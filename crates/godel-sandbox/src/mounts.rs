@@ -20,8 +20,9 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 /// The agent's uid and gid inside the sandbox.
 pub const AGENT_UID: u32 = 1000;
 /// System directories shown read-only (as symlinks when the host has symlinks).
-pub const SYSTEM_DIRS: [&str; 9] = [
-    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt",
+/// (`/opt` is left out on purpose: it often holds host-specific software and data.)
+pub const SYSTEM_DIRS: [&str; 8] = [
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
 ];
 /// Device nodes bound from the host's `/dev`.
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];

@@ -21,7 +21,12 @@ async fn host_shadow_and_root_home_are_out_of_reach() {
         "{out:?}"
     );
     // /root and the rest of /home are not there at all.
-    let out = sh(&*a.sb, "ls /root; ls -A /home").await;
+    let out = sh(&*a.sb, "ls /root; ls /opt; ls -A /home").await;
+    assert!(
+        out.stderr
+            .contains("cannot access '/opt': No such file or directory"),
+        "{out:?}"
+    );
     assert!(
         out.stderr
             .contains("cannot access '/root': No such file or directory"),
@@ -62,7 +67,13 @@ async fn writes_outside_the_workspace_fail() {
     }
     let iso = isolator(&Events::default());
     let a = spawn(&iso, "write", SandboxLimits::default()).await;
-    for path in ["/usr/escape", "/etc/escape", "/escape", "/opt/escape"] {
+    for path in [
+        "/usr/escape",
+        "/etc/escape",
+        "/escape",
+        "/opt/escape",
+        "/var/escape",
+    ] {
         let out = sh(&*a.sb, &format!("echo x > {path}")).await;
         assert_eq!(out.code, 1, "{path}: {out:?}");
         assert!(
