@@ -347,8 +347,9 @@ impl RuntimeProvider for E2bProvider {
             .rest::<_, Sandbox>(Method::POST, "/sandboxes", Some(&body), Some(&key))
             .await
             .map_err(|e| {
-                let e = if e.code == ErrorCode::Internal || e.code == ErrorCode::Unavailable {
-                    Error::new(e.code, e.message).retryable(true)
+                // A server-side failure to create is a (retryable) spawn error.
+                let e = if e.code == ErrorCode::Internal {
+                    Error::spawn(e.message)
                 } else {
                     e
                 };

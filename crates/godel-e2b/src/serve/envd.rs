@@ -177,6 +177,22 @@ pub(super) async fn filesystem_rpc(
 
 /// `GET /health`: 204 while the sandbox runs, 502 otherwise.
 pub(super) async fn health(AxState(state): AxState<Arc<State>>, headers: HeaderMap) -> Response {
+    // Refresh the state from the backend: the runtime may have been stopped
+    // outside the E2B surface.
+    if let Some((id, _)) = target(&state, &headers) {
+        match state.backend.locate(&id).await {
+            Ok(info) if !info.state.is_terminal() => {
+                state.registry.learn(&info, &state.cfg.token_secret);
+            }
+            Ok(_) => {
+                state.registry.forget(&id);
+            }
+            Err(e) if e.code == godel_core::ErrorCode::NotFound => {
+                state.registry.forget(&id);
+            }
+            Err(_) => {}
+        }
+    }
     match sandbox(&state, &headers).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => r,

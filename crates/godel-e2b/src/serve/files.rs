@@ -18,7 +18,7 @@ use godel_core::{Error, workspace_relative};
 use sha2::{Digest, Sha256};
 
 use super::book::{Entry, constant_time_eq};
-use super::envd::{sandbox, token_ok};
+use super::envd::{sandbox, target, token_ok};
 use super::filesystem::sandbox_path;
 use super::{State, api_error, api_error_status};
 use crate::wire::WrittenEntry;
@@ -77,7 +77,7 @@ fn authorised(entry: &Entry, headers: &HeaderMap, q: &FileQuery, op: &str) -> Re
     {
         return Err(api_error_status(
             StatusCode::UNAUTHORIZED,
-            "signature expired",
+            "signature is already expired",
         ));
     }
     let path = q.path.as_deref().unwrap_or("");
@@ -91,6 +91,37 @@ fn authorised(entry: &Entry, headers: &HeaderMap, q: &FileQuery, op: &str) -> Re
             "invalid signature",
         ))
     }
+}
+
+/// The sandbox of a `/files` request, authorised. A signed URL built on a
+/// single `E2B_SANDBOX_URL` carries no sandbox id: the sandbox is then the
+/// running one whose token makes the signature valid.
+async fn file_sandbox(
+    state: &Arc<State>,
+    headers: &HeaderMap,
+    q: &FileQuery,
+    op: &str,
+) -> Result<Arc<Entry>, Response> {
+    if target(state, headers).is_none() && q.signature.is_some() {
+        if q.expiration
+            .is_some_and(|exp| exp < chrono::Utc::now().timestamp())
+        {
+            return Err(api_error_status(
+                StatusCode::UNAUTHORIZED,
+                "signature is already expired",
+            ));
+        }
+        let found = state.registry.all().into_iter().find(|e| {
+            e.book().state == godel_core::RuntimeState::Running
+                && authorised(e, &HeaderMap::new(), q, op).is_ok()
+        });
+        return found.ok_or_else(|| {
+            api_error_status(StatusCode::UNAUTHORIZED, "invalid or expired signature")
+        });
+    }
+    let entry = sandbox(state, headers).await?;
+    authorised(&entry, headers, q, op)?;
+    Ok(entry)
 }
 
 pub(crate) fn gunzip(data: &[u8]) -> godel_core::Result<Vec<u8>> {
@@ -124,13 +155,10 @@ pub(super) async fn download(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let q = parse_query(raw.as_deref());
-    let entry = match sandbox(&state, &headers).await {
+    let entry = match file_sandbox(&state, &headers, &q, "read").await {
         Ok(e) => e,
         Err(r) => return r,
     };
-    if let Err(r) = authorised(&entry, &headers, &q, "read") {
-        return r;
-    }
     let Some(path) = q.path.clone() else {
         return api_error_status(StatusCode::BAD_REQUEST, "missing path");
     };
@@ -200,13 +228,10 @@ pub(super) async fn upload(
     body: Body,
 ) -> Response {
     let q = parse_query(raw.as_deref());
-    let entry = match sandbox(&state, &headers).await {
+    let entry = match file_sandbox(&state, &headers, &q, "write").await {
         Ok(e) => e,
         Err(r) => return r,
     };
-    if let Err(r) = authorised(&entry, &headers, &q, "write") {
-        return r;
-    }
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

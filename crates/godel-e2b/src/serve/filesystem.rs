@@ -4,9 +4,14 @@
 //! entries go back with absolute sandbox paths and `mode` holding only the
 //! permission bits, as the SDK's tests expect.
 //!
-//! Watches poll: the backend contract has no change notification, so a
-//! watcher lists the tree every `ServeConfig::watch_interval` and reports
-//! CREATE / WRITE / REMOVE by comparing listings (names, sizes, mtimes).
+//! Watches poll: the backend contract has no change notification, so
+//! watchers compare listings (names, sizes, mtimes) and report CREATE /
+//! CHMOD / WRITE / REMOVE. `WatchDir` streams list the tree every
+//! `ServeConfig::watch_interval`; `CreateWatcher` watchers list it on each
+//! `GetWatcherEvents`, so a change made before that call is always seen.
+//!
+//! Symlinks are reported as envd does: with the type of their target and the
+//! target's absolute path in `symlinkTarget`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -96,6 +101,32 @@ fn not_found(path: &str) -> impl FnOnce(Error) -> Error + '_ {
     }
 }
 
+/// Follow a symlink entry to its target's type, keeping the absolute target path.
+async fn resolve_link(ctx: &Ctx, mut e: FileEntry) -> FileEntry {
+    if e.kind != FileKind::Symlink {
+        return e;
+    }
+    let Some(t) = e.symlink_target.clone() else {
+        return e;
+    };
+    let target = if t.starts_with('/') {
+        t
+    } else {
+        let link = sandbox_path(&e.path);
+        let parent = link
+            .rsplit_once('/')
+            .map(|(p, _)| p)
+            .unwrap_or(WORKSPACE_MOUNT);
+        format!("{parent}/{t}")
+    };
+    if let Ok(te) = stat(ctx, &target).await {
+        e.kind = te.kind;
+        e.size = te.size;
+    }
+    e.symlink_target = Some(target);
+    e
+}
+
 async fn stat(ctx: &Ctx, path: &str) -> godel_core::Result<FileEntry> {
     ctx.state
         .backend
@@ -108,7 +139,7 @@ pub(super) async fn dispatch(ctx: Ctx, method: &str, headers: HeaderMap, body: B
     match method {
         "Stat" => {
             unary(&headers, body, |r: StatRequest| async move {
-                let e = stat(&ctx, &r.path).await?;
+                let e = resolve_link(&ctx, stat(&ctx, &r.path).await?).await;
                 Ok(StatResponse {
                     entry: Some(entry_info(&e)),
                 })
@@ -156,10 +187,11 @@ pub(super) async fn dispatch(ctx: Ctx, method: &str, headers: HeaderMap, body: B
                         r.path
                     )));
                 }
-                let entries = walk(&ctx, &r.path, depth).await?;
-                Ok(ListDirResponse {
-                    entries: entries.iter().map(entry_info).collect(),
-                })
+                let mut entries = Vec::new();
+                for e in walk(&ctx, &r.path, depth).await? {
+                    entries.push(entry_info(&resolve_link(&ctx, e).await));
+                }
+                Ok(ListDirResponse { entries })
             })
             .await
         }
@@ -185,7 +217,7 @@ pub(super) async fn dispatch(ctx: Ctx, method: &str, headers: HeaderMap, body: B
         }
         "GetWatcherEvents" => {
             unary(&headers, body, |r: GetWatcherEventsRequest| async move {
-                let events = ctx.entry.watchers.drain(&r.watcher_id)?;
+                let events = watcher_events(&ctx, &r.watcher_id).await?;
                 Ok(GetWatcherEventsResponse { events })
             })
             .await
@@ -222,6 +254,8 @@ async fn walk(ctx: &Ctx, path: &str, depth: u32) -> godel_core::Result<Vec<FileE
         }
         level = next;
     }
+    // Depth-first order, as envd walks.
+    out.sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
     Ok(out)
 }
 
@@ -269,12 +303,16 @@ fn diff(old: &Seen, new: &Seen) -> Vec<FilesystemEvent> {
     names.sort();
     for name in names {
         match (old.get(name), &new[name]) {
-            (None, _) => {
+            // envd's inotify sees a created file as create, chmod (chown),
+            // then write; the same sequence keeps SDK-side event counts equal.
+            (None, n) if n.0 == FileKind::File => {
                 out.push(ev(name, EventType::Create));
-                if new[name].0 == FileKind::File && new[name].1 > 0 {
+                out.push(ev(name, EventType::Chmod));
+                if n.1 > 0 {
                     out.push(ev(name, EventType::Write));
                 }
             }
+            (None, _) => out.push(ev(name, EventType::Create)),
             (Some(o), n) if o.0 == FileKind::File && (o.1 != n.1 || o.2 != n.2) => {
                 out.push(ev(name, EventType::Write))
             }
@@ -365,42 +403,36 @@ async fn watch_dir(ctx: Ctx, headers: HeaderMap, body: Body) -> Response {
     resp
 }
 
-/// A polling watcher of the `CreateWatcher` API.
+/// A watcher of the `CreateWatcher` API: each `GetWatcherEvents` lists the
+/// tree and reports what changed since the previous call, so a change made
+/// before the call is always reported (a file created and removed between two
+/// calls is not).
 struct PollWatcher {
-    events: Arc<Mutex<Vec<FilesystemEvent>>>,
-    task: tokio::task::AbortHandle,
-}
-
-impl Drop for PollWatcher {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    root: String,
+    recursive: bool,
+    include_entry: bool,
+    seen: tokio::sync::Mutex<Seen>,
 }
 
 /// The polling watchers of one sandbox.
 #[derive(Default)]
 pub(crate) struct Watchers {
-    map: Mutex<HashMap<String, PollWatcher>>,
+    map: Mutex<HashMap<String, Arc<PollWatcher>>>,
 }
 
 impl Watchers {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PollWatcher>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<PollWatcher>>> {
         match self.map.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
     }
 
-    fn drain(&self, id: &str) -> godel_core::Result<Vec<FilesystemEvent>> {
-        let map = self.lock();
-        let w = map
+    fn get(&self, id: &str) -> godel_core::Result<Arc<PollWatcher>> {
+        self.lock()
             .get(id)
-            .ok_or_else(|| Error::not_found(format!("watcher {id} not found")))?;
-        let mut ev = match w.events.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        Ok(std::mem::take(&mut *ev))
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("watcher {id} not found")))
     }
 
     fn remove(&self, id: &str) -> godel_core::Result<()> {
@@ -418,38 +450,27 @@ impl Watchers {
 
 async fn create_watcher(ctx: &Ctx, r: CreateWatcherRequest) -> godel_core::Result<String> {
     let root = watch_root(ctx, &r.path).await?;
-    let mut seen = scan(ctx, &root, r.recursive).await?;
-    let events: Arc<Mutex<Vec<FilesystemEvent>>> = Arc::default();
-    let sink = events.clone();
-    let task_ctx = Ctx {
-        state: ctx.state.clone(),
-        entry: ctx.entry.clone(),
-        user: ctx.user.clone(),
-    };
-    let interval = ctx.state.cfg.watch_interval;
-    let task = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(interval).await;
-            let Ok(now) = scan(&task_ctx, &root, r.recursive).await else {
-                return;
-            };
-            let new = with_entries(&task_ctx, &root, diff(&seen, &now), r.include_entry).await;
-            seen = now;
-            match sink.lock() {
-                Ok(mut g) => g.extend(new),
-                Err(p) => p.into_inner().extend(new),
-            }
-        }
-    });
+    let seen = scan(ctx, &root, r.recursive).await?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     ctx.entry.watchers.lock().insert(
         id.clone(),
-        PollWatcher {
-            events,
-            task: task.abort_handle(),
-        },
+        Arc::new(PollWatcher {
+            root,
+            recursive: r.recursive,
+            include_entry: r.include_entry,
+            seen: tokio::sync::Mutex::new(seen),
+        }),
     );
     Ok(id)
+}
+
+async fn watcher_events(ctx: &Ctx, id: &str) -> godel_core::Result<Vec<FilesystemEvent>> {
+    let w = ctx.entry.watchers.get(id)?;
+    let mut seen = w.seen.lock().await;
+    let now = scan(ctx, &w.root, w.recursive).await?;
+    let events = diff(&seen, &now);
+    *seen = now;
+    Ok(with_entries(ctx, &w.root, events, w.include_entry).await)
 }
 
 #[cfg(test)]

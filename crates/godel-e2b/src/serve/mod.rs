@@ -192,6 +192,7 @@ async fn reap(state: &State, now: DateTime<Utc>) -> Vec<String> {
             }
             r
         } else {
+            e.clear_live();
             let r = state.backend.kill(&e.team, &e.id).await;
             if r.is_ok()
                 || r.as_ref()

@@ -46,8 +46,12 @@ const COMMAND_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Keepalive interval when the client does not ask for one.
 const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(50);
 
+/// What attached streams receive: events, or an error ending the stream
+/// abnormally (the sandbox was killed or paused under the command).
+type Item = Result<ProcessEvent, Error>;
+
 struct Subscribers {
-    list: Vec<mpsc::Sender<ProcessEvent>>,
+    list: Vec<mpsc::Sender<Item>>,
     ended: bool,
 }
 
@@ -64,7 +68,7 @@ pub(crate) struct Proc {
 
 impl Proc {
     /// Attach a stream; `None` when the process already ended.
-    async fn subscribe(&self) -> Option<mpsc::Receiver<ProcessEvent>> {
+    async fn subscribe(&self) -> Option<mpsc::Receiver<Item>> {
         let mut s = self.subs.lock().await;
         if s.ended {
             return None;
@@ -74,8 +78,11 @@ impl Proc {
         Some(rx)
     }
 
-    async fn broadcast(&self, ev: ProcessEvent, last: bool) {
+    async fn broadcast(&self, ev: Item, last: bool) {
         let mut s = self.subs.lock().await;
+        if s.ended {
+            return;
+        }
         let mut keep = Vec::with_capacity(s.list.len());
         for tx in s.list.drain(..) {
             if tx.send(ev.clone()).await.is_ok() {
@@ -165,9 +172,19 @@ impl ProcessTable {
         v
     }
 
-    /// Forget every process (the sandbox stopped).
+    /// Forget every process (the sandbox is being stopped). Attached streams
+    /// end with `unavailable`, as envd's do when its sandbox goes away.
     pub fn clear(&self) {
-        self.lock().clear();
+        let procs: Vec<Arc<Proc>> = self.lock().drain().map(|(_, p)| p).collect();
+        for p in procs {
+            tokio::spawn(async move {
+                let err = Error::unavailable(format!(
+                    "the connection to the sandbox ended before the stream of process {} completed",
+                    p.pid
+                ));
+                p.broadcast(Err(err), true).await;
+            });
+        }
     }
 }
 
@@ -326,7 +343,7 @@ async fn pump(proc: Arc<Proc>, mut events: BoxStream<'static, ExecEvent>, entry:
             }
         };
         let ev = event(Event::Data(DataEvent { output: Some(out) }));
-        proc.broadcast(ev, false).await;
+        proc.broadcast(Ok(ev), false).await;
     }
     let end = end.unwrap_or_else(|| EndEvent {
         exit_code: -1,
@@ -338,13 +355,13 @@ async fn pump(proc: Arc<Proc>, mut events: BoxStream<'static, ExecEvent>, entry:
         e.procs.remove(&proc);
     }
     proc.close_stdin();
-    proc.broadcast(event(Event::End(end)), true).await;
+    proc.broadcast(Ok(event(Event::End(end))), true).await;
 }
 
 /// Forward events from `rx` to the client, with keepalives and the deadline.
 async fn follow<M: prost::Message + serde::Serialize>(
     out: StreamOut,
-    mut rx: mpsc::Receiver<ProcessEvent>,
+    mut rx: mpsc::Receiver<Item>,
     keepalive: Duration,
     deadline: Option<Duration>,
     wrap: fn(ProcessEvent) -> M,
@@ -360,7 +377,8 @@ async fn follow<M: prost::Message + serde::Serialize>(
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
-                Some(ev) => {
+                Some(Err(e)) => return out.fail(&e).await,
+                Some(Ok(ev)) => {
                     let last = matches!(ev.event, Some(Event::End(_)));
                     if !out.send(&wrap(ev)).await {
                         return;
@@ -428,7 +446,7 @@ async fn start(ctx: Ctx, headers: HeaderMap, body: Body) -> Response {
 async fn launch(
     ctx: &Ctx,
     req: StartRequest,
-) -> godel_core::Result<(Arc<Proc>, mpsc::Receiver<ProcessEvent>)> {
+) -> godel_core::Result<(Arc<Proc>, mpsc::Receiver<Item>)> {
     let config = req.process.unwrap_or_default();
     if config.cmd.is_empty() {
         return Err(Error::invalid("process.cmd is required"));

@@ -353,7 +353,9 @@ async fn info(AxState(state): S, headers: HeaderMap, Path(id): Path<String>) -> 
 
 async fn kill(AxState(state): S, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let team = tri!(team(&state, &headers).await);
-    trb!(lookup(&state, &team, &id).await);
+    let (_, e) = trb!(lookup(&state, &team, &id).await);
+    // End attached command streams first, as envd's end when its VM goes.
+    e.clear_live();
     trb!(state.backend.kill(&team, &id).await);
     state.registry.forget(&id);
     StatusCode::NO_CONTENT.into_response()
