@@ -4,6 +4,7 @@
 //! = admin) and, when asked, on TCP where a bearer token is required.
 
 pub mod auth;
+pub mod e2b;
 pub mod error;
 pub mod metrics;
 pub mod openapi;

@@ -81,11 +81,55 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let _ = (control, tasks, stopped);
-    if args.e2b_listen.is_some() {
-        return Err(Error::unavailable(
-            "the E2B-compatible API is not built into this binary yet",
-        ));
-    }
+    let Some(addr) = &args.e2b_listen else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::io(format!("listen on {addr} (E2B API)"), &e))?;
+    let cfg = godel_e2b::ServeConfig {
+        token_secret: e2b_secret(control.home())?,
+        ..Default::default()
+    };
+    tracing::info!(
+        addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "E2B-compatible API listening (E2B_API_URL=E2B_SANDBOX_URL=http://ADDR, E2B_API_KEY=<godel team token>)"
+    );
+    tasks.spawn(godel_api::e2b::serve_e2b(
+        listener,
+        control.clone(),
+        cfg,
+        stopped(),
+    ));
     Ok(())
+}
+
+/// The secret envd access tokens derive from, kept in `$GODEL_HOME` so
+/// tokens stay valid across restarts.
+fn e2b_secret(home: &Path) -> Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = home.join("e2b-secret");
+    if let Ok(s) = std::fs::read(&path)
+        && s.len() >= 32
+    {
+        return Ok(s);
+    }
+    let secret: Vec<u8> = (0..2).flat_map(|_| *uuid_bytes()).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io(format!("write {}", path.display()), &e))?;
+    std::io::Write::write_all(&mut f, &secret).map_err(|e| Error::io("write e2b secret", &e))?;
+    Ok(secret)
+}
+
+fn uuid_bytes() -> Box<[u8; 16]> {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    Box::new(b)
 }

@@ -1,0 +1,218 @@
+//! The E2B-compatible surface over the control plane: `godel-e2b` serves
+//! the wire protocol; this adapter turns each call into the same `Control`
+//! action the native API uses, scoped to the team of the API key.
+//!
+//! E2B's pause/resume keep the sandbox id: pause snapshots the runtime and
+//! stops it, remembering the snapshot in the record's labels
+//! (`e2b.paused_snapshot`); resume restores that snapshot under the same id.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use godel_control::{Caller, Control};
+use godel_core::{
+    Error, ExecHandle, ExecRequest, FileEntry, Result, RuntimeInfo, RuntimeState, SnapshotRequest,
+    SpawnSpec,
+};
+use godel_e2b::E2bBackend;
+
+/// Label holding the snapshot of a paused E2B sandbox.
+pub const PAUSED_LABEL: &str = "e2b.paused_snapshot";
+
+/// `E2bBackend` over `Control`.
+pub struct ControlBackend {
+    control: Arc<Control>,
+}
+
+impl ControlBackend {
+    pub fn new(control: Arc<Control>) -> Arc<Self> {
+        Arc::new(ControlBackend { control })
+    }
+
+    fn team(team: &str) -> Caller {
+        Caller::Team(team.to_string())
+    }
+
+    /// A stopped record that holds a pause snapshot is shown as `paused`.
+    fn present(mut r: RuntimeInfo) -> Option<RuntimeInfo> {
+        if !r.state.is_terminal() {
+            return Some(r);
+        }
+        if r.spec.labels.contains_key(PAUSED_LABEL) {
+            r.state = RuntimeState::Paused;
+            return Some(r);
+        }
+        None
+    }
+
+    fn visible(&self, caller: &Caller, id: &str) -> Result<RuntimeInfo> {
+        let r = self.control.visible_runtime(caller, id)?;
+        Self::present(r).ok_or_else(|| Error::not_found(format!("sandbox {id} not found")))
+    }
+}
+
+#[async_trait]
+impl E2bBackend for ControlBackend {
+    async fn authenticate(&self, api_key: &str) -> Result<String> {
+        match self.control.authenticate(api_key)? {
+            Caller::Team(t) => Ok(t),
+            Caller::Admin => Ok(self.control.settings().default_team.clone()),
+        }
+    }
+
+    async fn create(&self, team: &str, spec: SpawnSpec) -> Result<RuntimeInfo> {
+        self.control.spawn(&Self::team(team), spec).await
+    }
+
+    async fn get(&self, team: &str, id: &str) -> Result<RuntimeInfo> {
+        let r = self.visible(&Self::team(team), id)?;
+        if r.state.is_terminal() || r.state == RuntimeState::Paused {
+            return Ok(r);
+        }
+        let live = self.control.status(&Self::team(team), id).await?;
+        Self::present(live).ok_or_else(|| Error::not_found(format!("sandbox {id} not found")))
+    }
+
+    async fn locate(&self, id: &str) -> Result<RuntimeInfo> {
+        self.visible(&Caller::Admin, id)
+    }
+
+    async fn list(&self, team: &str) -> Result<Vec<RuntimeInfo>> {
+        Ok(self
+            .control
+            .list(&Self::team(team), true)?
+            .into_iter()
+            .filter_map(Self::present)
+            .collect())
+    }
+
+    async fn list_all(&self) -> Result<Vec<RuntimeInfo>> {
+        Ok(self
+            .control
+            .list(&Caller::Admin, true)?
+            .into_iter()
+            .filter_map(Self::present)
+            .collect())
+    }
+
+    async fn kill(&self, team: &str, id: &str) -> Result<()> {
+        let caller = Self::team(team);
+        let r = self.visible(&caller, id)?;
+        if let Some(snap) = r.spec.labels.get(PAUSED_LABEL).cloned() {
+            let mut spec = r.spec.clone();
+            spec.labels.remove(PAUSED_LABEL);
+            self.control.store().set_spec(id, &spec)?;
+            let _ = self.control.delete_snapshot(&caller, &snap).await;
+        }
+        if !r.state.is_terminal() && r.state != RuntimeState::Paused {
+            self.control.terminate(&caller, id).await?;
+        }
+        Ok(())
+    }
+
+    async fn pause(&self, team: &str, id: &str) -> Result<()> {
+        let caller = Self::team(team);
+        let r = self.visible(&caller, id)?;
+        if r.spec.labels.contains_key(PAUSED_LABEL) {
+            return Ok(());
+        }
+        let req = SnapshotRequest {
+            name: None,
+            description: Some("E2B pause".into()),
+            labels: BTreeMap::from([("e2b.pause".to_string(), "true".to_string())]),
+        };
+        let snap = self.control.snapshot(&caller, id, req).await?;
+        let mut spec = r.spec.clone();
+        spec.labels.insert(PAUSED_LABEL.into(), snap.id.clone());
+        self.control.store().set_spec(id, &spec)?;
+        self.control.terminate(&caller, id).await?;
+        Ok(())
+    }
+
+    async fn resume(&self, team: &str, id: &str) -> Result<RuntimeInfo> {
+        let caller = Self::team(team);
+        let r = self.visible(&caller, id)?;
+        let Some(snap) = r.spec.labels.get(PAUSED_LABEL).cloned() else {
+            return self.get(team, id).await;
+        };
+        // The id is reused: the stopped record makes way for the restored one.
+        self.control.store().delete_runtime(id)?;
+        match self
+            .control
+            .restore_as(&caller, &snap, id.to_string())
+            .await
+        {
+            Ok(info) => {
+                let _ = self.control.delete_snapshot(&caller, &snap).await;
+                let mut spec = info.spec.clone();
+                spec.labels.remove(PAUSED_LABEL);
+                self.control.store().set_spec(id, &spec)?;
+                self.get(team, id).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn set_labels(
+        &self,
+        team: &str,
+        id: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let r = self.visible(&Self::team(team), id)?;
+        let mut spec = r.spec.clone();
+        spec.labels.extend(labels);
+        self.control.store().set_spec(id, &spec)
+    }
+
+    async fn exec(&self, team: &str, id: &str, req: ExecRequest) -> Result<ExecHandle> {
+        self.control.exec(&Self::team(team), id, req).await
+    }
+
+    async fn read_file(&self, team: &str, id: &str, path: &str) -> Result<Bytes> {
+        self.control.read_file(&Self::team(team), id, path).await
+    }
+
+    async fn write_file(&self, team: &str, id: &str, path: &str, data: Bytes) -> Result<()> {
+        self.control
+            .write_file(&Self::team(team), id, path, data)
+            .await
+    }
+
+    async fn list_dir(&self, team: &str, id: &str, path: &str) -> Result<Vec<FileEntry>> {
+        self.control.list_dir(&Self::team(team), id, path).await
+    }
+
+    async fn stat(&self, team: &str, id: &str, path: &str) -> Result<FileEntry> {
+        self.control.stat(&Self::team(team), id, path).await
+    }
+
+    async fn make_dir(&self, team: &str, id: &str, path: &str) -> Result<()> {
+        self.control.make_dir(&Self::team(team), id, path).await
+    }
+
+    async fn rename(&self, team: &str, id: &str, from: &str, to: &str) -> Result<()> {
+        self.control.rename(&Self::team(team), id, from, to).await
+    }
+
+    async fn remove(&self, team: &str, id: &str, path: &str, recursive: bool) -> Result<()> {
+        self.control
+            .remove(&Self::team(team), id, path, recursive)
+            .await
+    }
+}
+
+/// Serve the E2B-compatible API on a TCP listener until `shutdown` resolves.
+pub async fn serve_e2b(
+    listener: tokio::net::TcpListener,
+    control: Arc<Control>,
+    cfg: godel_e2b::ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = godel_e2b::router(ControlBackend::new(control), cfg);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
