@@ -96,7 +96,12 @@ def main():
         sbx.commands.send_stdin(h.pid, "piped\n")
         sbx.commands.close_stdin(h.pid)
         deadline = time.monotonic() + 20
-        while sbx.files.read(f"{HOME}/from_stdin.txt") != "piped\n":
+        while True:
+            try:
+                if sbx.files.read(f"{HOME}/from_stdin.txt") == "piped\n":
+                    break
+            except FileNotFoundException:
+                pass  # the shell has not created it yet
             assert time.monotonic() < deadline, "stdin never arrived"
             time.sleep(0.1)
         assert sbx.commands.kill(h.pid) is True
