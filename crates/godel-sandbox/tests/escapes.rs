@@ -357,6 +357,14 @@ async fn ptrace_mount_modules_and_friends_are_denied() {
     }
     // No new user namespaces (unshare or clone), so no way to regain privilege.
     assert_eq!(libc_call(sb, "l.unshare(0x10000000)").await, "-1 EPERM");
+    // clone(CLONE_NEWUSER | SIGCHLD) is refused too; clone3 reports ENOSYS.
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(
+            libc_call(sb, "l.syscall(56, 0x10000011, 0, 0, 0, 0)").await,
+            "-1 EPERM"
+        );
+        assert_eq!(libc_call(sb, "l.syscall(435, 0, 0)").await, "-1 ENOSYS");
+    }
     let out = sh(sb, "unshare -Ur true").await;
     assert!(out.stderr.contains("Operation not permitted"), "{out:?}");
     // Ordinary work still runs (threads use clone/clone3 fallback).

@@ -175,6 +175,32 @@ async fn usage_freeze_and_adopt_after_restart() {
         "65536",
         "/tmp size follows the disk limit: {out:?}"
     );
+    // The limits are really in the kernel.
+    let h: SandboxHandle = serde_json::from_value(a.sb.handle()).unwrap();
+    let read = |p: String| std::fs::read_to_string(p).unwrap().trim().to_string();
+    if h.cgroup_version == 1 {
+        let id = &a.cfg.id;
+        assert_eq!(
+            read(format!("/sys/fs/cgroup/cpu/godel/{id}/cpu.cfs_quota_us")),
+            "50000"
+        );
+        assert_eq!(
+            read(format!(
+                "/sys/fs/cgroup/memory/godel/{id}/memory.limit_in_bytes"
+            )),
+            (256u64 << 20).to_string()
+        );
+        assert_eq!(
+            read(format!("/sys/fs/cgroup/pids/godel/{id}/pids.max")),
+            "64"
+        );
+        let procs = read(format!("/sys/fs/cgroup/memory/godel/{id}/cgroup.procs"));
+        assert_eq!(procs, h.init_pid.to_string());
+    } else {
+        let d = format!("/sys/fs/cgroup/godel/{}", a.cfg.id);
+        assert_eq!(read(format!("{d}/cpu.max")), "50000 100000");
+        assert_eq!(read(format!("{d}/pids.max")), "64");
+    }
     let u = a.sb.usage().await.unwrap();
     assert!(u.cpu_seconds > 0.0, "{u:?}");
     assert!(u.memory_peak_bytes > 0, "{u:?}");
