@@ -23,6 +23,8 @@ mod wait;
 mod watch;
 
 #[cfg(feature = "fake-apiserver")]
+pub mod bench;
+#[cfg(feature = "fake-apiserver")]
 pub mod fake;
 
 pub use config::{KubeConfig, TeamQuota};

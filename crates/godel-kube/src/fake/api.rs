@@ -190,8 +190,15 @@ fn list(shared: &Shared, t: &Target, q: &BTreeMap<String, String>) -> Result<Res
     let (l, f) = selectors(q)?;
     let (items, rv) = {
         let store = shared.lock();
-        let items: Vec<Value> = store
-            .list(t.kind.plural, t.ns.as_deref())
+        let candidates: Vec<&Value> = match (t.ns.as_deref(), f.exact("metadata.name")) {
+            (Some(ns), Some(name)) => store
+                .get(t.kind.plural, ns, name)
+                .map(|e| &e.obj)
+                .into_iter()
+                .collect(),
+            _ => store.list(t.kind.plural, t.ns.as_deref()),
+        };
+        let items: Vec<Value> = candidates
             .into_iter()
             .filter(|o| matches(o, &l, &f))
             .cloned()
@@ -236,9 +243,18 @@ fn watch(shared: &Shared, t: &Target, q: &BTreeMap<String, String>) -> Result<Re
     let rv_param = q.get("resourceVersion").cloned().unwrap_or_default();
     let plural = t.kind.plural;
     let ns = t.ns.clone();
+    // Cluster-wide watches of a namespaced kind can still pin a namespace and name.
+    let pin_ns = ns
+        .clone()
+        .or_else(|| f.exact("metadata.namespace").map(str::to_string));
+    let pin_name = f.exact("metadata.name").map(str::to_string);
     let (initial, last_rv, rx) = {
-        let store = shared.lock();
-        let rx = store.tx.subscribe();
+        let mut store = shared.lock();
+        let rx = store.subscribe(
+            plural,
+            pin_ns.as_deref(),
+            pin_name.as_deref().filter(|_| pin_ns.is_some()),
+        );
         if rv_param.is_empty() || rv_param == "0" {
             let objs: Vec<Bytes> = store
                 .list(plural, ns.as_deref())
@@ -284,9 +300,8 @@ fn watch(shared: &Shared, t: &Target, q: &BTreeMap<String, String>) -> Result<Re
         let (l, f, ns) = (l.clone(), f.clone(), ns.clone());
         async move {
             loop {
-                let next = tokio::time::timeout_at(deadline, rx.recv()).await;
-                match next {
-                    Ok(Ok(c)) => {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(c)) => {
                         if c.rv <= last_rv
                             || c.plural != plural
                             || ns.as_deref().is_some_and(|n| n != c.namespace)
@@ -297,7 +312,7 @@ fn watch(shared: &Shared, t: &Target, q: &BTreeMap<String, String>) -> Result<Re
                         last_rv = c.rv;
                         return Some((event_line(c.etype, &c.obj), (rx, last_rv)));
                     }
-                    // Lagged, closed or timed out: end the watch; the client resumes from its last resourceVersion.
+                    // Timed out: end the watch; the client resumes from its last resourceVersion.
                     _ => return None,
                 }
             }

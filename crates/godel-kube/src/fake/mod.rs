@@ -133,7 +133,11 @@ impl FakeApiServer {
             next_ip: AtomicU32::new(2),
             create_times: Mutex::new(Vec::new()),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        // A deep accept queue: a thousand concurrent clients must not see
+        // dropped SYNs (and the kernel's 1 s, 3 s, 7 s ... retransmissions).
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let listener = socket.listen(4096)?;
         let addr = listener.local_addr()?;
         let app = api::router(shared.clone());
         let task = tokio::spawn(async move {

@@ -46,10 +46,9 @@ pub(crate) fn pod_usage(pod: &Value, resource: &str) -> u64 {
         Some((s, r)) => (s, r),
         None => ("requests", resource),
     };
-    let containers = pod["spec"]["containers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let Some(containers) = pod["spec"]["containers"].as_array() else {
+        return 0;
+    };
     containers
         .iter()
         .map(|c| {
@@ -142,12 +141,7 @@ pub(crate) fn admit(store: &Store, ns: &str, pod: &mut Value) -> Result<(), ApiE
             }
         }
     }
-    // ResourceQuota.
-    let pods: Vec<&Value> = store
-        .list("pods", Some(ns))
-        .into_iter()
-        .filter(|p| !terminal(p))
-        .collect();
+    // ResourceQuota, against the usage the store keeps per namespace.
     for quota in store.list("resourcequotas", Some(ns)) {
         let qname = quota["metadata"]["name"].as_str().unwrap_or("");
         let Some(hard) = quota["spec"]["hard"].as_object() else {
@@ -179,7 +173,7 @@ pub(crate) fn admit(store: &Store, ns: &str, pod: &mut Value) -> Result<(), ApiE
                 missing.push(res.clone());
                 continue;
             }
-            let have: u64 = pods.iter().map(|p| pod_usage(p, res)).sum();
+            let have = store.usage(ns, res);
             if have + want > limit {
                 requested.push(format!("{res}={}", fmt_amount(res, want)));
                 used.push(format!("{res}={}", fmt_amount(res, have)));
@@ -332,14 +326,9 @@ pub(crate) fn fill_quota_status(store: &Store, quota: &mut Value) {
     let Some(hard) = quota["spec"]["hard"].as_object().cloned() else {
         return;
     };
-    let pods: Vec<&Value> = store
-        .list("pods", Some(&ns))
-        .into_iter()
-        .filter(|p| !terminal(p))
-        .collect();
     let mut used = serde_json::Map::new();
     for res in hard.keys() {
-        let n: u64 = pods.iter().map(|p| pod_usage(p, res)).sum();
+        let n = store.usage(&ns, res);
         used.insert(res.clone(), json!(fmt_amount(res, n)));
     }
     quota["status"] = json!({"hard": hard, "used": used});

@@ -1,13 +1,14 @@
 //! The fake API server's object store: every object as JSON, one global
 //! `resourceVersion` counter, an event history for watch resumption and a
-//! broadcast channel feeding live watches. Also the resource kinds it
+//! registry of live watches, indexed by object name where the watch
+//! selects one (`metadata.name=`), so a change reaches only its watchers. Also the resource kinds it
 //! serves and label/field selector matching.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 /// A resource kind the fake serves.
 #[derive(Debug)]
@@ -112,6 +113,21 @@ pub(crate) struct Change {
 
 type Key = (&'static str, String, String);
 
+/// Quota resources whose usage is tracked.
+const TRACKED: [&str; 8] = [
+    "requests.cpu",
+    "limits.cpu",
+    "requests.memory",
+    "limits.memory",
+    "cpu",
+    "memory",
+    "pods",
+    "count/pods",
+];
+
+/// The sending side of one live watch.
+pub(crate) type WatchTx = mpsc::UnboundedSender<Arc<Change>>;
+
 /// How many past changes are kept for watches resuming from a resourceVersion.
 const HISTORY: usize = 200_000;
 
@@ -119,17 +135,23 @@ pub(crate) struct Store {
     objects: BTreeMap<Key, Entry>,
     rv: u64,
     history: VecDeque<Arc<Change>>,
-    pub tx: broadcast::Sender<Arc<Change>>,
+    /// Watches of one object: (plural, namespace, name) → senders.
+    by_name: HashMap<(&'static str, String, String), Vec<WatchTx>>,
+    /// Quota usage of live (non-terminal) pods: namespace → resource → amount.
+    usage: HashMap<String, HashMap<&'static str, u64>>,
+    /// Other watches: (plural, namespace or all) → senders.
+    general: Vec<(&'static str, Option<String>, WatchTx)>,
 }
 
 impl Store {
     pub fn new() -> Self {
-        let (tx, _) = broadcast::channel(65_536);
         Store {
             objects: BTreeMap::new(),
             rv: 1000,
             history: VecDeque::new(),
-            tx,
+            by_name: HashMap::new(),
+            usage: HashMap::new(),
+            general: Vec::new(),
         }
     }
 
@@ -169,6 +191,12 @@ impl Store {
         } else {
             "ADDED"
         };
+        if plural == "pods" {
+            if let Some(prev) = self.objects.get(&key).map(|e| e.obj.clone()) {
+                self.account(ns, &prev, false);
+            }
+            self.account(ns, &obj, true);
+        }
         self.objects.insert(
             key,
             Entry {
@@ -185,6 +213,10 @@ impl Store {
         let mut entry = self
             .objects
             .remove(&(plural, ns.to_string(), name.to_string()))?;
+        if plural == "pods" {
+            let obj = entry.obj.clone();
+            self.account(ns, &obj, false);
+        }
         self.rv += 1;
         entry.obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         self.emit(plural, ns, "DELETED", entry.obj.clone());
@@ -203,7 +235,68 @@ impl Store {
             self.history.pop_front();
         }
         self.history.push_back(change.clone());
-        let _ = self.tx.send(change);
+        let name = change.obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let key = (plural, ns.to_string(), name);
+        if let Some(txs) = self.by_name.get_mut(&key) {
+            txs.retain(|tx| tx.send(change.clone()).is_ok());
+            if txs.is_empty() {
+                self.by_name.remove(&key);
+            }
+        }
+        self.general.retain(|(p, n, tx)| {
+            if *p != plural || n.as_deref().is_some_and(|n| n != ns) {
+                return !tx.is_closed();
+            }
+            tx.send(change.clone()).is_ok()
+        });
+    }
+
+    /// Register a live watch of a kind (in one namespace or all; of one object when `name` is set).
+    pub fn subscribe(
+        &mut self,
+        plural: &'static str,
+        ns: Option<&str>,
+        name: Option<&str>,
+    ) -> mpsc::UnboundedReceiver<Arc<Change>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        match (ns, name) {
+            (Some(ns), Some(name)) => self
+                .by_name
+                .entry((plural, ns.to_string(), name.to_string()))
+                .or_default()
+                .push(tx),
+            _ => self.general.push((plural, ns.map(str::to_string), tx)),
+        }
+        rx
+    }
+
+    /// Add (or take away) a live pod's resources to its namespace's usage.
+    fn account(&mut self, ns: &str, pod: &Value, add: bool) {
+        if super::pods::terminal(pod) {
+            return;
+        }
+        let usage = self.usage.entry(ns.to_string()).or_default();
+        for res in TRACKED {
+            let n = super::pods::pod_usage(pod, res);
+            let slot = usage.entry(res).or_insert(0);
+            *slot = if add {
+                *slot + n
+            } else {
+                slot.saturating_sub(n)
+            };
+        }
+    }
+
+    /// Quota usage of a resource (`requests.cpu`, `pods`, ...) in a namespace.
+    pub fn usage(&self, ns: &str, resource: &str) -> u64 {
+        self.usage
+            .get(ns)
+            .and_then(|u| u.get(resource))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Changes after `rv`, or `None` when `rv` is older than the history kept (410 Gone).
@@ -261,6 +354,14 @@ impl Selector {
             reqs.push(parse_req(part)?);
         }
         Ok(Selector(reqs))
+    }
+
+    /// The value `key` must equal, if the selector pins it.
+    pub fn exact(&self, key: &str) -> Option<&str> {
+        self.0.iter().find_map(|r| match r {
+            Req::Eq(k, v) if k == key => Some(v.as_str()),
+            _ => None,
+        })
     }
 
     /// Whether a label/field map satisfies every requirement.
