@@ -74,6 +74,18 @@ pub struct CircuitChange {
     pub failures: u32,
 }
 
+impl CircuitChange {
+    /// The event the daemon stores: `circuit_opened`, `circuit_half_open` or `circuit_closed`.
+    pub fn to_event(&self) -> godel_core::Event {
+        let kind = match self.to {
+            CircuitState::Open => "circuit_opened",
+            CircuitState::HalfOpen => "circuit_half_open",
+            CircuitState::Closed => "circuit_closed",
+        };
+        godel_core::Event::new(kind).data(serde_json::to_value(self).unwrap_or_default())
+    }
+}
+
 /// Callback for state changes.
 pub type CircuitListener = Arc<dyn Fn(&CircuitChange) + Send + Sync>;
 
@@ -370,6 +382,16 @@ mod tests {
             *seen.lock().unwrap(),
             [(CircuitState::Closed, CircuitState::Open)]
         );
+        let ev = CircuitChange {
+            runtime: "kata".into(),
+            from: CircuitState::Closed,
+            to: CircuitState::Open,
+            failures: 5,
+        }
+        .to_event();
+        assert_eq!(ev.kind, "circuit_opened");
+        assert_eq!(ev.data["to"], "open");
+        assert_eq!(ev.data["failures"], 5);
     }
 
     #[tokio::test(start_paused = true)]

@@ -359,6 +359,23 @@ pub struct HealthEvent {
     pub action: HealthAction,
 }
 
+impl HealthEvent {
+    /// The event the daemon stores: `health_healthy`, `health_unhealthy`,
+    /// `died`, `restart` or `restart_gave_up`, for runtime `id`.
+    pub fn to_event(&self) -> godel_core::Event {
+        let kind = match self.action {
+            HealthAction::Healthy => "health_healthy",
+            HealthAction::Unhealthy { .. } => "health_unhealthy",
+            HealthAction::Died { .. } => "died",
+            HealthAction::Restart { .. } => "restart",
+            HealthAction::GiveUp { .. } => "restart_gave_up",
+        };
+        godel_core::Event::new(kind)
+            .runtime(&self.id)
+            .data(serde_json::to_value(&self.action).unwrap_or_default())
+    }
+}
+
 /// The daemon's probe: given a runtime id, check it (status + exec probe).
 pub type ProbeFn = Arc<dyn Fn(String) -> BoxFuture<'static, Probe> + Send + Sync>;
 
@@ -674,6 +691,10 @@ mod tests {
         mon.watch("rt-9", None);
         let ev = rx.recv().await.unwrap();
         assert_eq!(ev.id, "rt-9");
+        let stored = ev.to_event();
+        assert_eq!(stored.kind, "health_unhealthy");
+        assert_eq!(stored.runtime_id.as_deref(), Some("rt-9"));
+        assert_eq!(stored.data["action"], "unhealthy");
         let HealthAction::Unhealthy {
             failures: 2,
             reason,

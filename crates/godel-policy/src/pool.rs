@@ -176,6 +176,26 @@ pub enum PoolEvent {
     },
 }
 
+impl PoolEvent {
+    /// The event the daemon stores: `pool_created`, `pool_create_failed`,
+    /// `pool_claimed`, `pool_destroyed` or `pool_destroy_failed`.
+    pub fn to_event(&self) -> godel_core::Event {
+        let (kind, id) = match self {
+            PoolEvent::Created { id, .. } => ("pool_created", Some(id)),
+            PoolEvent::CreateFailed { .. } => ("pool_create_failed", None),
+            PoolEvent::Claimed { id, .. } => ("pool_claimed", Some(id)),
+            PoolEvent::Destroyed { id } => ("pool_destroyed", Some(id)),
+            PoolEvent::DestroyFailed { id, .. } => ("pool_destroy_failed", Some(id)),
+        };
+        let mut ev =
+            godel_core::Event::new(kind).data(serde_json::to_value(self).unwrap_or_default());
+        if let Some(id) = id {
+            ev = ev.runtime(id);
+        }
+        ev
+    }
+}
+
 /// Listener for pool events.
 pub type PoolListener = Arc<dyn Fn(&PoolEvent) + Send + Sync>;
 
@@ -473,6 +493,16 @@ mod tests {
             size: 2,
             team: Some("alpha".into()),
         };
+        let ev = PoolEvent::Claimed {
+            key: k.clone(),
+            id: "rt-1".into(),
+        }
+        .to_event();
+        assert_eq!(
+            (ev.kind.as_str(), ev.runtime_id.as_deref()),
+            ("pool_claimed", Some("rt-1"))
+        );
+        assert_eq!(ev.data["key"]["runtime"], "worktree");
         let pk = PoolKey::from_config(&cfg).unwrap();
         assert_eq!(pk.shared(), k);
         assert_eq!(pk.spec().git_ref.as_deref(), Some("HEAD"));
