@@ -134,6 +134,52 @@ impl Git {
         Ok(s)
     }
 
+    /// Run with `input` on stdin; like [`Git::run`] otherwise.
+    pub async fn run_with_input(mut self, input: Vec<u8>) -> Result<String> {
+        use tokio::io::AsyncWriteExt;
+        let desc = self.describe();
+        self.cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self
+            .cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("cannot run `{desc}`"), &e))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(&input)
+                .await
+                .map_err(|e| Error::io(format!("cannot feed `{desc}`"), &e))?;
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| Error::io(format!("cannot run `{desc}`"), &e))?;
+        if !out.status.success() {
+            return Err(Error::internal(format!(
+                "`{desc}` failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+    }
+
+    /// Run and return stdout as raw bytes; a non-zero exit is an error.
+    pub async fn run_bytes(self) -> Result<Vec<u8>> {
+        let desc = self.describe();
+        let out = self.output().await?;
+        if !out.status.success() {
+            return Err(Error::internal(format!(
+                "`{desc}` failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(out.stdout)
+    }
+
     /// Run and report only whether git exited with 0.
     pub async fn succeeds(self) -> Result<bool> {
         Ok(self.output().await?.status.success())

@@ -22,6 +22,7 @@
 //! ```
 
 pub mod bench;
+pub mod delta;
 pub mod exec;
 pub mod files;
 pub mod git;

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use godel_core::{Error, Result, workspace_relative};
 
+use crate::delta::DeltaSpec;
 use crate::git::Git;
 use crate::layout::{KeyedLocks, Layout, remove_tree, unique};
 use crate::store::{RAW_ATTRIBUTES, Store, write};
@@ -63,6 +64,30 @@ impl Lowers {
     /// whether this call built it.
     pub async fn ensure(&self, spec: &LowerSpec<'_>) -> Result<(PathBuf, bool)> {
         let path = self.path(spec.store, spec.commit, spec.head);
+        self.publish(&path, &spec.store.key, spec.commit, Build::Checkout(spec))
+            .await
+    }
+
+    /// The delta layer restoring `spec.commit` on top of the checkout of
+    /// `spec.base` (see [`crate::delta`]), built if missing.
+    pub async fn ensure_delta(&self, spec: &DeltaSpec<'_>) -> Result<(PathBuf, bool)> {
+        let path = self.layout.lowers().join(&spec.store.key).join(format!(
+            "{}-delta-{}",
+            spec.commit,
+            &spec.base[..spec.base.len().min(12)]
+        ));
+        self.publish(&path, &spec.store.key, spec.commit, Build::Delta(spec))
+            .await
+    }
+
+    async fn publish(
+        &self,
+        path: &Path,
+        key: &str,
+        commit: &str,
+        what: Build<'_, '_>,
+    ) -> Result<(PathBuf, bool)> {
+        let path = path.to_path_buf();
         if path.is_dir() {
             return Ok((path, false));
         }
@@ -73,12 +98,15 @@ impl Lowers {
         }
         self.layout.create()?;
         let tmp = self.layout.tmp().join(format!(
-            "lower-{}-{}-{}",
-            spec.store.key,
-            &spec.commit[..12.min(spec.commit.len())],
+            "lower-{key}-{}-{}",
+            &commit[..12.min(commit.len())],
             unique()
         ));
-        if let Err(e) = build(&tmp, spec).await {
+        let built = match what {
+            Build::Checkout(spec) => build(&tmp, spec).await,
+            Build::Delta(spec) => crate::delta::build(&tmp, spec).await,
+        };
+        if let Err(e) = built {
             let _ = remove_tree(&tmp);
             return Err(e);
         }
@@ -102,6 +130,11 @@ impl Lowers {
             }
         }
     }
+}
+
+enum Build<'a, 'b> {
+    Checkout(&'a LowerSpec<'b>),
+    Delta(&'a DeltaSpec<'b>),
 }
 
 async fn build(dir: &Path, spec: &LowerSpec<'_>) -> Result<()> {

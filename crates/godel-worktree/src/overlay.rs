@@ -16,6 +16,8 @@ use nix::mount::{MntFlags, MsFlags};
 /// The three directories of an overlay workspace besides its mount point.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverlayDirs {
+    /// Optional layer above `lower` (a snapshot's delta).
+    pub delta: Option<PathBuf>,
     pub lower: PathBuf,
     pub upper: PathBuf,
     pub work: PathBuf,
@@ -35,9 +37,12 @@ fn option_path(p: &Path) -> Result<String> {
 
 /// Mount `dirs` at `target`.
 pub fn mount(dirs: &OverlayDirs, target: &Path) -> Result<()> {
+    let lowers = match &dirs.delta {
+        Some(d) => format!("{}:{}", option_path(d)?, option_path(&dirs.lower)?),
+        None => option_path(&dirs.lower)?,
+    };
     let base = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        option_path(&dirs.lower)?,
+        "lowerdir={lowers},upperdir={},workdir={}",
         option_path(&dirs.upper)?,
         option_path(&dirs.work)?
     );
@@ -123,6 +128,7 @@ fn unescape(s: &str) -> String {
 pub fn probe(scratch: &Path) -> Result<()> {
     let base = scratch.join(format!("overlay-probe-{}", crate::layout::unique()));
     let dirs = OverlayDirs {
+        delta: None,
         lower: base.join("lower"),
         upper: base.join("upper"),
         work: base.join("work"),

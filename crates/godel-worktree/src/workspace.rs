@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use godel_core::{Error, Result, WorkspaceMode};
 use serde::{Deserialize, Serialize};
 
+use crate::delta::DeltaSpec;
 use crate::git::Git;
 use crate::layout::{Layout, remove_tree};
 use crate::lower::{LowerSpec, Lowers, create_empty_dirs};
@@ -22,7 +23,11 @@ use crate::store::Store;
 /// The overlay layers of a `cow` workspace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OverlayInfo {
+    /// The shared checkout of the base commit.
     pub lower: PathBuf,
+    /// A restored snapshot's changes on top of `lower`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<PathBuf>,
     pub upper: PathBuf,
     pub work: PathBuf,
 }
@@ -30,6 +35,7 @@ pub struct OverlayInfo {
 impl OverlayInfo {
     fn dirs(&self) -> OverlayDirs {
         OverlayDirs {
+            delta: self.delta.clone(),
             lower: self.lower.clone(),
             upper: self.upper.clone(),
             work: self.work.clone(),
@@ -112,16 +118,41 @@ async fn create_cow(
     m: &Materialize<'_>,
     info: &mut WorkspaceInfo,
 ) -> Result<()> {
-    let (lower, _built) = lowers
-        .ensure(&LowerSpec {
-            store: m.store,
-            commit: m.commit,
-            head: m.head,
-            empty_dirs: m.empty_dirs,
-        })
-        .await?;
+    let (lower, delta) = if m.commit == m.base {
+        let (lower, _) = lowers
+            .ensure(&LowerSpec {
+                store: m.store,
+                commit: m.commit,
+                head: m.head,
+                empty_dirs: m.empty_dirs,
+            })
+            .await?;
+        (lower, None)
+    } else {
+        // A snapshot: its changes as a delta over the base checkout.
+        let (lower, _) = lowers
+            .ensure(&LowerSpec {
+                store: m.store,
+                commit: m.base,
+                head: m.base,
+                empty_dirs: &[],
+            })
+            .await?;
+        let (delta, _) = lowers
+            .ensure_delta(&DeltaSpec {
+                store: m.store,
+                base: m.base,
+                base_dir: &lower,
+                commit: m.commit,
+                head: m.head,
+                empty_dirs: m.empty_dirs,
+            })
+            .await?;
+        (lower, Some(delta))
+    };
     let base = layout.overlay(m.id);
     let ov = OverlayInfo {
+        delta,
         lower,
         upper: base.join("upper"),
         work: base.join("work"),
@@ -161,7 +192,8 @@ pub fn ensure_present(info: &WorkspaceInfo) -> Result<Option<bool>> {
             if overlay::is_mounted(&info.path)? {
                 return Ok(Some(false));
             }
-            if !(ov.lower.is_dir() && ov.upper.is_dir() && ov.work.is_dir()) {
+            let delta_ok = ov.delta.as_ref().is_none_or(|d| d.is_dir());
+            if !(delta_ok && ov.lower.is_dir() && ov.upper.is_dir() && ov.work.is_dir()) {
                 return Ok(None);
             }
             mkdir(&info.path)?;

@@ -206,3 +206,79 @@ async fn deleted_snapshots_cannot_be_restored() {
     assert_eq!(err.code, ErrorCode::NotFound, "{err}");
     assert!(!e.ws("rt-d2").exists());
 }
+
+#[tokio::test]
+async fn restore_layers_a_delta_and_handles_type_changes() {
+    let e = Env::new();
+    e.p.spawn("rt-a", &e.spec(WorkspaceMode::Cow))
+        .await
+        .unwrap();
+    let ws = e.ws("rt-a");
+    // Whole directory deleted, file -> directory, directory -> file.
+    let out = sh(
+        &e.p,
+        "rt-a",
+        "rm -r src && rm README.md && mkdir -p README.md/inner && echo x > README.md/inner/f \
+         && mkdir -p gone/deep && echo y > gone/deep/z",
+    )
+    .await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let (snap1, _) = take(&e, "rt-a", "snap-a1").await;
+    e.p.restore("rt-b", &snap1, &e.spec(WorkspaceMode::Cow))
+        .await
+        .unwrap();
+    let b = e.ws("rt-b");
+    assert!(
+        !b.join("src").exists(),
+        "deleted directory visible after restore"
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join("README.md/inner/f")).unwrap(),
+        "x\n"
+    );
+    let deltas: Vec<_> = std::fs::read_dir(e.home.join("worktree/lowers"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("-delta-"))
+        .collect();
+    assert_eq!(
+        deltas.len(),
+        1,
+        "restore should layer a delta, not a full checkout"
+    );
+
+    // Restore of a restore: change again, snapshot, restore.
+    let out = sh(
+        &e.p,
+        "rt-b",
+        "rm -r README.md && echo file > README.md && rm -r gone && echo n > new",
+    )
+    .await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let (snap2, _) = take(&e, "rt-b", "snap-b1").await;
+    e.p.restore("rt-c", &snap2, &e.spec(WorkspaceMode::Cow))
+        .await
+        .unwrap();
+    let c = e.ws("rt-c");
+    assert_eq!(
+        std::fs::read_to_string(c.join("README.md")).unwrap(),
+        "file\n"
+    );
+    assert!(!c.join("gone").exists() && !c.join("src").exists());
+    assert_eq!(std::fs::read_to_string(c.join("new")).unwrap(), "n\n");
+    assert_eq!(
+        std::fs::read_link(c.join("readme-link"))
+            .unwrap()
+            .to_string_lossy(),
+        "README.md"
+    );
+    // git agrees with the files: only the real changes against HEAD show.
+    let out = sh(&e.p, "rt-c", "git status --porcelain | sort").await;
+    assert_eq!(
+        out.stdout, "A  new\nD  src/run.sh\nM  README.md\n",
+        "{out:?}"
+    );
+    // The original is untouched.
+    assert!(ws.join("gone/deep/z").exists());
+}
