@@ -148,7 +148,15 @@ impl CircuitBreaker {
     }
 
     fn emit(&self, change: Option<CircuitChange>) {
-        if let (Some(c), Some(l)) = (change, &self.listener) {
+        let Some(c) = change else { return };
+        tracing::info!(
+            runtime = %c.runtime,
+            from = c.from.as_str(),
+            to = c.to.as_str(),
+            failures = c.failures,
+            "circuit breaker changed state"
+        );
+        if let Some(l) = &self.listener {
             l(&c);
         }
     }

@@ -386,7 +386,10 @@ impl WarmPools {
 async fn destroy_one(inner: &Inner, id: String) {
     match (inner.destroy)(id.clone()).await {
         Ok(()) => inner.emit(PoolEvent::Destroyed { id }),
-        Err(error) => inner.emit(PoolEvent::DestroyFailed { id, error }),
+        Err(error) => {
+            tracing::warn!(%id, %error, "destroying a warm runtime failed");
+            inner.emit(PoolEvent::DestroyFailed { id, error })
+        }
     }
 }
 
@@ -429,6 +432,7 @@ async fn refill(inner: Arc<Inner>, key: PoolKey, wake: Arc<Notify>) {
             }
             Err(error) => {
                 failures += 1;
+                tracing::warn!(pool = %key, %error, failures, "creating a warm runtime failed");
                 let delay = Duration::from_secs(1)
                     .checked_mul(1u32.checked_shl(failures - 1).unwrap_or(u32::MAX))
                     .unwrap_or(MAX_BACKOFF)
