@@ -153,10 +153,10 @@ pub async fn build(dir: &Path, spec: &DeltaSpec<'_>) -> Result<()> {
         }
         let mut whited: HashSet<Vec<u8>> = HashSet::new();
         for path in deleted {
-            if let Some(w) = whiteout_point(dir, &path, &present) {
-                if whited.insert(w.clone()) {
-                    whiteout(dir, &w)?;
-                }
+            if let Some(w) = whiteout_point(dir, &path, &present)
+                && whited.insert(w.clone())
+            {
+                whiteout(dir, &w)?;
             }
         }
     }
