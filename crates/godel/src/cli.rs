@@ -94,6 +94,40 @@ pub enum Command {
     /// Configuration file tools.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// MicroVM guest images.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Kubernetes: render the manifests godel applies.
+    #[command(subcommand)]
+    Kube(KubeCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Build (or reuse) a guest image: kernel, initramfs, ext4 root filesystem.
+    Build {
+        /// Image name (default `default`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Build the root file system from this directory.
+        #[arg(long)]
+        from_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KubeCmd {
+    /// Print every manifest godel applies for a team (multi-document YAML).
+    Render {
+        #[arg(long)]
+        team: String,
+        /// Print the agent Pod as godel would create it instead.
+        #[arg(long)]
+        pod_template: bool,
+        /// Configuration file with a `[kube]` table (default: $GODEL_HOME/godel.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -252,6 +286,28 @@ pub enum TeamCmd {
 pub enum BenchCmd {
     /// Spawn/exec latency through the API against a `git worktree add` baseline.
     Spawn(BenchSpawnArgs),
+    /// Sandboxed exec/spawn latency against bwrap and no isolation.
+    Sandbox {
+        #[arg(long, short = 'n', default_value_t = 200)]
+        iterations: usize,
+    },
+    /// MicroVM boot, restore, warm claim, exec, files, forks, density (TCG or KVM).
+    Microvm {
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
+        #[arg(long, default_value_t = 10)]
+        forks: usize,
+        /// Idle VMs to keep alive at once (0 skips the density test).
+        #[arg(long, default_value_t = 200)]
+        idle: usize,
+    },
+    /// godel's own overhead per pod spawn against the in-repo fake API server.
+    Kube {
+        #[arg(long, default_value_t = 1000)]
+        pods: usize,
+        #[arg(long, default_value_t = 1000)]
+        concurrency: usize,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,8 @@ use crate::cli::ServeArgs;
 pub struct RuntimeOptions {
     /// Default process isolation of local runtimes.
     pub isolation: Isolation,
+    /// The configuration file (its `[kube]`, `[e2b]`, `[microvm]` tables).
+    pub config: godel_policy::Config,
 }
 
 impl RuntimeOptions {
@@ -32,7 +34,10 @@ impl RuntimeOptions {
                 )));
             }
         };
-        Ok(RuntimeOptions { isolation })
+        Ok(RuntimeOptions {
+            isolation,
+            config: godel_policy::Config::default(),
+        })
     }
 }
 
@@ -48,10 +53,93 @@ pub async fn register_all(
     opts: &RuntimeOptions,
     events: EventSink,
 ) {
-    let _ = opts;
     register_worktree(control, home, events.clone());
-    for name in ["microvm", "kata", "e2b"] {
-        control.note_unregistered(name, "not built into this binary yet");
+    register_microvm(control, home, opts, events.clone());
+    register_kube(control, opts, events.clone()).await;
+    register_e2b(control, opts, events);
+}
+
+/// A string field of an opaque config table.
+fn table_str(t: Option<&toml::Table>, key: &str) -> Option<String> {
+    t.and_then(|t| t.get(key))
+        .and_then(|v| v.as_str())
+        .map(String::from)
+}
+
+fn register_microvm(control: &Control, home: &Path, opts: &RuntimeOptions, events: EventSink) {
+    let t = opts.config.microvm.as_ref();
+    let mut cfg = godel_microvm::MicrovmConfig::new(home).with_events(events);
+    if let Some(image) = table_str(t, "image") {
+        cfg.image = image;
+    }
+    if let Some(n) = t
+        .and_then(|t| t.get("warm_pool"))
+        .and_then(|v| v.as_integer())
+    {
+        cfg.warm_pool = n.max(0) as usize;
+    }
+    match godel_microvm::MicrovmProvider::new(cfg) {
+        Ok(p) => control.register(std::sync::Arc::new(p)),
+        Err(e) => control.note_unregistered("microvm", e.message),
+    }
+}
+
+async fn register_kube(control: &Control, opts: &RuntimeOptions, events: EventSink) {
+    let cfg: godel_kube::KubeConfig = match &opts.config.kube {
+        Some(t) => match t.clone().try_into() {
+            Ok(c) => c,
+            Err(e) => {
+                return control.note_unregistered("kata", format!("[kube] in the config: {e}"));
+            }
+        },
+        None => {
+            let has_kubeconfig = std::env::var_os("KUBECONFIG").is_some()
+                || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+                || std::env::var_os("HOME")
+                    .is_some_and(|h| Path::new(&h).join(".kube/config").exists());
+            if !has_kubeconfig {
+                return control.note_unregistered(
+                    "kata",
+                    "no Kubernetes cluster configured: set KUBECONFIG or [kube] kubeconfig in godel.toml (in-cluster config is used inside a pod)",
+                );
+            }
+            godel_kube::KubeConfig::default()
+        }
+    };
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        godel_kube::KubeProvider::new(cfg, events),
+    )
+    .await
+    {
+        Ok(Ok(p)) => control.register(std::sync::Arc::new(p)),
+        Ok(Err(e)) => control.note_unregistered("kata", e.message),
+        Err(_) => control.note_unregistered("kata", "building the Kubernetes client timed out"),
+    }
+}
+
+fn register_e2b(control: &Control, opts: &RuntimeOptions, events: EventSink) {
+    let t = opts.config.e2b.as_ref();
+    let cfg = godel_e2b::E2bConfig {
+        api_key: table_str(t, "api_key"),
+        api_url: table_str(t, "api_url"),
+        sandbox_url: table_str(t, "sandbox_url"),
+        domain: table_str(t, "domain"),
+        ..Default::default()
+    };
+    if cfg.api_key.is_none()
+        && std::env::var("E2B_API_KEY")
+            .map(|k| k.is_empty())
+            .unwrap_or(true)
+    {
+        return control.note_unregistered(
+            "e2b",
+            "no E2B API key: set E2B_API_KEY or [e2b] api_key in godel.toml (api_url may point at another godel)",
+        );
+    }
+    match godel_e2b::E2bProvider::new(cfg, events) {
+        Ok(p) => control.register(std::sync::Arc::new(p)),
+        Err(e) => control.note_unregistered("e2b", e.message),
     }
 }
 

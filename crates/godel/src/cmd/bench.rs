@@ -63,6 +63,45 @@ impl Stats {
 pub async fn run(ctx: &Ctx, cmd: BenchCmd) -> Result<i32> {
     match cmd {
         BenchCmd::Spawn(a) => spawn_bench(ctx, a).await,
+        BenchCmd::Sandbox { iterations } => {
+            progress(
+                ctx,
+                &format!("{iterations} iterations: sandbox vs bwrap vs no isolation"),
+            );
+            let r = godel_sandbox::run_benchmark(iterations).await?;
+            crate::output::json(&r);
+            Ok(0)
+        }
+        BenchCmd::Microvm {
+            samples,
+            forks,
+            idle,
+        } => {
+            let mut o = godel_microvm::BenchOptions::new(&ctx.home);
+            o.samples = samples;
+            o.forks = forks;
+            o.idle_target = idle;
+            let json = ctx.json;
+            let r = godel_microvm::run_benchmark(o, &move |m: &str| {
+                if !json {
+                    eprintln!("… {m}");
+                }
+            })
+            .await?;
+            crate::output::json(&r);
+            Ok(0)
+        }
+        BenchCmd::Kube { pods, concurrency } => {
+            progress(
+                ctx,
+                &format!(
+                    "{pods} pods, {concurrency} at once, against the in-repo fake API server (measures godel's own overhead)"
+                ),
+            );
+            let r = godel_kube::bench::run_benchmark(pods, concurrency).await?;
+            crate::output::json(&r);
+            Ok(0)
+        }
     }
 }
 
@@ -117,7 +156,16 @@ async fn spawn_bench(ctx: &Ctx, a: BenchSpawnArgs) -> Result<i32> {
     let control = Control::open(&home, Settings::default())?;
     let (sink, rx) = event_channel();
     control.attach_event_receiver(rx);
-    register_all(&control, &home, &RuntimeOptions { isolation }, sink).await;
+    register_all(
+        &control,
+        &home,
+        &RuntimeOptions {
+            isolation,
+            ..Default::default()
+        },
+        sink,
+    )
+    .await;
     let sock = home.join("godel.sock");
     let listener = godel_api::bind_unix(&sock).map_err(|e| Error::io("bind bench socket", &e))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod extra;
 pub mod files;
 pub mod runtime;
 pub mod serve;
@@ -34,6 +35,8 @@ pub async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
         Command::Events { since, limit } => admin::events(ctx, since, limit).await,
         Command::Doctor => admin::doctor(ctx).await,
         Command::Bench(b) => bench::run(ctx, b).await,
+        Command::Image(i) => extra::image(ctx, i).await,
+        Command::Kube(k) => extra::kube(ctx, k),
         Command::Config(crate::cli::ConfigCmd::Check { config }) => {
             admin::config_check(ctx, config.as_deref())
         }

@@ -35,7 +35,8 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> Result<()> {
     if args.isolation.is_none() && config.server.isolation == godel_core::Isolation::None {
         args.isolation = Some("none".into());
     }
-    let opts = RuntimeOptions::from_args(&args)?;
+    let mut opts = RuntimeOptions::from_args(&args)?;
+    opts.config = config.clone();
     let settings = Settings {
         isolation_override: (opts.isolation == godel_core::Isolation::None)
             .then_some(godel_core::Isolation::None),
