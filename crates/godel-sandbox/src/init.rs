@@ -409,6 +409,13 @@ fn stage2(
     nix::unistd::sethostname(&cfg.hostname).map_err(|e| err("sethostname", e))?;
     loopback_up().map_err(|e| err("bring up lo", e))?;
     drop_bounding_set();
+    // One descriptor per live exec connection: allow as many as the hard limit.
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
     let filters = crate::seccomp::build()?;
     // stdio: nothing of the daemon's or stage 1's may stay open here.
     let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())

@@ -371,6 +371,10 @@ fn child_exec(c: &ChildCtx<'_>) -> ! {
     // this child owns (copies made by fork) or on NUL-terminated strings and
     // NULL-terminated pointer arrays prepared before fork and still alive.
     unsafe {
+        // The init blocks SIGCHLD for its signalfd; the agent must not inherit that.
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         // Tell the daemon our host pid (SCM_CREDENTIALS is added by the kernel).
         libc::send(
             c.conn,

@@ -50,13 +50,17 @@ async fn host_shadow_and_root_home_are_out_of_reach() {
     // The agent is `user`, unprivileged even inside.
     let out = sh(
         &*a.sb,
-        "whoami; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status",
+        "whoami; grep -E '^(SigBlk|CapEff|NoNewPrivs|Seccomp):' /proc/self/status",
     )
     .await;
     assert_eq!(
-        out.stdout, "user\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n",
+        out.stdout,
+        "user\nSigBlk:\t0000000000000000\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n",
         "{out:?}"
     );
+    // No signal stays blocked from the init (checked without a shell in between).
+    let out = run(&*a.sb, &["grep", "SigBlk", "/proc/self/status"]).await;
+    assert_eq!(out.stdout, "SigBlk:\t0000000000000000\n", "{out:?}");
     a.sb.destroy().await.unwrap();
 }
 
