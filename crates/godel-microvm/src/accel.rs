@@ -144,8 +144,8 @@ async fn probe(home: &Path, qemu: &Path, image: &ImageInfo) -> AccelVerdict {
         Err(e) => {
             let first = e.message.lines().next().unwrap_or_default().to_string();
             AccelVerdict::tcg(format!(
-                "/dev/kvm exists but a probe boot under KVM did not reach the guest agent \
-                 within {} s ({first}); nested or paravirtual KVM? using TCG (software emulation)",
+                "/dev/kvm exists but a probe boot of the guest under KVM failed \
+                 (limit {} s): {first}; nested or paravirtual KVM? using TCG (software emulation)",
                 PROBE_TIMEOUT.as_secs()
             ))
         }

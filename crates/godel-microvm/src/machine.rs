@@ -298,7 +298,9 @@ async fn restore_in(
         start_paused: false,
         name: meta.process_name(),
     };
+    let t0 = std::time::Instant::now();
     let pid = host.launcher.launch(&spec).await.map_err(|e| (e, None))?;
+    let t_launch = t0.elapsed();
     let fail = |e: Error| (e, Some(pid));
     let qmp = Qmp::connect(&launch::qmp_socket(run_dir), Duration::from_secs(10))
         .await
@@ -316,17 +318,27 @@ async fn restore_in(
     if st != "running" {
         qmp.cont().await.map_err(fail)?;
     }
+    let t_incoming = t0.elapsed();
     let guest = GuestClient::connect(launch::agent_socket(run_dir), host.boot_timeout)
         .await
         .map_err(|e| {
             let e = Error::spawn(format!("restored guest did not answer: {}", e.message));
             (e, Some(pid))
         })?;
+    let t_sync = t0.elapsed();
     let entropy: [u8; 64] = rand::random();
     guest
         .restored(&entropy, SystemTime::now(), Some(&p.hostname))
         .await
         .map_err(fail)?;
+    tracing::debug!(
+        launch_ms = t_launch.as_millis() as u64,
+        incoming_ms = t_incoming.as_millis() as u64,
+        sync_ms = t_sync.as_millis() as u64,
+        ready_ms = t0.elapsed().as_millis() as u64,
+        "restored {}",
+        p.runtime_id
+    );
     vm::write_meta(run_dir, &meta).map_err(fail)?;
     Ok(Vm::new(
         run_dir.to_path_buf(),
