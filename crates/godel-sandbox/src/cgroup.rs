@@ -8,7 +8,7 @@
 //! against a recording fake.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -325,11 +325,6 @@ impl SandboxCgroups {
         }
         first_err.map_or(Ok(()), Err)
     }
-}
-
-/// Whether a path is under a cgroup mount (sanity check for handles).
-pub fn is_cgroup_path(p: &Path) -> bool {
-    p.starts_with("/sys/fs/cgroup")
 }
 
 #[cfg(test)]

@@ -45,8 +45,11 @@ pub use sandbox::NamespaceSandbox;
 /// If this process was started as a sandbox init (`GODEL_SANDBOX_INIT=1`),
 /// run it and exit; otherwise return at once. Call it first thing in `main`,
 /// before any thread or runtime starts, in every binary that uses
-/// [`InitProgram::SelfExe`].
+/// [`InitProgram::SelfExe`]. Once called, [`InitProgram::discover`] falls
+/// back to re-executing the current binary when no `godel-sandbox-init` is
+/// installed.
 pub fn maybe_run_init() {
+    namespace::SELF_EXE_INIT.store(true, std::sync::atomic::Ordering::SeqCst);
     if std::env::var_os(init::INIT_ENV).is_some_and(|v| v == "1") {
         // SAFETY: single-threaded at this point (called first in main); the
         // variable must not leak into the sandbox's processes.

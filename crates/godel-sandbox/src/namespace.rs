@@ -44,8 +44,17 @@ pub enum InitProgram {
 impl InitProgram {
     /// Find `godel-sandbox-init`: `$GODEL_SANDBOX_INIT_BIN`, then next to the
     /// current executable, then one directory up (test binaries live in
-    /// `target/<profile>/deps`), then `$PATH`.
+    /// `target/<profile>/deps`), then `$PATH`; finally the current binary
+    /// itself if it called [`crate::maybe_run_init`].
     pub fn discover() -> Option<InitProgram> {
+        Self::discover_binary().or_else(|| {
+            SELF_EXE_INIT
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .then_some(InitProgram::SelfExe)
+        })
+    }
+
+    fn discover_binary() -> Option<InitProgram> {
         const NAME: &str = "godel-sandbox-init";
         if let Some(p) = std::env::var_os("GODEL_SANDBOX_INIT_BIN") {
             return Some(InitProgram::Path(p.into()));
@@ -78,6 +87,10 @@ impl InitProgram {
         }
     }
 }
+
+/// Set by [`crate::maybe_run_init`]: this binary can serve as its own init.
+pub(crate) static SELF_EXE_INIT: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Settings of the namespace isolator.
 #[derive(Clone)]

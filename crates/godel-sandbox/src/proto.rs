@@ -13,7 +13,7 @@
 //!    process group). Messages are JSON, one per datagram.
 
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{
     ControlMessage, ControlMessageOwned, MsgFlags, UnixCredentials, recvmsg, sendmsg,
@@ -171,12 +171,6 @@ pub fn connect(path: &std::path::Path) -> std::io::Result<OwnedFd> {
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-/// Borrow a raw fd for a call that wants `AsFd`.
-pub fn borrow(fd: &OwnedFd) -> BorrowedFd<'_> {
-    use std::os::fd::AsFd;
-    fd.as_fd()
 }
 
 #[cfg(test)]

@@ -200,7 +200,8 @@ impl Filters {
     }
 }
 
-/// Resource limits every sandboxed process gets.
+/// Resource limits every sandboxed process gets (applied between fork and
+/// exec, with `RLIMIT_CORE = 0`).
 #[derive(Debug, Clone, Copy)]
 pub struct Rlimits {
     pub nofile: u64,
@@ -209,16 +210,6 @@ pub struct Rlimits {
 impl Default for Rlimits {
     fn default() -> Self {
         Rlimits { nofile: 8192 }
-    }
-}
-
-impl Rlimits {
-    /// Apply `RLIMIT_NOFILE` and `RLIMIT_CORE = 0`.
-    pub fn apply(&self) -> std::io::Result<()> {
-        use nix::sys::resource::{Resource, setrlimit};
-        setrlimit(Resource::RLIMIT_NOFILE, self.nofile, self.nofile)?;
-        setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
-        Ok(())
     }
 }
 
