@@ -42,6 +42,18 @@ use crate::wire::{
     SandboxState,
 };
 
+/// E2B's own domains, served through one `sandbox.{domain}` host
+/// (`e2b/sandbox_domains.py` in the Python SDK).
+const E2B_SANDBOX_DOMAINS: [&str; 7] = [
+    "e2b.app",
+    "e2b.dev",
+    "e2b.pro",
+    "e2b-staging.dev",
+    "e2b-tango.dev",
+    "e2b-juliett.dev",
+    "foxtrot-2.e2b.dev",
+];
+
 /// Configuration of the `e2b` runtime.
 #[derive(Debug, Clone)]
 pub struct E2bConfig {
@@ -165,14 +177,15 @@ impl E2bProvider {
         self.remotes().get(id).map(|r| r.sandbox_id.clone())
     }
 
+    /// envd's URL, chosen as the SDKs do: a configured sandbox URL; else
+    /// E2B's shared `sandbox.{domain}` host for its own domains (routing by
+    /// the `E2b-Sandbox-Id` header we always send); else `49983-{id}.{domain}`.
     fn target(&self, r: &Remote) -> EnvdTarget {
+        let domain = r.domain.as_deref().unwrap_or(&self.domain);
         let base_url = match &self.sandbox_url {
             Some(u) => u.clone(),
-            None => format!(
-                "https://{ENVD_PORT}-{}.{}",
-                r.sandbox_id,
-                r.domain.as_deref().unwrap_or(&self.domain)
-            ),
+            None if E2B_SANDBOX_DOMAINS.contains(&domain) => format!("https://sandbox.{domain}"),
+            None => format!("https://{ENVD_PORT}-{}.{domain}", r.sandbox_id),
         };
         EnvdTarget {
             sandbox_id: r.sandbox_id.clone(),

@@ -13,7 +13,7 @@
 //! data; `Update` (resize) is accepted and ignored.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -64,6 +64,14 @@ pub(crate) struct Proc {
     stdin: Mutex<Option<mpsc::Sender<Bytes>>>,
     signal: Option<mpsc::Sender<i32>>,
     subs: tokio::sync::Mutex<Subscribers>,
+    /// The sandbox is going away: streams end with an error, not an exit.
+    aborted: AtomicBool,
+}
+
+fn abort_error(pid: u32) -> Error {
+    Error::unavailable(format!(
+        "the connection to the sandbox ended before the stream of process {pid} completed"
+    ))
 }
 
 impl Proc {
@@ -177,12 +185,9 @@ impl ProcessTable {
     pub fn clear(&self) {
         let procs: Vec<Arc<Proc>> = self.lock().drain().map(|(_, p)| p).collect();
         for p in procs {
+            p.aborted.store(true, Ordering::SeqCst);
             tokio::spawn(async move {
-                let err = Error::unavailable(format!(
-                    "the connection to the sandbox ended before the stream of process {} completed",
-                    p.pid
-                ));
-                p.broadcast(Err(err), true).await;
+                p.broadcast(Err(abort_error(p.pid)), true).await;
             });
         }
     }
@@ -355,7 +360,12 @@ async fn pump(proc: Arc<Proc>, mut events: BoxStream<'static, ExecEvent>, entry:
         e.procs.remove(&proc);
     }
     proc.close_stdin();
-    proc.broadcast(Ok(event(Event::End(end))), true).await;
+    let last = if proc.aborted.load(Ordering::SeqCst) {
+        Err(abort_error(proc.pid))
+    } else {
+        Ok(event(Event::End(end)))
+    };
+    proc.broadcast(last, true).await;
 }
 
 /// Forward events from `rx` to the client, with keepalives and the deadline.
@@ -481,6 +491,7 @@ async fn launch(
             list: vec![tx],
             ended: false,
         }),
+        aborted: AtomicBool::new(false),
     });
     tokio::spawn(pump(
         proc.clone(),

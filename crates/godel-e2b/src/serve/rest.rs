@@ -490,11 +490,33 @@ async fn resume(
     connect_inner(&state, &headers, &id, &body, true).await
 }
 
-async fn metrics(AxState(state): S, headers: HeaderMap, Path(id): Path<String>) -> Response {
+/// One point, taken now: godel keeps no metric history. A `start`/`end`
+/// window (unix seconds) that excludes now, or ends before the sandbox
+/// started, returns no points.
+async fn metrics(
+    AxState(state): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let team = tri!(team(&state, &headers).await);
     let (info, e) = trb!(lookup(&state, &team, &id).await);
     let b = e.book();
     let now = Utc::now();
+    let (mut start, mut end) = (None::<i64>, None::<i64>);
+    for (k, v) in url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "start" => start = v.parse().ok(),
+            "end" => end = v.parse().ok(),
+            _ => {}
+        }
+    }
+    let slack = 5;
+    if end.is_some_and(|e| e + slack < now.timestamp() || e < b.started_at.timestamp())
+        || start.is_some_and(|s| s > now.timestamp() + slack)
+    {
+        return axum::Json(Vec::<SandboxMetric>::new()).into_response();
+    }
     let usage = info.usage.unwrap_or_default();
     let elapsed = (now - b.started_at).num_milliseconds().max(1) as f64 / 1000.0;
     let cpu_pct = (usage.cpu_seconds / elapsed / b.cpu.max(1) as f64 * 100.0).clamp(0.0, 100.0);
