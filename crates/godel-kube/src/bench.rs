@@ -150,13 +150,7 @@ pub async fn run_benchmark(pods: usize, concurrency: usize) -> Result<BenchRepor
             Err(e) => errors.push(e.to_string()),
         }
     }
-    let timings = provider
-        .inner
-        .timings
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-        .unwrap_or_default();
+    let timings = provider.take_spawn_timings();
     let added: Vec<Duration> = timings
         .iter()
         .map(|t| t.total.saturating_sub(t.api_wait))

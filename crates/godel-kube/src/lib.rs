@@ -28,6 +28,6 @@ pub mod bench;
 pub mod fake;
 
 pub use config::{KubeConfig, TeamQuota};
-pub use provider::KubeProvider;
+pub use provider::{KubeProvider, SpawnTiming};
 pub use render::{render_pod_template, render_team_manifests};
 pub use snapshot::WORKSPACE_TAR;

@@ -36,9 +36,9 @@ pub(crate) struct AgentRef {
     pub team: String,
 }
 
-/// Where a spawn's time went (the benchmark reads these).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct SpawnTiming {
+/// Where a spawn's time went (see [`KubeProvider::record_spawn_timings`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpawnTiming {
     pub total: Duration,
     /// Awaiting API responses: team set-up, pod create, and the wait for Running.
     pub api_wait: Duration,
@@ -145,6 +145,19 @@ impl KubeProvider {
             }),
             watcher: None,
         }
+    }
+
+    /// Start (or stop) recording where each successful spawn's time goes.
+    pub fn record_spawn_timings(&self, on: bool) {
+        *lock(&self.inner.timings) = on.then(Vec::new);
+    }
+
+    /// The timings recorded since the last call.
+    pub fn take_spawn_timings(&self) -> Vec<SpawnTiming> {
+        lock(&self.inner.timings)
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The configuration in use.
