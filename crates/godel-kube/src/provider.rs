@@ -300,17 +300,21 @@ impl Inner {
     /// Delete a pod godel owns (404 is fine).
     pub async fn delete_pod(&self, agent: &AgentRef) -> Result<()> {
         let api: Api<Pod> = Api::namespaced(self.client()?, &agent.namespace);
-        lock(&self.terminating).insert(format!("{}/{}", agent.namespace, agent.pod));
-        match api
+        let key = format!("{}/{}", agent.namespace, agent.pod);
+        lock(&self.terminating).insert(key.clone());
+        let result = api
             .delete(&agent.pod, &DeleteParams::default().grace_period(5))
-            .await
-        {
+            .await;
+        match result {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(map_kube(
-                &format!("delete pod {}/{}", agent.namespace, agent.pod),
-                e,
-            )),
+            Err(e) => {
+                // No deletion event will come: forget the key.
+                lock(&self.terminating).remove(&key);
+                match e {
+                    kube::Error::Api(s) if s.code == 404 => Ok(()),
+                    e => Err(map_kube(&format!("delete pod {key}"), e)),
+                }
+            }
         }
     }
 
