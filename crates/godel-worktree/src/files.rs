@@ -5,6 +5,10 @@
 //! symlink leading outside (absolute, or `..` past the root) is refused
 //! (`PERMISSION_DENIED`). Missing files are `NOT_FOUND`.
 //!
+//! When the sandbox runs agents as another uid (`Sandbox::workspace_owner`),
+//! whatever these operations create is chowned to it, through a handle
+//! opened beneath the workspace (never by a host path).
+//!
 //! These functions block; the provider runs them on the blocking pool.
 
 use std::io::Write;
@@ -21,6 +25,48 @@ pub fn rel(path: &str) -> Result<String> {
 
 fn io_err(op: &str, path: &str, e: std::io::Error) -> Error {
     Error::io(format!("{op} {path:?}"), &e)
+}
+
+/// Host uid/gid that created entries must belong to (`None`: leave as is).
+pub type Owner = Option<(u32, u32)>;
+
+/// Chown one entry beneath `root` without following a final symlink; the
+/// parent is opened through cap-std, so nothing outside can be reached.
+pub fn chown_entry(root: &Dir, path: &str, owner: (u32, u32)) -> Result<()> {
+    let (parent, name) = match path.rsplit_once('/') {
+        Some((p, n)) => (p, n),
+        None => (".", path),
+    };
+    if name.is_empty() || name == "." {
+        return Ok(());
+    }
+    let pdir = root
+        .open_dir(parent)
+        .map_err(|e| io_err("chown", path, e))?;
+    nix::unistd::fchownat(
+        &pdir,
+        name,
+        Some(nix::unistd::Uid::from_raw(owner.0)),
+        Some(nix::unistd::Gid::from_raw(owner.1)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| Error::internal(format!("cannot chown {path:?}: {e}")))
+}
+
+/// [`mkdirs`], then chown the directories it created to `owner`.
+pub fn mkdirs_owned(root: &Dir, path: &str, shown: &str, owner: Owner) -> Result<()> {
+    let Some(owner) = owner else {
+        return mkdirs(root, path, shown);
+    };
+    let comps: Vec<&str> = path.split('/').filter(|c| *c != ".").collect();
+    let first_missing = (0..comps.len())
+        .find(|&i| root.symlink_metadata(comps[..=i].join("/")).is_err())
+        .unwrap_or(comps.len());
+    mkdirs(root, path, shown)?;
+    for i in first_missing..comps.len() {
+        chown_entry(root, &comps[..=i].join("/"), owner)?;
+    }
+    Ok(())
 }
 
 /// `create_dir_all` beneath `root`. When a component exists but cannot be
@@ -46,16 +92,20 @@ pub fn read_file(root: &Dir, path: &str) -> Result<Vec<u8>> {
     root.read(&r).map_err(|e| io_err("read", path, e))
 }
 
-pub fn write_file(root: &Dir, path: &str, data: &[u8]) -> Result<()> {
+pub fn write_file(root: &Dir, path: &str, data: &[u8], owner: Owner) -> Result<()> {
     let r = rel(path)?;
     if r == "." {
         return Err(Error::invalid("cannot write to the workspace root"));
     }
     if let Some((parent, _)) = r.rsplit_once('/') {
-        mkdirs(root, parent, path)?;
+        mkdirs_owned(root, parent, path, owner)?;
     }
     let mut f = root.create(&r).map_err(|e| io_err("write", path, e))?;
     f.write_all(data).map_err(|e| io_err("write", path, e))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
+            .map_err(|e| io_err("chown", path, e))?;
+    }
     Ok(())
 }
 
@@ -96,13 +146,12 @@ pub fn stat(root: &Dir, path: &str) -> Result<FileEntry> {
     Ok(entry(root, &r, name, &md))
 }
 
-pub fn make_dir(root: &Dir, path: &str) -> Result<()> {
+pub fn make_dir(root: &Dir, path: &str, owner: Owner) -> Result<()> {
     let r = rel(path)?;
-    root.create_dir_all(&r)
-        .map_err(|e| io_err("mkdir", path, e))
+    mkdirs_owned(root, &r, path, owner)
 }
 
-pub fn rename(root: &Dir, from: &str, to: &str) -> Result<()> {
+pub fn rename(root: &Dir, from: &str, to: &str, owner: Owner) -> Result<()> {
     let f = rel(from)?;
     let t = rel(to)?;
     if f == "." || t == "." {
@@ -111,7 +160,7 @@ pub fn rename(root: &Dir, from: &str, to: &str) -> Result<()> {
     root.symlink_metadata(&f)
         .map_err(|e| io_err("rename", from, e))?;
     if let Some((parent, _)) = t.rsplit_once('/') {
-        mkdirs(root, parent, to)?;
+        mkdirs_owned(root, parent, to, owner)?;
     }
     root.rename(&f, root, &t)
         .map_err(|e| io_err("rename to", to, e))

@@ -168,7 +168,29 @@ async fn build(dir: &Path, spec: &LowerSpec<'_>) -> Result<()> {
         .args(["update-ref", "--no-deref", "HEAD", spec.head])
         .run()
         .await?;
+    settle_index(&git_dir, dir).await?;
     create_empty_dirs(dir, spec.empty_dirs)
+}
+
+/// Files written in the same second as the index are "racily clean" to git
+/// and get rehashed by every later `git status` or snapshot. Wait for the
+/// next second and refresh once, so the shared index has usable stat data
+/// for every workspace built on it (costs under a second, once per commit).
+async fn settle_index(git_dir: &Path, work_tree: &Path) -> Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let wait = std::time::Duration::from_nanos(u64::from(1_000_000_000 - now.subsec_nanos()))
+        + std::time::Duration::from_millis(10);
+    tokio::time::sleep(wait).await;
+    // Exit status 1 only means "some entries needed an update".
+    Git::new()
+        .git_dir(git_dir)
+        .work_tree(work_tree)
+        .args(["update-index", "-q", "--refresh"])
+        .succeeds()
+        .await?;
+    Ok(())
 }
 
 /// Create `dirs` (workspace-relative) beneath `root`, confined by cap-std.

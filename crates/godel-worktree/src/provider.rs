@@ -292,10 +292,11 @@ impl WorktreeProvider {
     async fn with_root<T, F>(&self, id: &str, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Dir) -> Result<T> + Send + 'static,
+        F: FnOnce(&Dir, files::Owner) -> Result<T> + Send + 'static,
     {
-        let root = self.get(id)?.root.clone();
-        tokio::task::spawn_blocking(move || f(&root))
+        let rt = self.get(id)?;
+        let (root, owner) = (rt.root.clone(), rt.sandbox.workspace_owner());
+        tokio::task::spawn_blocking(move || f(&root, owner))
             .await
             .map_err(|e| Error::internal(format!("file task failed: {e}")))?
             .map_err(|e| e.with_runtime(id))
@@ -594,51 +595,53 @@ impl RuntimeProvider for WorktreeProvider {
 
     async fn read_file(&self, id: &str, path: &str) -> Result<Bytes> {
         let p = path.to_string();
-        self.with_root(id, move |d| files::read_file(d, &p).map(Bytes::from))
+        self.with_root(id, move |d, _| files::read_file(d, &p).map(Bytes::from))
             .await
     }
 
     async fn write_file(&self, id: &str, path: &str, data: Bytes) -> Result<()> {
         let p = path.to_string();
-        self.with_root(id, move |d| files::write_file(d, &p, &data))
+        self.with_root(id, move |d, o| files::write_file(d, &p, &data, o))
             .await
     }
 
     async fn list_dir(&self, id: &str, path: &str) -> Result<Vec<FileEntry>> {
         let p = path.to_string();
-        self.with_root(id, move |d| files::list_dir(d, &p)).await
+        self.with_root(id, move |d, _| files::list_dir(d, &p)).await
     }
 
     async fn stat(&self, id: &str, path: &str) -> Result<FileEntry> {
         let p = path.to_string();
-        self.with_root(id, move |d| files::stat(d, &p)).await
+        self.with_root(id, move |d, _| files::stat(d, &p)).await
     }
 
     async fn make_dir(&self, id: &str, path: &str) -> Result<()> {
         let p = path.to_string();
-        self.with_root(id, move |d| files::make_dir(d, &p)).await
+        self.with_root(id, move |d, o| files::make_dir(d, &p, o))
+            .await
     }
 
     async fn rename(&self, id: &str, from: &str, to: &str) -> Result<()> {
         let (f, t) = (from.to_string(), to.to_string());
-        self.with_root(id, move |d| files::rename(d, &f, &t)).await
+        self.with_root(id, move |d, o| files::rename(d, &f, &t, o))
+            .await
     }
 
     async fn remove(&self, id: &str, path: &str, recursive: bool) -> Result<()> {
         let p = path.to_string();
-        self.with_root(id, move |d| files::remove(d, &p, recursive))
+        self.with_root(id, move |d, _| files::remove(d, &p, recursive))
             .await
     }
 
     async fn upload_tar(&self, id: &str, path: &str, tar: Bytes) -> Result<()> {
         let p = path.to_string();
-        self.with_root(id, move |d| tarball::unpack(d, &p, &tar))
+        self.with_root(id, move |d, o| tarball::unpack(d, &p, &tar, o))
             .await
     }
 
     async fn download_tar(&self, id: &str, path: &str) -> Result<Bytes> {
         let p = path.to_string();
-        self.with_root(id, move |d| tarball::pack(d, &p).map(Bytes::from))
+        self.with_root(id, move |d, _| tarball::pack(d, &p).map(Bytes::from))
             .await
     }
 

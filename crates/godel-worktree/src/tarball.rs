@@ -18,7 +18,7 @@ use cap_std::fs::{Dir, MetadataExt};
 use godel_core::{Error, Result};
 use tar::{Archive, Builder, EntryType, Header};
 
-use crate::files::{mkdirs, rel, set_mode};
+use crate::files::{Owner, chown_entry, mkdirs_owned, rel, set_mode};
 
 /// Lexically normalise one archive path; `None` for the archive root (`./`).
 fn entry_path(raw: &[u8]) -> Result<Option<String>> {
@@ -91,10 +91,10 @@ fn bad_tar(e: &std::io::Error) -> Error {
 }
 
 /// Unpack `data` into `path` (created if missing) beneath `root`.
-pub fn unpack(root: &Dir, path: &str, data: &[u8]) -> Result<()> {
+pub fn unpack(root: &Dir, path: &str, data: &[u8], owner: Owner) -> Result<()> {
     let base = rel(path)?;
     check(data)?;
-    mkdirs(root, &base, path)?;
+    mkdirs_owned(root, &base, path, owner)?;
     let dir = root
         .open_dir(&base)
         .map_err(|e| Error::io(format!("open {path:?}"), &e))?;
@@ -106,12 +106,12 @@ pub fn unpack(root: &Dir, path: &str, data: &[u8]) -> Result<()> {
         };
         let io = |e: std::io::Error| Error::io(format!("unpack {p:?}"), &e);
         if let Some((parent, _)) = p.rsplit_once('/') {
-            mkdirs(&dir, parent, &p)?;
+            mkdirs_owned(&dir, parent, &p, owner)?;
         }
         let mode = ent.header().mode().unwrap_or(0o644);
         match ent.header().entry_type() {
             EntryType::Directory => {
-                mkdirs(&dir, &p, &p)?;
+                mkdirs_owned(&dir, &p, &p, owner)?;
                 set_mode(&dir, &p, mode | 0o700)?;
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
@@ -145,7 +145,10 @@ pub fn unpack(root: &Dir, path: &str, data: &[u8]) -> Result<()> {
                 dir.hard_link(&target, &dir, &p).map_err(io)?;
             }
             // Devices, fifos, pax/GNU metadata records (handled by `tar`).
-            _ => {}
+            _ => continue,
+        }
+        if let Some(o) = owner {
+            chown_entry(&dir, &p, o)?;
         }
     }
     Ok(())

@@ -322,3 +322,118 @@ async fn tar_round_trip_keeps_modes_and_links() {
         "replaced"
     );
 }
+
+/// A host sandbox that claims its agents run as uid 4242 / gid 4343.
+struct OwnedSandbox(std::sync::Arc<dyn godel_sandbox::Sandbox>);
+
+#[async_trait::async_trait]
+impl godel_sandbox::Sandbox for OwnedSandbox {
+    fn id(&self) -> &str {
+        self.0.id()
+    }
+    fn init_pid(&self) -> Option<u32> {
+        None
+    }
+    fn workspace_view(&self) -> String {
+        self.0.workspace_view()
+    }
+    async fn launch(
+        &self,
+        spec: godel_sandbox::ProcessSpec,
+    ) -> godel_core::Result<godel_sandbox::Process> {
+        self.0.launch(spec).await
+    }
+    async fn alive(&self) -> bool {
+        self.0.alive().await
+    }
+    async fn usage(&self) -> godel_core::Result<godel_core::ResourceUsage> {
+        self.0.usage().await
+    }
+    async fn freeze(&self, frozen: bool) -> godel_core::Result<()> {
+        self.0.freeze(frozen).await
+    }
+    async fn destroy(&self) -> godel_core::Result<()> {
+        self.0.destroy().await
+    }
+    fn handle(&self) -> serde_json::Value {
+        self.0.handle()
+    }
+    fn workspace_owner(&self) -> Option<(u32, u32)> {
+        Some((4242, 4343))
+    }
+}
+
+struct OwnedIsolator;
+
+#[async_trait::async_trait]
+impl godel_sandbox::Isolator for OwnedIsolator {
+    fn name(&self) -> &str {
+        "owned-test"
+    }
+    async fn available(&self) -> godel_core::Availability {
+        godel_core::Availability::yes("test")
+    }
+    async fn create(
+        &self,
+        cfg: godel_sandbox::SandboxConfig,
+    ) -> godel_core::Result<std::sync::Arc<dyn godel_sandbox::Sandbox>> {
+        let inner = godel_sandbox::HostIsolator.create(cfg).await?;
+        Ok(std::sync::Arc::new(OwnedSandbox(inner)))
+    }
+    async fn adopt(
+        &self,
+        cfg: godel_sandbox::SandboxConfig,
+        _h: &serde_json::Value,
+    ) -> godel_core::Result<Option<std::sync::Arc<dyn godel_sandbox::Sandbox>>> {
+        Ok(Some(self.create(cfg).await?))
+    }
+}
+
+#[tokio::test]
+async fn created_entries_belong_to_the_agent() {
+    use godel_sandbox::Isolator;
+    use std::os::unix::fs::MetadataExt;
+    let e = Env::new();
+    let mut cfg = godel_worktree::WorktreeConfig::new(e.home.join("owned"));
+    cfg.host = std::sync::Arc::new(OwnedIsolator);
+    let p = godel_worktree::WorktreeProvider::new(cfg).unwrap();
+    p.spawn("rt-own", &e.spec(WorkspaceMode::Cow))
+        .await
+        .unwrap();
+    let ws = p.workspace_path("rt-own").unwrap();
+    p.write_file("rt-own", "n1/n2/f", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    p.make_dir("rt-own", "m/x").await.unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    raw_entry(&mut b, "d/", tar::EntryType::Directory, None, b"");
+    raw_entry(&mut b, "d/file", tar::EntryType::Regular, None, b"data");
+    raw_entry(&mut b, "d/link", tar::EntryType::Symlink, Some("file"), b"");
+    p.upload_tar("rt-own", "t/u", Bytes::from(b.into_inner().unwrap()))
+        .await
+        .unwrap();
+    p.rename("rt-own", "README.md", "r/README.md")
+        .await
+        .unwrap();
+    for path in [
+        "n1",
+        "n1/n2",
+        "n1/n2/f",
+        "m",
+        "m/x",
+        "t",
+        "t/u",
+        "t/u/d",
+        "t/u/d/file",
+        "t/u/d/link",
+        "r",
+    ] {
+        let md = std::fs::symlink_metadata(ws.join(path)).unwrap();
+        assert_eq!((md.uid(), md.gid()), (4242, 4343), "{path}");
+    }
+    // Entries that were already there keep their owner.
+    assert_eq!(std::fs::metadata(ws.join("src")).unwrap().uid(), 0);
+    assert_eq!(std::fs::metadata(&ws).unwrap().uid(), 0);
+    let _ = OwnedIsolator.name();
+    p.terminate("rt-own").await.unwrap();
+}
