@@ -9,6 +9,8 @@
 //!
 //! Sandboxes are directories under `--root` (a temporary directory by
 //! default) and commands run as the current user: trusted local use only.
+//! With `--upstream URL --upstream-key KEY` the sandboxes live on another
+//! E2B-compatible endpoint instead, driven through the `e2b` runtime.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -32,10 +34,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = arg(&args, "--root")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| tmp.path().to_path_buf());
-    let backend = Arc::new(common::HostBackend::new(
-        root.clone(),
-        &[(key.as_str(), "local")],
-    ));
+    // `--upstream URL --upstream-key KEY`: sandboxes live on another
+    // E2B-compatible endpoint, driven through the `e2b` runtime.
+    let backend: Arc<dyn godel_e2b::E2bBackend> = match arg(&args, "--upstream") {
+        Some(up) => {
+            let provider = godel_e2b::E2bProvider::new(
+                godel_e2b::E2bConfig {
+                    api_key: arg(&args, "--upstream-key"),
+                    api_url: Some(up.clone()),
+                    sandbox_url: Some(up),
+                    ..godel_e2b::E2bConfig::default()
+                },
+                godel_core::null_sink(),
+            )?;
+            Arc::new(common::chain::ProviderBackend::new(
+                Arc::new(provider),
+                &[(key.as_str(), "local")],
+            ))
+        }
+        None => Arc::new(common::HostBackend::new(
+            root.clone(),
+            &[(key.as_str(), "local")],
+        )),
+    };
     let cfg = ServeConfig {
         domain: arg(&args, "--domain"),
         ..ServeConfig::default()

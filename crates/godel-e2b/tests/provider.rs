@@ -328,3 +328,37 @@ async fn server_down_is_unavailable_and_retried() {
     assert!(!a.available);
     assert!(a.reason.contains("does not answer"), "{}", a.reason);
 }
+
+/// SDK-level calls through two hops: a server whose runtime is the `e2b`
+/// provider, pointed at a second server with the host backend.
+#[tokio::test]
+async fn chained_through_a_second_server() {
+    let upstream = TestServer::start(ServeConfig::default()).await;
+    let inner = E2bProvider::new(config(&upstream.url, KEY), null_sink()).unwrap();
+    let backend = Arc::new(common::chain::ProviderBackend::new(
+        Arc::new(inner),
+        &[("front-key", "front")],
+    ));
+    let front = godel_e2b::E2bServer::new(backend, ServeConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = front.router();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let p = E2bProvider::new(config(&url, "front-key"), null_sink()).unwrap();
+    p.spawn("rt-chain", &SpawnSpec::default()).await.unwrap();
+    let out = p
+        .exec_collect("rt-chain", sh("echo via two hops"))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "via two hops\n");
+    p.write_file("rt-chain", "c.txt", Bytes::from_static(b"c"))
+        .await
+        .unwrap();
+    p.pause("rt-chain").await.unwrap();
+    p.resume("rt-chain").await.unwrap();
+    assert_eq!(&p.read_file("rt-chain", "c.txt").await.unwrap()[..], b"c");
+    p.terminate("rt-chain").await.unwrap();
+    assert_eq!(upstream.backend.live(), 0);
+}

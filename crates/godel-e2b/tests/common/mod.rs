@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod chain;
+
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
