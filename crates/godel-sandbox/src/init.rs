@@ -247,6 +247,57 @@ fn stage1(cfg: &InitConfig) -> Result<InitReady, String> {
     })
 }
 
+/// What stage 1 does to the freshly cloned init from the outside. The real
+/// implementation acts on `/proc/<pid>` and the host; tests use a recording
+/// fake to check the sequence (maps before release, `setgroups` before
+/// `gid_map`, chown only when idmapping fails, network before release).
+pub trait ChildSetup {
+    fn write(&self, path: &Path, contents: &str) -> Result<(), String>;
+    /// Idmap the detached workspace so on-disk 0 is `host_id`.
+    fn idmap_workspace(&self, host_id: u32) -> Result<(), String>;
+    fn chown_tree(&self, root: &Path, id: u32) -> Result<(), String>;
+    fn setup_veth(&self, nat: &NatSetup, pid: u32) -> Result<(), String>;
+    /// Let the child go on and wait for its verdict (`ok` or an error message).
+    fn release_and_wait(&self) -> Result<String, String>;
+}
+
+struct RealChildSetup<'a> {
+    ws_fd: Option<&'a OwnedFd>,
+    go_w: &'a OwnedFd,
+    ready_r: std::cell::RefCell<Option<OwnedFd>>,
+}
+
+impl ChildSetup for RealChildSetup<'_> {
+    fn write(&self, path: &Path, contents: &str) -> Result<(), String> {
+        write_file(path, contents)
+    }
+    fn idmap_workspace(&self, host_id: u32) -> Result<(), String> {
+        match self.ws_fd {
+            Some(fd) => idmap(fd, host_id),
+            None => Err("open_tree is not available".to_string()),
+        }
+    }
+    fn chown_tree(&self, root: &Path, id: u32) -> Result<(), String> {
+        chown_tree(root, id)
+    }
+    fn setup_veth(&self, nat: &NatSetup, pid: u32) -> Result<(), String> {
+        crate::nat::setup_veth(nat, pid)
+    }
+    fn release_and_wait(&self) -> Result<String, String> {
+        nix::unistd::write(self.go_w, b"g").map_err(|e| err("release init", e))?;
+        let ready = self
+            .ready_r
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| "released twice".to_string())?;
+        let mut msg = String::new();
+        std::fs::File::from(ready)
+            .read_to_string(&mut msg)
+            .map_err(|e| err("wait for init", e))?;
+        Ok(msg)
+    }
+}
+
 fn stage1_parent(
     cfg: &InitConfig,
     pid: u32,
@@ -254,37 +305,47 @@ fn stage1_parent(
     go_w: &OwnedFd,
     ready_r: OwnedFd,
 ) -> Result<(bool, Option<String>), String> {
+    let real = RealChildSetup {
+        ws_fd,
+        go_w,
+        ready_r: std::cell::RefCell::new(Some(ready_r)),
+    };
+    prepare_child(cfg, pid, &real)
+}
+
+/// The outside half of the init's setup. Returns (idmapped, why not).
+pub fn prepare_child(
+    cfg: &InitConfig,
+    pid: u32,
+    ops: &dyn ChildSetup,
+) -> Result<(bool, Option<String>), String> {
     let proc = PathBuf::from(format!("/proc/{pid}"));
     if cfg.user_namespace {
         let map = format!("0 {} {}\n", cfg.uid_base, cfg.uid_count);
-        write_file(&proc.join("setgroups"), "deny")?;
-        write_file(&proc.join("uid_map"), &map)?;
-        write_file(&proc.join("gid_map"), &map)?;
+        ops.write(&proc.join("setgroups"), "deny")?;
+        ops.write(&proc.join("uid_map"), &map)?;
+        ops.write(&proc.join("gid_map"), &map)?;
     }
     // Best effort: lowering needs CAP_SYS_RESOURCE, which some hosts withhold.
     // The OOM killer picks the largest task anyway, which is never the init.
-    let _ = write_file(&proc.join("oom_score_adj"), "-1000");
+    let _ = ops.write(&proc.join("oom_score_adj"), "-1000");
 
     let agent_host_id = cfg.uid_base + AGENT_UID;
-    let idmapped = match ws_fd {
-        Some(_) if !cfg.user_namespace => Err("user namespaces are off".to_string()),
-        Some(fd) => idmap(fd, agent_host_id),
-        None => Err("open_tree is not available".to_string()),
+    let idmapped = if cfg.user_namespace {
+        ops.idmap_workspace(agent_host_id)
+    } else {
+        Err("user namespaces are off".to_string())
     };
     let idmap_error = idmapped.err();
     if idmap_error.is_some() {
         // Fallback: hand the tree to the agent's host uid (on overlayfs this
         // copies up every file; mount it with metacopy=on to copy metadata only).
-        chown_tree(&cfg.workspace, agent_host_id)?;
+        ops.chown_tree(&cfg.workspace, agent_host_id)?;
     }
     if let Some(nat) = &cfg.nat {
-        crate::nat::setup_veth(nat, pid)?;
+        ops.setup_veth(nat, pid)?;
     }
-    nix::unistd::write(go_w, b"g").map_err(|e| err("release init", e))?;
-    let mut msg = String::new();
-    std::fs::File::from(ready_r)
-        .read_to_string(&mut msg)
-        .map_err(|e| err("wait for init", e))?;
+    let msg = ops.release_and_wait()?;
     if msg == "ok" {
         Ok((idmap_error.is_none(), idmap_error))
     } else if msg.is_empty() {
@@ -481,4 +542,129 @@ fn loopback_up() -> std::io::Result<()> {
 pub unsafe fn owned(fd: RawFd) -> OwnedFd {
     // SAFETY: guaranteed by the caller.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Fake {
+        log: Mutex<Vec<String>>,
+        idmap_fails: bool,
+        verdict: String,
+    }
+
+    impl Fake {
+        fn log(&self, s: String) {
+            self.log.lock().unwrap().push(s);
+        }
+        fn entries(&self) -> Vec<String> {
+            self.log.lock().unwrap().clone()
+        }
+    }
+
+    impl ChildSetup for Fake {
+        fn write(&self, path: &Path, contents: &str) -> Result<(), String> {
+            self.log(format!("write {} {}", path.display(), contents.trim()));
+            Ok(())
+        }
+        fn idmap_workspace(&self, host_id: u32) -> Result<(), String> {
+            self.log(format!("idmap {host_id}"));
+            if self.idmap_fails {
+                Err("EINVAL".into())
+            } else {
+                Ok(())
+            }
+        }
+        fn chown_tree(&self, root: &Path, id: u32) -> Result<(), String> {
+            self.log(format!("chown {} {id}", root.display()));
+            Ok(())
+        }
+        fn setup_veth(&self, nat: &NatSetup, pid: u32) -> Result<(), String> {
+            self.log(format!("veth {} {pid}", nat.host_if));
+            Ok(())
+        }
+        fn release_and_wait(&self) -> Result<String, String> {
+            self.log("release".into());
+            Ok(self.verdict.clone())
+        }
+    }
+
+    fn cfg() -> InitConfig {
+        InitConfig {
+            id: "a".into(),
+            workspace: "/ws".into(),
+            dir: "/run/g/a".into(),
+            uid_base: 2_000_000,
+            uid_count: 65536,
+            user_namespace: true,
+            cgroup_procs: vec![],
+            hostname: "a".into(),
+            tmp_bytes: 1 << 20,
+            nofile: 1024,
+            dns: None,
+            nat: Some(crate::nat::nat_setup(2)),
+        }
+    }
+
+    #[test]
+    fn maps_then_idmap_then_network_then_release() {
+        let fake = Fake {
+            verdict: "ok".into(),
+            ..Default::default()
+        };
+        let r = prepare_child(&cfg(), 42, &fake).unwrap();
+        assert_eq!(r, (true, None));
+        assert_eq!(
+            fake.entries(),
+            vec![
+                "write /proc/42/setgroups deny",
+                "write /proc/42/uid_map 0 2000000 65536",
+                "write /proc/42/gid_map 0 2000000 65536",
+                "write /proc/42/oom_score_adj -1000",
+                "idmap 2001000",
+                "veth gv2 42",
+                "release",
+            ]
+        );
+    }
+
+    #[test]
+    fn chown_only_when_idmap_fails_and_errors_surface() {
+        let fake = Fake {
+            idmap_fails: true,
+            verdict: "mount proc: EPERM".into(),
+            ..Default::default()
+        };
+        let err = prepare_child(&cfg(), 7, &fake).unwrap_err();
+        assert_eq!(err, "mount proc: EPERM");
+        let log = fake.entries();
+        let idmap = log.iter().position(|l| l == "idmap 2001000").unwrap();
+        let chown = log.iter().position(|l| l == "chown /ws 2001000").unwrap();
+        assert!(idmap < chown && chown < log.len() - 1);
+
+        // Without a user namespace: no maps, no idmap attempt, chown.
+        let mut c = cfg();
+        c.user_namespace = false;
+        c.nat = None;
+        let fake = Fake {
+            verdict: "ok".into(),
+            ..Default::default()
+        };
+        let r = prepare_child(&c, 7, &fake).unwrap();
+        assert_eq!(r, (false, Some("user namespaces are off".into())));
+        assert_eq!(
+            fake.entries(),
+            vec![
+                "write /proc/7/oom_score_adj -1000",
+                "chown /ws 2001000",
+                "release",
+            ]
+        );
+        // An init that died says so.
+        let fake = Fake::default();
+        assert!(prepare_child(&c, 7, &fake).unwrap_err().contains("died"));
+    }
 }

@@ -542,3 +542,110 @@ pub fn default_env(id: &str) -> BTreeMap<String, String> {
     env.insert("HOSTNAME".into(), id.chars().take(63).collect());
     env
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hostops::{HostOp, RecordingHostOps};
+    use crate::launcher::SandboxLimits;
+    use godel_core::NetworkConfig;
+
+    #[tokio::test]
+    async fn a_failed_start_undoes_everything_it_made() {
+        // No root needed: the host is a recording fake and the "init" fails.
+        let ops = Arc::new(
+            RecordingHostOps::new()
+                .with_file("/sys/fs/cgroup/cgroup.controllers", "cpu memory pids"),
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = tmp.path().join("ws");
+        std::fs::create_dir(&ws).unwrap();
+        let iso = NamespaceIsolator::new(NamespaceOptions {
+            init: Some(InitProgram::Path("/bin/false".into())),
+            run_dir: tmp.path().join("run"),
+            ops: ops.clone(),
+            ..Default::default()
+        });
+        let cfg = SandboxConfig {
+            id: "fails".into(),
+            workspace: ws,
+            state_dir: tmp.path().join("state"),
+            limits: SandboxLimits {
+                memory_bytes: Some(1 << 30),
+                ..Default::default()
+            },
+            network: NetworkConfig {
+                mode: NetworkMode::Nat,
+                allow: vec!["10.0.0.0/8:443".into()],
+                dns: vec![],
+            },
+            env: Default::default(),
+        };
+        let err = iso.create(cfg).await.err().unwrap();
+        assert_eq!(err.code, godel_core::ErrorCode::SpawnError, "{err}");
+        assert_eq!(err.runtime_id.as_deref(), Some("fails"));
+        let rec = ops.recorded();
+        let pos = |op: &HostOp| rec.iter().position(|o| o == op);
+        // Every cgroup directory made is removed again, after it was made.
+        let made: Vec<PathBuf> = rec
+            .iter()
+            .filter_map(|o| match o {
+                HostOp::MkdirAll(p) if p.ends_with("fails") => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(!made.is_empty(), "{rec:?}");
+        for d in &made {
+            let rm = pos(&HostOp::RemoveDir(d.clone())).expect("cgroup left behind");
+            assert!(pos(&HostOp::MkdirAll(d.clone())).unwrap() < rm);
+        }
+        // The default pids limit was applied.
+        assert!(
+            rec.iter().any(
+                |o| matches!(o, HostOp::Write(p, v) if p.ends_with("pids.max") && v == "1024")
+            )
+        );
+        // The nftables table was installed with the allowlist, then deleted with the veth.
+        let install = rec
+            .iter()
+            .position(|o| matches!(o, HostOp::Run(a) if a.len() == 2 && a[1].contains("ip daddr 10.0.0.0/8 tcp dport 443 accept")))
+            .expect("allowlist installed");
+        let deletes: Vec<usize> = rec
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| matches!(o, HostOp::Run(a) if a[1] == "delete" || a[..2] == ["ip", "link"]))
+            .map(|(i, _)| i)
+            .collect();
+        assert!(deletes.iter().any(|&i| i > install), "{rec:?}");
+        // The slot and the run directory are released.
+        let slots = tmp.path().join("run/slots");
+        assert_eq!(std::fs::read_dir(&slots).unwrap().count(), 0);
+        assert!(!tmp.path().join("run/fails").exists());
+    }
+
+    #[tokio::test]
+    async fn host_network_mode_is_refused() {
+        let ops = Arc::new(
+            RecordingHostOps::new()
+                .with_file("/sys/fs/cgroup/cgroup.controllers", "cpu memory pids"),
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let iso = NamespaceIsolator::new(NamespaceOptions {
+            init: Some(InitProgram::Path("/bin/false".into())),
+            run_dir: tmp.path().join("run"),
+            ops,
+            ..Default::default()
+        });
+        let mut cfg = SandboxConfig {
+            id: "hostnet".into(),
+            workspace: tmp.path().to_path_buf(),
+            state_dir: tmp.path().join("state"),
+            limits: Default::default(),
+            network: Default::default(),
+            env: Default::default(),
+        };
+        cfg.network.mode = NetworkMode::Host;
+        let err = iso.create(cfg).await.err().unwrap();
+        assert_eq!(err.code, godel_core::ErrorCode::InvalidArgument, "{err}");
+    }
+}
