@@ -1,0 +1,92 @@
+//! The worktree runtime with the real namespace sandbox: processes see the
+//! workspace at /home/user, files written on either side are usable by the
+//! other, timeouts kill the group inside, snapshots work. Runs when the
+//! `godel-sandbox-init` binary has been built (a workspace-wide
+//! `cargo test` builds it; otherwise `cargo build -p godel-sandbox`), and
+//! says so when it skips.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::*;
+use godel_core::{ExecRequest, Isolation, RuntimeProvider, WorkspaceMode};
+use godel_sandbox::{InitProgram, NamespaceIsolator, NamespaceOptions};
+use godel_worktree::{WorktreeConfig, WorktreeProvider};
+
+fn sandboxed(e: &Env) -> Option<WorktreeProvider> {
+    let Some(init) = InitProgram::discover() else {
+        eprintln!("skipping: godel-sandbox-init not built (cargo build -p godel-sandbox)");
+        return None;
+    };
+    let iso = NamespaceIsolator::new(NamespaceOptions {
+        init: Some(init),
+        run_dir: e.tmp.path().join("run"),
+        ..Default::default()
+    });
+    let cfg = WorktreeConfig::new(e.home.join("sb")).with_sandbox(Arc::new(iso));
+    Some(WorktreeProvider::new(cfg).unwrap())
+}
+
+#[tokio::test]
+async fn sandboxed_workspace_end_to_end() {
+    let e = Env::new();
+    let Some(p) = sandboxed(&e) else { return };
+    assert_eq!(p.capabilities().isolation, "process");
+    for (i, mode) in MODES.into_iter().enumerate() {
+        let id = format!("rt-sb{i}");
+        let mut spec = e.spec(mode);
+        spec.isolation = Isolation::Sandbox;
+        p.spawn(&id, &spec).await.unwrap();
+        let out = sh(
+            &p,
+            &id,
+            "pwd; cat README.md; ./src/run.sh; echo from-agent > agent.txt",
+        )
+        .await;
+        assert_eq!(out.exit_code, 0, "{out:?}");
+        assert_eq!(out.stdout, "/home/user\ntwo\nrun\n");
+        assert_eq!(
+            &p.read_file(&id, "agent.txt").await.unwrap()[..],
+            b"from-agent\n"
+        );
+        // A file the provider writes can be changed by the agent.
+        p.write_file(&id, "dir/host.txt", Bytes::from_static(b"host\n"))
+            .await
+            .unwrap();
+        let out = sh(
+            &p,
+            &id,
+            "echo more >> dir/host.txt && touch dir/new && cat dir/host.txt",
+        )
+        .await;
+        assert_eq!(out.stdout, "host\nmore\n", "{out:?}");
+        let mut req = ExecRequest::new(["pwd"]);
+        req.cwd = Some("/home/user/src".into());
+        assert_eq!(
+            p.exec_collect(&id, req).await.unwrap().stdout,
+            "/home/user/src\n"
+        );
+
+        // Timeout inside the sandbox kills the whole group.
+        let mut req = ExecRequest::new(["sh", "-c", "sleep 100 & sleep 100"]);
+        req.timeout_ms = Some(300);
+        let err = p.exec_collect(&id, req).await.unwrap_err();
+        assert_eq!(err.code, godel_core::ErrorCode::Timeout);
+        let count = "cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^sleep$'";
+        let out = sh(&p, &id, count).await;
+        assert_eq!(
+            out.stdout.trim(),
+            "0",
+            "sleeps survived the timeout: {out:?}"
+        );
+        // The same check does see a sleep that is alive.
+        let out = sh(&p, &id, &format!("sleep 5 & {count}")).await;
+        assert_eq!(out.stdout.trim(), "1", "{out:?}");
+
+        p.terminate(&id).await.unwrap();
+        assert!(!p.list().await.unwrap().contains(&id));
+    }
+    let _ = WorkspaceMode::Cow;
+}
