@@ -9,6 +9,27 @@
 //!   drives sandboxes on a remote E2B-compatible endpoint (E2B's cloud or
 //!   another godel).
 
+//!
+//! # Wiring it into the daemon
+//!
+//! ```ignore
+//! // `godel serve --e2b-listen ADDR`: one listener serves REST and envd.
+//! let backend: Arc<dyn godel_e2b::E2bBackend> = Arc::new(ControlPlaneE2b { .. });
+//! let cfg = godel_e2b::ServeConfig {
+//!     token_secret: stored_secret,           // stable across restarts
+//!     domain: Some("sandbox.example".into()), // optional Host routing
+//!     ..Default::default()
+//! };
+//! axum::serve(listener, godel_e2b::router(backend, cfg)).await?;
+//!
+//! // The `e2b` runtime:
+//! let e2b = godel_e2b::E2bProvider::new(godel_e2b::E2bConfig::default(), events)?;
+//! providers.push(Arc::new(e2b) as Arc<dyn RuntimeProvider>);
+//! ```
+//!
+//! Clients then set `E2B_API_URL=http://ADDR E2B_SANDBOX_URL=http://ADDR
+//! E2B_API_KEY=<team token>`.
+
 pub mod connect;
 pub mod pb;
 pub mod provider;

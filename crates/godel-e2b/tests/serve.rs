@@ -815,3 +815,82 @@ async fn killing_a_sandbox_ends_its_streams_with_unavailable() {
         .unwrap();
     assert_eq!(r.status(), 502);
 }
+
+#[tokio::test]
+async fn stream_input_is_a_client_stream() {
+    use godel_e2b::pb::process::stream_input_request::{DataEvent, Event as In, StartEvent};
+    use godel_e2b::pb::process::{
+        ProcessInput, ProcessSelector, StreamInputRequest, process_input, process_selector,
+    };
+    let s = TestServer::start(ServeConfig::default()).await;
+    let sb = create(&s, json!({"templateID":"base"})).await;
+    let mut req = start_req("head -c 6 > got.txt");
+    req.stdin = Some(true);
+    let (url, sb2) = (
+        s.url.clone(),
+        Sbx {
+            id: sb.id.clone(),
+            token: sb.token.clone(),
+        },
+    );
+    let run = tokio::spawn(async move {
+        stream(
+            &url,
+            &sb2,
+            "process.Process/Start",
+            Codec::Json,
+            Codec::Json.encode(&req),
+            None,
+        )
+        .await
+    });
+    let pid = loop {
+        let (_, v) = rpc(&s.url, &sb, "process.Process/List", json!({})).await;
+        if let Some(p) = v["processes"][0]["pid"].as_u64() {
+            break p as u32;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let msg = |e: In| Codec::Json.encode(&StreamInputRequest { event: Some(e) });
+    let data = |b: &[u8]| {
+        In::Data(DataEvent {
+            input: Some(ProcessInput {
+                input: Some(process_input::Input::Stdin(b.to_vec())),
+            }),
+        })
+    };
+    let mut body = Vec::new();
+    body.extend_from_slice(&envelope(
+        0,
+        &msg(In::Start(StartEvent {
+            process: Some(ProcessSelector {
+                selector: Some(process_selector::Selector::Pid(pid)),
+            }),
+        })),
+    ));
+    body.extend_from_slice(&envelope(0, &msg(data(b"abc"))));
+    body.extend_from_slice(&envelope(0, &msg(data(b"def"))));
+    let r = reqwest::Client::new()
+        .post(format!("{}/process.Process/StreamInput", s.url))
+        .header("e2b-sandbox-id", &sb.id)
+        .header("x-access-token", &sb.token)
+        .header("content-type", "application/connect+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bytes = r.bytes().await.unwrap();
+    let mut dec = EnvelopeDecoder::new();
+    dec.push(&bytes);
+    assert!(!dec.next_envelope().unwrap().unwrap().is_end());
+    let end = dec.next_envelope().unwrap().unwrap();
+    assert!(end.is_end());
+    assert_eq!(parse_end_stream(&end.payload).unwrap(), None);
+    let (_, err) = run.await.unwrap();
+    assert!(err.is_none());
+    assert_eq!(
+        std::fs::read(s.backend.workspace(&sb.id).join("got.txt")).unwrap(),
+        b"abcdef"
+    );
+}
