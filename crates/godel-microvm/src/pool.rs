@@ -19,10 +19,18 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use std::path::Path;
+use std::sync::Weak;
+use std::time::Duration;
+
+use godel_core::{Error, Result, SpawnSpec};
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::vm::Vm;
+use crate::launch;
+use crate::machine;
+use crate::provider::{Inner, hostname_for};
+use crate::vm::{self, Vm};
 
 /// The VM shape a pool serves.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -55,6 +63,7 @@ pub struct WarmPool {
     pub(crate) wake: Arc<Notify>,
     /// Wakes waiters of `fill`.
     pub(crate) filled: Notify,
+    closed: std::sync::atomic::AtomicBool,
     claims: AtomicU64,
     misses: AtomicU64,
     refills: AtomicU64,
@@ -80,6 +89,7 @@ impl WarmPool {
             template: Mutex::new(None),
             wake: Arc::new(Notify::new()),
             filled: Notify::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
             claims: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             refills: AtomicU64::new(0),
@@ -138,6 +148,16 @@ impl WarmPool {
         self.filled.notify_waiters();
     }
 
+    /// Stop refilling for good (provider shutdown).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
     /// Remove every ready VM (to stop them).
     pub(crate) fn drain(&self) -> Vec<Arc<Vm>> {
         self.lock().drain(..).collect()
@@ -162,6 +182,161 @@ impl WarmPool {
             misses: self.misses.load(Ordering::Relaxed),
             refills: self.refills.load(Ordering::Relaxed),
             refill_errors: self.refill_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Stop VMs of a dead daemon's warm pool, template builds and helpers.
+pub(crate) fn reap_orphans(vms_dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(vms_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let dir = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let meta = vm::read_meta(&dir).ok();
+        let internal = match &meta {
+            Some(m) => m.runtime_id.starts_with("pool-") || m.runtime_id.starts_with("template-"),
+            None => name.ends_with("-helper"),
+        };
+        if !internal {
+            continue;
+        }
+        let pname = match &meta {
+            Some(m) => m.process_name(),
+            None => format!("godel-vm-{name}"),
+        };
+        if let Ok(pid) = std::fs::read_to_string(launch::pid_file(&dir))
+            && let Ok(pid) = pid.trim().parse::<u32>()
+            && vm::pid_is_vm(pid, &pname)
+        {
+            vm::kill9(pid);
+        }
+        if let Some(m) = &meta
+            && m.ram_shared
+        {
+            let _ = std::fs::remove_file(&m.ram_file);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Claim a warm-pool VM for `id`, if the pool has one.
+pub(crate) async fn claim(inner: &Inner, id: &str, spec: &SpawnSpec) -> Option<Arc<Vm>> {
+    while let Some(vm) = inner.pool.take() {
+        let c = match vm.guest().await {
+            Ok(c) => c,
+            Err(_) => {
+                vm.terminate(Duration::ZERO).await;
+                continue;
+            }
+        };
+        let entropy: [u8; 64] = rand::random();
+        let ok = c
+            .restored(
+                &entropy,
+                std::time::SystemTime::now(),
+                Some(&hostname_for(id)),
+            )
+            .await
+            .is_ok()
+            && vm
+                .update_meta(|m| {
+                    m.runtime_id = id.to_string();
+                    m.env = spec.env.clone();
+                })
+                .is_ok();
+        if ok {
+            return Some(vm);
+        }
+        vm.terminate(Duration::ZERO).await;
+    }
+    None
+}
+
+async fn ensure_template(inner: &Inner) -> Result<PathBuf> {
+    if let Some(t) = inner.pool.template() {
+        return Ok(t);
+    }
+    let shape = inner.pool.shape().clone();
+    let image = inner.image(Some(&shape.image))?;
+    let accel = inner.verdict(&image).await?.to_accel();
+    let host = inner.host().await?;
+    let name = format!(
+        "{}-{}-{}-{}c-{}m",
+        image.name,
+        image.build_id,
+        accel.as_str(),
+        shape.vcpus,
+        shape.mem_mib
+    );
+    let dir = host.root.join("templates").join(&name);
+    if machine::read_snap_meta(&dir).is_ok() {
+        inner.pool.set_template(dir.clone());
+        return Ok(dir);
+    }
+    let staging = host
+        .root
+        .join("templates")
+        .join(format!(".staging-{name}-{}", std::process::id()));
+    let _ = tokio::fs::remove_dir_all(&staging).await;
+    let mut params = inner
+        .params("template-build", &shape, &SpawnSpec::default())
+        .await?;
+    params.hostname = "godel".into();
+    let vm = machine::cold_boot(&host, &image, &params).await?;
+    let res = machine::snapshot(&host, &vm, &staging).await;
+    vm.terminate(Duration::ZERO).await;
+    res?;
+    tokio::fs::rename(&staging, &dir)
+        .await
+        .map_err(|e| Error::io("publish template", &e))?;
+    inner.pool.set_template(dir.clone());
+    Ok(dir)
+}
+
+pub(crate) async fn fill_pool(inner: &Inner) -> Result<()> {
+    let _g = inner.fill_lock.lock().await;
+    while !inner.pool.is_full() && !inner.pool.is_closed() {
+        let r = async {
+            let template = ensure_template(inner).await?;
+            let host = inner.host().await?;
+            let key = uuid::Uuid::new_v4().simple().to_string();
+            let id = format!("pool-{}", &key[..12]);
+            let shape = inner.pool.shape().clone();
+            let mut params = inner.params(&id, &shape, &SpawnSpec::default()).await?;
+            params.hostname = "godel".into();
+            machine::restore(&host, &template, &params).await
+        }
+        .await;
+        match r {
+            Ok(vm) => inner.pool.push(vm),
+            Err(e) => {
+                inner.pool.refill_failed();
+                tracing::warn!("warm pool refill failed: {e}");
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn refill_task(inner: Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        let Some(i) = inner.upgrade() else { return };
+        if i.pool.is_closed() {
+            return;
+        }
+        let failed = !i.pool.is_full() && fill_pool(&i).await.is_err();
+        // Wait without holding the provider alive.
+        drop(i);
+        if failed {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
     }
 }

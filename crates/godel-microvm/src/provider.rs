@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -110,7 +110,7 @@ pub(crate) struct Inner {
     verdict: OnceCell<AccelVerdict>,
     tsc_khz: Option<u64>,
     pub(crate) pool: WarmPool,
-    fill_lock: tokio::sync::Mutex<()>,
+    pub(crate) fill_lock: tokio::sync::Mutex<()>,
 }
 
 /// The `microvm` runtime provider. Cheap to clone.
@@ -136,7 +136,7 @@ impl MicrovmProvider {
         let vms = root(&cfg.home).join("vms");
         std::fs::create_dir_all(&vms)
             .map_err(|e| Error::io(format!("create {}", vms.display()), &e))?;
-        reap_orphans(&vms);
+        crate::pool::reap_orphans(&vms);
         let shape = PoolShape {
             image: cfg.image.clone(),
             vcpus: cfg.default_vcpus.max(1),
@@ -154,7 +154,10 @@ impl MicrovmProvider {
             cfg,
         });
         if inner.cfg.warm_pool > 0 && tokio::runtime::Handle::try_current().is_ok() {
-            tokio::spawn(refill_task(Arc::downgrade(&inner), inner.pool.wake.clone()));
+            tokio::spawn(crate::pool::refill_task(
+                Arc::downgrade(&inner),
+                inner.pool.wake.clone(),
+            ));
             inner.pool.wake.notify_one();
         }
         Ok(MicrovmProvider { inner })
@@ -167,7 +170,7 @@ impl MicrovmProvider {
 
     /// Wait until the warm pool is full (or a refill fails).
     pub async fn fill_pool(&self) -> Result<()> {
-        fill_pool(&self.inner).await
+        crate::pool::fill_pool(&self.inner).await
     }
 
     /// The accelerator verdict (probing once if needed).
@@ -190,6 +193,9 @@ impl MicrovmProvider {
     /// every runtime. Daemon shutdown calls it with `false`: runtimes keep
     /// running and are adopted by the next daemon.
     pub async fn shutdown(&self, stop_runtimes: bool) {
+        self.inner.pool.close();
+        // Wait for an in-flight refill so it cannot add a VM after the drain.
+        let _fill = self.inner.fill_lock.lock().await;
         let pooled = self.inner.pool.drain();
         for vm in pooled {
             vm.terminate(Duration::ZERO).await;
@@ -205,41 +211,6 @@ impl MicrovmProvider {
     }
 }
 
-/// Stop VMs of a dead daemon's warm pool, template builds and helpers.
-fn reap_orphans(vms_dir: &Path) {
-    let Ok(rd) = std::fs::read_dir(vms_dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let dir = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        let meta = vm::read_meta(&dir).ok();
-        let internal = match &meta {
-            Some(m) => m.runtime_id.starts_with("pool-") || m.runtime_id.starts_with("template-"),
-            None => name.ends_with("-helper"),
-        };
-        if !internal {
-            continue;
-        }
-        let pname = match &meta {
-            Some(m) => m.process_name(),
-            None => format!("godel-vm-{name}"),
-        };
-        if let Ok(pid) = std::fs::read_to_string(launch::pid_file(&dir))
-            && let Ok(pid) = pid.trim().parse::<u32>()
-            && vm::pid_is_vm(pid, &pname)
-        {
-            vm::kill9(pid);
-        }
-        if let Some(m) = &meta
-            && m.ram_shared
-        {
-            let _ = std::fs::remove_file(&m.ram_file);
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
 fn default_ram_dir(root: &Path) -> PathBuf {
     let shm = Path::new("/dev/shm");
     if shm.is_dir() && nix::unistd::access(shm, nix::unistd::AccessFlags::W_OK).is_ok() {
@@ -250,11 +221,11 @@ fn default_ram_dir(root: &Path) -> PathBuf {
 }
 
 impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Vm>>> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Vm>>> {
         self.vms.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn get(&self, id: &str) -> Result<Arc<Vm>> {
+    pub(crate) fn get(&self, id: &str) -> Result<Arc<Vm>> {
         self.lock()
             .get(id)
             .cloned()
@@ -288,7 +259,7 @@ impl Inner {
         })
     }
 
-    async fn verdict(&self, image: &ImageInfo) -> Result<&AccelVerdict> {
+    pub(crate) async fn verdict(&self, image: &ImageInfo) -> Result<&AccelVerdict> {
         let qemu = self.qemu()?;
         let forced = std::env::var("GODEL_MICROVM_ACCEL")
             .ok()
@@ -362,7 +333,12 @@ impl Inner {
         })
     }
 
-    async fn params(&self, id: &str, shape: &PoolShape, spec: &SpawnSpec) -> Result<VmParams> {
+    pub(crate) async fn params(
+        &self,
+        id: &str,
+        shape: &PoolShape,
+        spec: &SpawnSpec,
+    ) -> Result<VmParams> {
         let image = self.image(Some(&shape.image))?;
         let accel = self.verdict(&image).await?.to_accel();
         Ok(VmParams {
@@ -376,7 +352,7 @@ impl Inner {
         })
     }
 
-    fn register(&self, id: &str, vm: Arc<Vm>) -> Spawned {
+    pub(crate) fn register(&self, id: &str, vm: Arc<Vm>) -> Spawned {
         let meta = vm.meta();
         let mut handle = BTreeMap::new();
         handle.insert("vm_dir".into(), json!(vm.run_dir));
@@ -386,43 +362,10 @@ impl Inner {
         self.lock().insert(id.to_string(), vm);
         Spawned { handle, pid }
     }
-
-    /// Claim a warm-pool VM for `id`, if the pool has one.
-    async fn claim(&self, id: &str, spec: &SpawnSpec) -> Option<Arc<Vm>> {
-        while let Some(vm) = self.pool.take() {
-            let c = match vm.guest().await {
-                Ok(c) => c,
-                Err(_) => {
-                    vm.terminate(Duration::ZERO).await;
-                    continue;
-                }
-            };
-            let entropy: [u8; 64] = rand::random();
-            let ok = c
-                .restored(
-                    &entropy,
-                    std::time::SystemTime::now(),
-                    Some(&hostname_for(id)),
-                )
-                .await
-                .is_ok()
-                && vm
-                    .update_meta(|m| {
-                        m.runtime_id = id.to_string();
-                        m.env = spec.env.clone();
-                    })
-                    .is_ok();
-            if ok {
-                return Some(vm);
-            }
-            vm.terminate(Duration::ZERO).await;
-        }
-        None
-    }
 }
 
 /// A guest hostname from a runtime id (`[a-z0-9-]`, at most 63 characters).
-fn hostname_for(id: &str) -> String {
+pub(crate) fn hostname_for(id: &str) -> String {
     let h: String = id
         .chars()
         .map(|c| {
@@ -437,88 +380,17 @@ fn hostname_for(id: &str) -> String {
     if h.is_empty() { "godel".into() } else { h }
 }
 
-async fn ensure_template(inner: &Inner) -> Result<PathBuf> {
-    if let Some(t) = inner.pool.template() {
-        return Ok(t);
+/// Refuse what this runtime cannot give yet instead of silently ignoring it.
+fn check_supported(spec: &SpawnSpec) -> Result<()> {
+    if spec.network.mode != godel_core::NetworkMode::None {
+        return Err(Error::invalid(
+            "microvm guests have no network device yet: use network mode none",
+        ));
     }
-    let shape = inner.pool.shape().clone();
-    let image = inner.image(Some(&shape.image))?;
-    let accel = inner.verdict(&image).await?.to_accel();
-    let host = inner.host().await?;
-    let name = format!(
-        "{}-{}-{}-{}c-{}m",
-        image.name,
-        image.build_id,
-        accel.as_str(),
-        shape.vcpus,
-        shape.mem_mib
-    );
-    let dir = host.root.join("templates").join(&name);
-    if machine::read_snap_meta(&dir).is_ok() {
-        inner.pool.set_template(dir.clone());
-        return Ok(dir);
-    }
-    let staging = host
-        .root
-        .join("templates")
-        .join(format!(".staging-{name}-{}", std::process::id()));
-    let _ = tokio::fs::remove_dir_all(&staging).await;
-    let mut params = inner
-        .params("template-build", &shape, &SpawnSpec::default())
-        .await?;
-    params.hostname = "godel".into();
-    let vm = machine::cold_boot(&host, &image, &params).await?;
-    let res = machine::snapshot(&host, &vm, &staging).await;
-    vm.terminate(Duration::ZERO).await;
-    res?;
-    tokio::fs::rename(&staging, &dir)
-        .await
-        .map_err(|e| Error::io("publish template", &e))?;
-    inner.pool.set_template(dir.clone());
-    Ok(dir)
-}
-
-async fn fill_pool(inner: &Inner) -> Result<()> {
-    let _g = inner.fill_lock.lock().await;
-    while !inner.pool.is_full() {
-        let r = async {
-            let template = ensure_template(inner).await?;
-            let host = inner.host().await?;
-            let key = uuid::Uuid::new_v4().simple().to_string();
-            let id = format!("pool-{}", &key[..12]);
-            let shape = inner.pool.shape().clone();
-            let mut params = inner.params(&id, &shape, &SpawnSpec::default()).await?;
-            params.hostname = "godel".into();
-            machine::restore(&host, &template, &params).await
-        }
-        .await;
-        match r {
-            Ok(vm) => inner.pool.push(vm),
-            Err(e) => {
-                inner.pool.refill_failed();
-                tracing::warn!("warm pool refill failed: {e}");
-                return Err(e);
-            }
-        }
+    if !spec.volumes.is_empty() {
+        return Err(Error::invalid("microvm does not support volume mounts yet"));
     }
     Ok(())
-}
-
-async fn refill_task(inner: Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
-    loop {
-        let Some(i) = inner.upgrade() else { return };
-        let failed = !i.pool.is_full() && fill_pool(&i).await.is_err();
-        // Wait without holding the provider alive.
-        drop(i);
-        if failed {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            continue;
-        }
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-        }
-    }
 }
 
 fn merge_env(vm: &Vm, mut req: ExecRequest) -> ExecRequest {
@@ -589,6 +461,7 @@ impl RuntimeProvider for MicrovmProvider {
 
     async fn spawn(&self, id: &str, spec: &SpawnSpec) -> Result<Spawned> {
         spec.validate()?;
+        check_supported(spec)?;
         let i = &self.inner;
         if i.lock().contains_key(id) {
             return Err(Error::conflict(format!("runtime {id} already exists")));
@@ -596,13 +469,16 @@ impl RuntimeProvider for MicrovmProvider {
         let shape = i.shape(spec)?;
         if i.pool.size() > 0
             && &shape == i.pool.shape()
-            && let Some(vm) = i.claim(id, spec).await
+            && let Some(vm) = crate::pool::claim(i, id, spec).await
         {
             return Ok(i.register(id, vm));
         }
         let params = i.params(id, &shape, spec).await?;
         let image = i.image(Some(&shape.image))?;
-        let host = i.host().await?;
+        let mut host = i.host().await?;
+        if let Some(t) = spec.timeout_secs {
+            host.boot_timeout = Duration::from_secs(t.max(1));
+        }
         let vm = machine::cold_boot(&host, &image, &params)
             .await
             .map_err(|e| e.with_runtime(id))?;
@@ -889,5 +765,99 @@ impl ErrOrConflict for Result<()> {
             Err(e) => e,
             Ok(()) => Error::conflict(format!("runtime {id} is in no state to change")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::launch::LaunchSpec;
+
+    /// Records launches and fails them, as a QEMU that cannot start would.
+    #[derive(Default)]
+    struct FailingLauncher {
+        seen: Mutex<Vec<LaunchSpec>>,
+    }
+
+    #[async_trait]
+    impl Launcher for FailingLauncher {
+        async fn launch(&self, spec: &LaunchSpec) -> Result<u32> {
+            self.seen.lock().unwrap().push(spec.clone());
+            std::fs::write(launch::console_log(&spec.run_dir), "boot log line\n").unwrap();
+            Err(Error::spawn("qemu failed to start: simulated"))
+        }
+    }
+
+    fn fake_image(home: &Path) {
+        let dir = home.join("images/default");
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["vmlinux", "initrd.img", "rootfs.ext4"] {
+            std::fs::write(dir.join(f), vec![0u8; 4096]).unwrap();
+        }
+        let art = |f: &str| json!({"path": dir.join(f), "sha256": "00", "size": 4096});
+        let info = json!({
+            "name": "default", "builder_version": 1, "build_id": "b1",
+            "created_at": "2026-01-01T00:00:00Z",
+            "kernel": art("vmlinux"), "kernel_format": "vmlinux-pvh",
+            "kernel_bzimage": art("vmlinux"), "kernel_release": "6.1",
+            "kernel_package": {"name": "k", "version": "1", "sha256": "00", "size": 1},
+            "initrd": art("initrd.img"), "modules": [], "rootfs": art("rootfs.ext4"),
+            "rootfs_size_mib": 1, "rootfs_contents": [], "agent_version": "0",
+            "agent_sha256": "00", "cmdline": "console=ttyS0", "tsc_note": ""
+        });
+        std::fs::write(dir.join("image.json"), info.to_string()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn failed_launch_is_a_spawn_error_and_leaves_nothing_behind() {
+        if !crate::disk::have_qemu_img() {
+            eprintln!("qemu-img missing: skipping");
+            return;
+        }
+        let home = tempfile::tempdir().unwrap();
+        fake_image(home.path());
+        let ram = home.path().join("ram");
+        let mut cfg = MicrovmConfig::new(home.path()).with_accel(Accel::Tcg);
+        cfg.qemu = Some("/bin/false".into());
+        cfg.ram_dir = Some(ram.clone());
+        let launcher = Arc::new(FailingLauncher::default());
+        let p = MicrovmProvider::with_launcher(cfg, launcher.clone()).unwrap();
+        let mut spec = SpawnSpec::default();
+        spec.resources.memory = Some(godel_core::ByteQuantity(512 << 20));
+        spec.resources.cpu = Some(godel_core::Cpu(1500));
+        let e = p.spawn("rt-x", &spec).await.unwrap_err();
+        assert_eq!(e.code, godel_core::ErrorCode::SpawnError);
+        assert!(e.message.contains("boot log line"), "{e}");
+        let seen = launcher.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1);
+        let s = &seen[0];
+        assert_eq!((s.vcpus, s.mem_mib, s.ram_shared), (2, 512, true));
+        let cmdline = &s.boot.as_ref().unwrap().cmdline;
+        assert!(cmdline.contains("godel.hostname=rt-x"), "{cmdline}");
+        assert!(cmdline.contains("tsc_early_khz="), "{cmdline}");
+        assert!(
+            std::fs::read_dir(home.path().join("microvm/vms"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+        assert!(std::fs::read_dir(&ram).unwrap().next().is_none());
+        assert_eq!(p.list().await.unwrap(), Vec::<String>::new());
+        // Unsupported requests are refused up front.
+        let mut spec = SpawnSpec::default();
+        spec.network.mode = godel_core::NetworkMode::Nat;
+        let e = p.spawn("rt-y", &spec).await.unwrap_err();
+        assert_eq!(e.code, godel_core::ErrorCode::InvalidArgument);
+        let mut spec = SpawnSpec::default();
+        spec.resources.memory = Some(godel_core::ByteQuantity(64 << 20));
+        let e = p.spawn("rt-z", &spec).await.unwrap_err();
+        assert_eq!(e.code, godel_core::ErrorCode::InvalidArgument);
+    }
+
+    #[test]
+    fn hostnames_are_valid() {
+        assert_eq!(hostname_for("rt-ABC_1"), "rt-abc-1");
+        assert_eq!(hostname_for(&"x".repeat(100)).len(), 63);
+        assert_eq!(hostname_for(""), "godel");
     }
 }
