@@ -7,5 +7,7 @@ pub mod control;
 pub mod snapshot_store;
 pub mod store;
 
-pub use control::{Caller, Control, RuntimeReport, Settings, SpawnOptions, event_channel};
+pub use control::{
+    Caller, Control, RESTART_LABEL, RuntimeReport, Settings, SpawnOptions, event_channel,
+};
 pub use store::{Store, TeamRecord, TokenRecord};

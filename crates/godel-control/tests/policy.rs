@@ -277,7 +277,10 @@ max_agents = 1
     for (t, seqs) in &admitted_seq {
         assert_eq!(seqs.len(), 50, "team {t}");
         // FIFO within a team: requests are admitted in the order they arrived.
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "team {t} admitted out of order: {seqs:?}");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "team {t} admitted out of order: {seqs:?}"
+        );
     }
 }
 
@@ -339,4 +342,77 @@ max_agents = 1
         matches!(e.code, ErrorCode::ResourceExhausted | ErrorCode::Timeout),
         "{e}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_runtime_is_restarted_under_the_same_id() {
+    let toml = r#"
+[defaults]
+runtime = "worktree"
+fallback = ["worktree"]
+[health]
+interval_secs = 1
+unhealthy_after = 1
+dead_after = 1
+restart = "never"
+max_restarts = 2
+backoff_secs = 1
+"#;
+    let (c, p, _d) = control_with(toml, &["worktree"]).await;
+    c.start_health();
+    let mut spec = SpawnSpec::default();
+    spec.labels
+        .insert(godel_control::RESTART_LABEL.into(), "on-failure".into());
+    let a = c.spawn(&Caller::Admin, spec).await.unwrap();
+    let plain = c.spawn(&Caller::Admin, SpawnSpec::default()).await.unwrap();
+    c.write_file(
+        &Caller::Admin,
+        &a.id,
+        "mark.txt",
+        bytes::Bytes::from_static(b"x"),
+    )
+    .await
+    .unwrap();
+    let snap = c
+        .snapshot(&Caller::Admin, &a.id, Default::default())
+        .await
+        .unwrap();
+    assert!(p["worktree"].kill(&a.id, "simulated crash"));
+    assert!(p["worktree"].kill(&plain.id, "simulated crash"));
+    // Within a few probe intervals: `died`, then a restart from the snapshot, running again.
+    let mut restarted = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !events_of(&c, "restart").is_empty()
+            && c.status(&Caller::Admin, &a.id).await.map(|r| r.state) == Ok(RuntimeState::Running)
+        {
+            restarted = true;
+            break;
+        }
+    }
+    assert!(
+        restarted,
+        "events: {:?}",
+        c.events_since(&Caller::Admin, 0, 1000)
+            .unwrap()
+            .iter()
+            .map(|e| &e.kind)
+            .collect::<Vec<_>>()
+    );
+    let r = c.status(&Caller::Admin, &a.id).await.unwrap();
+    assert_eq!(
+        r.restored_from.as_deref(),
+        Some(snap.id.as_str()),
+        "restarted from its latest snapshot"
+    );
+    let data = c
+        .read_file(&Caller::Admin, &a.id, "mark.txt")
+        .await
+        .unwrap();
+    assert_eq!(&data[..], b"x");
+    // The one without a restart policy stays dead, with the reason recorded.
+    let r = c.status(&Caller::Admin, &plain.id).await.unwrap();
+    assert_eq!(r.state, RuntimeState::Error);
+    assert!(!events_of(&c, "died").is_empty());
+    assert!(c.metrics().render().contains("godel_restarts_total"));
 }

@@ -154,6 +154,9 @@ pub struct ServeArgs {
     /// Process isolation for local runtimes: `sandbox` (default) or `none` (trusted use only).
     #[arg(long)]
     pub isolation: Option<String>,
+    /// On SIGTERM, snapshot and stop every running runtime; restore them on the next start.
+    #[arg(long)]
+    pub preserve: bool,
 }
 
 #[derive(Debug, Args)]
@@ -206,6 +209,9 @@ pub struct SpawnArgs {
     /// When the team's quota is full, wait up to this many seconds in its fair queue.
     #[arg(long)]
     pub wait: Option<u64>,
+    /// Restart policy: `never` or `on-failure` (brought back from its latest snapshot or re-created).
+    #[arg(long)]
+    pub restart: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -242,6 +242,7 @@ impl Control {
             Ok(sp) => {
                 self.store.set_handle(id, &sp.handle, sp.pid)?;
                 let info = self.store.transition(id, RuntimeState::Running, None)?;
+                self.watch(id);
                 self.emit(
                     Event::new("state_changed")
                         .runtime(id)
@@ -291,6 +292,7 @@ impl Control {
         if rec.state.is_terminal() {
             return Ok(rec);
         }
+        self.unwatch(id);
         let rec = self.store.transition(id, RuntimeState::Terminating, None)?;
         self.emit(
             Event::new("state_changed")
@@ -423,6 +425,7 @@ impl Control {
             .transition(RuntimeState::Paused)
             .map_err(|e| e.with_runtime(id))?;
         self.provider(&rec.runtime)?.pause(id).await?;
+        self.unwatch(id);
         let rec = self.store.transition(id, RuntimeState::Paused, None)?;
         self.emit(
             Event::new("state_changed")
@@ -440,6 +443,7 @@ impl Control {
             .map_err(|e| e.with_runtime(id))?;
         self.provider(&rec.runtime)?.resume(id).await?;
         let rec = self.store.transition(id, RuntimeState::Running, None)?;
+        self.watch(id);
         self.emit(
             Event::new("state_changed")
                 .runtime(id)

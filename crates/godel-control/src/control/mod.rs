@@ -3,14 +3,18 @@
 //! enforces team scoping: a team caller sees only its own runtimes and
 //! snapshots; anything else is `NOT_FOUND`, exactly as if it did not exist.
 
+mod health;
 mod lifecycle;
 mod ops;
 mod policy;
+mod preserve;
 mod reconcile;
 mod snapshots;
 mod teams;
 
+pub use health::RESTART_LABEL;
 pub use policy::{PolicyState, SpawnOptions};
+pub use preserve::{PRESERVED_LABEL, PreserveReport};
 pub use reconcile::ReconcileReport;
 pub use teams::CreatedToken;
 
@@ -120,6 +124,7 @@ pub struct Control {
     settings: Settings,
     policy: policy::PolicyState,
     internal_events: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
+    health: std::sync::OnceLock<health::HealthMonitors>,
 }
 
 /// A sink for providers plus the receiver the control plane drains.
@@ -145,6 +150,7 @@ impl Control {
         Ok(Arc::new(Control {
             policy,
             internal_events: std::sync::Mutex::new(Some(irx)),
+            health: std::sync::OnceLock::new(),
             home: home.to_path_buf(),
             store,
             snapshots,

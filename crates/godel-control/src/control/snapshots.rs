@@ -75,6 +75,7 @@ impl Control {
             return Err(e);
         }
         self.store.insert_snapshot(&info)?;
+        self.health_snapshot(id, &snap_id);
         self.emit(
             Event::new("snapshot_created")
                 .runtime(id)

@@ -42,6 +42,19 @@ pub fn spec_from_args(a: &SpawnArgs) -> Result<SpawnSpec> {
     spec.resources.disk = a.disk.as_deref().map(parse_bytes).transpose()?;
     spec.env = parse_key_values(&a.env, "--env")?;
     spec.labels = parse_key_values(&a.label, "--label")?;
+    if let Some(r) = &a.restart {
+        match r.as_str() {
+            "never" | "on-failure" => {
+                spec.labels
+                    .insert(godel_control::RESTART_LABEL.into(), r.clone());
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "--restart {other:?}: use never or on-failure"
+                )));
+            }
+        }
+    }
     if let Some(n) = &a.network {
         spec.network.mode = match n.as_str() {
             "none" => NetworkMode::None,

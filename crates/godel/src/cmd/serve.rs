@@ -68,6 +68,15 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> Result<()> {
     for (id, why) in &report.lost {
         tracing::warn!(runtime = %id, reason = %why, "runtime lost");
     }
+    let restored = control.restore_preserved().await?;
+    if !restored.done.is_empty() || !restored.failed.is_empty() {
+        tracing::info!(
+            restored = restored.done.len(),
+            failed = restored.failed.len(),
+            "restored runtimes preserved at the last shutdown"
+        );
+    }
+    control.start_health();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -101,6 +110,16 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> Result<()> {
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         Some(r) = tasks.join_next() => {
             if let Ok(Err(e)) = r { tracing::error!(error = %e, "a listener failed"); }
+        }
+    }
+    if args.preserve {
+        match control.preserve_all().await {
+            Ok(r) => tracing::info!(
+                preserved = r.done.len(),
+                failed = r.failed.len(),
+                "snapshotted and stopped running runtimes"
+            ),
+            Err(e) => tracing::error!(error = %e, "preserving runtimes failed"),
         }
     }
     let _ = stop_tx.send(true);
