@@ -362,3 +362,41 @@ async fn chained_through_a_second_server() {
     p.terminate("rt-chain").await.unwrap();
     assert_eq!(upstream.backend.live(), 0);
 }
+
+#[tokio::test]
+async fn keepalive_extends_the_remote_deadline() {
+    let s = TestServer::start(ServeConfig::default()).await;
+    let p = E2bProvider::new(
+        E2bConfig {
+            keepalive: Some(Duration::from_millis(20)),
+            ..config(&s.url, KEY)
+        },
+        null_sink(),
+    )
+    .unwrap();
+    p.spawn("rt-k", &SpawnSpec::default()).await.unwrap();
+    let sid = p.sandbox_id("rt-k").unwrap();
+    let end_at = || async {
+        let v: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/sandboxes/{sid}", s.url))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["endAt"].as_str().unwrap().to_string()
+    };
+    let first = end_at().await;
+    let mut moved = false;
+    for _ in 0..500 {
+        if end_at().await != first {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(moved, "the deadline was never extended");
+    p.terminate("rt-k").await.unwrap();
+}

@@ -22,7 +22,7 @@ mod exec;
 mod files;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -75,6 +75,11 @@ pub struct E2bConfig {
     /// Template used when the spec names none.
     pub default_template: String,
     pub retry: RetryPolicy,
+    /// Extend every attached sandbox's timeout (to `sandbox_timeout` from
+    /// now) this often, so a godel runtime lives until it is terminated
+    /// rather than until E2B's deadline. `None` disables it. E2B still caps a
+    /// sandbox's total life (1 h Hobby, 24 h Pro).
+    pub keepalive: Option<Duration>,
 }
 
 impl Default for E2bConfig {
@@ -89,6 +94,7 @@ impl Default for E2bConfig {
             connect_timeout: Duration::from_secs(10),
             default_template: DEFAULT_TEMPLATE.to_string(),
             retry: RetryPolicy::default(),
+            keepalive: Some(Duration::from_secs(600)),
         }
     }
 }
@@ -116,7 +122,8 @@ pub struct E2bProvider {
     cfg: E2bConfig,
     /// Whether an API key was configured (an empty one is kept to answer `available`).
     has_key: bool,
-    remotes: Mutex<HashMap<String, Remote>>,
+    remotes: Arc<Mutex<HashMap<String, Remote>>>,
+    keepalive_started: std::sync::Once,
 }
 
 impl E2bProvider {
@@ -155,7 +162,8 @@ impl E2bProvider {
             domain,
             has_key: api_key.is_some(),
             cfg,
-            remotes: Mutex::new(HashMap::new()),
+            remotes: Arc::default(),
+            keepalive_started: std::sync::Once::new(),
         })
     }
 
@@ -215,7 +223,54 @@ impl E2bProvider {
         }
     }
 
+    /// Start the keepalive task (once, on the first bound sandbox). It holds
+    /// the sandbox map weakly and stops when the provider is dropped.
+    fn start_keepalive(&self) {
+        let Some(every) = self.cfg.keepalive else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        self.keepalive_started.call_once(|| {
+            let weak = Arc::downgrade(&self.remotes);
+            let client = self.client.clone();
+            let timeout = self.cfg.sandbox_timeout.as_secs() as i64;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(map) = weak.upgrade() else { return };
+                    let ids: Vec<String> = match map.lock() {
+                        Ok(g) => g
+                            .values()
+                            .filter(|r| !r.detached)
+                            .map(|r| r.sandbox_id.clone())
+                            .collect(),
+                        Err(_) => return,
+                    };
+                    drop(map);
+                    for sid in ids {
+                        let path = format!("/sandboxes/{sid}/timeout");
+                        let body = crate::wire::TimeoutRequest { timeout };
+                        if let Err(e) = client
+                            .rest_once::<_, serde_json::Value>(
+                                Method::POST,
+                                &path,
+                                Some(&body),
+                                None,
+                            )
+                            .await
+                        {
+                            tracing::debug!(sandbox = %sid, error = %e, "e2b: keepalive failed");
+                        }
+                    }
+                }
+            });
+        });
+    }
+
     fn bind(&self, id: &str, sb: &Sandbox) -> Spawned {
+        self.start_keepalive();
         let r = Remote {
             sandbox_id: sb.sandbox_id.clone(),
             token: sb.envd_access_token.clone(),
