@@ -141,6 +141,10 @@ impl FakeApiServer {
         let addr = listener.local_addr()?;
         let app = api::router(shared.clone());
         let task = tokio::spawn(async move {
+            // Like the real API server: no Nagle delay on small watch and exec frames.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::warn!("fake apiserver stopped: {e}");
             }
