@@ -894,3 +894,49 @@ async fn stream_input_is_a_client_stream() {
         b"abcdef"
     );
 }
+
+#[tokio::test]
+async fn large_uploads_pass_and_large_rest_bodies_do_not() {
+    let s = TestServer::start(ServeConfig::default()).await;
+    let sb = create(&s, json!({"templateID":"base"})).await;
+    let c = reqwest::Client::new();
+    let big = vec![7u8; 3 << 20];
+    let r = c
+        .post(format!("{}/files?path=big.bin", s.url))
+        .header("e2b-sandbox-id", &sb.id)
+        .header("x-access-token", &sb.token)
+        .header("content-type", "application/octet-stream")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(big.clone()).file_name("/home/user/big2.bin"),
+    );
+    let r = c
+        .post(format!("{}/files", s.url))
+        .header("e2b-sandbox-id", &sb.id)
+        .header("x-access-token", &sb.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        std::fs::read(s.backend.workspace(&sb.id).join("big2.bin"))
+            .unwrap()
+            .len(),
+        big.len()
+    );
+    let r = c
+        .post(format!("{}/sandboxes", s.url))
+        .header("x-api-key", KEY)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+}

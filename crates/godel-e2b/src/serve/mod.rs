@@ -128,7 +128,9 @@ impl E2bServer {
             .route("/files", get(files::download).post(files::upload))
             .route("/health", get(envd::health))
             .fallback(envd::fallback)
-            .layer(axum::extract::DefaultBodyLimit::disable())
+            // Bounds the JSON bodies of the REST routes (read before auth);
+            // envd routes stream their bodies and apply their own limits.
+            .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
             .with_state(self.state.clone())
     }
 
