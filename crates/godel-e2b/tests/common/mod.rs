@@ -134,6 +134,17 @@ impl HostBackend {
     }
 }
 
+impl Drop for HostBackend {
+    /// No process outlives its test.
+    fn drop(&mut self) {
+        for rt in lock(&self.rts).values() {
+            for pg in lock(&rt.pgids).drain(..) {
+                killpg(pg, 9);
+            }
+        }
+    }
+}
+
 fn entry(ws: &Path, p: &Path) -> Result<FileEntry> {
     let md =
         std::fs::symlink_metadata(p).map_err(|e| Error::io(format!("stat {}", p.display()), &e))?;
