@@ -31,6 +31,10 @@ use crate::names::{
 pub const GODEL_SA: &str = "godel";
 /// Name of the default-deny NetworkPolicy.
 pub const NETWORK_POLICY: &str = "godel-default-deny";
+/// Name of the NetworkPolicy allowing egress to `nat`-mode agents.
+pub const EGRESS_POLICY: &str = "godel-egress";
+/// Pod label holding the agent's network mode (`none` or `nat`).
+pub const NETWORK_LABEL: &str = "godel.io/network";
 /// Name of the LimitRange.
 pub const LIMIT_RANGE: &str = "godel-limits";
 /// Keeps the container alive and exits promptly on SIGTERM.
@@ -208,9 +212,24 @@ fn contains(outer: &str, inner: &str) -> bool {
     }
 }
 
-/// Default deny for every pod of the namespace; egress only to cluster DNS
-/// and the configured allowances (minus cluster-internal ranges).
-pub fn network_policy(team: &str, cfg: &KubeConfig) -> Result<NetworkPolicy> {
+/// Default deny, ingress and egress, for every pod of the namespace: agents
+/// spawned with network mode `none` (the default) get no network at all.
+pub fn network_policy(team: &str, cfg: &KubeConfig) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: meta(NETWORK_POLICY, Some(&team_namespace(team, cfg)), team),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: Some(Vec::new()),
+            egress: Some(Vec::new()),
+        }),
+    }
+}
+
+/// Egress for agents spawned with network mode `nat` (label
+/// `godel.io/network=nat`): cluster DNS and the configured allowances, with
+/// cluster-internal ranges carved out so teams cannot reach each other's pods.
+pub fn egress_policy(team: &str, cfg: &KubeConfig) -> Result<NetworkPolicy> {
     let ns = team_namespace(team, cfg);
     let dns_ports = ["UDP", "TCP"]
         .into_iter()
@@ -266,11 +285,17 @@ pub fn network_policy(team: &str, cfg: &KubeConfig) -> Result<NetworkPolicy> {
         });
     }
     Ok(NetworkPolicy {
-        metadata: meta(NETWORK_POLICY, Some(&ns), team),
+        metadata: meta(EGRESS_POLICY, Some(&ns), team),
         spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector::default()),
-            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            ingress: Some(Vec::new()),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    NETWORK_LABEL.to_string(),
+                    "nat".to_string(),
+                )])),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Egress".into()]),
+            ingress: None,
             egress: Some(egress),
         }),
     })
@@ -354,6 +379,12 @@ pub fn agent_pod(team: &str, id: &str, cfg: &KubeConfig, spec: &SpawnSpec) -> Re
     labels.insert("app".into(), APP_LABEL_VALUE.into());
     labels.insert("runtime".into(), "kata".into());
     labels.insert(AGENT_LABEL.into(), label_value(id));
+    let net = match spec.network.mode {
+        godel_core::NetworkMode::None => "none",
+        // Kata has no host networking: `host` gets the team's NAT egress.
+        godel_core::NetworkMode::Nat | godel_core::NetworkMode::Host => "nat",
+    };
+    labels.insert(NETWORK_LABEL.into(), net.into());
     let mut annotations = BTreeMap::from([("godel.io/runtime-id".to_string(), id.to_string())]);
     if !spec.labels.is_empty() {
         let json = serde_json::to_string(&spec.labels)
@@ -479,7 +510,7 @@ mod tests {
             egress_allow: vec!["0.0.0.0/0:443".into(), "8.8.8.8/32".into()],
             ..Default::default()
         };
-        let np = network_policy("t", &cfg).unwrap();
+        let np = egress_policy("t", &cfg).unwrap();
         let eg = np.spec.unwrap().egress.unwrap();
         assert_eq!(eg.len(), 3);
         let block = eg[1].to.as_ref().unwrap()[0].ip_block.clone().unwrap();

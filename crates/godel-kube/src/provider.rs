@@ -252,7 +252,8 @@ impl Inner {
             &manifests::namespace(team, cfg),
         )
         .await?;
-        let netpol = manifests::network_policy(team, cfg)?;
+        let netpol = manifests::network_policy(team, cfg);
+        let egress = manifests::egress_policy(team, cfg)?;
         let c = || client.clone();
         let (rq, lr) = (
             manifests::resource_quota(team, cfg, &quota),
@@ -266,6 +267,7 @@ impl Inner {
             self.apply(Api::<ResourceQuota>::namespaced(c(), &ns), &rq),
             self.apply(Api::<LimitRange>::namespaced(c(), &ns), &lr),
             self.apply(Api::<NetworkPolicy>::namespaced(c(), &ns), &netpol),
+            self.apply(Api::<NetworkPolicy>::namespaced(c(), &ns), &egress),
             self.apply(Api::<ServiceAccount>::namespaced(c(), &ns), &sa),
             self.apply(Api::<Role>::namespaced(c(), &ns), &role),
         )?;

@@ -13,7 +13,8 @@ fn yaml<T: Serialize>(obj: &T) -> Result<String> {
     serde_yaml::to_string(obj).map_err(|e| Error::internal(format!("render YAML: {e}")))
 }
 
-/// Namespace, ResourceQuota, LimitRange, NetworkPolicy, ServiceAccount,
+/// Namespace, ResourceQuota, LimitRange, the two NetworkPolicies (default
+/// deny, egress for `nat` agents), ServiceAccount,
 /// Role and RoleBinding of `team`, in apply order, separated by `---`.
 pub fn render_team_manifests(team: &str, cfg: &KubeConfig, quota: &TeamQuota) -> Result<String> {
     validate_name("team", team)?;
@@ -21,7 +22,8 @@ pub fn render_team_manifests(team: &str, cfg: &KubeConfig, quota: &TeamQuota) ->
         yaml(&manifests::namespace(team, cfg))?,
         yaml(&manifests::resource_quota(team, cfg, quota))?,
         yaml(&manifests::limit_range(team, cfg, quota))?,
-        yaml(&manifests::network_policy(team, cfg)?)?,
+        yaml(&manifests::network_policy(team, cfg))?,
+        yaml(&manifests::egress_policy(team, cfg)?)?,
         yaml(&manifests::service_account(team, cfg))?,
         yaml(&manifests::role(team, cfg))?,
         yaml(&manifests::role_binding(team, cfg))?,

@@ -34,6 +34,7 @@ async fn spawn_sets_up_team_once_and_idempotently() {
         ("resourcequotas", "godel-quota-alpha"),
         ("limitranges", "godel-limits"),
         ("networkpolicies", "godel-default-deny"),
+        ("networkpolicies", "godel-egress"),
         ("serviceaccounts", "godel"),
         ("roles", "godel"),
         ("rolebindings", "godel"),

@@ -54,7 +54,7 @@ fn team_manifests_match_golden_and_parse() {
     let yaml = render_team_manifests("alpha", &cfg(), &quota).unwrap();
     golden("team-alpha.yaml", &yaml);
     let docs: Vec<&str> = yaml.split("---\n").collect();
-    assert_eq!(docs.len(), 7);
+    assert_eq!(docs.len(), 8);
     let ns: Namespace = round_trip(docs[0]);
     assert_eq!(ns.metadata.name.as_deref(), Some("godel-team-alpha"));
     let rq: ResourceQuota = round_trip(docs[1]);
@@ -63,17 +63,31 @@ fn team_manifests_match_golden_and_parse() {
     assert_eq!(hard["limits.memory"].0, "20Gi");
     assert_eq!(hard["pods"].0, "100");
     let _: LimitRange = round_trip(docs[2]);
-    let np: NetworkPolicy = round_trip(docs[3]);
-    let spec = np.spec.unwrap();
+    let deny: NetworkPolicy = round_trip(docs[3]);
+    let spec = deny.spec.unwrap();
     assert_eq!(spec.policy_types.unwrap(), ["Ingress", "Egress"]);
-    assert!(spec.ingress.unwrap().is_empty(), "default deny ingress");
+    assert_eq!(
+        spec.pod_selector.unwrap(),
+        Default::default(),
+        "selects every pod"
+    );
+    assert!(
+        spec.ingress.unwrap().is_empty() && spec.egress.unwrap().is_empty(),
+        "default deny"
+    );
+    let egress: NetworkPolicy = round_trip(docs[4]);
+    let spec = egress.spec.unwrap();
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels.unwrap()["godel.io/network"],
+        "nat"
+    );
     assert_eq!(spec.egress.unwrap().len(), 3, "DNS + two allowances");
-    let _: ServiceAccount = round_trip(docs[4]);
-    let role: Role = round_trip(docs[5]);
+    let _: ServiceAccount = round_trip(docs[5]);
+    let role: Role = round_trip(docs[6]);
     assert!(role.rules.unwrap().iter().any(|r| r.resources.as_deref()
         == Some(&["pods/exec".to_string()][..])
         && r.verbs == ["get", "create"]));
-    let rb: RoleBinding = round_trip(docs[6]);
+    let rb: RoleBinding = round_trip(docs[7]);
     assert_eq!(rb.role_ref.name, "godel");
     assert!(render_team_manifests("Bad Team", &cfg(), &quota).is_err());
     let bad = KubeConfig {

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::Shared;
-use super::apply::{self, leaf_paths};
+use super::apply;
 use super::exec;
 use super::pods;
 use super::status::{ApiError, json_response};
@@ -351,12 +351,8 @@ fn stamp_new(t: &Target, obj: &mut Value) {
     }
 }
 
-fn check_namespace(
-    shared: &Shared,
-    store: &super::store::Store,
-    t: &Target,
-) -> Result<(), ApiError> {
-    let _ = shared;
+/// Namespaced objects need their namespace (404 otherwise).
+fn check_namespace(store: &super::store::Store, t: &Target) -> Result<(), ApiError> {
     if let Some(ns) = &t.ns
         && store.get("namespaces", "", ns).is_none()
     {
@@ -391,7 +387,7 @@ fn create(shared: &Arc<Shared>, t: &Target, body: &Bytes) -> Result<Response, Ap
     let is_pod = t.kind.plural == "pods";
     let stored = {
         let mut store = shared.lock();
-        check_namespace(shared, &store, t)?;
+        check_namespace(&store, t)?;
         if store.get(t.kind.plural, ns_key(t), &name).is_some() {
             return Err(ApiError::already_exists(t.kind.plural, &name));
         }
@@ -497,7 +493,7 @@ fn patch(
         }
         let (stored, created, is_pod) = {
             let mut store = shared.lock();
-            check_namespace(shared, &store, t)?;
+            check_namespace(&store, t)?;
             let existing = store.get(t.kind.plural, ns_key(t), &name).cloned();
             let (mut obj, owners) = apply::apply(
                 existing.as_ref().map(|e| (&e.obj, &e.owners)),
@@ -533,7 +529,6 @@ fn patch(
             let uid = stored["metadata"]["uid"].as_str().unwrap_or("").to_string();
             pods::start(shared.clone(), ns_key(t).to_string(), name, uid);
         }
-        let _ = leaf_paths;
         return ok(
             if created {
                 StatusCode::CREATED
