@@ -238,12 +238,7 @@ impl NamespaceIsolator {
 
     fn cleanup(&self, id: &str, slot: u32, cg: &SandboxCgroups) {
         let _ = cg.remove();
-        nat::remove(&*self.opts.ops, slot);
-        let dir = self.opts.run_dir.join(id);
-        let _ = std::fs::remove_file(dir.join("ctl.sock"));
-        let _ = std::fs::remove_dir(dir.join("root"));
-        let _ = std::fs::remove_dir(&dir);
-        let _ = std::fs::remove_file(self.slots_dir().join(slot.to_string()));
+        release(&*self.opts.ops, &self.opts.run_dir, id, slot);
     }
 
     fn sandbox(
@@ -373,6 +368,21 @@ impl NamespaceIsolator {
             ))),
         }
     }
+}
+
+/// Release what a sandbox held by slot: its network, run directory and the
+/// slot itself, but only while the slot is still this sandbox's (a stale
+/// handle must never tear down a newer sandbox that reuses the slot).
+pub(crate) fn release(ops: &dyn HostOps, run_dir: &Path, id: &str, slot: u32) {
+    let slot_file = run_dir.join("slots").join(slot.to_string());
+    if std::fs::read_to_string(&slot_file).is_ok_and(|owner| owner == id) {
+        nat::remove(ops, slot);
+        let _ = std::fs::remove_file(&slot_file);
+    }
+    let dir = run_dir.join(id);
+    let _ = std::fs::remove_file(dir.join("ctl.sock"));
+    let _ = std::fs::remove_dir(dir.join("root"));
+    let _ = std::fs::remove_dir(&dir);
 }
 
 /// Whether the kernel lets us create user namespaces.

@@ -451,15 +451,7 @@ impl Sandbox for NamespaceSandbox {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        crate::nat::remove(&*self.ops, self.handle.slot);
-        let _ = std::fs::remove_file(self.socket.clone());
-        let _ = std::fs::remove_dir(self.handle.dir.join("root"));
-        let _ = std::fs::remove_dir(&self.handle.dir);
-        let _ = std::fs::remove_file(
-            self.run_dir
-                .join("slots")
-                .join(self.handle.slot.to_string()),
-        );
+        crate::namespace::release(&*self.ops, &self.run_dir, &self.cfg.id, self.handle.slot);
         let _ = std::fs::remove_file(self.cfg.state_dir.join("sandbox.json"));
         last.map_err(|e| Error::io(format!("cannot remove the cgroups of {}", self.cfg.id), &e))
     }

@@ -231,14 +231,16 @@ async fn usage_freeze_and_adopt_after_restart() {
         .await
         .unwrap();
     let long_pid = long.pid;
+    // The old in-memory sandbox is forgotten (the test guard still holds it;
+    // its later destroy must not disturb anything: destroy is idempotent).
     drop(long);
-    drop(a.sb);
     let iso2 = isolator(&Events::default());
     let sb = iso2
         .adopt(a.cfg.clone(), &handle)
         .await
         .unwrap()
         .expect("sandbox survived the restart");
+    let _g = Guard(sb.clone());
     assert_eq!(sb.init_pid(), Some(h.init_pid));
     assert!(std::path::Path::new(&format!("/proc/{long_pid}")).exists());
     assert_eq!(sh(&*sb, "cat blob | wc -c").await.stdout.trim(), "3000000");
@@ -281,6 +283,7 @@ async fn nat_mode_allows_only_the_allowlist_and_never_other_agents() {
     };
     let (_d1, cfg_b) = mk("nat-b", vec![]);
     let b = iso.create(cfg_b).await.unwrap();
+    let _gb = Guard(b.clone());
     let hb: SandboxHandle = serde_json::from_value(b.handle()).unwrap();
     let b_setup = godel_sandbox::nat::nat_setup(hb.slot);
     // B listens on its own address.
@@ -304,6 +307,7 @@ async fn nat_mode_allows_only_the_allowlist_and_never_other_agents() {
     drop(probe);
     let (_d2, cfg_a) = mk("nat-a", vec![format!("10.200.0.0/14:{port}")]);
     let a = iso.create(cfg_a).await.unwrap();
+    let _ga = Guard(a.clone());
     let ha: SandboxHandle = serde_json::from_value(a.handle()).unwrap();
     let a_setup = godel_sandbox::nat::nat_setup(ha.slot);
     let allowed = std::net::TcpListener::bind((a_setup.host_ip.as_str(), port)).unwrap();
@@ -394,6 +398,7 @@ async fn overlay_workspace_is_writable_and_owned_by_the_agent() {
         env: Default::default(),
     };
     let sb = iso.create(cfg).await.unwrap();
+    let _g = Guard(sb.clone());
     let h: SandboxHandle = serde_json::from_value(sb.handle()).unwrap();
     eprintln!(
         "overlay workspace idmapped: {} {:?}",

@@ -79,6 +79,35 @@ pub fn config(dir: &tempfile::TempDir, id: &str, limits: SandboxLimits) -> Sandb
     }
 }
 
+impl Drop for Agent {
+    fn drop(&mut self) {
+        destroy_blocking(self.sb.clone());
+    }
+}
+
+/// Destroys a sandbox when dropped (for sandboxes made without [`spawn`]).
+pub struct Guard(pub Arc<dyn Sandbox>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        destroy_blocking(self.0.clone());
+    }
+}
+
+/// A failed assertion must not leak a sandbox: destroy it (idempotent) on a
+/// helper thread with its own runtime.
+fn destroy_blocking(sb: Arc<dyn Sandbox>) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            let _ = rt.block_on(sb.destroy());
+        }
+    })
+    .join();
+}
+
 pub async fn spawn(iso: &NamespaceIsolator, name: &str, limits: SandboxLimits) -> Agent {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&dir, &id(name), limits);
