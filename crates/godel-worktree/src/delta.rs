@@ -182,6 +182,18 @@ pub async fn build(dir: &Path, spec: &DeltaSpec<'_>) -> Result<()> {
             .run()
             .await?;
     }
+    // The snapshot's own objects (its commit, trees, new blobs, and any
+    // commits the agent made), so git works in the restored workspace.
+    let pack_dir = dir.join(".git/objects/pack");
+    std::fs::create_dir_all(&pack_dir)
+        .map_err(|e| Error::io(format!("cannot create {}", pack_dir.display()), &e))?;
+    crate::lower::pack_objects(
+        store,
+        &pack_dir,
+        &format!("{}\n^{}\n", spec.commit, spec.base),
+        false,
+    )
+    .await?;
     std::fs::write(dir.join(".git/HEAD"), format!("{}\n", spec.head))
         .map_err(|e| Error::io("cannot write HEAD", &e))
 }

@@ -57,6 +57,8 @@ impl Git {
         cmd.args(["-c", "safe.directory=*", "-c", "core.fileMode=true"]);
         cmd.args(["-c", "core.symlinks=true", "-c", "core.autocrlf=false"]);
         cmd.args(["-c", "gc.auto=0", "-c", "maintenance.auto=false"]);
+        // Fetched objects stay packed, so checkouts can hard-link them.
+        cmd.args(["-c", "fetch.unpackLimit=1", "-c", "transfer.unpackLimit=1"]);
         // Workspaces are agent-controlled: never run their hooks or fsmonitor.
         cmd.args([
             "-c",

@@ -3,7 +3,8 @@
 //! One checkout per (store, commit), made once under
 //! `worktree/lowers/<store>/<commit>` and shared by every workspace of that
 //! commit. It holds the files plus a small `.git` whose objects come from
-//! the store through `objects/info/alternates`, whose index matches the files
+//! the store (its packs hard-linked, so git also works inside a sandbox that
+//! cannot see the store), whose index matches the files
 //! (so `git status` works in the workspace and snapshots only rehash what
 //! changed) and whose `HEAD` is the commit the workspace should report.
 //!
@@ -144,11 +145,7 @@ async fn build(dir: &Path, spec: &LowerSpec<'_>) -> Result<()> {
         .run()
         .await?;
     let git_dir = dir.join(".git");
-    let objects = spec.store.path.join("objects");
-    write(
-        &git_dir.join("objects/info/alternates"),
-        &format!("{}\n", objects.to_string_lossy()),
-    )?;
+    copy_objects(&spec.store.path, &git_dir, spec.commit).await?;
     write(&git_dir.join("info/attributes"), RAW_ATTRIBUTES)?;
     Git::new()
         .git_dir(&git_dir)
@@ -170,6 +167,45 @@ async fn build(dir: &Path, spec: &LowerSpec<'_>) -> Result<()> {
         .await?;
     settle_index(&git_dir, dir).await?;
     create_empty_dirs(dir, spec.empty_dirs)
+}
+
+/// Give a checkout its own objects, so git works inside a sandbox that
+/// cannot see the store: the store's packs are hard-linked (no copy, no
+/// time), and the few loose objects reachable from `commit` are packed.
+async fn copy_objects(store: &Path, git_dir: &Path, commit: &str) -> Result<()> {
+    let from = store.join("objects/pack");
+    let to = git_dir.join("objects/pack");
+    std::fs::create_dir_all(&to)
+        .map_err(|e| Error::io(format!("cannot create {}", to.display()), &e))?;
+    if let Ok(entries) = std::fs::read_dir(&from) {
+        for ent in entries.flatten() {
+            let name = ent.file_name();
+            let n = name.to_string_lossy();
+            if !(n.starts_with("pack-") && (n.ends_with(".pack") || n.ends_with(".idx"))) {
+                continue;
+            }
+            let dst = to.join(&name);
+            if std::fs::hard_link(ent.path(), &dst).is_err() {
+                std::fs::copy(ent.path(), &dst)
+                    .map_err(|e| Error::io(format!("cannot copy pack {n}"), &e))?;
+            }
+        }
+    }
+    pack_objects(store, &to, &format!("{commit}\n"), true).await
+}
+
+/// Pack the objects `revs` (stdin of `pack-objects --revs`) name into `pack_dir`.
+pub async fn pack_objects(store: &Path, pack_dir: &Path, revs: &str, unpacked: bool) -> Result<()> {
+    let mut git = Git::new()
+        .git_dir(store)
+        .args(["pack-objects", "--revs", "--window=0", "-q"]);
+    if unpacked {
+        git = git.arg("--unpacked");
+    }
+    git.arg(pack_dir.join("pack"))
+        .run_with_input(revs.as_bytes().to_vec())
+        .await
+        .map(|_| ())
 }
 
 /// Files written in the same second as the index are "racily clean" to git

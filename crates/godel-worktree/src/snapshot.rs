@@ -167,17 +167,25 @@ async fn workspace_head(ws: &WorkspaceInfo, snapshot_id: &str) -> String {
         return head;
     }
     // Commits the agent made inside a cow workspace live in its own object
-    // directory: bring them into the store under the snapshot's ref.
-    let fetched = Git::new()
+    // directory: pack them into the store, reading the workspace's objects
+    // as an alternate (no upload-pack runs in the agent's repository). The
+    // snapshot commit, child of `head`, keeps them alive.
+    let objects = ws.path.join(".git/objects");
+    let packed = Git::new()
         .git_dir(&ws.store)
-        .args(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"])
-        .arg("--end-of-options")
-        .arg(&ws.path)
-        .arg(format!("{head}:{}", snapshot_ref(snapshot_id)))
-        .succeeds()
-        .await
-        .unwrap_or(false);
-    if fetched { head } else { ws.head.clone() }
+        .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", &objects)
+        .args(["pack-objects", "--revs", "--window=0", "-q"])
+        .arg(ws.store.join("objects/pack/pack"))
+        .run_with_input(format!("{head}\n^{}\n", ws.base).into_bytes())
+        .await;
+    match packed {
+        Ok(_) => head,
+        Err(e) => {
+            tracing::warn!(workspace = %ws.id, error = %e,
+                "cannot import the workspace's commits; the snapshot's parent is its base");
+            ws.head.clone()
+        }
+    }
 }
 
 /// Empty directories (leaves only), regular file count and total size.

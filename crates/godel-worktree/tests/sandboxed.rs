@@ -62,6 +62,11 @@ async fn sandboxed_workspace_end_to_end() {
         )
         .await;
         assert_eq!(out.stdout, "host\nmore\n", "{out:?}");
+        if mode == WorkspaceMode::Cow {
+            // git works inside: the checkout carries its own objects.
+            let out = sh(&p, &id, "git status --porcelain; git log --format=%s -1").await;
+            assert_eq!(out.stdout, "?? agent.txt\n?? dir/\ntwo\n", "{out:?}");
+        }
         let mut req = ExecRequest::new(["pwd"]);
         req.cwd = Some("/home/user/src".into());
         assert_eq!(
@@ -82,11 +87,55 @@ async fn sandboxed_workspace_end_to_end() {
             "sleeps survived the timeout: {out:?}"
         );
         // The same check does see a sleep that is alive.
-        let out = sh(&p, &id, &format!("sleep 5 & {count}")).await;
+        let out = sh(
+            &p,
+            &id,
+            &format!("sleep 5 & while ! grep -qx sleep /proc/$!/comm; do :; done; {count}"),
+        )
+        .await;
         assert_eq!(out.stdout.trim(), "1", "{out:?}");
 
         p.terminate(&id).await.unwrap();
         assert!(!p.list().await.unwrap().contains(&id));
     }
-    let _ = WorkspaceMode::Cow;
+
+    // Snapshot and restore of a sandboxed workspace; git still works inside.
+    let mut spec = e.spec(WorkspaceMode::Cow);
+    spec.isolation = Isolation::Sandbox;
+    p.spawn("rt-snap", &spec).await.unwrap();
+    let out = sh(&p, "rt-snap", "echo kept > kept.txt && git add kept.txt && git -c user.name=a -c user.email=a@a commit -qm agent").await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let dir = e.tmp.path().join("snap");
+    let target = godel_core::SnapshotTarget {
+        snapshot_id: "snap-sb".into(),
+        dir: dir.clone(),
+    };
+    let art = p
+        .snapshot("rt-snap", &Default::default(), &target)
+        .await
+        .unwrap();
+    let info = godel_core::SnapshotInfo {
+        id: "snap-sb".into(),
+        runtime_id: "rt-snap".into(),
+        runtime: "worktree".into(),
+        team: "t".into(),
+        created_at: chrono::Utc::now(),
+        size_bytes: art.size_bytes,
+        kind: art.kind,
+        name: None,
+        description: None,
+        labels: Default::default(),
+        dir,
+        data: art.data,
+    };
+    p.restore("rt-back", &info, &spec).await.unwrap();
+    let out = sh(
+        &p,
+        "rt-back",
+        "cat kept.txt; git status --porcelain; git log --format=%s -1",
+    )
+    .await;
+    assert_eq!(out.stdout, "kept\nagent\n", "{out:?}");
+    p.terminate("rt-back").await.unwrap();
+    p.terminate("rt-snap").await.unwrap();
 }
