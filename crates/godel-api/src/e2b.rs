@@ -47,6 +47,20 @@ impl ControlBackend {
         None
     }
 
+    /// The caller as a team, after checking the sandbox is live: a stopped
+    /// or paused sandbox is `NOT_FOUND` to envd calls, as on E2B.
+    fn live(&self, team: &str, id: &str) -> Result<Caller> {
+        let caller = Self::team(team);
+        let r = self.control.visible_runtime(&caller, id)?;
+        if r.state.is_terminal() || r.state == RuntimeState::Paused {
+            return Err(Error::not_found(format!(
+                "sandbox {id} is not running ({})",
+                r.state
+            )));
+        }
+        Ok(caller)
+    }
+
     fn visible(&self, caller: &Caller, id: &str) -> Result<RuntimeInfo> {
         let r = self.control.visible_runtime(caller, id)?;
         Self::present(r).ok_or_else(|| Error::not_found(format!("sandbox {id} not found")))
@@ -168,38 +182,42 @@ impl E2bBackend for ControlBackend {
     }
 
     async fn exec(&self, team: &str, id: &str, req: ExecRequest) -> Result<ExecHandle> {
-        self.control.exec(&Self::team(team), id, req).await
+        self.control.exec(&self.live(team, id)?, id, req).await
     }
 
     async fn read_file(&self, team: &str, id: &str, path: &str) -> Result<Bytes> {
-        self.control.read_file(&Self::team(team), id, path).await
+        self.control
+            .read_file(&self.live(team, id)?, id, path)
+            .await
     }
 
     async fn write_file(&self, team: &str, id: &str, path: &str, data: Bytes) -> Result<()> {
         self.control
-            .write_file(&Self::team(team), id, path, data)
+            .write_file(&self.live(team, id)?, id, path, data)
             .await
     }
 
     async fn list_dir(&self, team: &str, id: &str, path: &str) -> Result<Vec<FileEntry>> {
-        self.control.list_dir(&Self::team(team), id, path).await
+        self.control.list_dir(&self.live(team, id)?, id, path).await
     }
 
     async fn stat(&self, team: &str, id: &str, path: &str) -> Result<FileEntry> {
-        self.control.stat(&Self::team(team), id, path).await
+        self.control.stat(&self.live(team, id)?, id, path).await
     }
 
     async fn make_dir(&self, team: &str, id: &str, path: &str) -> Result<()> {
-        self.control.make_dir(&Self::team(team), id, path).await
+        self.control.make_dir(&self.live(team, id)?, id, path).await
     }
 
     async fn rename(&self, team: &str, id: &str, from: &str, to: &str) -> Result<()> {
-        self.control.rename(&Self::team(team), id, from, to).await
+        self.control
+            .rename(&self.live(team, id)?, id, from, to)
+            .await
     }
 
     async fn remove(&self, team: &str, id: &str, path: &str, recursive: bool) -> Result<()> {
         self.control
-            .remove(&Self::team(team), id, path, recursive)
+            .remove(&self.live(team, id)?, id, path, recursive)
             .await
     }
 }

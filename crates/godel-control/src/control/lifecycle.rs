@@ -69,7 +69,16 @@ impl Control {
         };
         let mut avail = HashMap::new();
         for n in &names {
-            if let Some(a) = self.cached_availability(n).await {
+            // A runtime the caller named is attempted even when its probe says
+            // no: its own error (a rejected key, a missing image) is the answer.
+            let a = if spec.runtime.is_some() {
+                self.provider(n)
+                    .ok()
+                    .map(|_| godel_core::Availability::yes("requested"))
+            } else {
+                self.cached_availability(n).await
+            };
+            if let Some(a) = a {
                 avail.insert(n.clone(), a);
             }
         }
