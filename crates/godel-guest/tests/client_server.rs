@@ -369,3 +369,31 @@ fn server_survives_corrupted_and_truncated_frames() {
     drop(host);
     thread.join().unwrap().unwrap();
 }
+
+/// The tail of a frame that never comes (a restore cut the old host off
+/// mid-write) must not swallow the new host's sync.
+#[tokio::test]
+async fn a_partial_frame_never_completed_does_not_block_the_sync() {
+    let root = guest_root();
+    let (mut host, guest) = std::os::unix::net::UnixStream::pair().unwrap();
+    let server = Server::new(ServerConfig::rooted(root.path()));
+    let thread = std::thread::spawn(move || {
+        let w = guest.try_clone()?;
+        server.serve(guest, w)
+    });
+    let big = Frame::with_data(9, Message::Data, vec![1u8; 900_000])
+        .encode()
+        .unwrap();
+    host.write_all(&big[..1000]).unwrap();
+    host.set_nonblocking(true).unwrap();
+    let s = tokio::net::UnixStream::from_std(host).unwrap();
+    let client = GuestClient::from_stream(s, Duration::from_secs(30))
+        .await
+        .unwrap();
+    client.ping().await.unwrap();
+    drop(client);
+    // Join off the runtime so the client's aborted tasks can close the socket.
+    tokio::task::spawn_blocking(move || thread.join().unwrap().unwrap())
+        .await
+        .unwrap();
+}

@@ -19,6 +19,13 @@
 //! frames) so the same code serves the blocking guest and the async host. On a
 //! bad header or body it drops one byte and scans for the next magic, so a
 //! corrupted or truncated frame costs that frame, never the connection.
+//!
+//! A frame whose tail never comes (the writer was cut off: a snapshot
+//! restore replaces the host end mid-frame) would swallow the following
+//! bytes as its body. While waiting for a body the decoder therefore also
+//! looks inside it for a complete, checksummed control-stream frame (stream
+//! 0, small, no payload: `Sync`, `SyncAck`, `Hello`); finding one abandons the
+//! partial frame, so a new peer's handshake always gets through.
 
 use bytes::{Bytes, BytesMut};
 
@@ -114,16 +121,23 @@ pub enum FrameError {
     BadBody { stream: u32 },
     #[error("undecodable message on stream {stream}: {error}")]
     BadMessage { stream: u32, error: String },
+    #[error("a control frame interrupted a partial frame ({0} bytes dropped)")]
+    Interrupted(usize),
     #[error("channel ended inside a frame ({0} bytes pending)")]
     Truncated(usize),
     #[error("cannot encode frame: {0}")]
     Encode(String),
 }
 
+/// Largest JSON of a control-stream frame recognised inside a pending body.
+const MAX_CONTROL_JSON: usize = 4096;
+
 /// Push-based, resynchronising frame decoder.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
     buf: BytesMut,
+    /// Where the search for an interrupting control frame resumes.
+    scanned: usize,
 }
 
 impl FrameDecoder {
@@ -145,7 +159,31 @@ impl FrameDecoder {
     pub fn reset(&mut self) -> usize {
         let n = self.buf.len();
         self.buf.clear();
+        self.scanned = 0;
         n
+    }
+
+    fn consume(&mut self, n: usize) -> BytesMut {
+        self.scanned = 0;
+        self.buf.split_to(n)
+    }
+
+    /// Position of a complete control frame inside the pending bytes.
+    fn find_control_frame(&mut self) -> Option<usize> {
+        let mut i = self.scanned.max(1);
+        while let Some(off) = find_magic(&self.buf[i..]) {
+            let p = i + off;
+            match control_frame_at(&self.buf[p..]) {
+                Some(true) => return Some(p),
+                None => {
+                    self.scanned = p;
+                    return None;
+                }
+                Some(false) => i = p + 1,
+            }
+        }
+        self.scanned = self.buf.len().saturating_sub(MAGIC.len() - 1).max(1);
+        None
     }
 
     /// The end of the channel: an error if a partial frame is pending.
@@ -163,7 +201,7 @@ impl FrameDecoder {
         match find_magic(&self.buf) {
             Some(0) => {}
             Some(i) => {
-                let _ = self.buf.split_to(i);
+                let _ = self.consume(i);
                 return Some(Err(FrameError::Garbage(i)));
             }
             None => {
@@ -173,7 +211,7 @@ impl FrameDecoder {
                 if drop == 0 {
                     return None;
                 }
-                let _ = self.buf.split_to(drop);
+                let _ = self.consume(drop);
                 return Some(Err(FrameError::Garbage(drop)));
             }
         }
@@ -184,7 +222,7 @@ impl FrameDecoder {
         let h = &self.buf[..HEADER_LEN];
         let hcrc = u32::from_le_bytes([h[20], h[21], h[22], h[23]]);
         if crc32(&h[..20]) != hcrc {
-            let _ = self.buf.split_to(1);
+            let _ = self.consume(1);
             return Some(Err(FrameError::BadHeader));
         }
         let stream = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
@@ -192,7 +230,7 @@ impl FrameDecoder {
         let dlen = u32::from_le_bytes([h[12], h[13], h[14], h[15]]) as usize;
         let bcrc = u32::from_le_bytes([h[16], h[17], h[18], h[19]]);
         if jlen > MAX_JSON || dlen > MAX_DATA {
-            let _ = self.buf.split_to(1);
+            let _ = self.consume(1);
             return Some(Err(FrameError::TooLarge {
                 json: jlen,
                 data: dlen,
@@ -200,16 +238,20 @@ impl FrameDecoder {
         }
         let total = HEADER_LEN + jlen + dlen;
         if self.buf.len() < total {
+            if let Some(p) = self.find_control_frame() {
+                let _ = self.consume(p);
+                return Some(Err(FrameError::Interrupted(p)));
+            }
             self.buf.reserve(total - self.buf.len());
             return None;
         }
         // 3. the body
         let body = &self.buf[HEADER_LEN..total];
         if crc32(body) != bcrc {
-            let _ = self.buf.split_to(1);
+            let _ = self.consume(1);
             return Some(Err(FrameError::BadBody { stream }));
         }
-        let mut frame = self.buf.split_to(total).freeze();
+        let mut frame = self.consume(total).freeze();
         let _ = frame.split_to(HEADER_LEN);
         let json = frame.split_to(jlen);
         let data = frame;
@@ -222,6 +264,24 @@ impl FrameDecoder {
                 }),
         )
     }
+}
+
+/// Whether `b` starts with a complete, valid control-stream frame without
+/// payload; `None` when more bytes are needed to tell.
+fn control_frame_at(b: &[u8]) -> Option<bool> {
+    if b.len() < HEADER_LEN {
+        return None;
+    }
+    let le = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    if crc32(&b[..20]) != le(20) || le(4) != 0 || le(12) != 0 {
+        return Some(false);
+    }
+    let jlen = le(8) as usize;
+    if jlen > MAX_CONTROL_JSON {
+        return Some(false);
+    }
+    let body = b.get(HEADER_LEN..HEADER_LEN + jlen)?;
+    Some(crc32(body) == le(16))
 }
 
 fn find_magic(buf: &[u8]) -> Option<usize> {
@@ -384,6 +444,42 @@ mod tests {
         assert!(errs.contains(&FrameError::BadBody { stream: 9 }));
         assert!(frames.len() >= 30, "got {}", frames.len());
         assert_eq!(frames.last().unwrap(), &ping(1, 39));
+    }
+
+    #[test]
+    fn a_sync_interrupts_a_frame_whose_tail_never_comes() {
+        let big = Frame::with_data(9, Message::Data, vec![1u8; 900_000])
+            .encode()
+            .unwrap();
+        let sync = Frame::new(0, Message::Sync { nonce: 77 }).encode().unwrap();
+        let mut d = FrameDecoder::new();
+        d.feed(&big[..1000]);
+        assert!(d.next_frame().is_none());
+        // The new peer's sync arrives in two pieces.
+        d.feed(&sync[..10]);
+        assert!(d.next_frame().is_none());
+        d.feed(&sync[10..]);
+        let (frames, errs) = drain(&mut d);
+        assert_eq!(errs, vec![FrameError::Interrupted(1000)]);
+        assert_eq!(frames, vec![Frame::new(0, Message::Sync { nonce: 77 })]);
+    }
+
+    #[test]
+    fn data_frames_inside_a_body_do_not_interrupt_it() {
+        // A payload that itself contains encoded (non-control) frames.
+        let inner = ping(3, 1).encode().unwrap();
+        let payload: Vec<u8> = inner.iter().copied().cycle().take(50_000).collect();
+        let outer = Frame::with_data(4, Message::Data, payload);
+        let wire = outer.encode().unwrap();
+        let mut d = FrameDecoder::new();
+        let mut got = Vec::new();
+        for chunk in wire.chunks(4096) {
+            d.feed(chunk);
+            while let Some(r) = d.next_frame() {
+                got.push(r.unwrap());
+            }
+        }
+        assert_eq!(got, vec![outer]);
     }
 
     #[test]
