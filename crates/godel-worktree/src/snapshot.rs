@@ -130,7 +130,7 @@ async fn commit_workspace(
         .run()
         .await?;
     let tree = git().arg("write-tree").run().await?;
-    let parent = workspace_head(ws, snapshot_id).await;
+    let parent = workspace_head(ws).await;
     let commit = git()
         .args(["commit-tree", &tree, "-p", &parent, "-m"])
         .arg(format!("godel snapshot {snapshot_id} of {}", ws.id))
@@ -146,7 +146,7 @@ async fn commit_workspace(
 
 /// The workspace's current `HEAD`, made present in the store; the
 /// workspace's starting head when it cannot be read.
-async fn workspace_head(ws: &WorkspaceInfo, snapshot_id: &str) -> String {
+async fn workspace_head(ws: &WorkspaceInfo) -> String {
     let head = Git::new()
         .dir(&ws.path)
         .args(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"])
