@@ -467,10 +467,19 @@ async fn quota_exceeded_is_resource_exhausted() {
             pods: 1,
         },
     );
-    e.provider
-        .spawn(&godel_core::new_runtime_id(), &spec("few"))
-        .await
+    let first = godel_core::new_runtime_id();
+    let mut nat = spec("few");
+    nat.network.mode = godel_core::NetworkMode::Nat;
+    let spawned = e.provider.spawn(&first, &nat).await.unwrap();
+    let pod = e
+        .fake
+        .object(
+            "pods",
+            "godel-team-few",
+            spawned.handle["pod"].as_str().unwrap(),
+        )
         .unwrap();
+    assert_eq!(pod["metadata"]["labels"]["godel.io/network"], "nat");
     let err = e
         .provider
         .spawn(&godel_core::new_runtime_id(), &spec("few"))
@@ -478,6 +487,12 @@ async fn quota_exceeded_is_resource_exhausted() {
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::ResourceExhausted);
     assert!(err.message.contains("pods=1"), "{}", err.message);
+    // Terminating frees the quota.
+    e.provider.terminate(&first).await.unwrap();
+    e.provider
+        .spawn(&godel_core::new_runtime_id(), &spec("few"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
