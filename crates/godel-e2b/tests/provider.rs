@@ -79,6 +79,19 @@ async fn spawn_exec_and_status() {
     drop(tx);
     let out = h.collect().await.unwrap();
     assert_eq!(out.stdout, "typed\ndone\n");
+    let mut as_root = sh("echo $USER");
+    as_root.user = Some("root".into());
+    assert_eq!(
+        p.exec_collect("rt-a", as_root).await.unwrap().stdout,
+        "root\n"
+    );
+    assert_eq!(
+        p.exec_collect("rt-a", sh("echo $USER"))
+            .await
+            .unwrap()
+            .stdout,
+        "user\n"
+    );
     let st = p.status("rt-a").await.unwrap();
     assert_eq!(st.state, RuntimeState::Running);
     assert!(st.usage.is_some());

@@ -218,6 +218,7 @@ impl Client {
         rpc: &str,
         req: &Req,
         timeout: Option<Duration>,
+        user: Option<&str>,
     ) -> Result<reqwest::Response>
     where
         Req: prost::Message + Serialize + Sync,
@@ -232,6 +233,10 @@ impl Client {
                 .body(body.clone());
             if let Some(d) = timeout {
                 r = r.header("connect-timeout-ms", d.as_millis().to_string());
+            }
+            // envd picks the Linux user from `Authorization: Basic <user>:`.
+            if let Some(u) = user {
+                r = r.basic_auth(u, None::<&str>);
             }
             let resp = r.send().await.map_err(|e| transport_error(rpc, &e))?;
             let status = resp.status();

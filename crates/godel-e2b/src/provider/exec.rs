@@ -174,6 +174,7 @@ pub(super) async fn start(client: &Client, t: EnvdTarget, req: ExecRequest) -> R
             "process.Process/Start",
             &start,
             Some(timeout + Duration::from_secs(30)),
+            req.user.as_deref(),
         )
         .await?;
     let mut reader = EnvelopeReader::new(resp);

@@ -296,6 +296,8 @@ impl E2bBackend for HostBackend {
         cmd.args(&req.cmd[1..])
             .current_dir(&cwd)
             .env("HOME", &ws)
+            // No real user switch here; the name shows which user was asked for.
+            .env("USER", req.user.as_deref().unwrap_or("user"))
             .envs(&info.spec.env)
             .envs(&req.env)
             .stdin(if req.interactive || req.stdin.is_some() {
