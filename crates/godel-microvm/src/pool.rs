@@ -119,7 +119,9 @@ impl WarmPool {
         self.ready.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Take a ready VM (dead ones are dropped on the way) and wake the refill.
+    /// Take a ready VM (dead ones are dropped on the way). The caller wakes
+    /// the refill once its claim is done, so the refill's QEMU start does not
+    /// compete with the claim for the CPU.
     pub fn take(&self) -> Option<Arc<Vm>> {
         let vm = loop {
             let next = self.lock().pop_front();
@@ -131,9 +133,11 @@ impl WarmPool {
         };
         match vm {
             Some(_) => self.claims.fetch_add(1, Ordering::Relaxed),
-            None => self.misses.fetch_add(1, Ordering::Relaxed),
+            None => {
+                self.wake.notify_one();
+                self.misses.fetch_add(1, Ordering::Relaxed)
+            }
         };
-        self.wake.notify_one();
         vm
     }
 
@@ -246,6 +250,7 @@ pub(crate) async fn claim(inner: &Inner, id: &str, spec: &SpawnSpec) -> Option<A
                     m.env = spec.env.clone();
                 })
                 .is_ok();
+        inner.pool.wake.notify_one();
         if ok {
             return Some(vm);
         }

@@ -293,7 +293,7 @@ async fn microvm_lifecycle_snapshot_fork_adopt() {
     )
     .unwrap();
     let mut st = p.status("rt-f3").await.unwrap();
-    for _ in 0..200 {
+    for _ in 0..800 {
         if st.state == RuntimeState::Error {
             break;
         }
