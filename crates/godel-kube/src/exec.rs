@@ -172,6 +172,9 @@ impl Inner {
             .map_err(|e| e.with_runtime(id))?;
         let started = Instant::now();
         let (ev_tx, ev_rx) = mpsc::channel::<ExecEvent>(64);
+        // The stream is attached: the command runs. Kubernetes exec does not
+        // report the process id, so `pid` is 0 (unknown).
+        let _ = ev_tx.try_send(ExecEvent::Started { pid: 0 });
         let (stdin_tx, stdin_rx) = if req.interactive {
             let (t, r) = mpsc::channel::<Bytes>(16);
             (Some(t), Some(r))

@@ -142,6 +142,10 @@ async fn exec_streams_output_exit_codes_and_stdin() {
     let tx = h.stdin.take().unwrap();
     tx.send(Bytes::from_static(b"one\n")).await.unwrap();
     use futures::StreamExt;
+    assert_eq!(
+        h.events.next().await.unwrap(),
+        ExecEvent::Started { pid: 0 }
+    );
     let first = h.events.next().await.unwrap();
     assert_eq!(
         first,
