@@ -653,9 +653,14 @@ impl RuntimeProvider for WorktreeProvider {
     ) -> Result<SnapshotArtifact> {
         let rt = self.get(id)?;
         let started = Instant::now();
-        let art = snapshot::take(&self.layout, &rt.info, &target.snapshot_id, &target.dir)
-            .await
-            .map_err(|e| e.with_runtime(id))?;
+        // Freeze the processes (where the sandbox can) so the tree does not
+        // change while it is recorded.
+        let froze = !rt.paused.load(Ordering::SeqCst) && rt.sandbox.freeze(true).await.is_ok();
+        let res = snapshot::take(&self.layout, &rt.info, &target.snapshot_id, &target.dir).await;
+        if froze && let Err(e) = rt.sandbox.freeze(false).await {
+            tracing::warn!(runtime = id, error = %e, "cannot thaw after snapshot");
+        }
+        let art = res.map_err(|e| e.with_runtime(id))?;
         self.emit(
             "snapshot_written",
             id,
