@@ -42,10 +42,17 @@ impl Isolator for HostIsolator {
     }
 
     async fn available(&self) -> Availability {
-        Availability::yes("no isolation: processes run as the daemon's user on the host")
+        Availability::yes(
+            "NO ISOLATION (trusted local use only): processes run as the daemon's user, with its \
+             privileges, on the host; see docs/threat-model.md",
+        )
     }
 
     async fn create(&self, cfg: SandboxConfig) -> Result<Arc<dyn Sandbox>> {
+        tracing::warn!(
+            runtime = %cfg.id,
+            "isolation 'none': this agent's processes run unsandboxed as the daemon's user"
+        );
         Ok(Arc::new(HostSandbox { cfg }))
     }
 
