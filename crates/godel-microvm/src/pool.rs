@@ -11,7 +11,9 @@
 //! 3. A claim pops one, tells the guest `restored(entropy, time, hostname)`
 //!    so it takes the new runtime's identity and fresh randomness, and wakes
 //!    the background refill.
-//! 4. Pool VMs are not known to the control plane: they are stopped when the
+//! 4. Templates of older image builds are deleted once no VM (live or
+//!    waiting for adoption) maps their files ([`gc_templates`]).
+//! 5. Pool VMs are not known to the control plane: they are stopped when the
 //!    provider shuts down, and reaped at start-up if a daemon died with some.
 
 use std::collections::VecDeque;
@@ -278,6 +280,7 @@ async fn ensure_template(inner: &Inner) -> Result<PathBuf> {
     let dir = host.root.join("templates").join(&name);
     if machine::read_snap_meta(&dir).is_ok() {
         inner.pool.set_template(dir.clone());
+        gc_templates(&host.root, &dir);
         return Ok(dir);
     }
     let staging = host
@@ -297,7 +300,39 @@ async fn ensure_template(inner: &Inner) -> Result<PathBuf> {
         .await
         .map_err(|e| Error::io("publish template", &e))?;
     inner.pool.set_template(dir.clone());
+    gc_templates(&host.root, &dir);
     Ok(dir)
+}
+
+/// Remove templates other than `keep` that no VM on this host depends on
+/// (every `vms/*/vm.json` is read, so VMs a new daemon has not adopted yet
+/// keep theirs).
+pub fn gc_templates(root: &Path, keep: &Path) -> usize {
+    let mut used = std::collections::HashSet::new();
+    if let Ok(rd) = std::fs::read_dir(root.join("vms")) {
+        for e in rd.flatten() {
+            if let Ok(m) = vm::read_meta(&e.path())
+                && let Some(b) = m.snapshot_base
+            {
+                used.insert(b);
+            }
+        }
+    }
+    let mut removed = 0;
+    let Ok(rd) = std::fs::read_dir(root.join("templates")) else {
+        return 0;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let hidden = e.file_name().to_string_lossy().starts_with('.');
+        if hidden || p == keep || used.contains(&p) {
+            continue;
+        }
+        if std::fs::remove_dir_all(&p).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 pub(crate) async fn fill_pool(inner: &Inner) -> Result<()> {
@@ -343,5 +378,43 @@ pub(crate) async fn refill_task(inner: Weak<Inner>, wake: Arc<tokio::sync::Notif
             _ = wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_gc_keeps_the_current_and_the_used() {
+        let root = tempfile::tempdir().unwrap();
+        let t = root.path().join("templates");
+        for n in ["cur", "old-used", "old-free", ".staging-x"] {
+            std::fs::create_dir_all(t.join(n)).unwrap();
+        }
+        let vm_dir = root.path().join("vms/k1");
+        std::fs::create_dir_all(&vm_dir).unwrap();
+        let meta = vm::VmMeta {
+            key: "k1".into(),
+            runtime_id: "rt-1".into(),
+            image: "default".into(),
+            accel: crate::launch::Accel::Tcg,
+            vcpus: 1,
+            mem_mib: 256,
+            disk_mib: None,
+            ram_file: t.join("old-used/ram"),
+            ram_shared: false,
+            disk: vm_dir.join("disk.qcow2"),
+            base: "/base".into(),
+            snapshot_base: Some(t.join("old-used")),
+            env: Default::default(),
+            created_at: chrono::Utc::now(),
+        };
+        vm::write_meta(&vm_dir, &meta).unwrap();
+        assert_eq!(gc_templates(root.path(), &t.join("cur")), 1);
+        assert!(
+            t.join("cur").exists() && t.join("old-used").exists() && t.join(".staging-x").exists()
+        );
+        assert!(!t.join("old-free").exists());
     }
 }
