@@ -43,7 +43,8 @@ pub struct ProcessSpec {
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
     /// Working directory in the agent's view: relative to the workspace, or absolute
-    /// (`/home/user/...`). `None` = the workspace root.
+    /// (`/home/user/...`). `None` = the workspace root. The namespace sandbox
+    /// also accepts any other absolute path of its own view (e.g. `/tmp`).
     pub cwd: Option<String>,
     /// Pipe stdin (otherwise it is `/dev/null`).
     pub stdin: bool,

@@ -245,11 +245,23 @@ impl Sandbox for NamespaceSandbox {
         if spec.argv.is_empty() {
             return Err(Error::invalid("exec needs a command"));
         }
-        let rel = godel_core::workspace_relative(spec.cwd.as_deref().unwrap_or(""))?;
-        let cwd = if rel.is_empty() {
-            godel_core::WORKSPACE_MOUNT.to_string()
-        } else {
-            format!("{}/{rel}", godel_core::WORKSPACE_MOUNT)
+        // Relative paths are under the workspace. Other absolute paths are the
+        // agent's own view (e.g. `/tmp`): harmless here, the chdir happens inside.
+        let cwd = match spec.cwd.as_deref() {
+            Some(c) if c.starts_with('/') && godel_core::workspace_relative(c).is_err() => {
+                if c.contains('\0') {
+                    return Err(Error::invalid("cwd contains a NUL byte"));
+                }
+                c.to_string()
+            }
+            other => {
+                let rel = godel_core::workspace_relative(other.unwrap_or(""))?;
+                if rel.is_empty() {
+                    godel_core::WORKSPACE_MOUNT.to_string()
+                } else {
+                    format!("{}/{rel}", godel_core::WORKSPACE_MOUNT)
+                }
+            }
         };
         let mut env = default_env(&self.cfg.id);
         env.extend(self.cfg.env.clone());

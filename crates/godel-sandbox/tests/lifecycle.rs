@@ -84,13 +84,26 @@ async fn exec_semantics() {
     let e =
         a.sb.launch(ProcessSpec {
             argv: vec!["true".into()],
-            cwd: Some("/etc".into()),
+            cwd: Some("/nonexistent".into()),
             ..Default::default()
         })
         .await
         .err()
         .unwrap();
     assert_eq!(e.code, ErrorCode::InvalidArgument, "{e}");
+    assert!(e.message.contains("/nonexistent"), "{e}");
+    // Absolute paths of the agent's own view work (the sandbox's /tmp).
+    let mut p =
+        a.sb.launch(ProcessSpec {
+            argv: vec!["pwd".into()],
+            cwd: Some("/tmp".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut s = String::new();
+    p.stdout.read_to_string(&mut s).await.unwrap();
+    assert_eq!(s, "/tmp\n");
     std::fs::write(a.cfg.workspace.join("noexec.sh"), "#!/bin/sh\n").unwrap();
     let e =
         a.sb.launch(ProcessSpec {
