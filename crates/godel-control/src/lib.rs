@@ -8,6 +8,7 @@ pub mod snapshot_store;
 pub mod store;
 
 pub use control::{
-    Caller, Control, RESTART_LABEL, RuntimeReport, Settings, SpawnOptions, event_channel,
+    Caller, Control, POOL_TEAM, PRESERVED_LABEL, RESTART_LABEL, RuntimeReport, Settings,
+    SpawnOptions, event_channel,
 };
 pub use store::{Store, TeamRecord, TokenRecord};

@@ -416,3 +416,76 @@ backoff_secs = 1
     assert!(!events_of(&c, "died").is_empty());
     assert!(c.metrics().render().contains("godel_restarts_total"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_pools_are_claimed_and_refilled_and_charged_only_once_claimed() {
+    let toml = r#"
+[defaults]
+runtime = "worktree"
+fallback = ["worktree"]
+[teams.alpha.quota]
+max_agents = 1
+[[pool]]
+runtime = "worktree"
+repo = "/srv/repo"
+size = 2
+"#;
+    let (c, p, _d) = control_with(toml, &["worktree"]).await;
+    c.start_pools().unwrap();
+    let warm = |c: &Control| {
+        c.list(&Caller::Admin, false)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.team == godel_control::POOL_TEAM)
+            .count()
+    };
+    for _ in 0..200 {
+        if warm(&c) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(warm(&c), 2, "the pool fills to its size");
+    assert_eq!(
+        c.store().team_usage("alpha").unwrap().agents,
+        0,
+        "warm runtimes are not charged to a team"
+    );
+    let spawns_before = p["worktree"].count("spawn");
+    let alpha = Caller::Team("alpha".into());
+    let spec = SpawnSpec {
+        repo: Some("/srv/repo".into()),
+        ..Default::default()
+    };
+    let got = c.spawn(&alpha, spec.clone()).await.unwrap();
+    assert_eq!(got.team, "alpha");
+    assert_eq!(
+        got.spec.labels.get("godel.pool").map(String::as_str),
+        Some("worktree:/srv/repo@HEAD")
+    );
+    assert_eq!(
+        c.store().team_usage("alpha").unwrap().agents,
+        1,
+        "charged once claimed"
+    );
+    // The quota still holds for claims.
+    let e = c.spawn(&alpha, spec.clone()).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::ResourceExhausted);
+    // Refill in the background.
+    for _ in 0..200 {
+        if warm(&c) == 2 && p["worktree"].count("spawn") > spawns_before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        p["worktree"].count("spawn") > spawns_before,
+        "the pool refilled"
+    );
+    // A request that customises anything is not served from the pool.
+    let mut custom = spec.clone();
+    custom.env.insert("X".into(), "1".into());
+    let other = c.spawn(&Caller::Team("beta".into()), custom).await.unwrap();
+    assert!(!other.spec.labels.contains_key("godel.pool"));
+    c.stop_pools().await;
+}

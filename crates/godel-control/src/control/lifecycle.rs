@@ -43,6 +43,7 @@ impl Control {
         opts: SpawnOptions,
     ) -> Result<RuntimeInfo> {
         spec.validate()?;
+        let request = spec.clone();
         let team = caller.spawn_team(spec.team.as_deref(), &self.settings.default_team)?;
         godel_core::validate_name("team", &team)?;
         let (tp, quota) = self.team_policy(&team)?;
@@ -58,6 +59,15 @@ impl Control {
         spec.team = Some(team.clone());
         if let Some(iso) = self.settings.isolation_override {
             spec.isolation = iso;
+        }
+
+        // A matching warm pool answers at once.
+        let pool_runtime = spec.runtime.clone().unwrap_or_else(|| tp.runtime.clone());
+        if let Some(info) = self
+            .claim_warm(&request, &pool_runtime, &spec, quota)
+            .await?
+        {
+            return Ok(info);
         }
 
         // Plan: the requested runtime only, or the team's runtime then its fallback chain.

@@ -7,6 +7,7 @@ mod health;
 mod lifecycle;
 mod ops;
 mod policy;
+mod pools;
 mod preserve;
 mod reconcile;
 mod snapshots;
@@ -14,6 +15,7 @@ mod teams;
 
 pub use health::RESTART_LABEL;
 pub use policy::{PolicyState, SpawnOptions};
+pub use pools::POOL_TEAM;
 pub use preserve::{PRESERVED_LABEL, PreserveReport};
 pub use reconcile::ReconcileReport;
 pub use teams::CreatedToken;
@@ -125,6 +127,7 @@ pub struct Control {
     policy: policy::PolicyState,
     internal_events: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
     health: std::sync::OnceLock<health::HealthMonitors>,
+    pools: std::sync::OnceLock<godel_policy::WarmPools>,
 }
 
 /// A sink for providers plus the receiver the control plane drains.
@@ -151,6 +154,7 @@ impl Control {
             policy,
             internal_events: std::sync::Mutex::new(Some(irx)),
             health: std::sync::OnceLock::new(),
+            pools: std::sync::OnceLock::new(),
             home: home.to_path_buf(),
             store,
             snapshots,

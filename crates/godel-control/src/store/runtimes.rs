@@ -171,6 +171,53 @@ impl Store {
         Ok(())
     }
 
+    /// Hand a running warm-pool runtime to `team`, charging its quota in the
+    /// same transaction. `NOT_FOUND` when it is no longer a running runtime of `from_team`.
+    pub fn reassign_runtime(
+        &self,
+        id: &str,
+        from_team: &str,
+        spec: &SpawnSpec,
+        reservation: Reservation,
+        quota: Quota,
+    ) -> Result<RuntimeInfo> {
+        let team = spec.team.clone().unwrap_or_default();
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let usage = team_usage_tx(&tx, &team)?;
+        check_quota(&team, usage, reservation, quota)?;
+        let n = tx
+            .execute(
+                "UPDATE runtimes SET team = ?2, spec = ?3, cpu_millis = ?4, memory_bytes = ?5, disk_bytes = ?6, updated_at = ?7
+                 WHERE id = ?1 AND team = ?8 AND state = 'running'",
+                params![
+                    id,
+                    team,
+                    serde_json::to_string(spec).map_err(json_err)?,
+                    reservation.cpu_millis as i64,
+                    reservation.memory_bytes as i64,
+                    reservation.disk_bytes as i64,
+                    now_text(),
+                    from_team
+                ],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(Error::not_found(format!("warm runtime {id} is gone")));
+        }
+        let info = tx
+            .query_row(
+                &format!("SELECT {COLS} FROM runtimes WHERE id = ?1"),
+                [id],
+                row_to_info,
+            )
+            .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        finish(info)
+    }
+
     /// Record which provider now holds a runtime (fallback moved it).
     pub fn set_runtime_kind(&self, id: &str, runtime: &str, spec: &SpawnSpec) -> Result<()> {
         self.conn()

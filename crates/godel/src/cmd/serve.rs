@@ -77,6 +77,15 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> Result<()> {
         );
     }
     control.start_health();
+    // Warm runtimes of the last run are not tracked by the new pools: release them.
+    for r in control.list(&godel_control::Caller::Admin, false)? {
+        if r.team == godel_control::POOL_TEAM {
+            let _ = control
+                .terminate(&godel_control::Caller::Admin, &r.id)
+                .await;
+        }
+    }
+    control.start_pools()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -122,6 +131,7 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> Result<()> {
             Err(e) => tracing::error!(error = %e, "preserving runtimes failed"),
         }
     }
+    control.stop_pools().await;
     let _ = stop_tx.send(true);
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(std::time::Duration::from_secs(10), drain)

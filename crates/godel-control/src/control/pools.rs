@@ -1,0 +1,119 @@
+//! Warm pools (`[[pool]]` in the config): runtimes spawned ahead of demand
+//! and held by the internal team `godel-pool` (which has no quota), so they
+//! count against a team's quota only once claimed. A spawn whose request
+//! matches a pool (same runtime and repo/ref or template, nothing else
+//! customised) claims one in the time of a database update; the pool refills
+//! in the background.
+
+use std::sync::Arc;
+
+use futures::FutureExt;
+use godel_core::{Error, Event, Result, RuntimeInfo, SpawnSpec};
+use godel_policy::WarmPools;
+use godel_policy::pool::{CreateFn, DestroyFn, PoolKey, pool_key};
+use serde_json::json;
+
+use super::lifecycle::reservation;
+use super::{Caller, Control};
+use crate::store::Quota;
+
+/// The internal team that owns warm runtimes until they are claimed.
+pub const POOL_TEAM: &str = "godel-pool";
+
+impl Control {
+    /// Build the pools from the config and start filling them.
+    pub fn start_pools(self: &Arc<Self>) -> Result<()> {
+        if self.policy.config.pools.is_empty() {
+            return Ok(());
+        }
+        let weak = Arc::downgrade(self);
+        let create: CreateFn = Arc::new(move |key: PoolKey| {
+            let weak = weak.clone();
+            async move {
+                let c = weak
+                    .upgrade()
+                    .ok_or_else(|| Error::unavailable("daemon stopping"))?;
+                c.spawn_warm(&key).await
+            }
+            .boxed()
+        });
+        let weak = Arc::downgrade(self);
+        let destroy: DestroyFn = Arc::new(move |id: String| {
+            let weak = weak.clone();
+            async move {
+                let c = weak
+                    .upgrade()
+                    .ok_or_else(|| Error::unavailable("daemon stopping"))?;
+                c.terminate(&Caller::Admin, &id).await.map(|_| ())
+            }
+            .boxed()
+        });
+        let pools = WarmPools::from_config(&self.policy.config.pools, create, destroy)?;
+        pools.start();
+        let _ = self.pools.set(pools);
+        Ok(())
+    }
+
+    /// Drain the pools (on shutdown).
+    pub async fn stop_pools(&self) {
+        if let Some(p) = self.pools.get() {
+            p.shutdown().await;
+        }
+    }
+
+    async fn spawn_warm(&self, key: &PoolKey) -> Result<String> {
+        let mut spec = key.spec();
+        spec.team = Some(POOL_TEAM.to_string());
+        spec.labels.insert("godel.pool".into(), key.to_string());
+        let info = self.spawn(&Caller::Admin, spec).await?;
+        Ok(info.id)
+    }
+
+    /// Claim a warm runtime for this request, if a pool matches.
+    pub(crate) async fn claim_warm(
+        &self,
+        request: &SpawnSpec,
+        runtime: &str,
+        spec: &SpawnSpec,
+        quota: Quota,
+    ) -> Result<Option<RuntimeInfo>> {
+        let Some(pools) = self.pools.get() else {
+            return Ok(None);
+        };
+        let team = spec.team.clone().unwrap_or_default();
+        if team == POOL_TEAM {
+            return Ok(None);
+        }
+        let Some(key) = pool_key(request, runtime) else {
+            return Ok(None);
+        };
+        let Some((_, id)) = pools.claim_for_team(&key, Some(&team)) else {
+            return Ok(None);
+        };
+        let Some(warm) = self.store.get_runtime(&id)? else {
+            return Ok(None);
+        };
+        let mut claimed = spec.clone();
+        claimed.runtime = Some(warm.runtime.clone());
+        claimed.labels.insert("godel.pool".into(), key.to_string());
+        match self
+            .store
+            .reassign_runtime(&id, POOL_TEAM, &claimed, reservation(&claimed), quota)
+        {
+            Ok(info) => {
+                self.emit(
+                    Event::new("pool_claimed")
+                        .runtime(&id)
+                        .team(&team)
+                        .data(json!({"pool": key.to_string(), "runtime": info.runtime})),
+                );
+                Ok(Some(info))
+            }
+            Err(e) => {
+                // Over quota (or gone): release the warm runtime; the pool refills.
+                let _ = self.terminate(&Caller::Admin, &id).await;
+                Err(e)
+            }
+        }
+    }
+}
