@@ -26,6 +26,10 @@ pub const SANDBOX_PORT_HEADER: &str = "e2b-sandbox-port";
 pub const ACCESS_TOKEN_HEADER: &str = "x-access-token";
 /// Header carrying the API key.
 pub const API_KEY_HEADER: &str = "x-api-key";
+/// Header counting godel E2B servers a create passed through (loop guard).
+pub const HOPS_HEADER: &str = "x-godel-e2b-hops";
+/// A create that passed through more godel servers than this is refused (508).
+pub const MAX_HOPS: u32 = 4;
 
 /// `POST /sandboxes` and `POST /v2/sandboxes`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

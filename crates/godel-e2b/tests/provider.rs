@@ -413,3 +413,24 @@ async fn keepalive_extends_the_remote_deadline() {
     assert!(moved, "the deadline was never extended");
     p.terminate("rt-k").await.unwrap();
 }
+
+/// A server whose `e2b` runtime points back at itself stops after a few hops.
+#[tokio::test]
+async fn a_loop_back_to_the_same_server_is_refused() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let inner = E2bProvider::new(config(&url, "self-key"), null_sink()).unwrap();
+    let backend = Arc::new(common::chain::ProviderBackend::new(
+        Arc::new(inner),
+        &[("self-key", "selfteam")],
+    ));
+    let server = godel_e2b::E2bServer::new(backend, ServeConfig::default());
+    let app = server.router();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let p = E2bProvider::new(config(&url, "self-key"), null_sink()).unwrap();
+    let err = p.spawn("rt-loop", &SpawnSpec::default()).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidArgument, "{err}");
+    assert!(err.message.contains("points back"), "{err}");
+}

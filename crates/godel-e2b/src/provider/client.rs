@@ -87,6 +87,7 @@ pub(crate) fn status_error(what: &str, status: StatusCode, body: &[u8]) -> Error
         404 => Error::not_found(msg),
         409 => Error::conflict(msg),
         400 | 422 => Error::invalid(msg),
+        508 => Error::invalid(msg),
         429 => Error::exhausted(msg),
         // The proxy's answer for a killed or paused sandbox.
         502 if msg.contains("was not found") => Error::not_found(msg),
@@ -168,6 +169,41 @@ impl Client {
         let what = format!("{method} {path}");
         self.with_retries(&what, || {
             self.rest_once(method.clone(), path, body, idempotency_key)
+        })
+        .await
+    }
+
+    /// `POST /sandboxes` with an idempotency key and the loop-guard hop count.
+    pub async fn create<B: Serialize + Sync>(
+        &self,
+        body: &B,
+        idempotency_key: &str,
+        hops: u32,
+    ) -> Result<(StatusCode, Option<crate::wire::Sandbox>)> {
+        let url = format!("{}/sandboxes", self.api_url.trim_end_matches('/'));
+        self.with_retries("POST /sandboxes", || async {
+            let resp = self
+                .http
+                .post(&url)
+                .header(API_KEY_HEADER, &self.api_key)
+                .header("idempotency-key", idempotency_key)
+                .header(crate::wire::HOPS_HEADER, hops.to_string())
+                .json(body)
+                .send()
+                .await
+                .map_err(|e| transport_error("POST /sandboxes", &e))?;
+            let status = resp.status();
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| transport_error("POST /sandboxes", &e))?;
+            if !status.is_success() {
+                return Err(status_error("POST /sandboxes", status, &bytes));
+            }
+            let sb = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::internal(format!("POST /sandboxes: unexpected response: {e}"))
+            })?;
+            Ok((status, Some(sb)))
         })
         .await
     }

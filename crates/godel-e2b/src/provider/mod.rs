@@ -399,6 +399,10 @@ impl RuntimeProvider for E2bProvider {
             .or_else(|| spec.image.clone())
             .unwrap_or_else(|| self.cfg.default_template.clone());
         let mut metadata = spec.labels.clone();
+        let hops: u32 = metadata
+            .remove(crate::serve::labels::HOPS)
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(0);
         metadata.insert("godel_id".to_string(), id.to_string());
         let body = NewSandbox {
             template_id: template,
@@ -412,7 +416,7 @@ impl RuntimeProvider for E2bProvider {
         let key = uuid::Uuid::new_v4().to_string();
         let (_, sb) = self
             .client
-            .rest::<_, Sandbox>(Method::POST, "/sandboxes", Some(&body), Some(&key))
+            .create(&body, &key, hops + 1)
             .await
             .map_err(|e| {
                 // A server-side failure to create is a (retryable) spawn error.

@@ -25,6 +25,10 @@ pub mod labels {
     pub const END_AT: &str = "e2b.end_at";
     /// `kill` (default) or `pause`.
     pub const ON_TIMEOUT: &str = "e2b.on_timeout";
+    /// How many godel E2B servers the create already passed through (the
+    /// `X-Godel-E2b-Hops` header); the `e2b` runtime sends it on, plus one,
+    /// so a godel whose `e2b` runtime points back at itself stops quickly.
+    pub const HOPS: &str = "e2b.hops";
 }
 
 /// The mutable, lock-protected part of a sandbox's record.

@@ -20,8 +20,8 @@ use serde::de::DeserializeOwned;
 use super::book::{Entry, labels};
 use super::{State, api_error, api_error_status};
 use crate::wire::{
-    API_KEY_HEADER, ConnectSandbox, DEFAULT_TEMPLATE, Lifecycle, NewSandbox, RefreshRequest,
-    Sandbox, SandboxDetail, SandboxMetric, SandboxState, TimeoutRequest,
+    API_KEY_HEADER, ConnectSandbox, DEFAULT_TEMPLATE, HOPS_HEADER, Lifecycle, MAX_HOPS, NewSandbox,
+    RefreshRequest, Sandbox, SandboxDetail, SandboxMetric, SandboxState, TimeoutRequest,
 };
 
 type S = AxState<Arc<State>>;
@@ -165,6 +165,19 @@ async fn set_deadline(state: &State, e: &Entry, end_at: DateTime<Utc>) {
 
 async fn create(AxState(state): S, headers: HeaderMap, body: Bytes) -> Response {
     let team = tri!(team(&state, &headers).await);
+    let hops: u32 = headers
+        .get(HOPS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if hops > MAX_HOPS {
+        return api_error_status(
+            StatusCode::LOOP_DETECTED,
+            &format!(
+                "this create passed through {hops} godel E2B servers: an e2b runtime probably points back at its own server"
+            ),
+        );
+    }
     let req: NewSandbox = tri!(parse_body(&body));
     let template = if req.template_id.is_empty() {
         DEFAULT_TEMPLATE.to_string()
@@ -195,6 +208,10 @@ async fn create(AxState(state): S, headers: HeaderMap, body: Bytes) -> Response 
     };
     spec.labels
         .insert(labels::ON_TIMEOUT.to_string(), on_timeout.to_string());
+    if hops > 0 {
+        spec.labels
+            .insert(labels::HOPS.to_string(), hops.to_string());
+    }
     trb!(spec.validate());
     let info = trb!(state.backend.create(&team, spec).await);
     let e = state.registry.learn(&info, &state.cfg.token_secret);
