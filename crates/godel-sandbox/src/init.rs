@@ -419,8 +419,12 @@ fn idmap_userns(host_id: u32) -> Result<OwnedFd, String> {
 /// Fallback when the host cannot idmap: hand the workspace to the agent's host uid.
 fn chown_tree(root: &Path, id: u32) -> Result<(), String> {
     fn walk(p: &Path, id: u32) -> std::io::Result<()> {
-        std::os::unix::fs::lchown(p, Some(id), Some(id))?;
+        use std::os::unix::fs::MetadataExt;
         let meta = std::fs::symlink_metadata(p)?;
+        // Skip what is already the agent's: on overlayfs every chown copies up.
+        if meta.uid() != id || meta.gid() != id {
+            std::os::unix::fs::lchown(p, Some(id), Some(id))?;
+        }
         if meta.is_dir() {
             for e in std::fs::read_dir(p)? {
                 walk(&e?.path(), id)?;
