@@ -133,6 +133,29 @@ impl Lowers {
     }
 }
 
+impl Lowers {
+    /// Remove every checkout and delta not in `in_use`; returns what was removed.
+    pub fn prune(&self, in_use: &std::collections::HashSet<PathBuf>) -> Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        let Ok(stores) = std::fs::read_dir(self.layout.lowers()) else {
+            return Ok(removed);
+        };
+        for store in stores.flatten() {
+            let Ok(entries) = std::fs::read_dir(store.path()) else {
+                continue;
+            };
+            for ent in entries.flatten() {
+                let p = ent.path();
+                if !in_use.contains(&p) {
+                    remove_tree(&p)?;
+                    removed.push(p);
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
 enum Build<'a, 'b> {
     Checkout(&'a LowerSpec<'b>),
     Delta(&'a DeltaSpec<'b>),

@@ -129,6 +129,8 @@ pub struct WorktreeProvider {
     events: EventSink,
     runtimes: RwLock<HashMap<String, Arc<Runtime>>>,
     probe: tokio::sync::OnceCell<Probe>,
+    /// Held shared while a workspace is being made, exclusively by `prune_checkouts`.
+    making: tokio::sync::RwLock<()>,
 }
 
 impl WorktreeProvider {
@@ -145,7 +147,51 @@ impl WorktreeProvider {
             events: cfg.events,
             runtimes: RwLock::new(HashMap::new()),
             probe: tokio::sync::OnceCell::new(),
+            making: tokio::sync::RwLock::new(()),
         })
+    }
+
+    /// Remove shared checkouts and snapshot deltas that no runtime uses (in
+    /// memory or with a persisted handle, so runtimes not adopted yet keep
+    /// theirs). Returns how many were removed. The next spawn of a pruned
+    /// commit pays its checkout again. Runs exclusively with spawns.
+    pub async fn prune_checkouts(&self) -> Result<usize> {
+        let _g = self.making.write().await;
+        let mut in_use = std::collections::HashSet::new();
+        let mut add = |info: &WorkspaceInfo| {
+            if let Some(ov) = &info.overlay {
+                in_use.insert(ov.lower.clone());
+                if let Some(d) = &ov.delta {
+                    in_use.insert(d.clone());
+                }
+            }
+        };
+        for rt in self
+            .runtimes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            add(&rt.info);
+        }
+        if let Ok(states) = std::fs::read_dir(self.layout.root().join("state")) {
+            for st in states.flatten() {
+                let file = st.path().join("handle.json");
+                let Ok(bytes) = std::fs::read(&file) else {
+                    continue;
+                };
+                match serde_json::from_slice::<Handle>(&bytes) {
+                    Ok(h) => add(&h.workspace),
+                    // An unreadable handle could describe anything: keep everything.
+                    Err(_) => return Ok(0),
+                }
+            }
+        }
+        let removed = self.lowers.prune(&in_use)?;
+        for p in &removed {
+            tracing::info!(path = %p.display(), "pruned unused checkout");
+        }
+        Ok(removed.len())
     }
 
     /// Host path of a runtime's workspace (for tools and tests).
@@ -388,6 +434,7 @@ impl RuntimeProvider for WorktreeProvider {
 
     async fn spawn(&self, id: &str, spec: &SpawnSpec) -> Result<Spawned> {
         let started = Instant::now();
+        let _making = self.making.read().await;
         validate_id(id)?;
         spec.validate()?;
         if !spec.volumes.is_empty() {
@@ -675,6 +722,7 @@ impl RuntimeProvider for WorktreeProvider {
 
     async fn restore(&self, id: &str, snap: &SnapshotInfo, spec: &SpawnSpec) -> Result<Spawned> {
         let started = Instant::now();
+        let _making = self.making.read().await;
         validate_id(id)?;
         self.isolator(spec.isolation)?;
         if self.get(id).is_ok() {

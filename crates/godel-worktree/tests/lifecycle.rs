@@ -235,3 +235,32 @@ async fn availability_and_capabilities() {
     assert_eq!(c.isolation, "none");
     assert_eq!(e.p.name(), "worktree");
 }
+
+#[tokio::test]
+async fn prune_removes_only_unused_checkouts() {
+    let e = Env::new();
+    e.p.spawn("rt-main", &e.spec(WorkspaceMode::Cow))
+        .await
+        .unwrap();
+    let mut v1 = e.spec(WorkspaceMode::Cow);
+    v1.git_ref = Some("v1".into());
+    e.p.spawn("rt-v1", &v1).await.unwrap();
+    e.p.terminate("rt-v1").await.unwrap();
+    assert_eq!(walk_depth2(&e.home.join("worktree/lowers")).len(), 2);
+    assert_eq!(e.p.prune_checkouts().await.unwrap(), 1);
+    let left = walk_depth2(&e.home.join("worktree/lowers"));
+    assert_eq!(left.len(), 1);
+    assert!(left[0].ends_with(git(&e.repo, &["rev-parse", "main"])));
+    assert_eq!(sh(&e.p, "rt-main", "cat README.md").await.stdout, "two\n");
+    // A restarted daemon that has not adopted rt-main yet must keep its checkout.
+    let p2 = e.reopen();
+    assert_eq!(p2.prune_checkouts().await.unwrap(), 0);
+    p2.terminate("rt-main").await.unwrap();
+    assert_eq!(p2.prune_checkouts().await.unwrap(), 1);
+    assert!(walk_depth2(&e.home.join("worktree/lowers")).is_empty());
+    // Spawning again rebuilds it.
+    p2.spawn("rt-again", &e.spec(WorkspaceMode::Cow))
+        .await
+        .unwrap();
+    assert_eq!(sh(&p2, "rt-again", "cat README.md").await.stdout, "two\n");
+}
