@@ -187,6 +187,7 @@ pub fn run() -> ! {
         .split_whitespace()
         .any(|a| a == "pci=off");
     let n = load_modules(Path::new(MODULE_ORDER_FILE), pci_off);
+    let t_modules = t0.elapsed().as_millis();
     let root_dev = args
         .get("root")
         .cloned()
@@ -206,6 +207,7 @@ pub fn run() -> ! {
             "no root disk {root_dev}; staying in the initramfs"
         ));
     }
+    let t_root = t0.elapsed().as_millis();
     mount_quiet(
         "tmpfs",
         "/tmp",
@@ -255,7 +257,7 @@ pub fn run() -> ! {
         std::thread::sleep(Duration::from_millis(2));
     };
     log(format_args!(
-        "{n} modules, serving on {} after {} ms",
+        "{n} modules ({t_modules} ms), root ready ({t_root} ms), serving on {} after {} ms",
         port.display(),
         t0.elapsed().as_millis()
     ));
