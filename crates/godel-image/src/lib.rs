@@ -339,6 +339,12 @@ pub fn build_image(opts: ImageOptions, progress: &dyn Fn(Progress)) -> Result<Im
     fs::create_dir_all(&image_dir)
         .map_err(|e| io_err(format!("create {}", image_dir.display()), &e))?;
     let cache = images.join(".cache");
+    // One build at a time per GODEL_HOME, across threads and processes.
+    let lock_path = images.join(".build.lock");
+    let lock = fs::File::create(&lock_path)
+        .map_err(|e| io_err(format!("create {}", lock_path.display()), &e))?;
+    lock.lock()
+        .map_err(|e| io_err("lock the image directory", &e))?;
 
     progress(Progress::new(
         "resolve-kernel",
