@@ -17,6 +17,9 @@ use serde_json::json;
 use super::{Caller, Control, SpawnOptions};
 use crate::store::Reservation;
 
+/// The runtime that makes workspaces from git repositories.
+const REPO_RUNTIME: &str = "worktree";
+
 /// What a spec reserves against the team quota.
 pub fn reservation(spec: &SpawnSpec) -> Reservation {
     Reservation {
@@ -70,9 +73,33 @@ impl Control {
             return Ok(info);
         }
 
-        // Plan: the requested runtime only, or the team's runtime then its fallback chain.
-        let mut chain = vec![tp.runtime.clone()];
-        chain.extend(tp.fallback.iter().filter(|r| **r != tp.runtime).cloned());
+        // Plan: the requested runtime only, or the team's chain (its own
+        // runtime first when one is set for the team).
+        let mut chain = Vec::new();
+        if self.team_runtime_is_set(&team)? {
+            chain.push(tp.runtime.clone());
+        }
+        for r in &tp.fallback {
+            if !chain.contains(r) {
+                chain.push(r.clone());
+            }
+        }
+        if chain.is_empty() {
+            chain.push(tp.runtime.clone());
+        }
+        // A workspace from a git repo is what the worktree runtime offers; the
+        // others would silently ignore the repo.
+        if spec.repo.is_some() {
+            if let Some(r) = spec.runtime.as_deref().filter(|r| *r != REPO_RUNTIME) {
+                return Err(Error::invalid(format!(
+                    "runtime {r} does not take --repo (workspaces from git repos are the {REPO_RUNTIME} runtime's); copy files in with `godel cp` instead"
+                )));
+            }
+            chain.retain(|r| r == REPO_RUNTIME);
+            if chain.is_empty() {
+                chain.push(REPO_RUNTIME.to_string());
+            }
+        }
         let names: Vec<String> = match &spec.runtime {
             Some(r) => vec![r.clone()],
             None => chain.clone(),
@@ -110,7 +137,12 @@ impl Control {
             Err(e) if e.code == ErrorCode::ResourceExhausted => Ok(Admission::Wait(e.message)),
             Err(e) => Err(e),
         };
-        match opts.queue_wait {
+        // The request decides whether to wait; the team's queue timeout caps it.
+        let queue_wait = opts
+            .queue_wait
+            .map(|w| w.min(tp.queue_timeout))
+            .filter(|w| !w.is_zero());
+        match queue_wait {
             Some(wait) => {
                 self.policy
                     .metrics

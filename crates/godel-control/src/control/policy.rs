@@ -87,6 +87,21 @@ impl Control {
         Ok((tp, quota))
     }
 
+    /// Whether a team's default runtime was set explicitly (config or API).
+    pub(crate) fn team_runtime_is_set(&self, team: &str) -> Result<bool> {
+        let in_config = self
+            .policy
+            .config
+            .teams
+            .get(team)
+            .is_some_and(|t| t.runtime.is_some());
+        let in_store = self
+            .store
+            .get_team(team)?
+            .is_some_and(|t| t.runtime.is_some());
+        Ok(in_config || in_store)
+    }
+
     /// A provider's availability, cached for a short while.
     pub(crate) async fn cached_availability(&self, name: &str) -> Option<Availability> {
         let provider = self.provider(name).ok()?;
