@@ -59,6 +59,8 @@ pub(crate) struct Client {
     pub api_key: String,
     pub retry: RetryPolicy,
     pub events: EventSink,
+    /// Bound on each non-streaming request (REST, unary RPC, file transfer).
+    pub request_timeout: Duration,
 }
 
 /// A transport failure as a godel error.
@@ -136,6 +138,7 @@ impl Client {
         let mut req = self
             .http
             .request(method.clone(), &url)
+            .timeout(self.request_timeout)
             .header(API_KEY_HEADER, &self.api_key);
         if let Some(k) = idempotency_key {
             req = req.header("idempotency-key", k);
@@ -185,6 +188,7 @@ impl Client {
             let resp = self
                 .http
                 .post(&url)
+                .timeout(self.request_timeout)
                 .header(API_KEY_HEADER, &self.api_key)
                 .header("idempotency-key", idempotency_key)
                 .header(crate::wire::HOPS_HEADER, hops.to_string())
@@ -231,6 +235,7 @@ impl Client {
         self.with_retries(rpc, || async {
             let resp = self
                 .envd_request(t, Method::POST, &format!("/{rpc}"))
+                .timeout(self.request_timeout)
                 .header("content-type", "application/json")
                 .header("connect-protocol-version", "1")
                 .body(body.clone())
@@ -291,6 +296,7 @@ impl Client {
         self.with_retries(&what, || async {
             let resp = self
                 .envd_request(t, Method::GET, "/files")
+                .timeout(self.request_timeout)
                 .query(&[("path", path)])
                 .send()
                 .await
@@ -318,6 +324,7 @@ impl Client {
         self.with_retries(&what, || async {
             let mut req = self
                 .envd_request(t, Method::POST, "/files")
+                .timeout(self.request_timeout)
                 .query(&[("path", path)]);
             req = if octet_stream {
                 req.header("content-type", "application/octet-stream")

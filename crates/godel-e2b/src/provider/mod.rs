@@ -54,8 +54,8 @@ const E2B_SANDBOX_DOMAINS: [&str; 7] = [
     "foxtrot-2.e2b.dev",
 ];
 
-/// Configuration of the `e2b` runtime.
-#[derive(Debug, Clone)]
+/// Configuration of the `e2b` runtime. `Debug` leaves the API key out.
+#[derive(Clone)]
 pub struct E2bConfig {
     /// API key; `None` reads `E2B_API_KEY`.
     pub api_key: Option<String>,
@@ -80,6 +80,23 @@ pub struct E2bConfig {
     /// rather than until E2B's deadline. `None` disables it. E2B still caps a
     /// sandbox's total life (1 h Hobby, 24 h Pro).
     pub keepalive: Option<Duration>,
+}
+
+impl std::fmt::Debug for E2bConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("E2bConfig")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_url", &self.api_url)
+            .field("sandbox_url", &self.sandbox_url)
+            .field("domain", &self.domain)
+            .field("sandbox_timeout", &self.sandbox_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("default_template", &self.default_template)
+            .field("retry", &self.retry)
+            .field("keepalive", &self.keepalive)
+            .finish()
+    }
 }
 
 impl Default for E2bConfig {
@@ -157,6 +174,7 @@ impl E2bProvider {
                 api_key: api_key.clone().unwrap_or_default(),
                 retry: cfg.retry,
                 events,
+                request_timeout: cfg.request_timeout,
             },
             sandbox_url,
             domain,

@@ -43,8 +43,8 @@ pub use files::signature;
 
 use crate::wire::{ApiError, ENVD_VERSION};
 
-/// How the E2B surface behaves.
-#[derive(Debug, Clone)]
+/// How the E2B surface behaves. `Debug` leaves the token secret out.
+#[derive(Clone)]
 pub struct ServeConfig {
     /// Sandbox domain returned in create/connect responses and accepted in
     /// `49983-{id}.{domain}` Host headers. `None` returns `domain: null`
@@ -65,6 +65,21 @@ pub struct ServeConfig {
     pub reaper_interval: Duration,
     /// How often directory watchers poll.
     pub watch_interval: Duration,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("domain", &self.domain)
+            .field("envd_version", &self.envd_version)
+            .field("client_id", &self.client_id)
+            .field("token_secret", &"<redacted>")
+            .field("default_timeout", &self.default_timeout)
+            .field("max_timeout", &self.max_timeout)
+            .field("reaper_interval", &self.reaper_interval)
+            .field("watch_interval", &self.watch_interval)
+            .finish()
+    }
 }
 
 impl Default for ServeConfig {
