@@ -246,14 +246,16 @@ impl Vm {
             let _ = self.qmp.quit().await;
             let _ = tokio::time::timeout(Duration::from_secs(2), self.qmp.closed()).await;
         }
-        if pid_alive(self.pid) {
-            kill9(self.pid);
-            for _ in 0..100 {
-                if !pid_alive(self.pid) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+        // QEMU unlinks its sockets and pid file as it exits: let it finish
+        // before the directory goes, killing it if it lingers.
+        for i in 0..300 {
+            if !pid_alive(self.pid) {
+                break;
             }
+            if i == 100 {
+                kill9(self.pid);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         *lock(&self.life) = Life::Terminated;
         *self.guest.lock().await = None;
@@ -261,7 +263,14 @@ impl Vm {
         if meta.ram_shared {
             let _ = tokio::fs::remove_file(&meta.ram_file).await;
         }
-        let _ = tokio::fs::remove_dir_all(&self.run_dir).await;
+        for _ in 0..3 {
+            match tokio::fs::remove_dir_all(&self.run_dir).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => break,
+            }
+        }
     }
 
     /// Forget the VM without stopping it (daemon shutdown): the supervisor

@@ -27,9 +27,10 @@ async fn sh(p: &MicrovmProvider, id: &str, script: &str) -> ExecOutput {
 }
 
 /// A background process in the guest that keeps a counter in memory only:
-/// `inc` increments it, `get` prints it (two FIFOs, no polling).
+/// `inc` increments it, `get` prints it (two FIFOs, no polling; the input
+/// FIFO stays open in the server so no request is lost between reads).
 const COUNTER: &str = "mkfifo /tmp/in /tmp/out; \
-    setsid sh -c 'n=0; while :; do read c < /tmp/in; \
+    setsid sh -c 'exec 3<>/tmp/in; n=0; while read c <&3; do \
     case $c in inc) n=$((n+1));; get) echo $n > /tmp/out;; esac; done' \
     </dev/null >/dev/null 2>&1 &";
 
