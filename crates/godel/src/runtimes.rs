@@ -112,10 +112,33 @@ async fn register_kube(control: &Control, opts: &RuntimeOptions, events: EventSi
     )
     .await
     {
-        Ok(Ok(p)) => control.register(std::sync::Arc::new(p)),
+        Ok(Ok(p)) => {
+            // Each team's namespace quota follows its godel quota.
+            for (name, t) in &opts.config.teams {
+                p.set_team_quota(name, kube_quota(p.config().default_quota, &t.quota));
+            }
+            control.register(std::sync::Arc::new(p))
+        }
         Ok(Err(e)) => control.note_unregistered("kata", e.message),
         Err(_) => control.note_unregistered("kata", "building the Kubernetes client timed out"),
     }
+}
+
+/// A team's namespace quota: its godel quota over the cluster default.
+pub fn kube_quota(
+    mut q: godel_kube::TeamQuota,
+    quota: &godel_policy::config::QuotaConfig,
+) -> godel_kube::TeamQuota {
+    if let Some(c) = quota.cpu {
+        q.cpu = c;
+    }
+    if let Some(m) = quota.memory {
+        q.memory = m;
+    }
+    if let Some(n) = quota.max_agents {
+        q.pods = n;
+    }
+    q
 }
 
 fn register_e2b(control: &Control, opts: &RuntimeOptions, events: EventSink) {

@@ -69,17 +69,7 @@ pub fn kube(ctx: &Ctx, cmd: KubeCmd) -> Result<i32> {
         };
         godel_kube::render_pod_template(&team, &kcfg, &spec)?
     } else {
-        let tp = cfg.team(&team);
-        let mut quota = kcfg.default_quota;
-        if let Some(c) = tp.quota.cpu {
-            quota.cpu = c;
-        }
-        if let Some(m) = tp.quota.memory {
-            quota.memory = m;
-        }
-        if let Some(n) = tp.quota.max_agents {
-            quota.pods = n;
-        }
+        let quota = crate::runtimes::kube_quota(kcfg.default_quota, &cfg.team(&team).quota);
         godel_kube::render_team_manifests(&team, &kcfg, &quota)?
     };
     print!("{yaml}");
