@@ -3,19 +3,20 @@
 //! child's process group, reaps every process of the namespace and reports
 //! the exit of the ones it started. See [`crate::proto`] for the messages.
 //!
-//! A started child, between `fork` and `execve`: reports itself (`Pid`, so
-//! the daemon learns its host pid), takes its stdio, starts a new session,
-//! resets `oom_score_adj`, sets rlimits, becomes `user` (uid/gid 1000, no
-//! capabilities), changes to the working directory, installs the seccomp
-//! filters (`no_new_privs` first) and executes, searching `PATH` like
-//! `execvp`. Any failure is written as errno to a close-on-exec pipe the init
-//! reads, so `Failed` carries the precise reason (`ENOENT`, `EACCES`, ...).
+//! A started child, between `fork` and `execve`: reports itself (`Pid`,
+//! on the status socket the daemon sent with the request, so the daemon
+//! learns its host pid from `SCM_CREDENTIALS`), takes its stdio, starts a new
+//! session, resets `oom_score_adj` and the signal mask, sets rlimits, becomes
+//! `user` (no capabilities), changes to the working directory, installs the
+//! seccomp filters (`no_new_privs` first) and executes, searching `PATH`
+//! like `execvp`. A failure is reported as `[stage, errno]` on the status
+//! socket; success shows as the socket closing (it is close-on-exec). The
+//! init never waits for an exec.
 
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
-use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -27,9 +28,9 @@ use crate::proto::{self, Reply, Request};
 use crate::seccomp::{Filters, Rlimits};
 
 /// Where a failure happened in the child (reported with the errno).
-const STAGE_SETUP: u8 = 0;
-const STAGE_CWD: u8 = 1;
-const STAGE_EXEC: u8 = 2;
+pub const STAGE_SETUP: u8 = 0;
+pub const STAGE_CWD: u8 = 1;
+pub const STAGE_EXEC: u8 = 2;
 
 struct Conn {
     fd: OwnedFd,
@@ -178,19 +179,20 @@ impl Server {
                 stdin,
             } => {
                 let already = self.conns.get(&fd).is_some_and(|c| c.child.is_some());
-                if already {
-                    return;
+                let mut fds = msg.fds;
+                if already || fds.is_empty() {
+                    return self.close(fd);
                 }
-                match self.spawn(fd, &argv, &env, &cwd, stdin, msg.fds) {
+                let status = fds.remove(0);
+                match self.spawn(&status, &argv, &env, &cwd, stdin, fds) {
                     Ok(pid) => {
                         if let Some(c) = self.conns.get_mut(&fd) {
                             c.child = Some(pid);
                         }
                         self.children.insert(pid, fd);
-                        let _ = proto::send_msg(fd, &Reply::Started { pid }, &[]);
                     }
-                    Err((errno, message)) => {
-                        let _ = proto::send_msg(fd, &Reply::Failed { errno, message }, &[]);
+                    Err((stage, errno)) => {
+                        report(status.as_raw_fd(), stage, errno);
                         self.close(fd);
                     }
                 }
@@ -217,24 +219,26 @@ impl Server {
         }
     }
 
-    /// Fork and execute one child. Returns its pid, or (errno, message).
+    /// Fork and execute one child. Returns its pid, or (stage, errno). The
+    /// child reports to the daemon itself over `status` (close-on-exec, so
+    /// the daemon sees it close when the exec succeeded); the init never waits.
     fn spawn(
         &mut self,
-        conn: RawFd,
+        status: &OwnedFd,
         argv: &[String],
         env: &[(String, String)],
         cwd: &str,
         with_stdin: bool,
         fds: Vec<OwnedFd>,
-    ) -> Result<i32, (i32, String)> {
-        let invalid = |m: &str| (libc::EINVAL, m.to_string());
+    ) -> Result<i32, (u8, i32)> {
+        let invalid = (STAGE_SETUP, libc::EINVAL);
         let want = if with_stdin { 3 } else { 2 };
         if fds.len() != want {
-            return Err(invalid("wrong number of stdio descriptors"));
+            return Err(invalid);
         }
-        let prog = argv.first().ok_or_else(|| invalid("empty argv"))?;
+        let prog = argv.first().ok_or(invalid)?;
         // Everything the child needs is allocated before fork.
-        let c = |s: &str| CString::new(s).map_err(|_| invalid("NUL byte in argument"));
+        let c = |s: &str| CString::new(s).map_err(|_| invalid);
         let cargv: Vec<CString> = argv.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
         let cenv: Vec<CString> = env
             .iter()
@@ -258,19 +262,13 @@ impl Server {
         argv_p.push(std::ptr::null());
         let mut env_p: Vec<*const libc::c_char> = cenv.iter().map(|a| a.as_ptr()).collect();
         env_p.push(std::ptr::null());
-        let pid_msg = serde_json::to_vec(&Reply::Pid).map_err(|e| invalid(&e.to_string()))?;
-        let (status_r, status_w) =
-            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| (e as i32, format!("pipe: {e}")))?;
+        let pid_msg = serde_json::to_vec(&Reply::Pid).map_err(|_| invalid)?;
 
         // SAFETY: the init is single-threaded; the child runs only the code in
         // `child_exec`, which never returns.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
-            let e = std::io::Error::last_os_error();
-            return Err((
-                e.raw_os_error().unwrap_or(libc::EAGAIN),
-                format!("fork: {e}"),
-            ));
+            return Err((STAGE_SETUP, errno()));
         }
         if pid == 0 {
             let stdin = if with_stdin {
@@ -278,15 +276,12 @@ impl Server {
             } else {
                 None
             };
-            let out = fds[want - 2].as_raw_fd();
-            let errfd = fds[want - 1].as_raw_fd();
             let ctx = ChildCtx {
-                conn,
                 pid_msg: &pid_msg,
                 stdin,
-                stdout: out,
-                stderr: errfd,
-                status_w: status_w.as_raw_fd(),
+                stdout: fds[want - 2].as_raw_fd(),
+                stderr: fds[want - 1].as_raw_fd(),
+                status: status.as_raw_fd(),
                 cwd: &ccwd,
                 candidates: &candidates,
                 argv: &argv_p,
@@ -297,49 +292,24 @@ impl Server {
             };
             child_exec(&ctx);
         }
-        drop(status_w);
-        drop(fds);
-        let mut buf = [0u8; 5];
-        let n = read_full(&status_r, &mut buf);
-        if n == 0 {
-            return Ok(pid);
-        }
-        let errno = if n == 5 {
-            i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]])
-        } else {
-            libc::EIO
-        };
-        let e = std::io::Error::from_raw_os_error(errno);
-        let message = match buf[0] {
-            STAGE_CWD => format!("cannot change to working directory {cwd}: {e}"),
-            STAGE_EXEC if errno == libc::ENOENT => format!("command not found: {prog}"),
-            STAGE_EXEC => format!("cannot execute {prog}: {e}"),
-            _ => format!("cannot set up the process: {e}"),
-        };
-        Err((errno, message))
+        Ok(pid)
     }
 }
 
-fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
-    let mut n = 0;
-    while n < buf.len() {
-        match nix::unistd::read(fd, &mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
-        }
-    }
-    n
+/// A failure as the daemon reads it: `[stage, errno as 4 native-endian bytes]`.
+fn report(status: RawFd, stage: u8, errno: i32) {
+    let e = errno.to_ne_bytes();
+    let buf = [stage, e[0], e[1], e[2], e[3]];
+    // SAFETY: send(2) of a stack buffer on a socket this process holds.
+    unsafe { libc::send(status, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
 }
 
 struct ChildCtx<'a> {
-    conn: RawFd,
     pid_msg: &'a [u8],
     stdin: Option<RawFd>,
     stdout: RawFd,
     stderr: RawFd,
-    status_w: RawFd,
+    status: RawFd,
     cwd: &'a CString,
     candidates: &'a [CString],
     argv: &'a [*const libc::c_char],
@@ -349,14 +319,10 @@ struct ChildCtx<'a> {
     agent_uid: u32,
 }
 
-fn fail(status_w: RawFd, stage: u8, errno: i32) -> ! {
-    let e = errno.to_ne_bytes();
-    let buf = [stage, e[0], e[1], e[2], e[3]];
-    // SAFETY: write(2) of a stack buffer to our status pipe, then _exit.
-    unsafe {
-        libc::write(status_w, buf.as_ptr().cast(), buf.len());
-        libc::_exit(127)
-    }
+fn fail(status: RawFd, stage: u8, errno: i32) -> ! {
+    report(status, stage, errno);
+    // SAFETY: leave the forked child at once, without running destructors.
+    unsafe { libc::_exit(127) }
 }
 
 fn errno() -> i32 {
@@ -377,7 +343,7 @@ fn child_exec(c: &ChildCtx<'_>) -> ! {
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         // Tell the daemon our host pid (SCM_CREDENTIALS is added by the kernel).
         libc::send(
-            c.conn,
+            c.status,
             c.pid_msg.as_ptr().cast(),
             c.pid_msg.len(),
             libc::MSG_NOSIGNAL,
@@ -391,10 +357,10 @@ fn child_exec(c: &ChildCtx<'_>) -> ! {
             || libc::dup2(c.stdout, 1) < 0
             || libc::dup2(c.stderr, 2) < 0
         {
-            fail(c.status_w, STAGE_SETUP, errno());
+            fail(c.status, STAGE_SETUP, errno());
         }
         if libc::setsid() < 0 {
-            fail(c.status_w, STAGE_SETUP, errno());
+            fail(c.status, STAGE_SETUP, errno());
         }
         let adj = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
         if adj >= 0 {
@@ -412,18 +378,18 @@ fn child_exec(c: &ChildCtx<'_>) -> ! {
         if libc::setrlimit(libc::RLIMIT_NOFILE, &nofile) < 0
             || libc::setrlimit(libc::RLIMIT_CORE, &core) < 0
         {
-            fail(c.status_w, STAGE_SETUP, errno());
+            fail(c.status, STAGE_SETUP, errno());
         }
         // Become the agent user; leaving uid 0 clears every capability.
         let id = c.agent_uid;
         if libc::setresgid(id, id, id) < 0 || libc::setresuid(id, id, id) < 0 {
-            fail(c.status_w, STAGE_SETUP, errno());
+            fail(c.status, STAGE_SETUP, errno());
         }
         if libc::chdir(c.cwd.as_ptr()) < 0 {
-            fail(c.status_w, STAGE_CWD, errno());
+            fail(c.status, STAGE_CWD, errno());
         }
         if c.filters.apply().is_err() {
-            fail(c.status_w, STAGE_SETUP, errno());
+            fail(c.status, STAGE_SETUP, errno());
         }
         let mut last = libc::ENOENT;
         for cand in c.candidates {
@@ -434,6 +400,6 @@ fn child_exec(c: &ChildCtx<'_>) -> ! {
                 last = e;
             }
         }
-        fail(c.status_w, STAGE_EXEC, last)
+        fail(c.status, STAGE_EXEC, last)
     }
 }

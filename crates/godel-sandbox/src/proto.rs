@@ -3,14 +3,17 @@
 //! 1. The init listens on a `SOCK_SEQPACKET` Unix socket (`<run_dir>/<id>/ctl.sock`,
 //!    mode 0600, bound on the host before the namespaces were made, so only
 //!    host root can connect; agents never see the path).
-//! 2. One connection carries one request. `Exec` arrives with its stdio pipe
-//!    ends as `SCM_RIGHTS` (stdin only when asked for, then stdout, stderr).
-//! 3. The forked child sends `Pid` itself before it executes: the daemon
-//!    reads the sender's pid from `SCM_CREDENTIALS`, which the kernel
-//!    translates into the daemon's PID namespace (the host pid).
-//! 4. The init answers `Started` or `Failed`, later `Exit`; the daemon may send
-//!    `Kill` on the same connection at any time (the init signals the whole
-//!    process group). Messages are JSON, one per datagram.
+//! 2. One connection carries one request. `Exec` arrives with file
+//!    descriptors as `SCM_RIGHTS`: a status socket (a `SOCK_SEQPACKET`
+//!    socketpair end), then stdin only when asked for, stdout and stderr.
+//! 3. The forked child sends `Pid` on the status socket before it executes:
+//!    the daemon reads the sender's pid from `SCM_CREDENTIALS`, which the
+//!    kernel translates into the daemon's PID namespace (the host pid). A
+//!    failure follows as 5 bytes `[stage, errno]`; the socket closing without
+//!    one means the exec succeeded (it is close-on-exec).
+//! 4. The init later sends `Exit` on the connection; the daemon may send
+//!    `Kill` on it at any time (the init signals the whole process group).
+//!    Messages are JSON, one per datagram.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -50,17 +53,8 @@ pub enum Reply {
     Pong {
         pid: i32,
     },
-    /// Sent by the child itself; its host pid is in the credentials.
+    /// Sent by the child itself on the status socket; its host pid is in the credentials.
     Pid,
-    /// The process executed; `pid` is its pid inside the sandbox.
-    Started {
-        pid: i32,
-    },
-    /// The process could not be started.
-    Failed {
-        errno: i32,
-        message: String,
-    },
     /// The process ended.
     Exit {
         code: i32,

@@ -1,7 +1,7 @@
 //! `NamespaceSandbox`: one live sandbox as the daemon holds it. `launch`
-//! connects to the init, hands over the stdio pipe ends and reads back the
-//! host pid (from the child's own credentials), `Started`/`Failed` and later
-//! `Exit`. Signals go to the init on the same connection, which signals the
+//! connects to the init, hands over a status socket and the stdio pipe ends,
+//! reads the child's host pid (from its own credentials) and the outcome of
+//! its exec from the status socket, and later `Exit` from the connection. Signals go to the init on the same connection, which signals the
 //! child's whole process group. Usage comes from the cgroups; OOM kills are
 //! observed by a small watcher (and right after any SIGKILL exit) and sent
 //! to the event sink as `oom` events carrying the runtime id.
@@ -207,17 +207,21 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::io("pipe", &e.into()))
 }
 
-fn failed_error(errno: i32, message: String) -> Error {
-    match errno {
-        libc::ENOENT if message.starts_with("command not found") => Error::exec(message),
-        libc::ENOENT | libc::ENOTDIR if message.contains("working directory") => {
-            Error::invalid(message)
-        }
-        libc::EAGAIN | libc::ENOMEM => Error::exhausted(format!(
-            "{message} (the sandbox is at its process or memory limit)"
+/// Turn a child's `[stage, errno]` report into an error with the right code.
+fn failed_error(stage: u8, errno: i32, prog: &str, cwd: &str) -> Error {
+    use crate::initserve::{STAGE_CWD, STAGE_EXEC};
+    let e = std::io::Error::from_raw_os_error(errno);
+    match (stage, errno) {
+        (STAGE_EXEC, libc::ENOENT) => Error::exec(format!("command not found: {prog}")),
+        (STAGE_CWD, _) => Error::invalid(format!("cannot change to working directory {cwd}: {e}")),
+        (_, libc::EAGAIN | libc::ENOMEM) => Error::exhausted(format!(
+            "cannot start {prog}: {e} (the sandbox is at its process or memory limit)"
         )),
-        libc::EACCES | libc::EPERM => Error::denied(message),
-        _ => Error::exec(message),
+        (STAGE_EXEC, libc::EACCES | libc::EPERM) => {
+            Error::denied(format!("cannot execute {prog}: {e}"))
+        }
+        (STAGE_EXEC, _) => Error::exec(format!("cannot execute {prog}: {e}")),
+        _ => Error::exec(format!("cannot set up {prog}: {e}")),
     }
 }
 
@@ -273,20 +277,32 @@ impl Sandbox for NamespaceSandbox {
         let sock = proto::connect(&self.socket).map_err(|e| {
             Error::unavailable(format!("sandbox {} does not answer: {e}", self.cfg.id))
         })?;
-        let mut fds = Vec::new();
+        // The child reports on this socket pair (see `proto`).
+        let (status, status_child) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC | nix::sys::socket::SockFlag::SOCK_NONBLOCK,
+        )
+        .map_err(|e| Error::io("socketpair", &e.into()))?;
+        nix::sys::socket::setsockopt(&status, nix::sys::socket::sockopt::PassCred, &true)
+            .map_err(|e| Error::io("SO_PASSCRED", &e.into()))?;
+        let mut fds = vec![status_child.as_raw_fd()];
         if let Some((r, _)) = &stdin_pair {
             fds.push(r.as_raw_fd());
         }
         fds.push(out_w.as_raw_fd());
         fds.push(err_w.as_raw_fd());
+        let prog = spec.argv[0].clone();
         let req = Request::Exec {
             argv: spec.argv.clone(),
             env: env.into_iter().collect(),
-            cwd,
+            cwd: cwd.clone(),
             stdin: spec.stdin,
         };
         proto::send_msg(sock.as_raw_fd(), &req, &fds)
             .map_err(|e| Error::io("send the exec request", &e))?;
+        drop(status_child);
         drop(out_w);
         drop(err_w);
         let stdin_w = stdin_pair.map(|(r, w)| {
@@ -296,25 +312,32 @@ impl Sandbox for NamespaceSandbox {
         nix::fcntl::fcntl(&sock, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
             .map_err(|e| Error::io("socket", &e.into()))?;
         let signal_fd = sock.try_clone().map_err(|e| Error::io("dup", &e))?;
-        // SAFETY: the AsyncFd owns `sock` (an OwnedFd): the descriptor stays
-        // open and the same for the AsyncFd's whole life.
+        // SAFETY: each AsyncFd owns its OwnedFd: the descriptor stays open and
+        // the same for the AsyncFd's whole life.
         let afd = unsafe { AsyncFd::register(sock) }
             .map_err(|e| Error::internal(format!("register the control socket: {e}")))?;
+        // SAFETY: as above.
+        let status = unsafe { AsyncFd::register(status) }
+            .map_err(|e| Error::internal(format!("register the status socket: {e}")))?;
 
+        // `Pid`, then a failure report or the close that means "executed".
         let mut host_pid = None;
-        loop {
-            let msg = recv(&afd)
-                .await
-                .map_err(|e| Error::io("read from the sandbox init", &e))?
-                .ok_or_else(|| Error::exec("the sandbox init closed the connection"))?;
-            match proto::parse::<Reply>(&msg.data).map_err(|e| Error::io("bad reply", &e))? {
-                Reply::Pid => host_pid = msg.creds.map(|c| c.pid() as u32),
-                Reply::Started { .. } => break,
-                Reply::Failed { errno, message } => return Err(failed_error(errno, message)),
-                other => return Err(Error::internal(format!("unexpected reply {other:?}"))),
+        while let Some(msg) = recv(&status)
+            .await
+            .map_err(|e| Error::io("read from the sandbox init", &e))?
+        {
+            if msg.data.len() == 5 {
+                let errno =
+                    i32::from_ne_bytes([msg.data[1], msg.data[2], msg.data[3], msg.data[4]]);
+                return Err(failed_error(msg.data[0], errno, &prog, &cwd));
+            }
+            if let Ok(Reply::Pid) = proto::parse::<Reply>(&msg.data) {
+                host_pid = msg.creds.map(|c| c.pid() as u32);
             }
         }
-        let pid = host_pid.ok_or_else(|| Error::internal("the child did not report its pid"))?;
+        drop(status);
+        let pid = host_pid
+            .ok_or_else(|| Error::exec(format!("sandbox {} did not start {prog}", self.cfg.id)))?;
 
         let oom = self.oom.clone();
         let (init_pid, start) = (self.handle.init_pid, self.handle.start_time);
