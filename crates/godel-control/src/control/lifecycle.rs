@@ -272,11 +272,10 @@ impl Control {
         let info = self.new_record(id, spec, restored_from);
         let (_, quota) = self.team_policy(&info.team)?;
         self.store.insert_runtime(&info, reservation(spec), quota)?;
-        self.emit(
-            Event::new("state_changed")
-                .runtime(id)
-                .team(&info.team)
-                .data(json!({"state": "creating", "runtime": info.runtime, "restored_from": restored_from})),
+        self.emit_state(
+            id,
+            &info.team,
+            json!({"state": "creating", "runtime": info.runtime, "restored_from": restored_from}),
         );
         Ok(info)
     }
@@ -294,12 +293,11 @@ impl Control {
                 self.store.set_handle(id, &sp.handle, sp.pid)?;
                 let info = self.store.transition(id, RuntimeState::Running, None)?;
                 self.watch(id);
-                self.emit(
-                    Event::new("state_changed")
-                        .runtime(id)
-                        .team(&info.team)
-                        .data(json!({"state": "running", "runtime": info.runtime,
-                                     "duration_ms": started.elapsed().as_millis() as u64})),
+                self.emit_state(
+                    id,
+                    &info.team,
+                    json!({"state": "running", "runtime": info.runtime,
+                                     "duration_ms": started.elapsed().as_millis() as u64}),
                 );
                 Ok(info)
             }
@@ -323,11 +321,10 @@ impl Control {
                     .store
                     .transition(id, RuntimeState::Error, Some(&reason))
                 {
-                    self.emit(
-                        Event::new("state_changed")
-                            .runtime(id)
-                            .team(&info.team)
-                            .data(json!({"state": "error", "reason": reason, "code": e.code})),
+                    self.emit_state(
+                        id,
+                        &info.team,
+                        json!({"state": "error", "reason": reason, "code": e.code}),
                     );
                 }
                 // Best effort: release whatever the provider may have created.
@@ -345,12 +342,7 @@ impl Control {
         }
         self.unwatch(id);
         let rec = self.store.transition(id, RuntimeState::Terminating, None)?;
-        self.emit(
-            Event::new("state_changed")
-                .runtime(id)
-                .team(&rec.team)
-                .data(json!({"state": "terminating"})),
-        );
+        self.emit_state(id, &rec.team, json!({"state": "terminating"}));
         let res = match self.provider(&rec.runtime) {
             Ok(p) => p.terminate(id).await,
             Err(e) => Err(e),
@@ -358,12 +350,7 @@ impl Control {
         match res {
             Ok(()) => {
                 let rec = self.store.transition(id, RuntimeState::Terminated, None)?;
-                self.emit(
-                    Event::new("state_changed")
-                        .runtime(id)
-                        .team(&rec.team)
-                        .data(json!({"state": "terminated"})),
-                );
+                self.emit_state(id, &rec.team, json!({"state": "terminated"}));
                 self.released();
                 Ok(rec)
             }
@@ -372,12 +359,7 @@ impl Control {
                 let _ = self
                     .store
                     .transition(id, RuntimeState::Error, Some(&reason));
-                self.emit(
-                    Event::new("state_changed")
-                        .runtime(id)
-                        .team(&rec.team)
-                        .data(json!({"state": "error", "reason": reason})),
-                );
+                self.emit_state(id, &rec.team, json!({"state": "error", "reason": reason}));
                 self.released();
                 Err(e.with_runtime(id))
             }
@@ -425,12 +407,7 @@ impl Control {
                 .team(&rec.team)
                 .data(json!({"reason": reason})),
         );
-        self.emit(
-            Event::new("state_changed")
-                .runtime(id)
-                .team(&rec.team)
-                .data(json!({"state": "error", "reason": reason})),
-        );
+        self.emit_state(id, &rec.team, json!({"state": "error", "reason": reason}));
         self.released();
         Ok(rec)
     }
@@ -478,12 +455,7 @@ impl Control {
         self.provider(&rec.runtime)?.pause(id).await?;
         self.unwatch(id);
         let rec = self.store.transition(id, RuntimeState::Paused, None)?;
-        self.emit(
-            Event::new("state_changed")
-                .runtime(id)
-                .team(&rec.team)
-                .data(json!({"state": "paused"})),
-        );
+        self.emit_state(id, &rec.team, json!({"state": "paused"}));
         Ok(rec)
     }
 
@@ -495,12 +467,7 @@ impl Control {
         self.provider(&rec.runtime)?.resume(id).await?;
         let rec = self.store.transition(id, RuntimeState::Running, None)?;
         self.watch(id);
-        self.emit(
-            Event::new("state_changed")
-                .runtime(id)
-                .team(&rec.team)
-                .data(json!({"state": "running"})),
-        );
+        self.emit_state(id, &rec.team, json!({"state": "running"}));
         Ok(rec)
     }
 

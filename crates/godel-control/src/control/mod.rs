@@ -309,6 +309,16 @@ impl Control {
         }
     }
 
+    /// Record a `state_changed` event of one runtime.
+    pub(crate) fn emit_state(&self, id: &str, team: &str, data: serde_json::Value) {
+        self.emit(
+            Event::new("state_changed")
+                .runtime(id)
+                .team(team)
+                .data(data),
+        );
+    }
+
     /// Live events (after those already stored).
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()

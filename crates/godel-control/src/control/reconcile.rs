@@ -53,12 +53,7 @@ impl Control {
                         .transition(&id, RuntimeState::Terminated, None)
                         .is_ok()
                     {
-                        self.emit(
-                            Event::new("state_changed")
-                                .runtime(&id)
-                                .team(&rec.team)
-                                .data(json!({"state": "terminated"})),
-                        );
+                        self.emit_state(&id, &rec.team, json!({"state": "terminated"}));
                     }
                     report.finished_terminating.push(id);
                 }

@@ -205,31 +205,17 @@ pub async fn status(ctx: &Ctx, id: &str) -> Result<i32> {
 }
 
 pub async fn rm(ctx: &Ctx, id: &str, snapshot: bool) -> Result<i32> {
-    let info: RuntimeInfo = ctx
-        .client
-        .json(
-            Method::DELETE,
-            &format!("/v1/runtimes/{id}?snapshot={snapshot}"),
-            None::<&()>,
-        )
-        .await?;
-    if ctx.json {
-        output::json(&info);
-    } else {
-        println!("{} {}", info.id, info.state);
-    }
-    Ok(0)
+    let path = format!("/v1/runtimes/{id}?snapshot={snapshot}");
+    state_call(ctx, Method::DELETE, &path).await
 }
 
 pub async fn pause_resume(ctx: &Ctx, id: &str, verb: &str) -> Result<i32> {
-    let info: RuntimeInfo = ctx
-        .client
-        .json(
-            Method::POST,
-            &format!("/v1/runtimes/{id}/{verb}"),
-            None::<&()>,
-        )
-        .await?;
+    state_call(ctx, Method::POST, &format!("/v1/runtimes/{id}/{verb}")).await
+}
+
+/// A call that returns the runtime record; prints `ID STATE` (or the JSON).
+async fn state_call(ctx: &Ctx, method: Method, path: &str) -> Result<i32> {
+    let info: RuntimeInfo = ctx.client.json(method, path, None::<&()>).await?;
     if ctx.json {
         output::json(&info);
     } else {
