@@ -67,6 +67,11 @@ pub struct InitConfig {
     pub dns: Option<Vec<String>>,
     #[serde(default)]
     pub nat: Option<NatSetup>,
+    /// Host uid/gid the agent (`user`, uid 1000 inside) maps to when it is
+    /// shared by every sandbox (see `NamespaceOptions::shared_agent_uid`);
+    /// `None`: `uid_base + 1000`, the sandbox's own.
+    #[serde(default)]
+    pub shared_agent_uid: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -82,6 +87,32 @@ impl InitConfig {
             self.uid_base + AGENT_UID
         }
     }
+    /// The host uid the agent's files and processes have.
+    pub fn agent_host_uid(&self) -> u32 {
+        match self.shared_agent_uid {
+            Some(s) if self.user_namespace => s,
+            _ => self.uid_base + AGENT_UID,
+        }
+    }
+
+    /// The uid/gid map of the sandbox's user namespace: the sandbox's own
+    /// range, with the agent's uid mapped to the shared one when set.
+    pub fn id_map(&self) -> String {
+        match self.shared_agent_uid {
+            Some(shared) if AGENT_UID < self.uid_count => format!(
+                "0 {} {}\n{} {} 1\n{} {} {}\n",
+                self.uid_base,
+                AGENT_UID,
+                AGENT_UID,
+                shared,
+                AGENT_UID + 1,
+                self.uid_base + AGENT_UID + 1,
+                self.uid_count - AGENT_UID - 1
+            ),
+            _ => format!("0 {} {}\n", self.uid_base, self.uid_count),
+        }
+    }
+
     pub fn socket_path(&self) -> PathBuf {
         self.dir.join("ctl.sock")
     }
@@ -321,7 +352,7 @@ pub fn prepare_child(
 ) -> Result<(bool, Option<String>), String> {
     let proc = PathBuf::from(format!("/proc/{pid}"));
     if cfg.user_namespace {
-        let map = format!("0 {} {}\n", cfg.uid_base, cfg.uid_count);
+        let map = cfg.id_map();
         ops.write(&proc.join("setgroups"), "deny")?;
         ops.write(&proc.join("uid_map"), &map)?;
         ops.write(&proc.join("gid_map"), &map)?;
@@ -330,7 +361,7 @@ pub fn prepare_child(
     // The OOM killer picks the largest task anyway, which is never the init.
     let _ = ops.write(&proc.join("oom_score_adj"), "-1000");
 
-    let agent_host_id = cfg.uid_base + AGENT_UID;
+    let agent_host_id = cfg.agent_host_uid();
     let idmapped = if cfg.user_namespace {
         ops.idmap_workspace(agent_host_id)
     } else {
@@ -417,7 +448,19 @@ fn idmap_userns(host_id: u32) -> Result<OwnedFd, String> {
 }
 
 /// Fallback when the host cannot idmap: hand the workspace to the agent's host uid.
+/// A workspace whose root already belongs to the agent was prepared that way
+/// by its runtime (the worktree runtime builds its shared checkouts owned by
+/// the shared agent uid): nothing to walk.
 fn chown_tree(root: &Path, id: u32) -> Result<(), String> {
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::metadata(root)
+            && m.uid() == id
+            && m.gid() == id
+        {
+            return Ok(());
+        }
+    }
     fn walk(p: &Path, id: u32) -> std::io::Result<()> {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::symlink_metadata(p)?;
@@ -610,6 +653,7 @@ mod tests {
             nofile: 1024,
             dns: None,
             nat: Some(crate::nat::nat_setup(2)),
+            shared_agent_uid: None,
         }
     }
 
@@ -670,5 +714,43 @@ mod tests {
         // An init that died says so.
         let fake = Fake::default();
         assert!(prepare_child(&c, 7, &fake).unwrap_err().contains("died"));
+    }
+}
+
+#[cfg(test)]
+mod id_map_tests {
+    use super::*;
+
+    fn cfg(shared: Option<u32>, userns: bool) -> InitConfig {
+        InitConfig {
+            id: "a".into(),
+            workspace: "/ws".into(),
+            dir: "/run/x".into(),
+            uid_base: 2_000_000,
+            uid_count: 65536,
+            user_namespace: userns,
+            cgroup_procs: vec![],
+            hostname: "a".into(),
+            tmp_bytes: 1,
+            nofile: 1,
+            dns: None,
+            nat: None,
+            shared_agent_uid: shared,
+        }
+    }
+
+    #[test]
+    fn the_agent_maps_to_the_shared_uid_and_the_rest_to_the_slot() {
+        let c = cfg(Some(999_000), true);
+        assert_eq!(
+            c.id_map(),
+            "0 2000000 1000\n1000 999000 1\n1001 2001001 64535\n"
+        );
+        assert_eq!(c.agent_host_uid(), 999_000);
+        let c = cfg(None, true);
+        assert_eq!(c.id_map(), "0 2000000 65536\n");
+        assert_eq!(c.agent_host_uid(), 2_001_000);
+        // Without a user namespace the agent runs as the slot's own host uid.
+        assert_eq!(cfg(Some(999_000), false).agent_host_uid(), 2_001_000);
     }
 }

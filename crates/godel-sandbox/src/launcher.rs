@@ -108,6 +108,12 @@ pub trait Isolator: Send + Sync {
     fn name(&self) -> &str;
     async fn available(&self) -> Availability;
     async fn create(&self, cfg: SandboxConfig) -> Result<Arc<dyn Sandbox>>;
+    /// The host uid/gid every sandbox of this isolator runs its agent as, when
+    /// it is the same for all: a runtime can then prepare shared, read-only
+    /// trees (checkouts) owned by the agent once. `None`: per sandbox.
+    fn agent_owner(&self) -> Option<(u32, u32)> {
+        None
+    }
     /// Re-attach to a sandbox after a daemon restart; `None` when it is gone.
     async fn adopt(
         &self,

@@ -103,6 +103,13 @@ pub struct NamespaceOptions {
     pub events: EventSink,
     /// First host uid handed to sandboxes; slot `n` gets `uid_base + n*65536`.
     pub uid_base: u32,
+    /// Host uid/gid every sandbox's agent user (uid 1000 inside) maps to.
+    /// Sharing it lets the worktree runtime build each shared checkout once,
+    /// owned by the agent, instead of chowning (copying up) every file of an
+    /// overlay workspace per spawn. Agents still cannot reach each other:
+    /// each sees only its own mount, PID, IPC and network namespaces (see
+    /// docs/threat-model.md). `None`: each sandbox's own `uid_base + 1000`.
+    pub shared_agent_uid: Option<u32>,
     pub max_slots: u32,
     /// Pids limit when the caller sets none (fork bombs are contained by default).
     pub default_pids: u32,
@@ -133,6 +140,7 @@ impl Default for NamespaceOptions {
             run_dir: PathBuf::from("/run/godel-sandbox"),
             events: godel_core::null_sink(),
             uid_base: 1_000_000,
+            shared_agent_uid: Some(999_000),
             max_slots: 16_384,
             default_pids: 1024,
             default_tmp_bytes: 512 << 20,
@@ -166,6 +174,9 @@ pub struct SandboxHandle {
     /// Host-side veth in `nat` mode (traffic counters are read from it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub veth: Option<String>,
+    /// Host uid of the agent user (absent in handles of older versions: `uid_base + 1000`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_host_uid: Option<u32>,
 }
 
 impl NamespaceIsolator {
@@ -319,6 +330,7 @@ impl NamespaceIsolator {
             nofile: self.opts.nofile,
             dns: (!cfg.network.dns.is_empty()).then(|| cfg.network.dns.clone()),
             nat: nat_setup,
+            shared_agent_uid: self.opts.shared_agent_uid,
         };
         let input = serde_json::to_vec(&init_cfg).map_err(|e| Error::internal(e.to_string()))?;
         let mut child = init
@@ -361,6 +373,7 @@ impl NamespaceIsolator {
                 idmap_error,
                 cgroup_version: layout.version(),
                 veth: init_cfg.nat.as_ref().map(|n| n.host_if.clone()),
+                agent_host_uid: Some(init_cfg.agent_host_uid()),
             }),
             InitReady::Error { message } => Err(Error::spawn(format!(
                 "cannot create sandbox {}: {message}",
@@ -411,6 +424,14 @@ pub fn init_alive(pid: u32, start_time: u64) -> bool {
 impl Isolator for NamespaceIsolator {
     fn name(&self) -> &str {
         "sandbox"
+    }
+
+    fn agent_owner(&self) -> Option<(u32, u32)> {
+        let uid = self
+            .opts
+            .shared_agent_uid
+            .filter(|_| self.user_namespace())?;
+        Some((uid, uid))
     }
 
     async fn available(&self) -> Availability {

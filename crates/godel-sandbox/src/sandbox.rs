@@ -113,7 +113,9 @@ impl NamespaceSandbox {
 
     /// The host uid the agent (`user`, uid 1000 inside) runs as.
     pub fn agent_host_uid(&self) -> u32 {
-        self.handle.uid_base + crate::mounts::AGENT_UID
+        self.handle
+            .agent_host_uid
+            .unwrap_or(self.handle.uid_base + crate::mounts::AGENT_UID)
     }
 
     /// The workspace disk limit is reported, not enforced: emit one

@@ -440,10 +440,8 @@ async fn overlay_workspace_is_writable_and_owned_by_the_agent() {
     if h.idmapped {
         assert_eq!(sb.workspace_owner(), None);
     } else {
-        assert_eq!(
-            sb.workspace_owner(),
-            Some((h.uid_base + 1000, h.uid_base + 1000))
-        );
+        let agent = h.agent_host_uid.unwrap_or(h.uid_base + 1000);
+        assert_eq!(sb.workspace_owner(), Some((agent, agent)));
     }
     if h.idmapped {
         // Files the agent wrote are root's on disk: no chown, no copy-up of untouched files.

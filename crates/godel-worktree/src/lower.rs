@@ -28,6 +28,10 @@ use crate::store::{RAW_ATTRIBUTES, Store, write};
 pub struct Lowers {
     layout: Layout,
     locks: KeyedLocks,
+    /// Owner given to every published layer (the sandbox's shared agent
+    /// uid/gid), so a sandboxed agent owns its workspace without a per-spawn
+    /// chown that would copy every file up into the overlay.
+    owner: Option<(u32, u32)>,
 }
 
 /// What a checkout should look like.
@@ -48,7 +52,19 @@ impl Lowers {
         Lowers {
             layout,
             locks: KeyedLocks::default(),
+            owner: None,
         }
+    }
+
+    /// Publish layers owned by `owner` (uid, gid).
+    pub fn with_owner(mut self, owner: Option<(u32, u32)>) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    /// The owner published layers get, if any.
+    pub fn owner(&self) -> Option<(u32, u32)> {
+        self.owner
     }
 
     /// Path of the checkout of `commit` from `store`.
@@ -107,6 +123,10 @@ impl Lowers {
             Build::Checkout(spec) => build(&tmp, spec).await,
             Build::Delta(spec) => crate::delta::build(&tmp, spec).await,
         };
+        let built = built.and_then(|()| match self.owner {
+            Some((uid, gid)) => chown_tree(&tmp, uid, gid),
+            None => Ok(()),
+        });
         if let Err(e) = built {
             let _ = remove_tree(&tmp);
             return Err(e);
@@ -269,4 +289,18 @@ pub fn create_empty_dirs(root: &Path, dirs: &[String]) -> Result<()> {
             .map_err(|e| Error::io(format!("cannot create directory {rel}"), &e))?;
     }
     Ok(())
+}
+
+/// Give a freshly built (not yet published) tree to `uid:gid`, symlinks included.
+pub fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<()> {
+    fn walk(p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+        std::os::unix::fs::lchown(p, Some(uid), Some(gid))?;
+        if std::fs::symlink_metadata(p)?.is_dir() {
+            for e in std::fs::read_dir(p)? {
+                walk(&e?.path(), uid, gid)?;
+            }
+        }
+        Ok(())
+    }
+    walk(root, uid, gid).map_err(|e| Error::io(format!("cannot chown {}", root.display()), &e))
 }

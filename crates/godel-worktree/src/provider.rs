@@ -140,7 +140,8 @@ impl WorktreeProvider {
         layout.create()?;
         Ok(WorktreeProvider {
             stores: Stores::new(layout.clone()),
-            lowers: Lowers::new(layout.clone()),
+            lowers: Lowers::new(layout.clone())
+                .with_owner(cfg.sandbox.as_ref().and_then(|s| s.agent_owner())),
             layout,
             sandbox_isolator: cfg.sandbox,
             host_isolator: cfg.host,

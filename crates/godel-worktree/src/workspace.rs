@@ -161,6 +161,11 @@ async fn create_cow(
     for d in [&ov.upper, &ov.work, &info.path] {
         mkdir(d)?;
     }
+    // The merged root takes the upper dir's owner: the agent's, like the layers.
+    if let Some((uid, gid)) = lowers.owner() {
+        std::os::unix::fs::lchown(&ov.upper, Some(uid), Some(gid))
+            .map_err(|e| Error::io("cannot chown the workspace's upper dir", &e))?;
+    }
     overlay::mount(&ov.dirs(), &info.path)
 }
 
