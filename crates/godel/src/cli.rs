@@ -32,7 +32,7 @@ pub enum Command {
     /// Run the daemon: API on $GODEL_HOME/godel.sock (and TCP with --listen).
     Serve(ServeArgs),
     /// Spawn a runtime; prints its id as the last line.
-    Spawn(SpawnArgs),
+    Spawn(Box<SpawnArgs>),
     /// Run a command in a runtime; exits with the command's exit code.
     Exec(ExecArgs),
     /// Print a file of a runtime to stdout.

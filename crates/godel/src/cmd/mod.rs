@@ -17,7 +17,7 @@ use crate::cli::Command;
 pub async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
     match cmd {
         Command::Serve(_) => unreachable_serve(),
-        Command::Spawn(a) => runtime::spawn(ctx, a).await,
+        Command::Spawn(a) => runtime::spawn(ctx, *a).await,
         Command::Exec(a) => runtime::exec(ctx, a).await,
         Command::Read { id, path } => files::read(ctx, &id, &path).await,
         Command::Write { id, path } => files::write(ctx, &id, &path).await,
