@@ -270,8 +270,7 @@ fn qmp(
     cmd: &str,
 ) -> serde_json::Value {
     use std::io::{BufRead, Write};
-    conn.1.write_all(cmd.as_bytes()).unwrap();
-    conn.1.write_all(b"\n").unwrap();
+    conn.1.write_all(format!("{cmd}\n").as_bytes()).unwrap();
     loop {
         let mut line = String::new();
         assert!(conn.0.read_line(&mut line).unwrap() > 0, "QMP closed");
@@ -376,11 +375,24 @@ async fn snapshot_restore_resyncs_the_agent() {
                 _ => std::thread::sleep(Duration::from_millis(20)),
             }
         }
-        qmp(&mut conn, r#"{"execute":"quit"}"#);
+        // QEMU may close the socket before answering `quit`: send it and
+        // read until QEMU hangs up, ignoring errors.
+        use std::io::{Read, Write};
+        let _ = conn.1.write_all(b"{\"execute\":\"quit\"}\n");
+        let _ = conn.1.set_read_timeout(Some(Duration::from_secs(30)));
+        let mut sink = Vec::new();
+        let _ = conn.0.read_to_end(&mut sink);
     })
     .await
     .unwrap();
-    let _ = q.child.wait();
+    let t = Instant::now();
+    while q.child.try_wait().unwrap().is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "source QEMU did not quit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(client);
     drop(q);
 
