@@ -19,6 +19,11 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
+# Debian's qemu-system-x86 7.2 conflicts with a newer backported qemu-utils
+# and apt removes it; put the matching qemu-img back.
+if ! command -v qemu-img >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-utils
+fi
 # The image builder resolves the kernel package from apt's metadata.
 if ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
   apt-get update -qq
