@@ -27,6 +27,7 @@
 //!    `RESOURCE_EXHAUSTED` naming the full quota.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use godel_core::{Error, Result};
@@ -215,22 +216,43 @@ impl FairQueue {
         mut try_reserve: impl FnMut() -> Result<Admission>,
         deadline: Instant,
     ) -> Result<()> {
+        self.acquire_async(team, || std::future::ready(try_reserve()), deadline)
+            .await
+    }
+
+    /// [`FairQueue::acquire`] with an async `try_reserve` (a store reached
+    /// through `spawn_blocking` or an async driver). The turn is held while
+    /// it runs, so keep it short.
+    pub async fn acquire_async<F, Fut>(
+        &self,
+        team: &str,
+        mut try_reserve: F,
+        deadline: Instant,
+    ) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Admission>>,
+    {
         let started = Instant::now();
+        // An empty queue: try at once.
+        let fast = {
+            let st = self.lock();
+            (st.waiting == 0).then_some(st.epoch)
+        };
+        let mut reason = None;
+        if fast.is_some() {
+            match try_reserve().await? {
+                Admission::Granted => return Ok(()),
+                Admission::Wait(r) => reason = Some(r),
+            }
+        }
         let (id, notify, mut reason) = {
             let mut st = self.lock();
-            let mut reason = None;
-            if st.waiting == 0 {
-                let epoch = st.epoch;
-                drop(st);
-                match try_reserve()? {
-                    Admission::Granted => return Ok(()),
-                    Admission::Wait(r) => reason = Some(r),
-                }
-                st = self.lock();
-                if st.epoch != epoch {
-                    // A release slipped in between: make sure someone looks.
-                    st.kick = true;
-                }
+            if let Some(epoch) = fast
+                && st.epoch != epoch
+            {
+                // A release slipped in between: make sure someone looks.
+                st.kick = true;
             }
             let q_len = st.teams.get(team).map_or(0, VecDeque::len);
             if q_len >= self.max_waiters {
@@ -290,7 +312,7 @@ impl FairQueue {
                     continue;
                 }
             }
-            let outcome = try_reserve();
+            let outcome = try_reserve().await;
             let mut st = self.lock();
             match outcome {
                 Ok(Admission::Granted) => {
@@ -388,6 +410,52 @@ mod tests {
         blocked.abort();
         let _ = blocked.await;
         assert!(q.is_empty(), "an aborted waiter leaves the queue");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn async_reservations_hold_the_turn() {
+        let q = FairQueue::default();
+        let free = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for team in ["a", "b"] {
+            let (q2, f2) = (q.clone(), free.clone());
+            tasks.push(tokio::spawn(async move {
+                q2.acquire_async(
+                    team,
+                    || {
+                        let f3 = f2.clone();
+                        async move {
+                            // A slow store call: the turn is held meanwhile.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            let ok = f3
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                    n.checked_sub(1)
+                                })
+                                .is_ok();
+                            Ok(if ok {
+                                Admission::Granted
+                            } else {
+                                Admission::Wait("full".into())
+                            })
+                        }
+                    },
+                    far(),
+                )
+                .await
+            }));
+            // Sleep (not yield) so paused time can reach the store's 10 ms.
+            while q.depth(team) == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        free.store(1, Ordering::SeqCst);
+        q.notify_released();
+        tasks.remove(0).await.unwrap().unwrap();
+        assert_eq!(q.depth("b"), 1);
+        free.store(1, Ordering::SeqCst);
+        q.notify_released();
+        tasks.remove(0).await.unwrap().unwrap();
+        assert!(q.is_empty());
     }
 
     #[tokio::test]
