@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod chain;
+pub mod client;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
