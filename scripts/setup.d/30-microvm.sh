@@ -14,6 +14,7 @@ command -v lz4 >/dev/null || need+=(lz4)
 command -v zstd >/dev/null || need+=(zstd)
 command -v xz >/dev/null || need+=(xz-utils)
 command -v file >/dev/null || need+=(file)
+command -v umoci >/dev/null || need+=(umoci)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq

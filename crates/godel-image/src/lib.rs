@@ -41,6 +41,7 @@ pub mod elf;
 pub mod guest;
 pub mod initramfs;
 pub mod kernel;
+pub mod oci;
 pub mod rootfs;
 
 use std::fs;
@@ -72,6 +73,8 @@ pub struct ImageOptions {
     pub godel_home: Option<PathBuf>,
     /// Make the root file system from this directory instead of busybox.
     pub from_dir: Option<PathBuf>,
+    /// Make it from an OCI image layout, `LAYOUT[:TAG]` (unpacked with umoci).
+    pub from_oci: Option<String>,
     /// Leave git out of the default root.
     pub no_git: bool,
     /// Root file system size in MiB (default [`DEFAULT_DISK_MIB`]; raised to fit).
@@ -359,9 +362,20 @@ pub fn build_image(opts: ImageOptions, progress: &dyn Fn(Progress)) -> Result<Im
     let agent =
         fs::read(&agent_path).map_err(|e| io_err(format!("read {}", agent_path.display()), &e))?;
     let agent_sha = hex::encode(Sha256::digest(&agent));
-    let source = match &opts.from_dir {
-        Some(d) => RootSource::Dir(d.clone()),
-        None => RootSource::Default {
+    let source = match (&opts.from_dir, &opts.from_oci) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid("give --from-dir or --from-oci, not both"));
+        }
+        (Some(d), None) => RootSource::Dir(d.clone()),
+        (None, Some(oci_ref)) => {
+            let (layout, tag) = oci::parse_ref(oci_ref)?;
+            progress(Progress::new(
+                "oci",
+                format!("umoci unpack {}:{tag}", layout.display()),
+            ));
+            RootSource::Dir(oci::unpack(&layout, &tag, &image_dir.join("oci-bundle"))?)
+        }
+        (None, None) => RootSource::Default {
             with_git: !opts.no_git,
         },
     };

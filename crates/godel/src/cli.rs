@@ -112,6 +112,9 @@ pub enum ImageCmd {
         /// Build the root file system from this directory.
         #[arg(long)]
         from_dir: Option<PathBuf>,
+        /// Build it from an OCI image layout, `LAYOUT[:TAG]` (e.g. made by `skopeo copy ... oci:LAYOUT:TAG`).
+        #[arg(long)]
+        from_oci: Option<String>,
     },
 }
 

@@ -9,11 +9,16 @@ use crate::cli::{ImageCmd, KubeCmd};
 use crate::output;
 
 pub async fn image(ctx: &Ctx, cmd: ImageCmd) -> Result<i32> {
-    let ImageCmd::Build { name, from_dir } = cmd;
+    let ImageCmd::Build {
+        name,
+        from_dir,
+        from_oci,
+    } = cmd;
     let opts = godel_image::ImageOptions {
         name,
         godel_home: Some(ctx.home.clone()),
         from_dir,
+        from_oci,
         ..Default::default()
     };
     let json = ctx.json;
