@@ -27,6 +27,7 @@ pub mod exec;
 pub mod files;
 pub mod git;
 pub mod layout;
+pub mod loopfs;
 pub mod lower;
 pub mod overlay;
 pub mod provider;

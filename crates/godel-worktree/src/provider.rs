@@ -369,6 +369,7 @@ impl WorktreeProvider {
                 let path = self.layout.workspace(id);
                 overlay::unmount(&path)?;
                 remove_tree(&path)?;
+                crate::loopfs::unmount(&self.layout.overlay(id).join("fs"))?;
                 remove_tree(&self.layout.overlay(id))?;
             }
         }
@@ -473,6 +474,7 @@ impl RuntimeProvider for WorktreeProvider {
                 commit: &base,
                 head: &base,
                 empty_dirs: &[],
+                disk_bytes: spec.resources.disk.map(|d| d.get()),
             },
         )
         .await
@@ -754,6 +756,7 @@ impl RuntimeProvider for WorktreeProvider {
                 commit: &rec.commit,
                 head: &rec.parent,
                 empty_dirs: &rec.empty_dirs,
+                disk_bytes: spec.resources.disk.map(|d| d.get()),
             },
         )
         .await

@@ -72,6 +72,9 @@ pub struct Materialize<'a> {
     pub commit: &'a str,
     pub head: &'a str,
     pub empty_dirs: &'a [String],
+    /// Hard size limit of what the workspace may add (`--disk`): its overlay
+    /// upper layer then lives on a size-limited filesystem of its own.
+    pub disk_bytes: Option<u64>,
 }
 
 /// Create the workspace described by `m`. On failure nothing is left behind.
@@ -151,11 +154,21 @@ async fn create_cow(
         (lower, Some(delta))
     };
     let base = layout.overlay(m.id);
+    // With a disk limit the upper and work dirs sit on a size-limited ext4
+    // of their own (a sparse image on a loop device): writes past it fail
+    // with ENOSPC inside the sandbox.
+    let layer_root = match m.disk_bytes {
+        Some(bytes) => {
+            mkdir(&base)?;
+            crate::loopfs::create(&base.join("disk.img"), &base.join("fs"), bytes)?
+        }
+        None => base.clone(),
+    };
     let ov = OverlayInfo {
         delta,
         lower,
-        upper: base.join("upper"),
-        work: base.join("work"),
+        upper: layer_root.join("upper"),
+        work: layer_root.join("work"),
     };
     info.overlay = Some(ov.clone());
     for d in [&ov.upper, &ov.work, &info.path] {
@@ -225,6 +238,7 @@ pub async fn destroy(layout: &Layout, info: &WorkspaceInfo) -> Result<()> {
         WorkspaceMode::Cow => {
             overlay::unmount(&info.path)?;
             remove_tree(&info.path)?;
+            crate::loopfs::unmount(&layout.overlay(&info.id).join("fs"))?;
             remove_tree(&layout.overlay(&info.id))?;
         }
         WorkspaceMode::GitWorktree => {

@@ -153,7 +153,8 @@ impl LimitsConfig {
         Ok(ResourceLimits {
             cpu: check("cpu", req.cpu, self.cpu)?,
             memory: check("memory", req.memory, self.memory)?,
-            disk: check("disk", req.disk, self.disk)?,
+            // A disk limit costs a filesystem of its own: only when asked for.
+            disk: check("disk", req.disk, self.disk)?.filter(|_| req.disk.is_some()),
             pids: check("pids", req.pids, self.pids)?,
         })
     }
