@@ -137,36 +137,18 @@ impl E2bBackend for ControlBackend {
             description: Some("E2B pause".into()),
             labels: BTreeMap::from([("e2b.pause".to_string(), "true".to_string())]),
         };
-        let snap = self.control.snapshot(&caller, id, req).await?;
-        let mut spec = r.spec.clone();
-        spec.labels.insert(PAUSED_LABEL.into(), snap.id.clone());
-        self.control.store().set_spec(id, &spec)?;
-        self.control.terminate(&caller, id).await?;
+        self.control.park(&caller, id, PAUSED_LABEL, req).await?;
         Ok(())
     }
 
     async fn resume(&self, team: &str, id: &str) -> Result<RuntimeInfo> {
         let caller = Self::team(team);
         let r = self.visible(&caller, id)?;
-        let Some(snap) = r.spec.labels.get(PAUSED_LABEL).cloned() else {
+        if !r.spec.labels.contains_key(PAUSED_LABEL) {
             return self.get(team, id).await;
-        };
-        // The id is reused: the stopped record makes way for the restored one.
-        self.control.store().delete_runtime(id)?;
-        match self
-            .control
-            .restore_as(&caller, &snap, id.to_string())
-            .await
-        {
-            Ok(info) => {
-                let _ = self.control.delete_snapshot(&caller, &snap).await;
-                let mut spec = info.spec.clone();
-                spec.labels.remove(PAUSED_LABEL);
-                self.control.store().set_spec(id, &spec)?;
-                self.get(team, id).await
-            }
-            Err(e) => Err(e),
         }
+        self.control.unpark(&caller, id, PAUSED_LABEL).await?;
+        self.get(team, id).await
     }
 
     async fn set_labels(

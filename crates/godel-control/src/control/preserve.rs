@@ -3,7 +3,7 @@
 //! remembered in its record (`godel.preserved_snapshot`); on the next start
 //! each is restored under its old id and the label cleared.
 
-use godel_core::{Event, Result, RuntimeState, SnapshotRequest};
+use godel_core::{Event, Result, RuntimeInfo, RuntimeState, SnapshotRequest};
 use serde::Serialize;
 use serde_json::json;
 
@@ -20,6 +20,40 @@ pub struct PreserveReport {
 }
 
 impl Control {
+    /// Snapshot a runtime and stop it, remembering the snapshot under
+    /// `label` in its record (E2B pause, `--preserve`). Returns the snapshot id.
+    pub async fn park(
+        &self,
+        caller: &Caller,
+        id: &str,
+        label: &str,
+        req: SnapshotRequest,
+    ) -> Result<String> {
+        let snap = self.snapshot(caller, id, req).await?;
+        let mut spec = self.visible_runtime(caller, id)?.spec;
+        spec.labels.insert(label.into(), snap.id.clone());
+        self.store.set_spec(id, &spec)?;
+        self.terminate(caller, id).await?;
+        Ok(snap.id)
+    }
+
+    /// Bring a runtime parked under `label` back under its own id: its
+    /// stopped record makes way for the restored one, the label is cleared
+    /// and the snapshot deleted.
+    pub async fn unpark(&self, caller: &Caller, id: &str, label: &str) -> Result<RuntimeInfo> {
+        let rec = self.visible_runtime(caller, id)?;
+        let snap = rec.spec.labels.get(label).cloned().ok_or_else(|| {
+            godel_core::Error::conflict(format!("runtime {id} is not parked ({label})"))
+        })?;
+        self.store.delete_runtime(id)?;
+        let info = self.restore_as(caller, &snap, id.to_string()).await?;
+        let mut spec = info.spec.clone();
+        spec.labels.remove(label);
+        self.store.set_spec(id, &spec)?;
+        let _ = self.delete_snapshot(caller, &snap).await;
+        self.visible_runtime(caller, id)
+    }
+
     /// Snapshot and stop every running runtime.
     pub async fn preserve_all(&self) -> Result<PreserveReport> {
         let mut report = PreserveReport::default();
@@ -31,16 +65,7 @@ impl Control {
                 description: Some("preserved at daemon shutdown".into()),
                 ..Default::default()
             };
-            let res = async {
-                let snap = self.snapshot(&Caller::Admin, &r.id, req).await?;
-                let mut spec = r.spec.clone();
-                spec.labels.insert(PRESERVED_LABEL.into(), snap.id.clone());
-                self.store.set_spec(&r.id, &spec)?;
-                self.terminate(&Caller::Admin, &r.id).await?;
-                Ok::<_, godel_core::Error>(snap.id)
-            }
-            .await;
-            match res {
+            match self.park(&Caller::Admin, &r.id, PRESERVED_LABEL, req).await {
                 Ok(snap) => {
                     self.emit(
                         Event::new("preserved")
@@ -66,13 +91,8 @@ impl Control {
             if r.state != RuntimeState::Terminated {
                 continue;
             }
-            self.store.delete_runtime(&r.id)?;
-            match self.restore_as(&Caller::Admin, &snap, r.id.clone()).await {
-                Ok(info) => {
-                    let mut spec = info.spec.clone();
-                    spec.labels.remove(PRESERVED_LABEL);
-                    self.store.set_spec(&r.id, &spec)?;
-                    let _ = self.delete_snapshot(&Caller::Admin, &snap).await;
+            match self.unpark(&Caller::Admin, &r.id, PRESERVED_LABEL).await {
+                Ok(_) => {
                     self.emit(
                         Event::new("restored_preserved")
                             .runtime(&r.id)
