@@ -1,0 +1,207 @@
+//! Tests that cannot run here skip *visibly and countably*, and fail instead
+//! where the environment promises everything.
+//!
+//! ```ignore
+//! #[test]
+//! fn needs_a_vm() {
+//!     godel_testkit::require!(Need::Root, Need::Qemu);
+//!     // ...
+//! }
+//! ```
+//!
+//! When a [`Need`] is unmet, [`require!`](crate::require) returns from the
+//! test after printing `SKIPPED <test>: needs <what> (<how to get it>)` to
+//! stderr and appending one line `<test>\t<need>\t<what>` to the file named
+//! by `$GODEL_SKIP_LEDGER` (when set; `scripts/test.sh` sets it and prints a
+//! summary). When `$GODEL_REQUIRE` lists the need's key (comma-separated:
+//! `root,qemu,nft,mkfs`, or `all`), an unmet need fails the test instead, so a
+//! machine that has everything cannot pass by skipping.
+
+use std::io::Write;
+use std::path::Path;
+
+/// Something a test needs from the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Running as root (namespaces, cgroups, mounts).
+    Root,
+    /// `qemu-system-x86_64` and `qemu-img` on `PATH`.
+    Qemu,
+    /// `nft` on `PATH`.
+    Nft,
+    /// `mkfs.ext4` and `debugfs` (e2fsprogs) on `PATH`.
+    Mkfs,
+    /// Anything else: its `GODEL_REQUIRE` key, whether it is met, what it is
+    /// and how to get it.
+    Other {
+        key: &'static str,
+        met: bool,
+        what: &'static str,
+        how: &'static str,
+    },
+}
+
+impl Need {
+    /// The name `GODEL_REQUIRE` and the ledger use.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Need::Root => "root",
+            Need::Qemu => "qemu",
+            Need::Nft => "nft",
+            Need::Mkfs => "mkfs",
+            Need::Other { key, .. } => key,
+        }
+    }
+
+    /// What is missing, in words.
+    pub fn what(&self) -> &'static str {
+        match self {
+            Need::Root => "root",
+            Need::Qemu => "qemu-system-x86_64 and qemu-img",
+            Need::Nft => "nft",
+            Need::Mkfs => "mkfs.ext4 and debugfs",
+            Need::Other { what, .. } => what,
+        }
+    }
+
+    /// How to get it.
+    pub fn how(&self) -> &'static str {
+        match self {
+            Need::Root => "run the tests as root, e.g. sudo -E scripts/test.sh",
+            Need::Qemu => {
+                "apt-get install qemu-system-x86 qemu-utils; scripts/setup.d/30-microvm.sh does it"
+            }
+            Need::Nft => "apt-get install nftables; scripts/setup.d/10-sandbox.sh does it",
+            Need::Mkfs => "apt-get install e2fsprogs; scripts/setup.d/30-microvm.sh does it",
+            Need::Other { how, .. } => how,
+        }
+    }
+
+    /// Whether this machine has it.
+    pub fn met(&self) -> bool {
+        match self {
+            Need::Root => nix::unistd::geteuid().is_root(),
+            Need::Qemu => on_path("qemu-system-x86_64") && on_path("qemu-img"),
+            Need::Nft => on_path("nft"),
+            Need::Mkfs => on_path("mkfs.ext4") && on_path("debugfs"),
+            Need::Other { met, .. } => *met,
+        }
+    }
+}
+
+/// Whether `program` is an executable file in a `PATH` directory (or in
+/// `/sbin`, `/usr/sbin`, which a non-root `PATH` often lacks).
+pub fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/sbin", "/usr/sbin"].map(Into::into))
+        .any(|d| {
+            std::fs::metadata(d.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Whether `$GODEL_REQUIRE` demands `key`.
+fn required(key: &str) -> bool {
+    std::env::var("GODEL_REQUIRE")
+        .is_ok_and(|v| v.split(',').map(str::trim).any(|k| k == key || k == "all"))
+}
+
+/// `true` when every need of `test` is met. Otherwise report the first unmet
+/// one (stderr and the ledger) and answer `false`, or panic when
+/// `$GODEL_REQUIRE` demands it. [`require!`](crate::require) wraps this.
+pub fn check(test: &str, needs: &[Need]) -> bool {
+    let Some(need) = needs.iter().find(|n| !n.met()) else {
+        return true;
+    };
+    let (key, what, how) = (need.key(), need.what(), need.how());
+    if required(key) {
+        panic!("{test} needs {what} and GODEL_REQUIRE demands {key:?}: {how}");
+    }
+    eprintln!("SKIPPED {test}: needs {what} ({how})");
+    if let Some(ledger) = std::env::var_os("GODEL_SKIP_LEDGER") {
+        record(Path::new(&ledger), &format!("{test}\t{key}\t{what}\n"));
+    }
+    false
+}
+
+/// Append one line (one `write`, so parallel test processes do not interleave).
+fn record(ledger: &Path, line: &str) {
+    let res = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ledger)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = res {
+        eprintln!("cannot append to the skip ledger {}: {e}", ledger.display());
+    }
+}
+
+/// The path of the function it is expanded in, without closure suffixes
+/// (`escapes::user_namespace_is_unprivileged`).
+#[macro_export]
+macro_rules! test_name {
+    () => {{
+        fn here() {}
+        fn name_of<T>(_: T) -> &'static str {
+            ::std::any::type_name::<T>()
+        }
+        let mut name = name_of(here).trim_end_matches("::here");
+        while let Some(n) = name.strip_suffix("::{{closure}}") {
+            name = n;
+        }
+        name
+    }};
+}
+
+/// Return from the enclosing test unless every [`Need`](crate::skip::Need)
+/// is met; see [`crate::skip`]. Works in `fn() -> ()` tests and helpers;
+/// `require!(else value; needs…)` returns `value` instead.
+#[macro_export]
+macro_rules! require {
+    (else $ret:expr; $($need:expr),+ $(,)?) => {
+        if !$crate::skip::check($crate::test_name!(), &[$($need),+]) {
+            return $ret;
+        }
+    };
+    ($($need:expr),+ $(,)?) => {
+        if !$crate::skip::check($crate::test_name!(), &[$($need),+]) {
+            return;
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_keys_and_the_ledger() {
+        assert_eq!(
+            crate::test_name!(),
+            "godel_testkit::skip::tests::names_keys_and_the_ledger"
+        );
+        assert!(on_path("sh"));
+        let other = |met| Need::Other {
+            key: "never",
+            met,
+            what: "a thing nobody has",
+            how: "none",
+        };
+        let never = other(false);
+        assert!(check("t", &[other(true)]));
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = dir.path().join("ledger");
+        record(&ledger, "a\tnever\tx\n");
+        record(&ledger, "b\tnever\tx\n");
+        assert_eq!(
+            std::fs::read_to_string(&ledger).unwrap(),
+            "a\tnever\tx\nb\tnever\tx\n"
+        );
+        // Unmet and not demanded (this test never sets GODEL_REQUIRE=never).
+        if !required("never") {
+            assert!(!check("t", &[never]));
+        }
+    }
+}
