@@ -3,7 +3,7 @@
 unpatched `e2b` Python SDK (pinned in scripts/setup.d/40-e2b.sh).
 
 Environment: E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY point at godel
-(`godel serve --e2b-listen ADDR`, or the `e2b_serve_local` example).
+(`godel serve --e2b-listen ADDR`).
 
 Prints one line per check and a final `N passed, M failed`; exits non-zero
 when anything failed. Commands use paths relative to the sandbox home (the

@@ -1,9 +1,13 @@
-//! godel-api: the HTTP surface. Routes parse requests into `Control` calls
+//! godel-api: every wire protocol godel speaks, over the control plane.
+//! The native REST API: routes parse requests into `Control` calls
 //! ([`routes`]); [`auth`] decides who the caller is; [`error`] renders every
 //! failure as `{code, message, retryable}`. Served on the Unix socket (owner
 //! = admin) and, when asked, on TCP where a bearer token is required.
+//! The E2B-compatible API ([`e2b`]) makes the same `Control` calls.
+//! [`daemon`] runs the whole daemon from start to stop.
 
 pub mod auth;
+pub mod daemon;
 pub mod e2b;
 pub mod error;
 pub mod metrics;

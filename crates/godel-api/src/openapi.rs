@@ -63,6 +63,10 @@ fn schema_of(name: &str) -> Value {
             json!({"type": "object", "required": ["count"], "additionalProperties": false,
             "properties": {"count": {"type": "integer", "minimum": 1}}})
         }
+        "TtlRequest" => {
+            json!({"type": "object", "required": ["ttl_secs"], "additionalProperties": false,
+            "properties": {"ttl_secs": {"type": ["integer", "null"], "minimum": 0}}})
+        }
         "TokenRequest" => json!({"type": "object", "additionalProperties": false,
             "properties": {"team": {"type": "string"}, "admin": {"type": "boolean"}}}),
         other => {

@@ -26,12 +26,12 @@ pub use files::{FileEntry, FileKind, WORKSPACE_MOUNT, workspace_relative};
 pub use provider::RuntimeProvider;
 pub use quantity::{Bytes as ByteQuantity, Cpu, parse_bytes, parse_cpu};
 pub use runtime::{
-    Availability, Capabilities, ResourceUsage, RuntimeInfo, RuntimeStatus, Spawned, new_runtime_id,
-    new_snapshot_id,
+    Availability, Capabilities, ParkReason, Parked, ResourceUsage, RuntimeInfo, RuntimeStatus,
+    Spawned, new_runtime_id, new_snapshot_id,
 };
 pub use snapshot::{SnapshotArtifact, SnapshotInfo, SnapshotRequest, SnapshotTarget};
 pub use spec::{
-    Isolation, NetworkConfig, NetworkMode, ResourceLimits, SpawnSpec, VolumeMount, WorkspaceMode,
-    parse_key_values, validate_name,
+    Isolation, NetworkConfig, NetworkMode, OnTimeout, ResourceLimits, RestartPolicy, SpawnSpec,
+    VolumeMount, WorkspaceMode, parse_key_values, validate_name,
 };
 pub use state::RuntimeState;

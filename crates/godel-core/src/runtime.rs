@@ -90,6 +90,48 @@ pub struct RuntimeInfo {
     pub usage: Option<ResourceUsage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// When the time to live runs out (`SpawnSpec::ttl_secs`); the control
+    /// plane's reaper then kills or parks the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Set while the sandbox is parked: snapshotted and stopped, to be
+    /// brought back under the same id by `resume` (or the next daemon start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked: Option<Parked>,
+}
+
+/// Why a sandbox is parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParkReason {
+    /// Paused by a client (E2B pause) or by `on_timeout: pause`: resumed on request.
+    Paused,
+    /// Preserved at a daemon shutdown (`godel serve --preserve`): restored at the next start.
+    Preserved,
+}
+
+impl ParkReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParkReason::Paused => "paused",
+            ParkReason::Preserved => "preserved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ParkReason> {
+        match s {
+            "paused" => Some(ParkReason::Paused),
+            "preserved" => Some(ParkReason::Preserved),
+            _ => None,
+        }
+    }
+}
+
+/// The snapshot a parked sandbox comes back from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parked {
+    pub snapshot_id: String,
+    pub reason: ParkReason,
 }
 
 /// What a provider can do. The control plane and `godel doctor` read it.

@@ -85,6 +85,65 @@ pub enum WorkspaceMode {
     GitWorktree,
 }
 
+/// What happens when a sandbox's time to live runs out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    /// Terminate it (the default).
+    #[default]
+    Kill,
+    /// Snapshot it and stop it; `resume` brings it back under the same id.
+    Pause,
+}
+
+impl OnTimeout {
+    pub fn is_kill(&self) -> bool {
+        *self == OnTimeout::Kill
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnTimeout::Kill => "kill",
+            OnTimeout::Pause => "pause",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<OnTimeout> {
+        match s {
+            "kill" => Ok(OnTimeout::Kill),
+            "pause" => Ok(OnTimeout::Pause),
+            _ => Err(Error::invalid(format!(
+                "invalid on_timeout {s:?}: use kill or pause"
+            ))),
+        }
+    }
+}
+
+/// What to do with a sandbox that dies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    #[default]
+    Never,
+    OnFailure,
+}
+
+impl RestartPolicy {
+    pub fn parse(s: &str) -> Result<RestartPolicy> {
+        match s {
+            "never" => Ok(RestartPolicy::Never),
+            "on-failure" => Ok(RestartPolicy::OnFailure),
+            _ => Err(Error::invalid(format!(
+                "invalid restart policy {s:?}: use never or on-failure"
+            ))),
+        }
+    }
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
 /// What to spawn.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +176,21 @@ pub struct SpawnSpec {
     /// Spawn deadline in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+    /// Time to live in seconds: when it runs out the control plane kills or
+    /// parks the sandbox (`on_timeout`). `None`: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
+    /// What happens when `ttl_secs` runs out.
+    #[serde(default, skip_serializing_if = "OnTimeout::is_kill")]
+    pub on_timeout: OnTimeout,
+    /// Restart the sandbox when it dies (`None`: the `[health]` default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartPolicy>,
+    /// How many godel E2B servers this spawn already passed through; the
+    /// `e2b` runtime sends it on, plus one, so a godel whose `e2b` runtime
+    /// points back at itself stops quickly.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hops: u32,
     /// Owning team (filled by the control plane from the caller's token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<String>,

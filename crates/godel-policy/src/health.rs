@@ -28,14 +28,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// What to do with a dead runtime.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartPolicy {
-    #[default]
-    Never,
-    OnFailure,
-}
+pub use godel_core::RestartPolicy;
 
 /// The tracker's settings (see `[health]` in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

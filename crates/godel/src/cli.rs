@@ -58,8 +58,10 @@ pub enum Command {
     },
     /// Pause a runtime.
     Pause { id: String },
-    /// Resume a paused runtime.
+    /// Resume a paused runtime (a parked one is restored under its own id).
     Resume { id: String },
+    /// Set a runtime's time to live from now, in seconds (`none` clears it).
+    Ttl { id: String, secs: String },
     /// Snapshots: create, ls, rm.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
@@ -215,6 +217,12 @@ pub struct SpawnArgs {
     /// Restart policy: `never` or `on-failure` (brought back from its latest snapshot or re-created).
     #[arg(long)]
     pub restart: Option<String>,
+    /// Time to live in seconds: then the sandbox is killed (or paused, with `--on-timeout pause`).
+    #[arg(long)]
+    pub ttl: Option<u64>,
+    /// What happens when `--ttl` runs out: `kill` (default) or `pause` (snapshot and stop; `godel resume` brings it back).
+    #[arg(long)]
+    pub on_timeout: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -115,6 +115,14 @@ pub const ROUTES: &[RouteDoc] = &[
     ),
     r!(
         "post",
+        "/v1/runtimes/{id}/ttl",
+        "Set the time to live from now (ttl_secs), or clear it (null)",
+        "TtlRequest",
+        "RuntimeInfo",
+        200
+    ),
+    r!(
+        "post",
         "/v1/runtimes/{id}/wait",
         "Wait for a state (?state=running&timeout_ms=N)",
         "",
@@ -339,6 +347,7 @@ pub fn router(control: Arc<Control>) -> Router {
         )
         .route("/v1/runtimes/{id}/pause", post(runtimes::pause))
         .route("/v1/runtimes/{id}/resume", post(runtimes::resume))
+        .route("/v1/runtimes/{id}/ttl", post(runtimes::set_ttl))
         .route("/v1/runtimes/{id}/wait", post(runtimes::wait))
         .route("/v1/runtimes/{id}/exec", post(runtimes::exec))
         .route("/v1/runtimes/{id}/exec/stream", post(runtimes::exec_stream))

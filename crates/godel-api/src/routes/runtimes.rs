@@ -101,6 +101,26 @@ pub async fn resume(
     Ok(Json(c.resume(&caller, &id).await?))
 }
 
+/// Body of `POST /v1/runtimes/{id}/ttl`.
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtlRequest {
+    /// Seconds from now; `null` clears the deadline.
+    pub ttl_secs: Option<u64>,
+}
+
+pub async fn set_ttl(
+    State(c): State<Arc<Control>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(req): Json<TtlRequest>,
+) -> ApiResult<Json<RuntimeInfo>> {
+    let at = req.ttl_secs.map(|s| {
+        chrono::Utc::now() + chrono::Duration::seconds(s.min(i64::MAX as u64 / 1000) as i64)
+    });
+    Ok(Json(c.set_expiry(&caller, &id, at)?))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WaitQuery {

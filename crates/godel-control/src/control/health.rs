@@ -1,7 +1,7 @@
 //! Health checks and auto-restart. Two `HealthMonitor`s probe every live
 //! runtime on the configured interval (provider status, then the exec probe):
 //! one restarts on failure, one only reports. A runtime uses the restarting
-//! monitor when its spec carries the label `godel.restart=on-failure`
+//! monitor when its spec says `restart: on-failure`
 //! (`godel spawn --restart on-failure`) or `[health] restart = "on-failure"`.
 //! A restart brings it back under the same id: from its latest snapshot when
 //! it has one, else re-created from its spec.
@@ -17,9 +17,6 @@ use godel_policy::health::{
 use tokio::sync::mpsc;
 
 use super::{Caller, Control};
-
-/// Label asking for restarts of one runtime.
-pub const RESTART_LABEL: &str = "godel.restart";
 
 /// The monitors (index 0: report only, 1: restart on failure).
 pub struct HealthMonitors {
@@ -79,17 +76,13 @@ impl Control {
     }
 
     fn wants_restart(&self, id: &str) -> bool {
-        let label = self
+        let own = self
             .store
             .get_runtime(id)
             .ok()
             .flatten()
-            .and_then(|r| r.spec.labels.get(RESTART_LABEL).cloned());
-        match label.as_deref() {
-            Some("on-failure") => true,
-            Some(_) => false,
-            None => self.policy.config.health.restart == RestartPolicy::OnFailure,
-        }
+            .and_then(|r| r.spec.restart);
+        own.unwrap_or(self.policy.config.health.restart) == RestartPolicy::OnFailure
     }
 
     /// Start probing a runtime (after spawn, restore, resume).

@@ -259,6 +259,10 @@ impl Control {
             handle: Default::default(),
             usage: None,
             pid: None,
+            expires_at: spec
+                .ttl_secs
+                .map(|s| now + chrono::Duration::seconds(s.min(i64::MAX as u64) as i64)),
+            parked: None,
         }
     }
 
@@ -334,10 +338,14 @@ impl Control {
         }
     }
 
-    /// Stop a runtime and release it. Idempotent for runtimes already stopped.
+    /// Stop a runtime and release it. Idempotent for runtimes already
+    /// stopped; a parked runtime loses its snapshot and stays stopped.
     pub async fn terminate(&self, caller: &Caller, id: &str) -> Result<RuntimeInfo> {
         let rec = self.visible_runtime(caller, id)?;
         if rec.state.is_terminal() {
+            if rec.parked.is_some() {
+                return self.discard_parked(caller, rec).await;
+            }
             return Ok(rec);
         }
         self.unwatch(id);
@@ -459,8 +467,12 @@ impl Control {
         Ok(rec)
     }
 
+    /// Resume a paused runtime; a parked one is restored under its own id.
     pub async fn resume(&self, caller: &Caller, id: &str) -> Result<RuntimeInfo> {
         let rec = self.visible_runtime(caller, id)?;
+        if rec.parked.is_some() {
+            return self.unpark(caller, id).await;
+        }
         rec.state
             .transition(RuntimeState::Running)
             .map_err(|e| e.with_runtime(id))?;

@@ -3,20 +3,20 @@
 //! enforces team scoping: a team caller sees only its own runtimes and
 //! snapshots; anything else is `NOT_FOUND`, exactly as if it did not exist.
 
+mod expiry;
 mod health;
 mod lifecycle;
 mod ops;
+mod park;
 mod policy;
 mod pools;
-mod preserve;
 mod reconcile;
 mod snapshots;
 mod teams;
 
-pub use health::RESTART_LABEL;
+pub use park::PreserveReport;
 pub use policy::{PolicyState, SpawnOptions};
 pub use pools::POOL_TEAM;
-pub use preserve::{PRESERVED_LABEL, PreserveReport};
 pub use reconcile::ReconcileReport;
 pub use teams::CreatedToken;
 

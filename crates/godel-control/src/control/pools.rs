@@ -54,6 +54,17 @@ impl Control {
         Ok(())
     }
 
+    /// Warm sandboxes of the last run are not tracked by the new pools:
+    /// terminate them (called once at start, before [`Control::start_pools`]).
+    pub async fn release_stale_pool_sandboxes(&self) {
+        let Ok(all) = self.store.list_runtimes(Some(POOL_TEAM), false) else {
+            return;
+        };
+        for r in all {
+            let _ = self.terminate(&Caller::Admin, &r.id).await;
+        }
+    }
+
     /// Drain the pools (on shutdown).
     pub async fn stop_pools(&self) {
         if let Some(p) = self.pools.get() {

@@ -17,6 +17,20 @@ pub struct CreatedToken {
 }
 
 impl Control {
+    /// Make every team of the config file exist (quotas and chains stay in
+    /// the file, merged at each spawn; fields set with `godel team create` win).
+    pub fn ensure_config_teams(&self) -> Result<()> {
+        for name in self.settings.config.teams.keys() {
+            if self.store.get_team(name)?.is_none() {
+                self.store.upsert_team(&TeamRecord {
+                    name: name.clone(),
+                    ..Default::default()
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Map a bearer token to a caller; `UNAUTHENTICATED` when unknown or revoked.
     pub fn authenticate(&self, token: &str) -> Result<Caller> {
         match self.store.find_token(token.trim())? {

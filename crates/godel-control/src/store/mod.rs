@@ -8,6 +8,7 @@
 
 mod auth;
 mod events;
+mod migrate;
 mod runtimes;
 mod snapshots;
 
@@ -21,7 +22,7 @@ pub use auth::{TeamRecord, TokenRecord};
 pub use runtimes::{Quota, Reservation, TeamUsage};
 
 /// Current schema version (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS teams (
@@ -56,7 +57,10 @@ CREATE TABLE IF NOT EXISTS runtimes (
     memory_bytes INTEGER NOT NULL DEFAULT 0,
     disk_bytes INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    expires_at TEXT,
+    parked_snapshot TEXT,
+    parked_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS runtimes_team_state ON runtimes(team, state);
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -108,7 +112,7 @@ impl Store {
         Store::init(Connection::open_in_memory().map_err(db_err)?)
     }
 
-    fn init(conn: Connection) -> Result<Store> {
+    fn init(mut conn: Connection) -> Result<Store> {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
@@ -124,6 +128,10 @@ impl Store {
             return Err(Error::internal(format!(
                 "state database schema {version} is newer than this godel ({SCHEMA_VERSION}); upgrade godel"
             )));
+        }
+        if version > 0 && version < SCHEMA_VERSION {
+            // Old tables first get the new columns, then `SCHEMA` adds what is missing.
+            migrate::upgrade(&mut conn, version)?;
         }
         conn.execute_batch(SCHEMA).map_err(db_err)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -141,7 +149,12 @@ impl Store {
 }
 
 pub(crate) fn now_text() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    time_text(chrono::Utc::now())
+}
+
+/// Times are stored as fixed-width RFC 3339 UTC text, so they compare as strings.
+pub(crate) fn time_text(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 pub(crate) fn parse_time(s: &str) -> chrono::DateTime<chrono::Utc> {

@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use godel_core::{Error, Result, RuntimeInfo, RuntimeState, SpawnSpec};
+use chrono::{DateTime, Utc};
+use godel_core::{Error, ParkReason, Parked, Result, RuntimeInfo, RuntimeState, SpawnSpec};
 use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 
-use super::{Store, db_err, json_err, now_text, parse_time};
+use super::{Store, db_err, json_err, now_text, parse_time, time_text};
 
 /// Resources a runtime reserves against its team's quota.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,8 +26,7 @@ pub struct TeamUsage {
     pub disk_bytes: u64,
 }
 
-const COLS: &str =
-    "id, runtime, team, state, spec, handle, pid, reason, restored_from, created_at, updated_at";
+const COLS: &str = "id, runtime, team, state, spec, handle, pid, reason, restored_from, created_at, updated_at, expires_at, parked_snapshot, parked_reason";
 
 fn row_to_info(r: &Row<'_>) -> rusqlite::Result<(RuntimeInfo, String, String)> {
     let state: String = r.get(3)?;
@@ -45,6 +45,17 @@ fn row_to_info(r: &Row<'_>) -> rusqlite::Result<(RuntimeInfo, String, String)> {
         handle: BTreeMap::new(),
         usage: None,
         pid: r.get::<_, Option<i64>>(6)?.map(|p| p as u32),
+        expires_at: r.get::<_, Option<String>>(11)?.map(|t| parse_time(&t)),
+        parked: match (
+            r.get::<_, Option<String>>(12)?,
+            r.get::<_, Option<String>>(13)?,
+        ) {
+            (Some(snapshot_id), Some(reason)) => ParkReason::parse(&reason).map(|reason| Parked {
+                snapshot_id,
+                reason,
+            }),
+            _ => None,
+        },
     };
     Ok((info, spec, handle))
 }
@@ -83,8 +94,8 @@ impl Store {
         let now = now_text();
         tx.execute(
             "INSERT INTO runtimes (id, runtime, team, state, spec, handle, pid, reason, restored_from,
-                cpu_millis, memory_bytes, disk_bytes, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?8, ?9, ?10, ?11, ?11)",
+                cpu_millis, memory_bytes, disk_bytes, created_at, updated_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?8, ?9, ?10, ?11, ?11, ?12)",
             params![
                 info.id,
                 info.runtime,
@@ -97,6 +108,7 @@ impl Store {
                 reservation.memory_bytes as i64,
                 reservation.disk_bytes as i64,
                 now,
+                info.expires_at.map(time_text),
             ],
         )
         .map_err(|e| match e {
@@ -231,6 +243,53 @@ impl Store {
                 ],
             )
             .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Set or clear a sandbox's deadline.
+    pub fn set_expires_at(&self, id: &str, at: Option<DateTime<Utc>>) -> Result<()> {
+        self.update_one(
+            "UPDATE runtimes SET expires_at = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, at.map(time_text), now_text()],
+            id,
+        )
+    }
+
+    /// Mark a sandbox parked in a snapshot, or clear the mark.
+    pub fn set_parked(&self, id: &str, parked: Option<&Parked>) -> Result<()> {
+        self.update_one(
+            "UPDATE runtimes SET parked_snapshot = ?2, parked_reason = ?3, updated_at = ?4 WHERE id = ?1",
+            params![
+                id,
+                parked.map(|p| p.snapshot_id.clone()),
+                parked.map(|p| p.reason.as_str()),
+                now_text()
+            ],
+            id,
+        )
+    }
+
+    /// Running sandboxes whose deadline is at or before `now`.
+    pub fn expired_runtimes(&self, now: DateTime<Utc>) -> Result<Vec<RuntimeInfo>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {COLS} FROM runtimes WHERE state = 'running' AND expires_at IS NOT NULL AND expires_at <= ?1"
+            ))
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([time_text(now)], row_to_info)
+            .map_err(db_err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_err)?;
+        rows.into_iter().map(finish).collect()
+    }
+
+    fn update_one(&self, sql: &str, args: impl rusqlite::Params, id: &str) -> Result<()> {
+        let n = self.conn().execute(sql, args).map_err(db_err)?;
+        if n == 0 {
+            return Err(Error::not_found(format!("runtime {id} not found")));
+        }
         Ok(())
     }
 

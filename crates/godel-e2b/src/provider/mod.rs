@@ -417,10 +417,7 @@ impl RuntimeProvider for E2bProvider {
             .or_else(|| spec.image.clone())
             .unwrap_or_else(|| self.cfg.default_template.clone());
         let mut metadata = spec.labels.clone();
-        let hops: u32 = metadata
-            .remove(crate::serve::labels::HOPS)
-            .and_then(|h| h.parse().ok())
-            .unwrap_or(0);
+        let hops = spec.hops;
         metadata.insert("godel_id".to_string(), id.to_string());
         let body = NewSandbox {
             template_id: template,

@@ -27,6 +27,7 @@ pub async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
         Command::Rm { id, snapshot } => runtime::rm(ctx, &id, snapshot).await,
         Command::Pause { id } => runtime::pause_resume(ctx, &id, "pause").await,
         Command::Resume { id } => runtime::pause_resume(ctx, &id, "resume").await,
+        Command::Ttl { id, secs } => runtime::ttl(ctx, &id, &secs).await,
         Command::Snapshot(s) => snapshot::run(ctx, s).await,
         Command::Restore { snapshot } => snapshot::restore(ctx, &snapshot).await,
         Command::Fork { snapshot, count } => snapshot::fork(ctx, &snapshot, count).await,

@@ -42,18 +42,14 @@ pub fn spec_from_args(a: &SpawnArgs) -> Result<SpawnSpec> {
     spec.resources.disk = a.disk.as_deref().map(parse_bytes).transpose()?;
     spec.env = parse_key_values(&a.env, "--env")?;
     spec.labels = parse_key_values(&a.label, "--label")?;
-    if let Some(r) = &a.restart {
-        match r.as_str() {
-            "never" | "on-failure" => {
-                spec.labels
-                    .insert(godel_control::RESTART_LABEL.into(), r.clone());
-            }
-            other => {
-                return Err(Error::invalid(format!(
-                    "--restart {other:?}: use never or on-failure"
-                )));
-            }
-        }
+    spec.restart = a
+        .restart
+        .as_deref()
+        .map(godel_core::RestartPolicy::parse)
+        .transpose()?;
+    spec.ttl_secs = a.ttl;
+    if let Some(t) = &a.on_timeout {
+        spec.on_timeout = godel_core::OnTimeout::parse(t)?;
     }
     if let Some(n) = &a.network {
         spec.network.mode = match n.as_str() {
@@ -211,6 +207,29 @@ pub async fn rm(ctx: &Ctx, id: &str, snapshot: bool) -> Result<i32> {
 
 pub async fn pause_resume(ctx: &Ctx, id: &str, verb: &str) -> Result<i32> {
     state_call(ctx, Method::POST, &format!("/v1/runtimes/{id}/{verb}")).await
+}
+
+pub async fn ttl(ctx: &Ctx, id: &str, secs: &str) -> Result<i32> {
+    let ttl_secs: Option<u64> = match secs {
+        "none" => None,
+        s => Some(
+            s.parse()
+                .map_err(|_| Error::invalid(format!("ttl {s:?}: give whole seconds or `none`")))?,
+        ),
+    };
+    let body = serde_json::json!({ "ttl_secs": ttl_secs });
+    let path = format!("/v1/runtimes/{id}/ttl");
+    let info: RuntimeInfo = ctx.client.json(Method::POST, &path, Some(&body)).await?;
+    if ctx.json {
+        output::json(&info);
+    } else {
+        let until = info
+            .expires_at
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "no deadline".into());
+        println!("{} {} {until}", info.id, info.state);
+    }
+    Ok(0)
 }
 
 /// A call that returns the runtime record; prints `ID STATE` (or the JSON).

@@ -1,29 +1,33 @@
-//! The E2B-compatible server: the control-plane REST API and the envd surface
-//! (Connect RPC + `/files` + `/health`) on one address, so the official SDKs
-//! work with only `E2B_API_URL`, `E2B_SANDBOX_URL` and `E2B_API_KEY` set.
+//! The E2B-compatible server: E2B's control-plane REST API and the envd
+//! surface (Connect RPC + `/files` + `/health`) on one address, so the
+//! official SDKs work with only `E2B_API_URL`, `E2B_SANDBOX_URL` and
+//! `E2B_API_KEY` set. Like the native routes, every handler is a call on
+//! [`Control`], scoped to the team of the API key; the wire types and the
+//! Connect codec come from `godel_e2b`.
 //!
 //! How a request flows:
-//! 1. REST (`/sandboxes…`, `/v2/sandboxes…`): `X-API-Key` → [`E2bBackend::authenticate`]
-//!    → team; the handler calls the backend in godel terms ([`rest`]).
+//! 1. REST (`/sandboxes…`, `/v2/sandboxes…`): `X-API-Key` (a godel team
+//!    token) → team; the handler calls `Control` ([`rest`]). Deadlines
+//!    (`timeout`), auto-pause and pause/connect are the control plane's time
+//!    to live and parking: one reaper there serves both APIs.
 //! 2. envd (`/process.Process/*`, `/filesystem.Filesystem/*`, `/files`,
 //!    `/health`): the sandbox comes from the `E2b-Sandbox-Id` header or a
 //!    `49983-{id}.{domain}` Host; `X-Access-Token` (or a signed URL on
 //!    `/files`) is checked against the sandbox's token ([`envd`]). A paused or
 //!    killed sandbox answers 502 "The sandbox was not found", as E2B's proxy does.
 //! 3. Processes live in a per-sandbox table so background commands, `Connect`,
-//!    `List`, stdin and signals work ([`process`]).
-//! 4. A reaper kills (or, with auto-pause, pauses) sandboxes whose time ran out.
+//!    `List`, stdin and signals work ([`process`]); the table is dropped when
+//!    the control plane reports the sandbox stopped.
 
 // Handlers return a finished `Response` as their early-exit error; boxing it
 // would only add an allocation on the error path.
 #![allow(clippy::result_large_err)]
 
-pub mod backend;
-mod book;
 mod envd;
 mod files;
 pub(crate) mod filesystem;
 pub(crate) mod process;
+mod registry;
 mod rest;
 
 use std::sync::{Arc, Weak};
@@ -33,15 +37,13 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Utc};
-use godel_core::{Error, RuntimeState};
+use godel_control::{Caller, Control};
+use godel_core::{Error, RuntimeInfo, RuntimeState};
+use godel_e2b::wire::{ApiError, ENVD_VERSION};
+use registry::Registry;
 
-pub use backend::E2bBackend;
-use book::Registry;
-pub use book::labels;
 pub use files::signature;
-
-use crate::wire::{ApiError, ENVD_VERSION};
+pub use registry::{META_PREFIX, access_token};
 
 /// How the E2B surface behaves. `Debug` leaves the token secret out.
 #[derive(Clone)]
@@ -61,8 +63,6 @@ pub struct ServeConfig {
     pub default_timeout: Duration,
     /// Longest lifetime a client may ask for.
     pub max_timeout: Duration,
-    /// How often the reaper looks for expired sandboxes.
-    pub reaper_interval: Duration,
     /// How often directory watchers poll.
     pub watch_interval: Duration,
 }
@@ -76,7 +76,6 @@ impl std::fmt::Debug for ServeConfig {
             .field("token_secret", &"<redacted>")
             .field("default_timeout", &self.default_timeout)
             .field("max_timeout", &self.max_timeout)
-            .field("reaper_interval", &self.reaper_interval)
             .field("watch_interval", &self.watch_interval)
             .finish()
     }
@@ -91,7 +90,6 @@ impl Default for ServeConfig {
             token_secret: uuid::Uuid::new_v4().as_bytes().to_vec(),
             default_timeout: Duration::from_secs(300),
             max_timeout: Duration::from_secs(24 * 3600),
-            reaper_interval: Duration::from_secs(1),
             watch_interval: Duration::from_millis(200),
         }
     }
@@ -99,9 +97,37 @@ impl Default for ServeConfig {
 
 /// Shared server state.
 pub(crate) struct State {
-    pub backend: Arc<dyn E2bBackend>,
+    pub control: Arc<Control>,
     pub cfg: ServeConfig,
     pub registry: Registry,
+}
+
+impl State {
+    /// A sandbox record as E2B sees it: live, or parked as paused (shown
+    /// `paused`); anything else (stopped, failed, another team's) is `NOT_FOUND`.
+    pub fn record(&self, caller: &Caller, id: &str) -> godel_core::Result<RuntimeInfo> {
+        let r = self.control.visible_runtime(caller, id)?;
+        present(r).ok_or_else(|| Error::not_found(format!("sandbox {id} not found")))
+    }
+
+    /// Whether a sandbox is running now.
+    pub fn is_running(&self, id: &str) -> bool {
+        self.control
+            .visible_runtime(&Caller::Admin, id)
+            .is_ok_and(|r| r.state == RuntimeState::Running)
+    }
+}
+
+/// A parked sandbox is shown as `paused`; other stopped ones are not shown.
+pub(crate) fn present(mut r: RuntimeInfo) -> Option<RuntimeInfo> {
+    if !r.state.is_terminal() {
+        return Some(r);
+    }
+    if r.parked.is_some() {
+        r.state = RuntimeState::Paused;
+        return Some(r);
+    }
+    None
 }
 
 /// The E2B-compatible server. Cheap to clone.
@@ -110,21 +136,23 @@ pub struct E2bServer {
     state: Arc<State>,
 }
 
-/// Build the E2B router and start its reaper (when called inside a Tokio
-/// runtime). This is what `godel serve --e2b-listen ADDR` mounts.
-pub fn router(backend: Arc<dyn E2bBackend>, cfg: ServeConfig) -> Router {
-    let server = E2bServer::new(backend, cfg);
+/// Build the E2B router over the control plane and, inside a Tokio runtime,
+/// start dropping the live state of sandboxes that stop. This is what
+/// `godel serve --e2b-listen ADDR` mounts. Deadlines are enforced by the
+/// control plane's reaper ([`Control::start_reaper`]).
+pub fn router(control: Arc<Control>, cfg: ServeConfig) -> Router {
+    let server = E2bServer::new(control, cfg);
     if tokio::runtime::Handle::try_current().is_ok() {
-        server.spawn_reaper();
+        server.follow_events();
     }
     server.router()
 }
 
 impl E2bServer {
-    pub fn new(backend: Arc<dyn E2bBackend>, cfg: ServeConfig) -> Self {
+    pub fn new(control: Arc<Control>, cfg: ServeConfig) -> Self {
         E2bServer {
             state: Arc::new(State {
-                backend,
+                control,
                 cfg,
                 registry: Registry::default(),
             }),
@@ -149,87 +177,51 @@ impl E2bServer {
             .with_state(self.state.clone())
     }
 
-    /// Start the reaper task. It stops when every clone of the server is dropped.
-    pub fn spawn_reaper(&self) -> tokio::task::JoinHandle<()> {
+    /// End the command streams and watchers of sandboxes the control plane
+    /// reports stopped (killed, timed out, parked, died), as envd's end
+    /// when its VM goes. Stops when every clone of the server is dropped.
+    pub fn follow_events(&self) -> tokio::task::JoinHandle<()> {
         let weak: Weak<State> = Arc::downgrade(&self.state);
-        let interval = self.state.cfg.reaper_interval;
+        let mut rx = self.state.control.subscribe();
         tokio::spawn(async move {
-            if let Some(state) = weak.upgrade() {
-                adopt_all(&state).await;
-            }
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                let ev = match rx.recv().await {
+                    Ok(ev) => ev,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                };
                 let Some(state) = weak.upgrade() else { return };
-                reap(&state, Utc::now()).await;
+                let stopped = ev.kind == "state_changed"
+                    && ev
+                        .data
+                        .get("state")
+                        .and_then(|s| s.as_str())
+                        .is_some_and(|s| {
+                            matches!(s, "terminating" | "terminated" | "error" | "paused")
+                        });
+                if let (true, Some(id)) = (stopped, &ev.runtime_id) {
+                    state.registry.forget(id);
+                }
             }
         })
     }
 
-    /// Kill or pause every sandbox whose deadline is at or before `now`.
-    /// Returns the ids acted on. The reaper calls this every tick.
-    pub async fn reap_expired(&self, now: DateTime<Utc>) -> Vec<String> {
-        reap(&self.state, now).await
-    }
-
     /// The envd access token of a sandbox.
     pub fn access_token(&self, id: &str) -> String {
-        book::access_token(&self.state.cfg.token_secret, id)
+        access_token(&self.state.cfg.token_secret, id)
     }
 }
 
-/// Learn every live runtime so deadlines set before a restart are enforced.
-async fn adopt_all(state: &State) {
-    match state.backend.list_all().await {
-        Ok(all) => {
-            for info in all {
-                if matches!(info.state, RuntimeState::Running | RuntimeState::Paused) {
-                    state.registry.learn(&info, &state.cfg.token_secret);
-                }
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "e2b: cannot list runtimes at start"),
-    }
-}
-
-async fn reap(state: &State, now: DateTime<Utc>) -> Vec<String> {
-    let mut acted = Vec::new();
-    for e in state.registry.all() {
-        let b = e.book();
-        let expired = b.state == RuntimeState::Running && b.end_at.is_some_and(|t| t <= now);
-        if !expired {
-            continue;
-        }
-        let res = if b.auto_pause {
-            e.clear_live();
-            let r = state.backend.pause(&e.team, &e.id).await;
-            if r.is_ok() {
-                e.update(|b| b.state = RuntimeState::Paused);
-            }
-            r
-        } else {
-            e.clear_live();
-            let r = state.backend.kill(&e.team, &e.id).await;
-            if r.is_ok()
-                || r.as_ref()
-                    .is_err_and(|e| e.code == godel_core::ErrorCode::NotFound)
-            {
-                state.registry.forget(&e.id);
-                Ok(())
-            } else {
-                r
-            }
-        };
-        match res {
-            Ok(()) => {
-                tracing::info!(sandbox = %e.id, pause = b.auto_pause, "e2b: sandbox timed out");
-                acted.push(e.id.clone());
-            }
-            Err(err) => tracing::warn!(sandbox = %e.id, error = %err, "e2b: reaping failed"),
-        }
-    }
-    acted
+/// Serve the E2B-compatible API on a TCP listener until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    control: Arc<Control>,
+    cfg: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(control, cfg))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// A REST error: `{"code":<status>,"message":…}` with godel's status mapping.

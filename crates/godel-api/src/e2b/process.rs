@@ -26,14 +26,14 @@ use futures::stream::BoxStream;
 use godel_core::{Error, ExecEvent, ExecRequest, ExitStatus};
 use tokio::sync::mpsc;
 
-use super::book::Entry;
 use super::envd::{Ctx, StreamIn, StreamOut, stream_codec, stream_response, unary, unimplemented};
-use crate::connect::parse_timeout;
-use crate::pb::process::process_event::{self, DataEvent, EndEvent, Event, data_event};
-use crate::pb::process::process_input::Input;
-use crate::pb::process::process_selector::Selector;
-use crate::pb::process::stream_input_request::Event as InputEvent;
-use crate::pb::process::{
+use super::registry::Entry;
+use godel_e2b::connect::parse_timeout;
+use godel_e2b::pb::process::process_event::{self, DataEvent, EndEvent, Event, data_event};
+use godel_e2b::pb::process::process_input::Input;
+use godel_e2b::pb::process::process_selector::Selector;
+use godel_e2b::pb::process::stream_input_request::Event as InputEvent;
+use godel_e2b::pb::process::{
     CloseStdinRequest, CloseStdinResponse, ConnectRequest, ConnectResponse, ListRequest,
     ListResponse, ProcessConfig, ProcessEvent, ProcessInfo, ProcessInput, ProcessSelector,
     SendInputRequest, SendInputResponse, SendSignalRequest, SendSignalResponse, Signal,
@@ -478,7 +478,11 @@ async fn launch(
         interactive: keep_stdin,
         user: ctx.user.clone(),
     };
-    let handle = ctx.state.backend.exec(ctx.team(), ctx.id(), exec).await?;
+    let handle = ctx
+        .state
+        .control
+        .exec(&ctx.entry.caller, ctx.id(), exec)
+        .await?;
     let (tx, rx) = mpsc::channel(256);
     let proc = ctx.entry.procs.insert(handle.pid, |pid| Proc {
         pid,

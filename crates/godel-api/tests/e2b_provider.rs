@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
-use common::{KEY, TestServer};
+use common::TestServer;
 use futures::StreamExt;
+use godel_api::e2b::ServeConfig;
 use godel_core::{
     ErrorCode, Event, ExecEvent, ExecRequest, FileKind, RuntimeProvider, RuntimeState,
     SnapshotInfo, SnapshotRequest, SnapshotTarget, SpawnSpec, null_sink,
 };
 use godel_e2b::provider::RetryPolicy;
-use godel_e2b::{E2bConfig, E2bProvider, ServeConfig};
+use godel_e2b::{E2bConfig, E2bProvider};
 
 fn config(url: &str, key: &str) -> E2bConfig {
     E2bConfig {
@@ -35,7 +36,7 @@ fn config(url: &str, key: &str) -> E2bConfig {
 
 async fn setup() -> (TestServer, E2bProvider) {
     let s = TestServer::start(ServeConfig::default()).await;
-    let p = E2bProvider::new(config(&s.url, KEY), null_sink()).unwrap();
+    let p = E2bProvider::new(config(&s.url, &s.key), null_sink()).unwrap();
     (s, p)
 }
 
@@ -97,7 +98,7 @@ async fn spawn_exec_and_status() {
     assert!(st.usage.is_some());
     assert_eq!(p.list().await.unwrap(), vec!["rt-a".to_string()]);
     let sid = p.sandbox_id("rt-a").unwrap();
-    assert!(s.backend.workspace(&sid).is_dir());
+    assert!(s.workspace(&sid).is_dir());
 }
 
 #[tokio::test]
@@ -197,7 +198,7 @@ async fn pause_resume_snapshot_restore_and_adopt() {
     assert_eq!(&p.read_file("rt-p", "keep.txt").await.unwrap()[..], b"kept");
 
     // A second provider (a daemon restart) re-adopts from the handle.
-    let p2 = E2bProvider::new(config(&s.url, KEY), null_sink()).unwrap();
+    let p2 = E2bProvider::new(config(&s.url, &s.key), null_sink()).unwrap();
     let again = p2
         .adopt("rt-p", &SpawnSpec::default(), &spawned)
         .await
@@ -257,7 +258,7 @@ async fn pause_resume_snapshot_restore_and_adopt() {
             .unwrap(),
         None
     );
-    assert_eq!(s.backend.live(), 0);
+    assert_eq!(s.live(), 0);
 }
 
 #[tokio::test]
@@ -293,7 +294,7 @@ async fn sandbox_gone_is_not_found() {
     // Killed behind the provider's back.
     reqwest::Client::new()
         .delete(format!("{}/sandboxes/{sid}", s.url))
-        .header("x-api-key", KEY)
+        .header("x-api-key", &s.key)
         .send()
         .await
         .unwrap();
@@ -323,7 +324,7 @@ async fn server_down_is_unavailable_and_retried() {
     let events = Arc::new(Mutex::new(Vec::<Event>::new()));
     let sink = events.clone();
     let p = E2bProvider::new(
-        config(&url, KEY),
+        config(&url, "e2b_no_server"),
         Arc::new(move |e| sink.lock().unwrap().push(e)),
     )
     .unwrap();
@@ -347,19 +348,9 @@ async fn server_down_is_unavailable_and_retried() {
 #[tokio::test]
 async fn chained_through_a_second_server() {
     let upstream = TestServer::start(ServeConfig::default()).await;
-    let inner = E2bProvider::new(config(&upstream.url, KEY), null_sink()).unwrap();
-    let backend = Arc::new(common::chain::ProviderBackend::new(
-        Arc::new(inner),
-        &[("front-key", "front")],
-    ));
-    let front = godel_e2b::E2bServer::new(backend, ServeConfig::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = front.router();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    let p = E2bProvider::new(config(&url, "front-key"), null_sink()).unwrap();
+    let inner = E2bProvider::new(config(&upstream.url, &upstream.key), null_sink()).unwrap();
+    let front = TestServer::build(ServeConfig::default(), "e2b", move |_, _| Arc::new(inner)).await;
+    let p = E2bProvider::new(config(&front.url, &front.key), null_sink()).unwrap();
     p.spawn("rt-chain", &SpawnSpec::default()).await.unwrap();
     let out = p
         .exec_collect("rt-chain", sh("echo via two hops"))
@@ -373,7 +364,7 @@ async fn chained_through_a_second_server() {
     p.resume("rt-chain").await.unwrap();
     assert_eq!(&p.read_file("rt-chain", "c.txt").await.unwrap()[..], b"c");
     p.terminate("rt-chain").await.unwrap();
-    assert_eq!(upstream.backend.live(), 0);
+    assert_eq!(upstream.live(), 0);
 }
 
 #[tokio::test]
@@ -382,7 +373,7 @@ async fn keepalive_extends_the_remote_deadline() {
     let p = E2bProvider::new(
         E2bConfig {
             keepalive: Some(Duration::from_millis(20)),
-            ..config(&s.url, KEY)
+            ..config(&s.url, &s.key)
         },
         null_sink(),
     )
@@ -392,7 +383,7 @@ async fn keepalive_extends_the_remote_deadline() {
     let end_at = || async {
         let v: serde_json::Value = reqwest::Client::new()
             .get(format!("{}/sandboxes/{sid}", s.url))
-            .header("x-api-key", KEY)
+            .header("x-api-key", &s.key)
             .send()
             .await
             .unwrap()
@@ -417,19 +408,11 @@ async fn keepalive_extends_the_remote_deadline() {
 /// A server whose `e2b` runtime points back at itself stops after a few hops.
 #[tokio::test]
 async fn a_loop_back_to_the_same_server_is_refused() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let inner = E2bProvider::new(config(&url, "self-key"), null_sink()).unwrap();
-    let backend = Arc::new(common::chain::ProviderBackend::new(
-        Arc::new(inner),
-        &[("self-key", "selfteam")],
-    ));
-    let server = godel_e2b::E2bServer::new(backend, ServeConfig::default());
-    let app = server.router();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    let p = E2bProvider::new(config(&url, "self-key"), null_sink()).unwrap();
+    let s = TestServer::build(ServeConfig::default(), "e2b", |url, key| {
+        Arc::new(E2bProvider::new(config(url, key), null_sink()).unwrap())
+    })
+    .await;
+    let p = E2bProvider::new(config(&s.url, &s.key), null_sink()).unwrap();
     let err = p.spawn("rt-loop", &SpawnSpec::default()).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidArgument, "{err}");
     assert!(err.message.contains("points back"), "{err}");

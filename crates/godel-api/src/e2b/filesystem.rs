@@ -1,10 +1,10 @@
 //! `filesystem.Filesystem`: stat, mkdir, move, list, remove and directory
-//! watches over the backend's file methods. Paths come from the SDK as
-//! `/home/user/…` (or relative to it) and go to the backend unchanged;
+//! watches over the control plane's file calls. Paths come from the SDK as
+//! `/home/user/…` (or relative to it) and go to the control plane unchanged;
 //! entries go back with absolute sandbox paths and `mode` holding only the
 //! permission bits, as the SDK's tests expect.
 //!
-//! Watches poll: the backend contract has no change notification, so
+//! Watches poll: the runtime contract has no change notification, so
 //! watchers compare listings (names, sizes, mtimes) and report CREATE /
 //! CHMOD / WRITE / REMOVE. `WatchDir` streams list the tree every
 //! `ServeConfig::watch_interval`; `CreateWatcher` watchers list it on each
@@ -23,9 +23,9 @@ use axum::response::Response;
 use godel_core::{Error, ErrorCode, FileEntry, FileKind, WORKSPACE_MOUNT};
 
 use super::envd::{Ctx, StreamIn, stream_codec, stream_response, unary, unimplemented};
-use crate::connect::parse_timeout;
-use crate::pb::filesystem::watch_dir_response::{Event as WatchEvent, KeepAlive, StartEvent};
-use crate::pb::filesystem::{
+use godel_e2b::connect::parse_timeout;
+use godel_e2b::pb::filesystem::watch_dir_response::{Event as WatchEvent, KeepAlive, StartEvent};
+use godel_e2b::pb::filesystem::{
     CreateWatcherRequest, CreateWatcherResponse, EntryInfo, EventType, FileType, FilesystemEvent,
     GetWatcherEventsRequest, GetWatcherEventsResponse, ListDirRequest, ListDirResponse,
     MakeDirRequest, MakeDirResponse, MoveRequest, MoveResponse, RemoveRequest, RemoveResponse,
@@ -129,8 +129,8 @@ async fn resolve_link(ctx: &Ctx, mut e: FileEntry) -> FileEntry {
 
 async fn stat(ctx: &Ctx, path: &str) -> godel_core::Result<FileEntry> {
     ctx.state
-        .backend
-        .stat(ctx.team(), ctx.id(), path)
+        .control
+        .stat(&ctx.entry.caller, ctx.id(), path)
         .await
         .map_err(not_found(path))
 }
@@ -155,8 +155,8 @@ pub(super) async fn dispatch(ctx: Ctx, method: &str, headers: HeaderMap, body: B
                     Err(e) if e.code == ErrorCode::NotFound => {}
                     Err(e) => return Err(e),
                 }
-                let b = &ctx.state.backend;
-                b.make_dir(ctx.team(), ctx.id(), &r.path).await?;
+                let b = &ctx.state.control;
+                b.make_dir(&ctx.entry.caller, ctx.id(), &r.path).await?;
                 let e = stat(&ctx, &r.path).await?;
                 Ok(MakeDirResponse {
                     entry: Some(entry_info(&e)),
@@ -166,8 +166,8 @@ pub(super) async fn dispatch(ctx: Ctx, method: &str, headers: HeaderMap, body: B
         }
         "Move" => {
             unary(&headers, body, |r: MoveRequest| async move {
-                let b = &ctx.state.backend;
-                b.rename(ctx.team(), ctx.id(), &r.source, &r.destination)
+                let b = &ctx.state.control;
+                b.rename(&ctx.entry.caller, ctx.id(), &r.source, &r.destination)
                     .await
                     .map_err(not_found(&r.source))?;
                 let e = stat(&ctx, &r.destination).await?;
@@ -197,8 +197,8 @@ pub(super) async fn dispatch(ctx: Ctx, method: &str, headers: HeaderMap, body: B
         }
         "Remove" => {
             unary(&headers, body, |r: RemoveRequest| async move {
-                let b = &ctx.state.backend;
-                match b.remove(ctx.team(), ctx.id(), &r.path, true).await {
+                let b = &ctx.state.control;
+                match b.remove(&ctx.entry.caller, ctx.id(), &r.path, true).await {
                     Ok(()) => Ok(RemoveResponse {}),
                     // Removing a missing path is a no-op, as with envd.
                     Err(e) if e.code == ErrorCode::NotFound => Ok(RemoveResponse {}),
@@ -235,14 +235,14 @@ pub(super) async fn dispatch(ctx: Ctx, method: &str, headers: HeaderMap, body: B
 
 /// List `path` and its subdirectories down to `depth` levels.
 async fn walk(ctx: &Ctx, path: &str, depth: u32) -> godel_core::Result<Vec<FileEntry>> {
-    let b = &ctx.state.backend;
+    let b = &ctx.state.control;
     let mut out = Vec::new();
     let mut level = vec![path.to_string()];
     for d in 0..depth {
         let mut next = Vec::new();
         for dir in level {
             let entries = b
-                .list_dir(ctx.team(), ctx.id(), &dir)
+                .list_dir(&ctx.entry.caller, ctx.id(), &dir)
                 .await
                 .map_err(not_found(&dir))?;
             for e in entries {

@@ -17,11 +17,11 @@ use futures::StreamExt;
 use godel_core::{Error, workspace_relative};
 use sha2::{Digest, Sha256};
 
-use super::book::{Entry, constant_time_eq};
 use super::envd::{sandbox, target, token_ok};
 use super::filesystem::sandbox_path;
+use super::registry::{Entry, constant_time_eq};
 use super::{State, api_error, api_error_status};
-use crate::wire::WrittenEntry;
+use godel_e2b::wire::WrittenEntry;
 
 /// Largest file accepted or returned through `/files` (1 GiB).
 const MAX_FILE: usize = 1 << 30;
@@ -111,10 +111,10 @@ async fn file_sandbox(
                 "signature is already expired",
             ));
         }
-        let found = state.registry.all().into_iter().find(|e| {
-            e.book().state == godel_core::RuntimeState::Running
-                && authorised(e, &HeaderMap::new(), q, op).is_ok()
-        });
+        let found =
+            state.registry.all().into_iter().find(|e| {
+                state.is_running(&e.id) && authorised(e, &HeaderMap::new(), q, op).is_ok()
+            });
         return found.ok_or_else(|| {
             api_error_status(StatusCode::UNAUTHORIZED, "invalid or expired signature")
         });
@@ -162,7 +162,11 @@ pub(super) async fn download(
     let Some(path) = q.path.clone() else {
         return api_error_status(StatusCode::BAD_REQUEST, "missing path");
     };
-    let data = match state.backend.read_file(&entry.team, &entry.id, &path).await {
+    let data = match state
+        .control
+        .read_file(&entry.caller, &entry.id, &path)
+        .await
+    {
         Ok(d) => d,
         Err(e) if e.code == godel_core::ErrorCode::NotFound => {
             return api_error_status(
@@ -211,8 +215,8 @@ async fn write_one(
         return Err(Error::invalid("cannot write to the home directory itself"));
     }
     state
-        .backend
-        .write_file(&entry.team, &entry.id, path, data)
+        .control
+        .write_file(&entry.caller, &entry.id, path, data)
         .await?;
     Ok(WrittenEntry {
         name: rel.rsplit('/').next().unwrap_or(&rel).to_string(),

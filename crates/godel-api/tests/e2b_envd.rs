@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::TestServer;
-use godel_e2b::ServeConfig;
+use godel_api::e2b::ServeConfig;
 use godel_e2b::connect::{Codec, EnvelopeDecoder, envelope, parse_end_stream};
 use godel_e2b::pb::filesystem::{ListDirRequest, ListDirResponse};
 use godel_e2b::pb::process::StartResponse;
@@ -243,7 +243,7 @@ async fn filesystem_rpcs_and_files_routes() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
     // Download with a signed URL and no token.
-    let sig = godel_e2b::serve::signature("/home/user/d/a.bin", "read", "", &sb.token, None);
+    let sig = godel_api::e2b::signature("/home/user/d/a.bin", "read", "", &sb.token, None);
     let r = c
         .get(format!("{}/files", s.url))
         .query(&[("path", "/home/user/d/a.bin"), ("signature", sig.as_str())])
@@ -347,7 +347,7 @@ async fn polling_watcher_reports_changes() {
     .await;
     assert_eq!(st, 200, "{v}");
     let wid = v["watcherId"].as_str().unwrap().to_string();
-    std::fs::write(s.backend.workspace(&sb.id).join("new.txt"), "x").unwrap();
+    std::fs::write(s.workspace(&sb.id).join("new.txt"), "x").unwrap();
     let mut seen = Vec::new();
     for _ in 0..500 {
         let (_, v) = rpc(
@@ -471,7 +471,7 @@ async fn stream_input_is_a_client_stream() {
     let (_, err) = run.await.unwrap();
     assert!(err.is_none());
     assert_eq!(
-        std::fs::read(s.backend.workspace(&sb.id).join("got.txt")).unwrap(),
+        std::fs::read(s.workspace(&sb.id).join("got.txt")).unwrap(),
         b"abcdef"
     );
 }

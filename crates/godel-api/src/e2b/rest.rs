@@ -1,6 +1,6 @@
 //! The E2B control plane: `/sandboxes` and `/v2/sandboxes` (create, list,
 //! info, kill, timeout, refresh, pause, connect/resume, metrics), translated
-//! into [`E2bBackend`](super::E2bBackend) calls. Status codes follow what the
+//! into `Control` calls. Status codes follow what the
 //! SDKs accept (create 201; kill 204 or 404; connect 200 when running, 201
 //! when resumed; pause 409 when already paused).
 
@@ -14,15 +14,18 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use godel_core::{Error, ErrorCode, RuntimeInfo, RuntimeState, SpawnSpec};
-use serde::de::DeserializeOwned;
-
-use super::book::{Entry, labels};
-use super::{State, api_error, api_error_status};
-use crate::wire::{
+use godel_control::Caller;
+use godel_core::{
+    Error, ErrorCode, OnTimeout, ParkReason, RuntimeInfo, RuntimeState, SnapshotRequest, SpawnSpec,
+};
+use godel_e2b::wire::{
     API_KEY_HEADER, ConnectSandbox, DEFAULT_TEMPLATE, HOPS_HEADER, Lifecycle, MAX_HOPS, NewSandbox,
     RefreshRequest, Sandbox, SandboxDetail, SandboxMetric, SandboxState, TimeoutRequest,
 };
+use serde::de::DeserializeOwned;
+
+use super::registry::{Entry, META_PREFIX, SandboxView};
+use super::{State, api_error, api_error_status, present};
 
 type S = AxState<Arc<State>>;
 
@@ -40,8 +43,9 @@ pub(super) fn routes() -> Router<Arc<State>> {
         .route("/sandboxes/{id}/metrics", get(metrics))
 }
 
-/// The caller's team, from `X-API-Key` (or `Authorization: Bearer`).
-async fn team(state: &State, headers: &HeaderMap) -> Result<String, Response> {
+/// The caller, from `X-API-Key` (or `Authorization: Bearer`): always a
+/// team (an admin token acts for the default team, as E2B keys are per team).
+fn caller(state: &State, headers: &HeaderMap) -> Result<Caller, Response> {
     let key = headers
         .get(API_KEY_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -59,16 +63,22 @@ async fn team(state: &State, headers: &HeaderMap) -> Result<String, Response> {
             "missing X-API-Key header",
         ));
     };
-    state.backend.authenticate(key).await.map_err(|e| {
-        if matches!(
-            e.code,
-            ErrorCode::Unauthenticated | ErrorCode::PermissionDenied | ErrorCode::NotFound
-        ) {
-            api_error_status(StatusCode::UNAUTHORIZED, "invalid API key")
-        } else {
-            api_error(&e)
+    match state.control.authenticate(key) {
+        Ok(Caller::Team(t)) => Ok(Caller::Team(t)),
+        Ok(Caller::Admin) => Ok(Caller::Team(state.control.settings().default_team.clone())),
+        Err(e)
+            if matches!(
+                e.code,
+                ErrorCode::Unauthenticated | ErrorCode::PermissionDenied | ErrorCode::NotFound
+            ) =>
+        {
+            Err(api_error_status(
+                StatusCode::UNAUTHORIZED,
+                "invalid API key",
+            ))
         }
-    })
+        Err(e) => Err(api_error(&e)),
+    }
 }
 
 fn parse_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Response> {
@@ -115,9 +125,9 @@ fn e2b_state(s: RuntimeState) -> Option<SandboxState> {
     }
 }
 
-fn sandbox_response(state: &State, e: &Entry) -> Sandbox {
+fn sandbox_response(state: &State, info: &RuntimeInfo, e: &Entry) -> Sandbox {
     Sandbox {
-        template_id: e.book().template,
+        template_id: SandboxView::of(info).template,
         sandbox_id: e.id.clone(),
         alias: None,
         client_id: state.cfg.client_id.clone(),
@@ -128,8 +138,14 @@ fn sandbox_response(state: &State, e: &Entry) -> Sandbox {
     }
 }
 
-fn detail(state: &State, e: &Entry, st: SandboxState, with_secrets: bool) -> SandboxDetail {
-    let b = e.book();
+fn detail(
+    state: &State,
+    info: &RuntimeInfo,
+    e: &Entry,
+    st: SandboxState,
+    with_secrets: bool,
+) -> SandboxDetail {
+    let b = SandboxView::of(info);
     let max = ChronoDuration::seconds(state.cfg.max_timeout.as_secs() as i64);
     SandboxDetail {
         template_id: b.template.clone(),
@@ -153,18 +169,15 @@ fn detail(state: &State, e: &Entry, st: SandboxState, with_secrets: bool) -> San
     }
 }
 
-/// Record a new deadline and persist it through the backend (best effort).
-async fn set_deadline(state: &State, e: &Entry, end_at: DateTime<Utc>) {
-    e.update(|b| b.end_at = Some(end_at));
-    let mut l = BTreeMap::new();
-    l.insert(labels::END_AT.to_string(), end_at.to_rfc3339());
-    if let Err(err) = state.backend.set_labels(&e.team, &e.id, l).await {
-        tracing::warn!(sandbox = %e.id, error = %err, "e2b: cannot persist the deadline");
+/// Move a sandbox's deadline (best effort: it may have stopped meanwhile).
+fn set_deadline(state: &State, caller: &Caller, id: &str, end_at: DateTime<Utc>) {
+    if let Err(err) = state.control.set_expiry(caller, id, Some(end_at)) {
+        tracing::warn!(sandbox = %id, error = %err, "e2b: cannot move the deadline");
     }
 }
 
 async fn create(AxState(state): S, headers: HeaderMap, body: Bytes) -> Response {
-    let team = tri!(team(&state, &headers).await);
+    let caller = tri!(caller(&state, &headers));
     let hops: u32 = headers
         .get(HOPS_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -184,40 +197,30 @@ async fn create(AxState(state): S, headers: HeaderMap, body: Bytes) -> Response 
     } else {
         req.template_id.clone()
     };
-    let now = Utc::now();
-    let end_at = now + clamp_timeout(&state, req.timeout);
     let mut spec = SpawnSpec {
-        team: Some(team.clone()),
+        team: caller.team_filter().map(String::from),
+        ttl_secs: Some(clamp_timeout(&state, req.timeout).num_seconds() as u64),
+        on_timeout: if req.auto_pause == Some(true) {
+            OnTimeout::Pause
+        } else {
+            OnTimeout::Kill
+        },
+        hops,
         ..Default::default()
     };
     if template != DEFAULT_TEMPLATE {
-        spec.template = Some(template.clone());
+        spec.template = Some(template);
     }
     spec.env = req.env_vars.clone().unwrap_or_default();
     for (k, v) in req.metadata.clone().unwrap_or_default() {
-        spec.labels.insert(format!("{}{k}", labels::META_PREFIX), v);
-    }
-    spec.labels
-        .insert(labels::TEMPLATE.to_string(), template.clone());
-    spec.labels
-        .insert(labels::END_AT.to_string(), end_at.to_rfc3339());
-    let on_timeout = if req.auto_pause == Some(true) {
-        "pause"
-    } else {
-        "kill"
-    };
-    spec.labels
-        .insert(labels::ON_TIMEOUT.to_string(), on_timeout.to_string());
-    if hops > 0 {
-        spec.labels
-            .insert(labels::HOPS.to_string(), hops.to_string());
+        spec.labels.insert(format!("{META_PREFIX}{k}"), v);
     }
     trb!(spec.validate());
-    let info = trb!(state.backend.create(&team, spec).await);
+    let info = trb!(state.control.spawn(&caller, spec).await);
     let e = state.registry.learn(&info, &state.cfg.token_secret);
     (
         StatusCode::CREATED,
-        axum::Json(sandbox_response(&state, &e)),
+        axum::Json(sandbox_response(&state, &info, &e)),
     )
         .into_response()
 }
@@ -284,12 +287,12 @@ fn unquote(s: &str) -> String {
 
 async fn list_entries(
     state: &State,
-    team: &str,
+    caller: &Caller,
     q: &ListQuery,
 ) -> godel_core::Result<Vec<SandboxDetail>> {
-    let infos = state.backend.list(team).await?;
+    let infos = state.control.list(caller, true)?;
     let mut out = Vec::new();
-    for info in infos {
+    for info in infos.into_iter().filter_map(present) {
         let Some(st) = e2b_state(info.state) else {
             continue;
         };
@@ -297,7 +300,7 @@ async fn list_entries(
             continue;
         }
         let e = state.registry.learn(&info, &state.cfg.token_secret);
-        let d = detail(state, &e, st, false);
+        let d = detail(state, &info, &e, st, false);
         if q.metadata.iter().any(|(k, v)| d.metadata.get(k) != Some(v)) {
             continue;
         }
@@ -317,19 +320,19 @@ async fn list_entries(
 }
 
 async fn list_v1(AxState(state): S, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
-    let team = tri!(team(&state, &headers).await);
+    let caller = tri!(caller(&state, &headers));
     let q = parse_list_query(raw.as_deref(), &[SandboxState::Running]);
-    let all = trb!(list_entries(&state, &team, &q).await);
+    let all = trb!(list_entries(&state, &caller, &q).await);
     axum::Json(all).into_response()
 }
 
 async fn list_v2(AxState(state): S, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
-    let team = tri!(team(&state, &headers).await);
+    let caller = tri!(caller(&state, &headers));
     let q = parse_list_query(
         raw.as_deref(),
         &[SandboxState::Running, SandboxState::Paused],
     );
-    let all = trb!(list_entries(&state, &team, &q).await);
+    let all = trb!(list_entries(&state, &caller, &q).await);
     let running = all
         .iter()
         .filter(|d| d.state == SandboxState::Running)
@@ -347,13 +350,18 @@ async fn list_v2(AxState(state): S, headers: HeaderMap, RawQuery(raw): RawQuery)
     resp
 }
 
-/// The record of `id` for `team`, learned into the registry.
+/// The record of `id` as E2B sees it (running with fresh usage, or paused),
+/// with its entry in the registry.
 async fn lookup(
     state: &State,
-    team: &str,
+    caller: &Caller,
     id: &str,
 ) -> godel_core::Result<(RuntimeInfo, Arc<Entry>)> {
-    let info = state.backend.get(team, id).await?;
+    let mut info = state.record(caller, id)?;
+    if info.state == RuntimeState::Running {
+        info = present(state.control.status(caller, id).await?)
+            .ok_or_else(|| Error::not_found(format!("sandbox {id} not found")))?;
+    }
     if e2b_state(info.state).is_none() {
         return Err(Error::not_found(format!("sandbox {id} not found")));
     }
@@ -362,18 +370,18 @@ async fn lookup(
 }
 
 async fn info(AxState(state): S, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let team = tri!(team(&state, &headers).await);
-    let (info, e) = trb!(lookup(&state, &team, &id).await);
+    let caller = tri!(caller(&state, &headers));
+    let (info, e) = trb!(lookup(&state, &caller, &id).await);
     let st = e2b_state(info.state).unwrap_or(SandboxState::Running);
-    axum::Json(detail(&state, &e, st, true)).into_response()
+    axum::Json(detail(&state, &info, &e, st, true)).into_response()
 }
 
 async fn kill(AxState(state): S, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let team = tri!(team(&state, &headers).await);
-    let (_, e) = trb!(lookup(&state, &team, &id).await);
+    let caller = tri!(caller(&state, &headers));
+    let (_, e) = trb!(lookup(&state, &caller, &id).await);
     // End attached command streams first, as envd's end when its VM goes.
     e.clear_live();
-    trb!(state.backend.kill(&team, &id).await);
+    trb!(state.control.terminate(&caller, &id).await);
     state.registry.forget(&id);
     StatusCode::NO_CONTENT.into_response()
 }
@@ -384,26 +392,22 @@ async fn set_timeout(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let team = tri!(team(&state, &headers).await);
+    let caller = tri!(caller(&state, &headers));
     let req: TimeoutRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             return api_error_status(StatusCode::BAD_REQUEST, &format!("invalid body: {e}"));
         }
     };
-    let (info, e) = trb!(lookup(&state, &team, &id).await);
+    let (info, _) = trb!(lookup(&state, &caller, &id).await);
     if info.state != RuntimeState::Running {
         return api_error_status(
             StatusCode::NOT_FOUND,
             &format!("sandbox {id} is not running"),
         );
     }
-    set_deadline(
-        &state,
-        &e,
-        Utc::now() + clamp_timeout(&state, Some(req.timeout)),
-    )
-    .await;
+    let end_at = Utc::now() + clamp_timeout(&state, Some(req.timeout));
+    set_deadline(&state, &caller, &id, end_at);
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -413,9 +417,9 @@ async fn refresh(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let team = tri!(team(&state, &headers).await);
+    let caller = tri!(caller(&state, &headers));
     let req: RefreshRequest = tri!(parse_body(&body));
-    let (info, e) = trb!(lookup(&state, &team, &id).await);
+    let (info, _) = trb!(lookup(&state, &caller, &id).await);
     if info.state != RuntimeState::Running {
         return api_error_status(
             StatusCode::NOT_FOUND,
@@ -423,16 +427,15 @@ async fn refresh(
         );
     }
     let want = Utc::now() + clamp_timeout(&state, Some(req.duration.unwrap_or(60).min(3600)));
-    let current = e.book().end_at;
-    if current.is_none_or(|t| t < want) {
-        set_deadline(&state, &e, want).await;
+    if info.expires_at.is_none_or(|t| t < want) {
+        set_deadline(&state, &caller, &id, want);
     }
     StatusCode::NO_CONTENT.into_response()
 }
 
 async fn pause(AxState(state): S, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let team = tri!(team(&state, &headers).await);
-    let (info, e) = trb!(lookup(&state, &team, &id).await);
+    let caller = tri!(caller(&state, &headers));
+    let (info, e) = trb!(lookup(&state, &caller, &id).await);
     if info.state == RuntimeState::Paused {
         return api_error_status(
             StatusCode::CONFLICT,
@@ -440,8 +443,17 @@ async fn pause(AxState(state): S, headers: HeaderMap, Path(id): Path<String>) ->
         );
     }
     e.clear_live();
-    trb!(state.backend.pause(&team, &id).await);
-    e.update(|b| b.state = RuntimeState::Paused);
+    let req = SnapshotRequest {
+        name: None,
+        description: Some("E2B pause".into()),
+        labels: BTreeMap::from([("e2b.pause".to_string(), "true".to_string())]),
+    };
+    trb!(
+        state
+            .control
+            .park(&caller, &id, ParkReason::Paused, req)
+            .await
+    );
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -454,9 +466,9 @@ async fn connect_inner(
     body: &[u8],
     resumed_only: bool,
 ) -> Response {
-    let team = tri!(team(state, headers).await);
+    let caller = tri!(caller(state, headers));
     let req: ConnectSandbox = tri!(parse_body(body));
-    let (info, e) = match lookup(state, &team, id).await {
+    let (info, e) = match lookup(state, &caller, id).await {
         Ok(v) => v,
         Err(err) if err.code == ErrorCode::NotFound => {
             return api_error_status(
@@ -474,17 +486,24 @@ async fn connect_inner(
         ),
         RuntimeState::Running => {
             // Connecting never shortens a running sandbox's life.
-            if e.book().end_at.is_some_and(|t| t < want) {
-                set_deadline(state, &e, want).await;
+            if info.expires_at.is_some_and(|t| t < want) {
+                set_deadline(state, &caller, id, want);
             }
-            (StatusCode::OK, axum::Json(sandbox_response(state, &e))).into_response()
+            (
+                StatusCode::OK,
+                axum::Json(sandbox_response(state, &info, &e)),
+            )
+                .into_response()
         }
         _ => {
-            let info = trb!(state.backend.resume(&team, id).await);
+            let info = trb!(state.control.resume(&caller, id).await);
             let e = state.registry.learn(&info, &state.cfg.token_secret);
-            e.update(|b| b.state = RuntimeState::Running);
-            set_deadline(state, &e, want).await;
-            (StatusCode::CREATED, axum::Json(sandbox_response(state, &e))).into_response()
+            set_deadline(state, &caller, id, want);
+            (
+                StatusCode::CREATED,
+                axum::Json(sandbox_response(state, &info, &e)),
+            )
+                .into_response()
         }
     }
 }
@@ -516,9 +535,9 @@ async fn metrics(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let team = tri!(team(&state, &headers).await);
-    let (info, e) = trb!(lookup(&state, &team, &id).await);
-    let b = e.book();
+    let caller = tri!(caller(&state, &headers));
+    let (info, _) = trb!(lookup(&state, &caller, &id).await);
+    let b = SandboxView::of(&info);
     let now = Utc::now();
     let (mut start, mut end) = (None::<i64>, None::<i64>);
     for (k, v) in url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use super::{KEY, TestServer};
+use super::TestServer;
 use godel_e2b::connect::{Codec, EnvelopeDecoder, FLAG_END_STREAM, envelope, parse_end_stream};
 use godel_e2b::pb::process::{ProcessConfig, StartRequest};
 use serde_json::Value;
@@ -16,7 +16,7 @@ pub struct Sbx {
 pub async fn create(s: &TestServer, body: Value) -> Sbx {
     let r = reqwest::Client::new()
         .post(format!("{}/v2/sandboxes", s.url))
-        .header("x-api-key", KEY)
+        .header("x-api-key", &s.key)
         .json(&body)
         .send()
         .await

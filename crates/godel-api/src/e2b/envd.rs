@@ -14,18 +14,19 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures::StreamExt;
+use godel_control::Caller;
 use godel_core::{Error, RuntimeState};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use super::book::{Entry, constant_time_eq};
+use super::registry::{Entry, constant_time_eq};
 use super::{State, filesystem, process, sandbox_not_found};
-use crate::connect::{
+use godel_e2b::connect::{
     Codec, ConnectCode, ConnectError, EnvelopeDecoder, FLAG_END_STREAM, MAX_MESSAGE,
     end_stream_payload, envelope, parse_timeout,
 };
-use crate::wire::{ACCESS_TOKEN_HEADER, ENVD_PORT, SANDBOX_ID_HEADER, SANDBOX_PORT_HEADER};
+use godel_e2b::wire::{ACCESS_TOKEN_HEADER, ENVD_PORT, SANDBOX_ID_HEADER, SANDBOX_PORT_HEADER};
 
 /// One authorised envd call: the sandbox and the caller's Linux user.
 pub(crate) struct Ctx {
@@ -36,9 +37,6 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub fn team(&self) -> &str {
-        &self.entry.team
-    }
     pub fn id(&self) -> &str {
         &self.entry.id
     }
@@ -84,18 +82,16 @@ pub(crate) async fn sandbox(
             "missing E2b-Sandbox-Id header (or a {port}-{sandboxID}.{domain} Host)",
         )));
     };
-    let entry = match state.registry.get(&id) {
-        Some(e) => e,
-        None => match state.backend.locate(&id).await {
-            Ok(info) if matches!(info.state, RuntimeState::Running | RuntimeState::Paused) => {
-                state.registry.learn(&info, &state.cfg.token_secret)
-            }
-            _ => return Err(sandbox_not_found(&id)),
-        },
+    // The record decides, not the registry: the sandbox may have been
+    // stopped or paused through another surface.
+    let info = match state.control.visible_runtime(&Caller::Admin, &id) {
+        Ok(info) if info.state == RuntimeState::Running => info,
+        _ => {
+            state.registry.forget(&id);
+            return Err(sandbox_not_found(&id));
+        }
     };
-    if entry.book().state != RuntimeState::Running {
-        return Err(sandbox_not_found(&id));
-    }
+    let entry = state.registry.learn(&info, &state.cfg.token_secret);
     if port != ENVD_PORT {
         let body = serde_json::json!({
             "sandboxId": id,
@@ -177,22 +173,6 @@ pub(super) async fn filesystem_rpc(
 
 /// `GET /health`: 204 while the sandbox runs, 502 otherwise.
 pub(super) async fn health(AxState(state): AxState<Arc<State>>, headers: HeaderMap) -> Response {
-    // Refresh the state from the backend: the runtime may have been stopped
-    // outside the E2B surface.
-    if let Some((id, _)) = target(&state, &headers) {
-        match state.backend.locate(&id).await {
-            Ok(info) if !info.state.is_terminal() => {
-                state.registry.learn(&info, &state.cfg.token_secret);
-            }
-            Ok(_) => {
-                state.registry.forget(&id);
-            }
-            Err(e) if e.code == godel_core::ErrorCode::NotFound => {
-                state.registry.forget(&id);
-            }
-            Err(_) => {}
-        }
-    }
     match sandbox(&state, &headers).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => r,

@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{KEY, OTHER_KEY, TestServer};
-use godel_e2b::ServeConfig;
+use common::TestServer;
+use godel_api::e2b::ServeConfig;
 use godel_e2b::connect::Codec;
 use serde_json::{Value, json};
 
@@ -44,7 +44,7 @@ async fn rest_auth_and_required_fields() {
     .await;
     let r = c
         .get(format!("{}/sandboxes/{}", s.url, sb.id))
-        .header("x-api-key", KEY)
+        .header("x-api-key", &s.key)
         .send()
         .await
         .unwrap();
@@ -67,7 +67,7 @@ async fn rest_auth_and_required_fields() {
     // Another team sees nothing.
     let r = c
         .get(format!("{}/sandboxes/{}", s.url, sb.id))
-        .header("x-api-key", OTHER_KEY)
+        .header("x-api-key", &s.other_key)
         .send()
         .await
         .unwrap();
@@ -75,19 +75,19 @@ async fn rest_auth_and_required_fields() {
     // Kill: 204, then 404.
     let r = c
         .delete(format!("{}/sandboxes/{}", s.url, sb.id))
-        .header("x-api-key", KEY)
+        .header("x-api-key", &s.key)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
     let r = c
         .delete(format!("{}/sandboxes/{}", s.url, sb.id))
-        .header("x-api-key", KEY)
+        .header("x-api-key", &s.key)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    assert_eq!(s.backend.live(), 0);
+    assert_eq!(s.live(), 0);
 }
 
 #[tokio::test]
@@ -148,7 +148,7 @@ async fn pause_connect_list_and_pagination() {
     let _c = create(&s, json!({"templateID":"base","metadata":{"g":"2"}})).await;
     let post = |p: String| {
         c.post(format!("{}{p}", s.url))
-            .header("x-api-key", KEY)
+            .header("x-api-key", &s.key)
             .send()
     };
     assert_eq!(
@@ -175,7 +175,7 @@ async fn pause_connect_list_and_pagination() {
     // Old list shows running only; v2 both, filtered and paged.
     let r = c
         .get(format!("{}/sandboxes", s.url))
-        .header("x-api-key", KEY)
+        .header("x-api-key", &s.key)
         .send()
         .await
         .unwrap();
@@ -188,7 +188,7 @@ async fn pause_connect_list_and_pagination() {
             "{}/v2/sandboxes?limit=2&state=running,paused",
             s.url
         ))
-        .header("x-api-key", KEY)
+        .header("x-api-key", &s.key)
         .send()
         .await
         .unwrap();
@@ -199,7 +199,7 @@ async fn pause_connect_list_and_pagination() {
     );
     let r = c
         .get(format!("{}/v2/sandboxes?limit=2&nextToken={next}", s.url))
-        .header("x-api-key", KEY)
+        .header("x-api-key", &s.key)
         .send()
         .await
         .unwrap();
@@ -213,7 +213,7 @@ async fn pause_connect_list_and_pagination() {
             "{}/v2/sandboxes?metadata=g%3D1&state=paused",
             s.url
         ))
-        .header("x-api-key", KEY)
+        .header("x-api-key", &s.key)
         .send()
         .await
         .unwrap();
@@ -223,7 +223,7 @@ async fn pause_connect_list_and_pagination() {
     // Connect resumes (201) under the same id, then reports running (200).
     let connect = || {
         c.post(format!("{}/v2/sandboxes/{}/connect", s.url, a.id))
-            .header("x-api-key", KEY)
+            .header("x-api-key", &s.key)
             .json(&json!({"timeout": 60}))
             .send()
     };
@@ -240,7 +240,7 @@ async fn pause_connect_list_and_pagination() {
     assert_eq!(r.status(), 204);
     let r = c
         .get(format!("{}/sandboxes/{}/metrics", s.url, a.id))
-        .header("x-api-key", KEY)
+        .header("x-api-key", &s.key)
         .send()
         .await
         .unwrap();
@@ -259,9 +259,9 @@ async fn reaper_kills_or_pauses_expired_sandboxes() {
     )
     .await;
     let keep = create(&s, json!({"templateID":"base","timeout":3000})).await;
-    assert!(s.server.reap_expired(Utc::now()).await.is_empty());
+    assert!(s.control.reap_expired(Utc::now()).await.is_empty());
     let mut acted = s
-        .server
+        .control
         .reap_expired(Utc::now() + chrono::Duration::seconds(60))
         .await;
     acted.sort();
@@ -270,7 +270,7 @@ async fn reaper_kills_or_pauses_expired_sandboxes() {
     assert_eq!(acted, want);
     let get = |id: String| {
         c.get(format!("{}/sandboxes/{id}", s.url))
-            .header("x-api-key", KEY)
+            .header("x-api-key", &s.key)
             .send()
     };
     assert_eq!(get(kill.id.clone()).await.unwrap().status(), 404);
@@ -280,14 +280,14 @@ async fn reaper_kills_or_pauses_expired_sandboxes() {
     // set_timeout moves the deadline: a shorter one makes it expire.
     let r = c
         .post(format!("{}/sandboxes/{}/timeout", s.url, keep.id))
-        .header("x-api-key", KEY)
+        .header("x-api-key", &s.key)
         .json(&json!({"timeout": 5}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
     let acted = s
-        .server
+        .control
         .reap_expired(Utc::now() + chrono::Duration::seconds(10))
         .await;
     assert_eq!(acted, vec![keep.id.clone()]);
@@ -326,7 +326,7 @@ async fn killing_a_sandbox_ends_its_streams_with_unavailable() {
     }
     let r = reqwest::Client::new()
         .delete(format!("{}/sandboxes/{}", s.url, sb.id))
-        .header("x-api-key", KEY)
+        .header("x-api-key", &s.key)
         .send()
         .await
         .unwrap();
@@ -375,14 +375,14 @@ async fn large_uploads_pass_and_large_rest_bodies_do_not() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(
-        std::fs::read(s.backend.workspace(&sb.id).join("big2.bin"))
+        std::fs::read(s.workspace(&sb.id).join("big2.bin"))
             .unwrap()
             .len(),
         big.len()
     );
     let r = c
         .post(format!("{}/sandboxes", s.url))
-        .header("x-api-key", KEY)
+        .header("x-api-key", &s.key)
         .header("content-type", "application/json")
         .body(vec![b' '; 2 << 20])
         .send()
