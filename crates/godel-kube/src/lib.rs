@@ -7,7 +7,6 @@
 //! - [`KubeProvider`]: the `RuntimeProvider` (`provider`, `exec`, `files`, `snapshot`, `watch`)
 //! - [`KubeConfig`], [`TeamQuota`]: configuration (`[kube]` in the daemon's TOML)
 //! - [`render_team_manifests`], [`render_pod_template`]: `godel kube render`
-//! - `fake` (feature `fake-apiserver`): a loopback fake API server; `bench`: `godel bench kube`
 
 pub mod config;
 pub mod errors;
@@ -21,11 +20,6 @@ mod runtime;
 mod snapshot;
 mod wait;
 mod watch;
-
-#[cfg(feature = "fake-apiserver")]
-pub mod bench;
-#[cfg(feature = "fake-apiserver")]
-pub mod fake;
 
 pub use config::{KubeConfig, TeamQuota};
 pub use provider::{KubeProvider, SpawnTiming};

@@ -12,7 +12,7 @@ use godel_core::{
     ErrorCode, ExecEvent, ExecRequest, RuntimeProvider, RuntimeState, SnapshotRequest,
     SnapshotTarget,
 };
-use godel_kube::fake::FakeOptions;
+use godel_fake_kube::FakeOptions;
 use godel_kube::{KubeConfig, KubeProvider, TeamQuota};
 use sha2::{Digest, Sha256};
 

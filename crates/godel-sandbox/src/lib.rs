@@ -12,7 +12,7 @@
 //! Layout: [`namespace`] and [`sandbox`] (daemon side), [`init`] and
 //! [`initserve`] (the init process), [`proto`] (their protocol), [`mounts`],
 //! [`cgroup`], [`seccomp`], [`nat`] (building blocks), [`hostops`] (host side
-//! effects behind a trait with a recording fake), [`bench`].
+//! effects behind a trait with a recording fake).
 //!
 //! The daemon finds the init as the `godel-sandbox-init` binary (see
 //! [`InitProgram::discover`]) or re-executes itself: a binary using
@@ -20,7 +20,6 @@
 
 #![allow(unsafe_code)]
 
-pub mod bench;
 pub mod cgroup;
 pub mod host;
 pub mod hostops;
@@ -34,7 +33,6 @@ pub mod proto;
 pub mod sandbox;
 pub mod seccomp;
 
-pub use bench::{BenchReport, Percentiles, run_benchmark};
 pub use host::HostIsolator;
 pub use launcher::{
     Isolator, Process, ProcessExit, ProcessSpec, Sandbox, SandboxConfig, SandboxLimits, Signaller,

@@ -21,7 +21,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod bench;
 pub mod delta;
 pub mod exec;
 pub mod files;
@@ -36,5 +35,4 @@ pub mod store;
 pub mod tarball;
 pub mod workspace;
 
-pub use bench::generate_repo;
 pub use provider::{WorktreeConfig, WorktreeProvider};

@@ -12,7 +12,7 @@ use godel_core::{
     Event, EventSink, ExecRequest, RuntimeProvider, SnapshotInfo, SnapshotRequest, SnapshotTarget,
     SpawnSpec,
 };
-use godel_kube::fake::{FakeApiServer, FakeOptions};
+use godel_fake_kube::{FakeApiServer, FakeOptions};
 use godel_kube::{KubeConfig, KubeProvider};
 
 pub struct Env {

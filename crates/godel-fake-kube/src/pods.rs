@@ -261,7 +261,7 @@ pub(crate) fn start(shared: Arc<Shared>, ns: String, name: String, uid: String) 
         }
         let dir = shared.pod_dir(&ns, &name);
         let pod = {
-            let store = shared.lock();
+            let store = shared.store.lock();
             match store.get("pods", &ns, &name) {
                 Some(e) if e.obj["metadata"]["uid"] == uid.as_str() => e.obj.clone(),
                 _ => return,

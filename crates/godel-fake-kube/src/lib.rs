@@ -1,5 +1,5 @@
-//! A fake Kubernetes API server for tests and the benchmark (feature
-//! `fake-apiserver`). It speaks real HTTP and the real WebSocket exec
+//! godel-fake-kube: a fake Kubernetes API server for godel-kube's tests and
+//! `godel bench kube`. It speaks real HTTP and the real WebSocket exec
 //! protocol on 127.0.0.1, so godel's provider is tested through kube-rs
 //! over the network, never by mocking kube-rs.
 //!
@@ -22,10 +22,11 @@ mod status;
 mod store;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use self::store::Store;
@@ -59,7 +60,7 @@ impl Default for FakeOptions {
 
 /// State shared by the server's handlers.
 pub(crate) struct Shared {
-    store: Mutex<Store>,
+    pub store: Mutex<Store>,
     pub opts: FakeOptions,
     pub pods_root: PathBuf,
     pub next_ip: AtomicU32,
@@ -68,10 +69,6 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn lock(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The directory standing for `/home/user` of a pod.
     pub fn pod_dir(&self, ns: &str, name: &str) -> PathBuf {
         self.pods_root.join(ns).join(name)
@@ -79,7 +76,7 @@ impl Shared {
 
     /// Modify a pod if it still exists with this uid.
     pub fn update_pod(&self, ns: &str, name: &str, uid: &str, f: impl FnOnce(&mut Value)) -> bool {
-        let mut store = self.lock();
+        let mut store = self.store.lock();
         let Some(entry) = store.get("pods", ns, name) else {
             return false;
         };
@@ -181,7 +178,7 @@ impl FakeApiServer {
     /// A stored object as JSON (`plural` like `pods`; `""` namespace for cluster objects).
     pub fn object(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
         let kind = store::KINDS.iter().find(|k| k.plural == plural)?;
-        let store = self.shared.lock();
+        let store = self.shared.store.lock();
         let mut obj = store
             .get(kind.plural, namespace, name)
             .map(|e| e.obj.clone())?;
@@ -197,6 +194,7 @@ impl FakeApiServer {
             return Vec::new();
         };
         self.shared
+            .store
             .lock()
             .list(kind.plural, namespace)
             .iter()
@@ -232,20 +230,21 @@ impl FakeApiServer {
 
     /// Delete a pod behind godel's back (as an operator or the node would).
     pub fn delete_pod(&self, namespace: &str, pod: &str) -> bool {
-        self.shared.lock().remove("pods", namespace, pod).is_some()
+        self.shared
+            .store
+            .lock()
+            .remove("pods", namespace, pod)
+            .is_some()
     }
 
     /// Server-side handling time of every pod create so far.
     pub fn create_times(&self) -> Vec<Duration> {
-        self.shared
-            .create_times
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or_default()
+        self.shared.create_times.lock().clone()
     }
 
     fn pod_uid(&self, namespace: &str, pod: &str) -> Option<String> {
         self.shared
+            .store
             .lock()
             .get("pods", namespace, pod)
             .and_then(|e| e.obj["metadata"]["uid"].as_str().map(str::to_string))

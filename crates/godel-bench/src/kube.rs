@@ -18,43 +18,10 @@ use futures::StreamExt;
 use godel_core::{Error, ExecRequest, Result, RuntimeProvider, SpawnSpec};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{KubeConfig, TeamQuota};
-use crate::fake::{FakeApiServer, FakeOptions};
-use crate::provider::KubeProvider;
+use godel_fake_kube::{FakeApiServer, FakeOptions};
+use godel_kube::{KubeConfig, KubeProvider, TeamQuota};
 
-/// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Percentiles {
-    pub count: usize,
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-    pub mean_ms: f64,
-}
-
-impl Percentiles {
-    pub fn of(samples: &[Duration]) -> Self {
-        if samples.is_empty() {
-            return Percentiles::default();
-        }
-        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-        ms.sort_by(f64::total_cmp);
-        let at = |q: f64| {
-            ms[((ms.len() as f64 * q).ceil() as usize)
-                .saturating_sub(1)
-                .min(ms.len() - 1)]
-        };
-        Percentiles {
-            count: ms.len(),
-            p50_ms: at(0.50),
-            p95_ms: at(0.95),
-            p99_ms: at(0.99),
-            max_ms: ms[ms.len() - 1],
-            mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,
-        }
-    }
-}
+use crate::LatencySummary;
 
 /// What `run_benchmark` measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,16 +31,16 @@ pub struct BenchReport {
     /// What is measured and how "added latency" is defined.
     pub definition: String,
     /// godel's added latency per spawn (see `definition`).
-    pub spawn_added: Percentiles,
+    pub spawn_added: LatencySummary,
     /// Wall time of each `spawn` call.
-    pub spawn_total: Percentiles,
+    pub spawn_total: LatencySummary,
     /// Client-observed pod create round trip (kube-rs + HTTP + the fake).
-    pub create_round_trip: Percentiles,
+    pub create_round_trip: LatencySummary,
     /// The fake API server's own handling time of each pod create.
-    pub server_create: Percentiles,
+    pub server_create: LatencySummary,
     /// Round trip of `exec true` over the WebSocket exec API (includes
     /// starting a local process in the fake).
-    pub exec: Percentiles,
+    pub exec: LatencySummary,
     pub errors: usize,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub error_samples: Vec<String>,
@@ -105,11 +72,7 @@ pub async fn run_benchmark(pods: usize, concurrency: usize) -> Result<BenchRepor
             pods: 2 * pods as u32,
         },
     );
-    *provider
-        .inner
-        .timings
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = Some(Vec::with_capacity(pods));
+    provider.record_spawn_timings(true);
     let spec = SpawnSpec {
         team: Some("bench".into()),
         resources: godel_core::ResourceLimits {
@@ -180,11 +143,11 @@ pub async fn run_benchmark(pods: usize, concurrency: usize) -> Result<BenchRepor
         pods,
         concurrency,
         definition: DEFINITION.into(),
-        spawn_added: Percentiles::of(&added),
-        spawn_total: Percentiles::of(&total),
-        create_round_trip: Percentiles::of(&rtt),
-        server_create: Percentiles::of(&fake.create_times()),
-        exec: Percentiles::of(&exec_times),
+        spawn_added: LatencySummary::of(&added),
+        spawn_total: LatencySummary::of(&total),
+        create_round_trip: LatencySummary::of(&rtt),
+        server_create: LatencySummary::of(&fake.create_times()),
+        exec: LatencySummary::of(&exec_times),
         errors: errors.len(),
         error_samples: errors.into_iter().take(5).collect(),
         wall_seconds: wall.as_secs_f64(),
@@ -196,23 +159,12 @@ pub async fn run_benchmark(pods: usize, concurrency: usize) -> Result<BenchRepor
 mod tests {
     use super::*;
 
-    #[test]
-    fn percentiles() {
-        let d: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        let p = Percentiles::of(&d);
-        assert_eq!(
-            (p.p50_ms, p.p95_ms, p.p99_ms, p.max_ms),
-            (50.0, 95.0, 99.0, 100.0)
-        );
-        assert_eq!(Percentiles::of(&[]).count, 0);
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn small_benchmark_runs_without_errors() {
         let r = run_benchmark(20, 10).await.unwrap();
         assert_eq!(r.errors, 0, "{:?}", r.error_samples);
-        assert_eq!(r.spawn_added.count, 20);
-        assert_eq!(r.exec.count, 20);
-        assert_eq!(r.server_create.count, 20);
+        assert_eq!(r.spawn_added.n, 20);
+        assert_eq!(r.exec.n, 20);
+        assert_eq!(r.server_create.n, 20);
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use futures::{SinkExt, StreamExt};
-use godel_kube::fake::{FakeApiServer, FakeOptions};
+use godel_fake_kube::{FakeApiServer, FakeOptions};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota, ResourceQuotaSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};

@@ -159,7 +159,7 @@ fn ns_key(t: &Target) -> &str {
 
 fn with_status(shared: &Shared, kind: &Kind, mut obj: Value) -> Value {
     if kind.plural == "resourcequotas" {
-        pods::fill_quota_status(&shared.lock(), &mut obj);
+        pods::fill_quota_status(&shared.store.lock(), &mut obj);
     }
     obj
 }
@@ -167,6 +167,7 @@ fn with_status(shared: &Shared, kind: &Kind, mut obj: Value) -> Value {
 fn get_one(shared: &Shared, t: &Target) -> Result<Response, ApiError> {
     let name = t.name.as_deref().unwrap_or("");
     let obj = shared
+        .store
         .lock()
         .get(t.kind.plural, ns_key(t), name)
         .map(|e| e.obj.clone())
@@ -189,7 +190,7 @@ fn matches(obj: &Value, l: &Selector, f: &Selector) -> bool {
 fn list(shared: &Shared, t: &Target, q: &BTreeMap<String, String>) -> Result<Response, ApiError> {
     let (l, f) = selectors(q)?;
     let (items, rv) = {
-        let store = shared.lock();
+        let store = shared.store.lock();
         let candidates: Vec<&Value> = match (t.ns.as_deref(), f.exact("metadata.name")) {
             (Some(ns), Some(name)) => store
                 .get(t.kind.plural, ns, name)
@@ -249,7 +250,7 @@ fn watch(shared: &Shared, t: &Target, q: &BTreeMap<String, String>) -> Result<Re
         .or_else(|| f.exact("metadata.namespace").map(str::to_string));
     let pin_name = f.exact("metadata.name").map(str::to_string);
     let (initial, last_rv, rx) = {
-        let mut store = shared.lock();
+        let mut store = shared.store.lock();
         let rx = store.subscribe(
             plural,
             pin_ns.as_deref(),
@@ -386,7 +387,7 @@ fn create(shared: &Arc<Shared>, t: &Target, body: &Bytes) -> Result<Response, Ap
     stamp_new(t, &mut obj);
     let is_pod = t.kind.plural == "pods";
     let stored = {
-        let mut store = shared.lock();
+        let mut store = shared.store.lock();
         check_namespace(&store, t)?;
         if store.get(t.kind.plural, ns_key(t), &name).is_some() {
             return Err(ApiError::already_exists(t.kind.plural, &name));
@@ -400,9 +401,7 @@ fn create(shared: &Arc<Shared>, t: &Target, body: &Bytes) -> Result<Response, Ap
     if is_pod {
         let uid = stored["metadata"]["uid"].as_str().unwrap_or("").to_string();
         pods::start(shared.clone(), ns_key(t).to_string(), name, uid);
-        if let Ok(mut v) = shared.create_times.lock() {
-            v.push(started.elapsed());
-        }
+        shared.create_times.lock().push(started.elapsed());
     }
     ok(StatusCode::CREATED, &stored)
 }
@@ -410,7 +409,7 @@ fn create(shared: &Arc<Shared>, t: &Target, body: &Bytes) -> Result<Response, Ap
 fn replace(shared: &Arc<Shared>, t: &Target, body: &Bytes) -> Result<Response, ApiError> {
     let name = t.name.clone().unwrap_or_default();
     let mut obj = parse_body(body)?;
-    let mut store = shared.lock();
+    let mut store = shared.store.lock();
     let entry = store
         .get(t.kind.plural, ns_key(t), &name)
         .ok_or_else(|| ApiError::not_found(t.kind.plural, &name))?;
@@ -492,7 +491,7 @@ fn patch(
             ));
         }
         let (stored, created, is_pod) = {
-            let mut store = shared.lock();
+            let mut store = shared.store.lock();
             check_namespace(&store, t)?;
             let existing = store.get(t.kind.plural, ns_key(t), &name).cloned();
             let (mut obj, owners) = apply::apply(
@@ -549,7 +548,7 @@ fn patch(
             ),
         ));
     }
-    let mut store = shared.lock();
+    let mut store = shared.store.lock();
     let entry = store
         .get(t.kind.plural, ns_key(t), &name)
         .cloned()
@@ -566,7 +565,7 @@ fn patch(
 fn delete(shared: &Arc<Shared>, t: &Target) -> Result<Response, ApiError> {
     let name = t.name.clone().unwrap_or_default();
     let (obj, dirs) = {
-        let mut store = shared.lock();
+        let mut store = shared.store.lock();
         let obj = store
             .remove(t.kind.plural, ns_key(t), &name)
             .ok_or_else(|| ApiError::not_found(t.kind.plural, &name))?;

@@ -1,5 +1,4 @@
-//! The microvm benchmark behind `godel bench microvm` and
-//! `examples/microvm_bench.rs`. Every number is reported with the
+//! `godel bench microvm`: the microvm runtime's benchmark. Every number is reported with the
 //! accelerator it was measured under, next to its target; nothing is
 //! asserted.
 //!
@@ -20,9 +19,11 @@ use godel_core::{Error, ExecRequest, Result, RuntimeProvider, SnapshotInfo, Spaw
 use godel_guest::GuestClient;
 use serde::{Deserialize, Serialize};
 
-use crate::launch::{self, Accel};
-use crate::provider::{MicrovmConfig, MicrovmProvider};
-use crate::vm;
+use godel_microvm::launch::{self, Accel};
+use godel_microvm::{MicrovmConfig, MicrovmProvider, vm};
+
+use crate::LatencySummary;
+use crate::ms;
 
 /// What to run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,34 +56,6 @@ impl BenchOptions {
             idle_target: 200,
             baseline: true,
             accel: None,
-        }
-    }
-}
-
-/// Latency percentiles of one metric, in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Stat {
-    pub n: usize,
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub min_ms: f64,
-    pub max_ms: f64,
-}
-
-impl Stat {
-    pub fn of(samples: &[Duration]) -> Stat {
-        if samples.is_empty() {
-            return Stat::default();
-        }
-        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-        ms.sort_by(|a, b| a.total_cmp(b));
-        let rank = |q: f64| ms[((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
-        Stat {
-            n: ms.len(),
-            p50_ms: rank(0.5),
-            p95_ms: rank(0.95),
-            min_ms: ms[0],
-            max_ms: ms[ms.len() - 1],
         }
     }
 }
@@ -123,12 +96,12 @@ pub struct BenchReport {
     pub host_tsc_khz: Option<u64>,
     pub image: String,
     pub memory_mib: u64,
-    pub cold_boot: Stat,
-    pub baseline_boot: Option<Stat>,
+    pub cold_boot: LatencySummary,
+    pub baseline_boot: Option<LatencySummary>,
     pub baseline: String,
-    pub restore: Stat,
-    pub warm_claim: Stat,
-    pub exec_rtt: Stat,
+    pub restore: LatencySummary,
+    pub warm_claim: LatencySummary,
+    pub exec_rtt: LatencySummary,
     pub file_write_mib_s: f64,
     pub file_read_mib_s: f64,
     pub snapshot_ms: f64,
@@ -140,10 +113,6 @@ pub struct BenchReport {
     pub density: Option<Density>,
     pub targets: Vec<Target>,
     pub notes: Vec<String>,
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn mem_available_mib() -> f64 {
@@ -239,7 +208,7 @@ async fn measure(
             p.terminate(&id).await?;
         }
     }
-    r.cold_boot = Stat::of(&cold);
+    r.cold_boot = LatencySummary::of(&cold);
     let subject = format!("bench-cold-{}", opts.samples.max(1) - 1);
 
     let mut rtt = Vec::new();
@@ -248,7 +217,7 @@ async fn measure(
         p.exec_collect(&subject, ExecRequest::new(["true"])).await?;
         rtt.push(t.elapsed());
     }
-    r.exec_rtt = Stat::of(&rtt);
+    r.exec_rtt = LatencySummary::of(&rtt);
     log(&format!("exec round trip p50 {:.1} ms", r.exec_rtt.p50_ms));
 
     let data = Bytes::from(vec![0x5au8; 50 << 20]);
@@ -284,7 +253,7 @@ async fn measure(
         restores.push(t.elapsed());
         p.terminate(&id).await?;
     }
-    r.restore = Stat::of(&restores);
+    r.restore = LatencySummary::of(&restores);
     log(&format!("restore p50 {:.0} ms", r.restore.p50_ms));
 
     r.forks = opts.forks;
@@ -325,7 +294,7 @@ async fn measure(
             log(&format!("baseline boot {i}: {:.0} ms", ms(d)));
             b.push(d);
         }
-        r.baseline_boot = Some(Stat::of(&b));
+        r.baseline_boot = Some(LatencySummary::of(&b));
     }
     r.baseline = "qemu-system-x86_64 -M pc (SeaBIOS), bzImage, same initramfs and root disk, \
                   virtio-serial-pci, cmdline `console=ttyS0 panic=-1`, TCG, 256 MiB: to guest-agent ready"
@@ -337,7 +306,10 @@ async fn measure(
     Ok(())
 }
 
-async fn warm_claims(opts: &BenchOptions, log: &(dyn Fn(&str) + Send + Sync)) -> Result<Stat> {
+async fn warm_claims(
+    opts: &BenchOptions,
+    log: &(dyn Fn(&str) + Send + Sync),
+) -> Result<LatencySummary> {
     let mut cfg = MicrovmConfig::new(&opts.home)
         .with_image(&opts.image)
         .with_warm_pool(1);
@@ -359,7 +331,7 @@ async fn warm_claims(opts: &BenchOptions, log: &(dyn Fn(&str) + Send + Sync)) ->
     .await;
     pool.shutdown(true).await;
     res?;
-    let s = Stat::of(&claims);
+    let s = LatencySummary::of(&claims);
     log(&format!("warm claim p50 {:.1} ms", s.p50_ms));
     Ok(s)
 }

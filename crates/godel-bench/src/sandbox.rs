@@ -8,60 +8,34 @@
 //!   command, which is what bwrap offers), when `bwrap` is installed.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use godel_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
-use crate::host::HostIsolator;
-use crate::launcher::{Isolator, ProcessSpec, Sandbox, SandboxConfig, SandboxLimits};
-use crate::namespace::{NamespaceIsolator, NamespaceOptions};
+use godel_sandbox::{
+    HostIsolator, Isolator, NamespaceIsolator, NamespaceOptions, ProcessSpec, Sandbox,
+    SandboxConfig, SandboxLimits,
+};
 
-/// Latency percentiles, milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Percentiles {
-    pub samples: usize,
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
-    pub min_ms: f64,
-    pub mean_ms: f64,
-}
-
-impl Percentiles {
-    pub fn from_ms(mut v: Vec<f64>) -> Percentiles {
-        if v.is_empty() {
-            return Percentiles::default();
-        }
-        v.sort_by(|a, b| a.total_cmp(b));
-        let at = |q: f64| v[(((v.len() - 1) as f64) * q).round() as usize];
-        Percentiles {
-            samples: v.len(),
-            p50_ms: at(0.50),
-            p95_ms: at(0.95),
-            p99_ms: at(0.99),
-            min_ms: v[0],
-            mean_ms: v.iter().sum::<f64>() / v.len() as f64,
-        }
-    }
-}
+use crate::LatencySummary;
 
 /// What `run_benchmark` measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchReport {
     pub iterations: usize,
-    pub sandbox_spawn: Percentiles,
-    pub sandbox_exec_true: Percentiles,
-    pub unsandboxed_exec_true: Percentiles,
+    pub sandbox_spawn: LatencySummary,
+    pub sandbox_exec_true: LatencySummary,
+    pub unsandboxed_exec_true: LatencySummary,
     /// `None` when `bwrap` is not installed.
-    pub bwrap_true: Option<Percentiles>,
+    pub bwrap_true: Option<LatencySummary>,
     /// Sandboxed exec P50 minus unsandboxed exec P50 (target: ≤ 1.5 ms).
     pub exec_overhead_p50_ms: f64,
     pub cgroup_version: Option<String>,
 }
 
-async fn run_true(sb: &dyn Sandbox) -> Result<f64> {
+async fn run_true(sb: &dyn Sandbox) -> Result<Duration> {
     let t = Instant::now();
     let mut p = sb
         .launch(ProcessSpec {
@@ -76,10 +50,10 @@ async fn run_true(sb: &dyn Sandbox) -> Result<f64> {
     if st.code != 0 {
         return Err(Error::exec(format!("true exited with {}", st.code)));
     }
-    Ok(t.elapsed().as_secs_f64() * 1e3)
+    Ok(t.elapsed())
 }
 
-async fn run_bwrap() -> Option<f64> {
+async fn run_bwrap() -> Option<Duration> {
     let t = Instant::now();
     let st = tokio::process::Command::new("bwrap")
         .args([
@@ -100,7 +74,7 @@ async fn run_bwrap() -> Option<f64> {
         .status()
         .await
         .ok()?;
-    st.success().then(|| t.elapsed().as_secs_f64() * 1e3)
+    st.success().then(|| t.elapsed())
 }
 
 fn config(root: &std::path::Path, id: &str) -> Result<SandboxConfig> {
@@ -119,13 +93,8 @@ fn config(root: &std::path::Path, id: &str) -> Result<SandboxConfig> {
 
 /// Run the benchmark (`iterations` execs of each kind; spawns are capped at 50).
 pub async fn run_benchmark(iterations: usize) -> Result<BenchReport> {
-    run_benchmark_with(NamespaceOptions::default(), iterations).await
-}
-
-/// [`run_benchmark`] with explicit isolator options.
-pub async fn run_benchmark_with(opts: NamespaceOptions, iterations: usize) -> Result<BenchReport> {
     let iterations = iterations.max(1);
-    let iso = Arc::new(NamespaceIsolator::new(opts));
+    let iso = Arc::new(NamespaceIsolator::new(NamespaceOptions::default()));
     let avail = iso.available().await;
     if !avail.available {
         return Err(Error::unavailable(avail.reason));
@@ -154,7 +123,7 @@ async fn bench_inner(
         let cfg = config(root, &format!("bench-spawn-{i}"))?;
         let t = Instant::now();
         let sb = iso.create(cfg).await?;
-        spawn.push(t.elapsed().as_secs_f64() * 1e3);
+        spawn.push(t.elapsed());
         sb.destroy().await?;
     }
     // Exec latency, interleaved.
@@ -188,30 +157,15 @@ async fn bench_inner(
     }
     sb.destroy().await?;
     outcome?;
-    let sandbox_exec_true = Percentiles::from_ms(sx);
-    let unsandboxed_exec_true = Percentiles::from_ms(hx);
+    let sandbox_exec_true = LatencySummary::of(&sx);
+    let unsandboxed_exec_true = LatencySummary::of(&hx);
     Ok(BenchReport {
         iterations,
         exec_overhead_p50_ms: sandbox_exec_true.p50_ms - unsandboxed_exec_true.p50_ms,
-        sandbox_spawn: Percentiles::from_ms(spawn),
+        sandbox_spawn: LatencySummary::of(&spawn),
         sandbox_exec_true,
         unsandboxed_exec_true,
-        bwrap_true: has_bwrap.then(|| Percentiles::from_ms(bx)),
+        bwrap_true: has_bwrap.then(|| LatencySummary::of(&bx)),
         cgroup_version: None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles() {
-        let p = Percentiles::from_ms((1..=100).map(|v| v as f64).collect());
-        assert_eq!(p.samples, 100);
-        assert_eq!(p.p50_ms, 51.0);
-        assert_eq!(p.p99_ms, 99.0);
-        assert_eq!(p.min_ms, 1.0);
-        assert_eq!(Percentiles::from_ms(vec![]), Percentiles::default());
-    }
 }

@@ -52,7 +52,11 @@ pub(crate) async fn handle(
             _ => {}
         }
     }
-    let pod = shared.lock().get("pods", &ns, &name).map(|e| e.obj.clone());
+    let pod = shared
+        .store
+        .lock()
+        .get("pods", &ns, &name)
+        .map(|e| e.obj.clone());
     let Some(pod) = pod else {
         return ApiError::not_found("pods", &name).into_response();
     };

@@ -1,0 +1,18 @@
+//! godel-bench: every benchmark behind `godel bench`, kept out of the
+//! runtime crates, and the one latency summary they all report.
+//!
+//! - [`LatencySummary`]: P50/P95/P99/min/max/mean of a list of durations
+//! - [`spawn`]: `godel bench spawn`, worktree runtimes through the API vs `git worktree add`
+//! - [`sandbox`]: `godel bench sandbox`, the process sandbox vs bwrap vs no isolation
+//! - [`microvm`]: `godel bench microvm`, boot, restore, claims, forks, density vs plain QEMU
+//! - [`kube`]: `godel bench kube`, godel's overhead per pod against the fake API server
+//!
+//! The numbers are printed, never asserted.
+
+pub mod kube;
+pub mod microvm;
+pub mod sandbox;
+pub mod spawn;
+mod summary;
+
+pub use summary::{LatencySummary, ms};
