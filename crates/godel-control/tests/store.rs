@@ -22,6 +22,8 @@ fn info(id: &str, team: &str) -> RuntimeInfo {
         handle: BTreeMap::new(),
         usage: None,
         pid: None,
+        expires_at: None,
+        parked: None,
     }
 }
 
@@ -186,4 +188,68 @@ fn events_are_ordered_and_filtered() {
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(s.list_events(0, Some("a"), None, 100).unwrap().len(), 3);
     assert_eq!(s.list_events(all[2].seq, None, None, 100).unwrap().len(), 2);
+}
+
+/// A database written by the previous schema opens, keeps every record and
+/// token, and its system labels become fields.
+#[test]
+fn a_version_1_database_is_upgraded_in_place() {
+    use godel_core::{OnTimeout, ParkReason, RestartPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("godel.db");
+    let v1 = include_str!("fixtures/schema_v1.sql");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(v1)
+        .unwrap();
+    let store = Store::open(&path).unwrap();
+
+    let tok = store
+        .find_token("gdl_0123456789abcdef0123456789abcdef0123456789abcdef")
+        .unwrap()
+        .expect("the old token still authenticates");
+    assert_eq!(tok.team.as_deref(), Some("alpha"));
+
+    let e2b = store.get_runtime("rt-e2b").unwrap().unwrap();
+    assert_eq!(e2b.state, RuntimeState::Running);
+    assert_eq!(
+        e2b.expires_at.unwrap().to_rfc3339(),
+        "2026-11-01T00:05:00+00:00"
+    );
+    assert_eq!(e2b.spec.on_timeout, OnTimeout::Pause);
+    assert_eq!(e2b.spec.template.as_deref(), Some("mytpl"));
+    assert_eq!(e2b.spec.hops, 2);
+    assert_eq!(
+        e2b.spec.labels,
+        BTreeMap::from([("e2b.meta.user".to_string(), "ann".to_string())]),
+        "user metadata stays, system labels are gone"
+    );
+
+    let paused = store.get_runtime("rt-paused").unwrap().unwrap();
+    let p = paused.parked.expect("parked");
+    assert_eq!(
+        (p.snapshot_id.as_str(), p.reason),
+        ("snap-1", ParkReason::Paused)
+    );
+    assert_eq!(
+        paused.spec.template, None,
+        "the base template is the default"
+    );
+    assert!(paused.spec.labels.is_empty());
+
+    let kept = store.get_runtime("rt-kept").unwrap().unwrap();
+    let p = kept.parked.expect("parked");
+    assert_eq!(
+        (p.snapshot_id.as_str(), p.reason),
+        ("snap-2", ParkReason::Preserved)
+    );
+    assert_eq!(kept.spec.restart, Some(RestartPolicy::OnFailure));
+    assert_eq!(
+        kept.spec.labels,
+        BTreeMap::from([("owner".to_string(), "bob".to_string())])
+    );
+    drop(store);
+    // Opening again changes nothing.
+    let again = Store::open(&path).unwrap();
+    assert_eq!(again.get_runtime("rt-e2b").unwrap().unwrap(), e2b);
 }
