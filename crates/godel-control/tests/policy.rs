@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use godel_control::{Caller, Control, Settings, SpawnOptions, event_channel};
 use godel_core::{ErrorCode, RuntimeState, SpawnSpec};
-use godel_policy::fault::{FaultProvider, Op};
 use godel_policy::{Config, config};
+use godel_testkit::{FakeRuntime, Op};
 
 fn cfg(toml: &str) -> Config {
     config::from_toml_str(toml, &HashMap::new()).expect("config")
@@ -20,7 +20,7 @@ async fn control_with(
     names: &[&str],
 ) -> (
     Arc<Control>,
-    BTreeMap<String, Arc<FaultProvider>>,
+    BTreeMap<String, Arc<FakeRuntime>>,
     tempfile::TempDir,
 ) {
     let dir = tempfile::tempdir().unwrap();
@@ -34,7 +34,7 @@ async fn control_with(
     let _ = sink;
     let mut providers = BTreeMap::new();
     for n in names {
-        let p = Arc::new(FaultProvider::new(*n).unwrap());
+        let p = Arc::new(FakeRuntime::new(*n));
         c.register(p.clone());
         providers.insert(n.to_string(), p);
     }
@@ -48,6 +48,24 @@ fn events_of(c: &Control, kind: &str) -> Vec<serde_json::Value> {
         .filter(|e| e.kind == kind)
         .map(|e| e.data)
         .collect()
+}
+
+/// Poll `cond` (every 5 ms, at most 10 s) until it holds.
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Whether `godel_queue_depth` shows `n` spawns of `team` waiting.
+fn queued(c: &Control, team: &str, n: usize) -> bool {
+    c.metrics()
+        .render()
+        .contains(&format!("godel_queue_depth{{team=\"{team}\"}} {n}"))
 }
 
 const CHAIN: &str = r#"
@@ -312,7 +330,7 @@ max_agents = 1
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_until("alpha's spawn is queued", || queued(&c, "alpha", 1)).await;
     assert!(!waiter.is_finished());
     // beta sees nothing of alpha's.
     assert_eq!(
@@ -360,9 +378,10 @@ backoff_secs = 1
 "#;
     let (c, p, _d) = control_with(toml, &["worktree"]).await;
     c.start_health();
-    let mut spec = SpawnSpec::default();
-    spec.labels
-        .insert(godel_control::RESTART_LABEL.into(), "on-failure".into());
+    let spec = SpawnSpec {
+        restart: Some(godel_core::RestartPolicy::OnFailure),
+        ..Default::default()
+    };
     let a = c.spawn(&Caller::Admin, spec).await.unwrap();
     let plain = c.spawn(&Caller::Admin, SpawnSpec::default()).await.unwrap();
     c.write_file(
@@ -487,5 +506,144 @@ size = 2
     custom.env.insert("X".into(), "1".into());
     let other = c.spawn(&Caller::Team("beta".into()), custom).await.unwrap();
     assert!(!other.spec.labels.contains_key("godel.pool"));
+    c.stop_pools().await;
+}
+
+/// The whole spawn path in the daemon's order (godel-policy's crate docs):
+/// team policy and per-agent limits → warm pool → plan → quota through the
+/// fair queue → fallback with retries and circuits → confirm.
+#[tokio::test(start_paused = true)]
+async fn the_spawn_path_end_to_end() {
+    let toml = r#"
+[defaults]
+runtime = "worktree"
+fallback = ["kata", "worktree"]
+[teams.alpha]
+queue_timeout_secs = 30
+[teams.alpha.quota]
+max_agents = 2
+memory = "8Gi"
+[teams.alpha.limits]
+memory = "2Gi"
+[[pool]]
+runtime = "worktree"
+template = "app"
+size = 1
+[retry]
+max_attempts = 2
+"#;
+    let (c, p, _d) = control_with(toml, &["kata", "worktree"]).await;
+    p["kata"].fail_always(Op::Spawn, ErrorCode::SpawnError);
+    c.start_pools().unwrap();
+    let warm = || -> Vec<String> {
+        c.list(&Caller::Admin, false)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.team == godel_control::POOL_TEAM && r.state == RuntimeState::Running)
+            .map(|r| r.id)
+            .collect()
+    };
+    wait_until("the pool is filled", || warm().len() == 1).await;
+    let alpha = Caller::Team("alpha".into());
+    let spec = |json: &str| -> SpawnSpec { serde_json::from_str(json).unwrap() };
+    let wait = SpawnOptions {
+        queue_wait: Some(Duration::from_secs(60)),
+    };
+
+    // 1. A plain spawn matching the pool gets the warm runtime at once.
+    let warm_ids = warm();
+    let t0 = tokio::time::Instant::now();
+    let got = c
+        .spawn(&alpha, spec(r#"{"template":"app"}"#))
+        .await
+        .unwrap();
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    assert_eq!(
+        (got.runtime.as_str(), got.team.as_str()),
+        ("worktree", "alpha")
+    );
+    assert!(
+        warm_ids.contains(&got.id),
+        "the warm runtime was handed over"
+    );
+    assert!(p["worktree"].live().contains(&got.id));
+
+    // 2. A spawn with env cannot use the pool: kata fails twice (1 s apart), then worktree.
+    let t0 = tokio::time::Instant::now();
+    let b = c
+        .spawn(&alpha, spec(r#"{"template":"app","env":{"A":"1"}}"#))
+        .await
+        .unwrap();
+    assert_eq!(b.runtime, "worktree");
+    assert_eq!(t0.elapsed(), Duration::from_secs(1));
+    assert_eq!(p["kata"].count("spawn"), 2);
+    let kinds = || -> Vec<String> {
+        c.events_since(&Caller::Admin, 0, 10_000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.runtime_id.as_deref() == Some(b.id.as_str()))
+            .filter(|e| e.kind.starts_with("spawn_"))
+            .map(|e| e.kind)
+            .collect()
+    };
+    wait_until("the decisions are stored", || kinds().len() == 3).await;
+    assert_eq!(
+        kinds(),
+        ["spawn_attempt", "spawn_fallback", "spawn_attempt"]
+    );
+
+    // 3. alpha is at max_agents = 2: the next spawn waits until one ends.
+    let c2 = c.clone();
+    let (a2, w2) = (alpha.clone(), wait.clone());
+    let waiting = tokio::spawn(async move { c2.spawn_with(&a2, SpawnSpec::default(), w2).await });
+    wait_until("the spawn is queued", || queued(&c, "alpha", 1)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!waiting.is_finished());
+    let text = c.metrics().render();
+    c.terminate(&alpha, &b.id).await.unwrap();
+    let third = waiting.await.unwrap().unwrap();
+    assert_eq!(third.runtime, "worktree");
+
+    // 4. A request above the per-agent limit is refused before queueing.
+    let e = c
+        .spawn_with(
+            &alpha,
+            spec(r#"{"resources":{"memory":"4Gi"}}"#),
+            wait.clone(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidArgument);
+
+    // 5. With both slots taken, a spawn gives up after the team's 30 s
+    //    (the request asked for 60).
+    let t0 = tokio::time::Instant::now();
+    let e = c
+        .spawn_with(&alpha, SpawnSpec::default(), wait)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ResourceExhausted);
+    assert!(
+        e.message.starts_with("team alpha: ")
+            && e.message.contains("agents")
+            && e.message.contains("gave up after waiting 30.0 s"),
+        "{}",
+        e.message
+    );
+    assert_eq!(t0.elapsed(), Duration::from_secs(30));
+
+    // Steps 2 and 3 both fell back from kata to worktree; step 3 was counted
+    // in the queue while it waited.
+    let metrics = c.metrics().render();
+    assert!(
+        metrics.contains(
+            "godel_fallback_total{from=\"kata\",to=\"worktree\",reason=\"spawn_error\"} 2"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        text.contains("godel_queue_depth{team=\"alpha\"} 1"),
+        "{text}"
+    );
     c.stop_pools().await;
 }

@@ -4,7 +4,6 @@
 //! | module | piece |
 //! |---|---|
 //! | [`config`] | `godel.toml` + `GODEL_*` overrides, validated with the key path in every error |
-//! | [`quota`] | does a spawn fit the team's quota, and which quota is full |
 //! | [`fair_queue`] | spawns over quota wait: FIFO per team, round robin across teams, deadlines |
 //! | [`pool`] | warm pools: O(1) claim, background refill, drain on shutdown |
 //! | [`fallback`] | candidate planning (chain, availability, circuits) and the fallback executor |
@@ -12,74 +11,65 @@
 //! | [`circuit`] | per-runtime circuit breakers |
 //! | [`health`] | probe-driven health decisions and the restart policy, plus the probe loop |
 //! | [`metrics`] | Prometheus/OpenMetrics registry with SPEC-002 §8.2 names |
-//! | `fault` | (feature `fault`) a fault-injecting `RuntimeProvider` for tests |
 //!
-//! # Wiring into the daemon's spawn path
+//! # How the daemon wires them
 //!
-//! At start: `let cfg = config::load(path, &env)?;` build one
-//! `CircuitRegistry::new(cfg.circuit.policy())` (its listener turns
-//! [`circuit::CircuitChange`]s into `circuit_opened`/`circuit_closed` events and
+//! `godel-control` is the one place the pieces are wired; this describes
+//! what its code does (`control/policy.rs`, `control/lifecycle.rs`,
+//! `control/pools.rs`, `control/health.rs`) so the docs of each piece can
+//! say where it fits. Quota arithmetic is not here: the store checks a
+//! team's quota inside the transaction that inserts the runtime record
+//! (`godel_control::store`), so concurrent spawns cannot overshoot.
+//!
+//! At start: `config::load(path, &env)?`; one `CircuitRegistry` (its
+//! listener turns [`circuit::CircuitChange`]s into `circuit_*` events and
 //! `Metrics::set_circuit_state`), one [`FairQueue`], one [`Metrics`], the
 //! [`WarmPools`] from `cfg.pools` (create = the spawn path below with the
-//! pool's spec and a `pool` label, destroy = terminate; then `start()`), and a
-//! [`HealthMonitor`] from `cfg.health.policy()` whose probe calls
-//! `provider.status(id)` (alive = not error/terminated; report a paused
-//! runtime as healthy or `unwatch` it) and `exec_collect(cfg.health.probe)`
-//! with `timeout_ms` = `probe_timeout_secs` (responsive = exit 0); the
-//! monitor also cuts probes at that timeout.
+//! pool's spec under the internal pool team, destroy = terminate), and a
+//! [`HealthMonitor`] from `cfg.health.policy()` probing `status` and
+//! `exec_collect(cfg.health.probe)`.
 //!
-//! For each spawn request of team `T`:
-//! 1. `let team = cfg.team(T)`; refuse runtimes the team may not use
-//!    (`team.allows`), `team.limits.apply(&spec.resources)?` to check and
-//!    fill per-agent limits.
-//! 2. **Quota + fair queue**: `queue.acquire(T, || store.try_reserve(T,
-//!    &limits), now + team.queue_timeout).await?` where `try_reserve` is the
-//!    store's atomic check-and-insert of the `pending` record, answering
-//!    `Admission::Wait(..)` naming the full quota: inside its transaction the
-//!    store sums the team's reservations and calls `quota::admit(
-//!    &team.quota, used, QuotaUsage::of(&limits))`. Check
-//!    `quota::never_fits` first and fail at once when it says so.
-//!    Whenever a runtime ends or its reservation is released, call
-//!    `queue.notify_released()`. Export `queue.depths()` as `godel_queue_depth`.
-//! 3. **Warm pool**: `if let Some(k) = pool::pool_key(&spec, &runtime)` and
-//!    `pools.claim_for_team(&k, Some(T))` yields an id, hand that runtime over
-//!    (re-label its record) and skip step 4.
-//! 4. **Fallback with retry and circuit**: `fallback::plan(PlanInput { chain:
-//!    &team.fallback, requested: spec.runtime.as_deref(), allowed:
-//!    &team.allowed_runtimes }, |name| cached availability of the registered
-//!    provider, &circuits).require_candidates()?`, then
-//!    `fallback::spawn_with_fallback(&plan, &cfg.retry.policy(),
-//!    Some(deadline), &circuits, on_decision, |rt| provider(rt).spawn(&id,
-//!    &spec))`. `on_decision` stores `decision.to_event()` (with runtime id and
-//!    team) and calls `metrics.record_decision(&decision)`.
-//! 5. On success mark the record `running` with the returned runtime,
-//!    `metrics.observe_boot/observe_spawn`, and `health.watch(&id, None)`; on
-//!    failure mark it `error`, release the reservation and
-//!    `queue.notify_released()`.
+//! Each spawn request of team `T`, in this order:
+//! 1. **Team policy**: `cfg.team(T)` merged with the team's stored
+//!    settings; a runtime the team may not use is `PERMISSION_DENIED`;
+//!    `team.limits.apply(&spec.resources)?` checks and fills per-agent limits
+//!    (over the limit: `INVALID_ARGUMENT`, before any queueing).
+//! 2. **Warm pool**: if [`pool_key`]`(&request, &runtime)` matches and
+//!    `pools.claim_for_team(&key, Some(T))` yields a runtime, the store
+//!    re-labels it to `T` in one transaction that also checks and charges
+//!    `T`'s quota; the spawn is done (steps 3–6 are skipped).
+//! 3. **Plan**: [`fallback::plan`] over the requested runtime (alone) or the
+//!    team's chain, skipping unavailable runtimes and open circuits.
+//! 4. **Quota + fair queue**: the store inserts the `creating` record only if
+//!    the quota allows (same transaction); over quota the request fails at
+//!    once with `RESOURCE_EXHAUSTED`, or, when it may wait, goes through
+//!    `queue.acquire(T, try_reserve, deadline)` ([`Admission::Wait`] carries
+//!    the store's reason) with the wait capped by `team.queue_timeout`.
+//!    Every release calls `queue.notify_released()`; `godel_queue_depth` is
+//!    set around the wait.
+//! 5. **Fallback with retry and circuit**: [`spawn_with_fallback`] tries the
+//!    candidates with [`RetryPolicy`] backoff within the spawn deadline,
+//!    each decision stored as an event and `metrics.record_decision`.
+//! 6. **Confirm**: the record becomes `running` (spawn/boot metrics,
+//!    `health.watch`) or `error` (reservation released,
+//!    `queue.notify_released()`); a caller error deletes the record.
 //!
-//! The health monitor's receiver is drained by one daemon task: `Died` →
-//! record `error` (with reason) unless a restart follows, `Restart { source }`
-//! → terminate + `restore` from the snapshot or `spawn` from the stored spec
-//! under the same id, then `health.restart_finished(id, result)` and
-//! `metrics.inc_restart` (`result` is `Result<(), String>`); `GiveUp` →
-//! record `error` for good. After each
-//! snapshot call `health.set_snapshot(id, Some(snap))`; on terminate/pause
-//! `health.unwatch(id)`. On shutdown: `pools.shutdown().await`,
-//! `health.shutdown()`.
+//! The health monitor's events are drained by one daemon task: `Died` →
+//! record `error` unless a restart follows; `Restart { source }` →
+//! terminate + `restore` from the snapshot or `spawn` from the stored spec
+//! under the same id, then `health.restart_finished`; `GiveUp` → `error`
+//! for good. On shutdown: `pools.shutdown().await`, `health.shutdown()`.
 //!
-//! `tests/spawn_path.rs` is a worked example of steps 1–5 over an in-memory
-//! "store" and fault-injecting providers.
+//! `godel-control/tests/policy.rs` drives this path end to end with
+//! `godel_testkit::FakeRuntime` providers.
 
 pub mod circuit;
 pub mod config;
 pub mod fair_queue;
 pub mod fallback;
-#[cfg(feature = "fault")]
-pub mod fault;
 pub mod health;
 pub mod metrics;
 pub mod pool;
-pub mod quota;
 pub mod retry;
 
 pub use circuit::{CircuitBreaker, CircuitChange, CircuitPolicy, CircuitRegistry, CircuitState};
@@ -88,13 +78,10 @@ pub use fair_queue::{Admission, FairQueue};
 pub use fallback::{
     FallbackDecision, FallbackPlan, Outcome, PlanInput, SkipReason, plan, spawn_with_fallback,
 };
-#[cfg(feature = "fault")]
-pub use fault::{Behaviour, FaultProvider, Op};
 pub use health::{
     Health, HealthAction, HealthEvent, HealthMonitor, HealthPolicy, HealthTracker, Probe,
     RestartPolicy, RestartSource,
 };
 pub use metrics::Metrics;
 pub use pool::{PoolEvent, PoolKey, PoolSource, WarmPools, pool_key};
-pub use quota::{QuotaUsage, admit};
 pub use retry::{Attempt, RetryPolicy, retry};

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use godel_core::{ErrorCode, RuntimeProvider, SpawnSpec, new_runtime_id};
 use godel_policy::{
-    CircuitPolicy, CircuitRegistry, CircuitState, FallbackDecision, FallbackPlan, FaultProvider,
-    Metrics, Op, Outcome, PlanInput, RetryPolicy, SkipReason, plan, spawn_with_fallback,
+    CircuitPolicy, CircuitRegistry, CircuitState, FallbackDecision, FallbackPlan, Metrics, Outcome,
+    PlanInput, RetryPolicy, SkipReason, plan, spawn_with_fallback,
 };
+use godel_testkit::{FakeRuntime, Op};
 use tokio::time::Instant;
 
 struct World {
-    providers: HashMap<String, FaultProvider>,
+    providers: HashMap<String, FakeRuntime>,
     circuits: CircuitRegistry,
     changes: Arc<Mutex<Vec<(String, CircuitState)>>>,
 }
@@ -26,7 +27,7 @@ impl World {
         World {
             providers: names
                 .iter()
-                .map(|n| (n.to_string(), FaultProvider::new(*n).unwrap()))
+                .map(|n| (n.to_string(), FakeRuntime::new(*n)))
                 .collect(),
             circuits: CircuitRegistry::new(CircuitPolicy::default()).with_listener(Arc::new(
                 move |c| c2.lock().unwrap().push((c.runtime.clone(), c.to)),
@@ -35,7 +36,7 @@ impl World {
         }
     }
 
-    fn p(&self, name: &str) -> &FaultProvider {
+    fn p(&self, name: &str) -> &FakeRuntime {
         &self.providers[name]
     }
 

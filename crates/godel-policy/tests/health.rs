@@ -8,13 +8,13 @@ use std::time::Duration;
 use futures::FutureExt;
 use godel_core::{ExecRequest, RuntimeProvider, RuntimeState, SnapshotInfo, SpawnSpec};
 use godel_policy::{
-    FaultProvider, HealthAction, HealthEvent, HealthMonitor, HealthPolicy, Probe, RestartPolicy,
-    RestartSource,
+    HealthAction, HealthEvent, HealthMonitor, HealthPolicy, Probe, RestartPolicy, RestartSource,
 };
+use godel_testkit::FakeRuntime;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-fn status_probe(p: FaultProvider) -> godel_policy::health::ProbeFn {
+fn status_probe(p: FakeRuntime) -> godel_policy::health::ProbeFn {
     Arc::new(move |id: String| {
         let p = p.clone();
         async move {
@@ -37,7 +37,7 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<HealthEvent>) -> HealthEvent {
 
 /// Carry out actions like the daemon: restart = spawn again under the same id.
 fn handler(
-    p: FaultProvider,
+    p: FakeRuntime,
     mon: HealthMonitor,
     mut rx: mpsc::UnboundedReceiver<HealthEvent>,
 ) -> tokio::task::JoinHandle<Vec<(Instant, HealthAction)>> {
@@ -64,7 +64,7 @@ fn handler(
 
 #[tokio::test(start_paused = true)]
 async fn crashing_runtime_is_restarted_with_backoff_then_given_up() {
-    let p = FaultProvider::new("fault").unwrap();
+    let p = FakeRuntime::new("fault");
     // Every (re)spawned runtime dies 30 s after it starts.
     p.die_after_spawn(Some(Duration::from_secs(30)));
     p.spawn("rt-1", &SpawnSpec::default()).await.unwrap();
@@ -120,7 +120,7 @@ async fn crashing_runtime_is_restarted_with_backoff_then_given_up() {
 
 #[tokio::test]
 async fn unresponsive_runtime_goes_unhealthy_then_is_restored_from_its_snapshot() {
-    let p = FaultProvider::new("fault").unwrap();
+    let p = FakeRuntime::new("fault");
     p.spawn("rt-2", &SpawnSpec::default()).await.unwrap();
     p.write_file("rt-2", "state.txt", bytes::Bytes::from_static(b"v1"))
         .await

@@ -7,10 +7,11 @@ use std::time::Duration;
 use futures::FutureExt;
 use godel_core::{ErrorCode, RuntimeProvider, SpawnSpec, new_runtime_id};
 use godel_policy::pool::{CreateFn, DestroyFn};
-use godel_policy::{FaultProvider, Op, PoolEvent, PoolKey, WarmPools, pool_key};
+use godel_policy::{PoolEvent, PoolKey, WarmPools, pool_key};
+use godel_testkit::{FakeRuntime, Op};
 use tokio::time::Instant;
 
-fn closures(p: &FaultProvider) -> (CreateFn, DestroyFn) {
+fn closures(p: &FakeRuntime) -> (CreateFn, DestroyFn) {
     let (pc, pd) = (p.clone(), p.clone());
     let create: CreateFn = Arc::new(move |key: PoolKey| {
         let p = pc.clone();
@@ -48,7 +49,7 @@ async fn settle(pools: &WarmPools, key: &PoolKey, n: usize) {
 
 #[tokio::test(start_paused = true)]
 async fn fills_claims_refills_and_drains() {
-    let p = FaultProvider::new("fault").unwrap();
+    let p = FakeRuntime::new("fault");
     p.slow(Op::Spawn, Duration::from_millis(500));
     let (create, destroy) = closures(&p);
     let key = pool_key(&spec(r#"{"repo":"/srv/app","ref":"main"}"#), "fault").unwrap();
@@ -112,7 +113,7 @@ async fn fills_claims_refills_and_drains() {
 
 #[tokio::test(start_paused = true)]
 async fn failing_creation_backs_off_then_recovers() {
-    let p = FaultProvider::new("fault").unwrap();
+    let p = FakeRuntime::new("fault");
     p.fail(Op::Spawn, ErrorCode::SpawnError, 3);
     let (create, destroy) = closures(&p);
     let key = pool_key(&spec(r#"{"template":"python"}"#), "fault").unwrap();
@@ -133,7 +134,7 @@ async fn failing_creation_backs_off_then_recovers() {
 
 #[tokio::test(start_paused = true)]
 async fn a_creation_in_flight_at_shutdown_is_destroyed() {
-    let p = FaultProvider::new("fault").unwrap();
+    let p = FakeRuntime::new("fault");
     p.slow(Op::Spawn, Duration::from_secs(5));
     let (create, destroy) = closures(&p);
     let key = pool_key(&spec(r#"{"template":"t"}"#), "fault").unwrap();
@@ -148,7 +149,7 @@ async fn a_creation_in_flight_at_shutdown_is_destroyed() {
 
 #[tokio::test(start_paused = true)]
 async fn team_pools_come_first_then_shared() {
-    let p = FaultProvider::new("fault").unwrap();
+    let p = FakeRuntime::new("fault");
     let (create, destroy) = closures(&p);
     let shared = pool_key(&spec(r#"{"repo":"/r"}"#), "fault").unwrap();
     let alpha = PoolKey {

@@ -44,7 +44,7 @@ mod validate;
 pub use env::{ENV_OVERRIDES, EnvKind};
 pub use validate::known_runtimes;
 
-/// Runtime names the daemon knows. `fault` is added with the `fault` feature.
+/// Runtime names the daemon knows.
 pub const KNOWN_RUNTIMES: &[&str] = &["worktree", "microvm", "kata", "e2b"];
 
 /// The default fallback chain (DESIGN.md): strongest remote isolation first.

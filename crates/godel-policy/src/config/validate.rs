@@ -10,11 +10,7 @@ use super::{Config, KNOWN_RUNTIMES, LimitsConfig};
 
 /// The runtime names accepted in this build.
 pub fn known_runtimes() -> Vec<&'static str> {
-    let mut v = KNOWN_RUNTIMES.to_vec();
-    if cfg!(feature = "fault") {
-        v.push("fault");
-    }
-    v
+    KNOWN_RUNTIMES.to_vec()
 }
 
 fn check_runtime(key: &str, name: &str, known: &[&str]) -> Result<()> {
