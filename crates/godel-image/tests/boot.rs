@@ -35,14 +35,6 @@ impl Qemu {
     }
 }
 
-fn have_qemu() -> bool {
-    Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Built once per test binary (the tests share it).
 fn image() -> ImageInfo {
     static IMAGE: std::sync::Mutex<Option<ImageInfo>> = std::sync::Mutex::new(None);
@@ -129,12 +121,7 @@ async fn ready(q: &Qemu, sock: &Path) -> (GuestClient, Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boot_and_drive_the_guest_agent() {
-    if !have_qemu() {
-        eprintln!(
-            "qemu-system-x86_64 not installed: skipping (scripts/setup.d/30-microvm.sh installs it)"
-        );
-        return;
-    }
+    godel_testkit::require!(godel_testkit::Need::Qemu);
     let t_build = Instant::now();
     let img = tokio::task::spawn_blocking(image).await.unwrap();
     eprintln!(
@@ -311,10 +298,7 @@ fn qmp_connect(
 /// sync again, that files and the boot survive, and that `restored` works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_restore_resyncs_the_agent() {
-    if !have_qemu() {
-        eprintln!("qemu-system-x86_64 not installed: skipping");
-        return;
-    }
+    godel_testkit::require!(godel_testkit::Need::Qemu);
     let img = tokio::task::spawn_blocking(image).await.unwrap();
     let work = tempfile::tempdir().unwrap();
     let overlay = work.path().join("disk.qcow2");
@@ -323,10 +307,7 @@ async fn snapshot_restore_resyncs_the_agent() {
         .arg(&img.rootfs.path)
         .arg(&overlay)
         .status();
-    if !st.is_ok_and(|s| s.success()) {
-        eprintln!("qemu-img not available: skipping");
-        return;
-    }
+    assert!(st.is_ok_and(|s| s.success()), "qemu-img create");
     let drive = format!(
         "file={},format=qcow2,if=none,id=d0,cache=unsafe",
         overlay.display()

@@ -1,5 +1,5 @@
 //! The ext4 root file system from a user directory (`--from-dir`), checked
-//! with `debugfs` without mounting. Needs e2fsprogs (skips otherwise).
+//! with `debugfs` without mounting. Needs e2fsprogs (skips visibly otherwise).
 
 use std::process::Command;
 
@@ -16,10 +16,7 @@ fn debugfs(img: &std::path::Path, req: &str) -> String {
 
 #[test]
 fn from_dir_is_copied_and_completed() {
-    if Command::new("mkfs.ext4").arg("-V").output().is_err() {
-        eprintln!("mkfs.ext4 missing: skipping");
-        return;
-    }
+    godel_testkit::require!(godel_testkit::Need::Mkfs);
     let src = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(src.path().join("opt/app")).unwrap();
     std::fs::write(src.path().join("opt/app/run.sh"), "echo app\n").unwrap();

@@ -124,10 +124,7 @@ mod tests {
 
     #[tokio::test]
     async fn overlay_freeze_and_rebase() {
-        if !have_qemu_img() {
-            eprintln!("qemu-img missing: skipping");
-            return;
-        }
+        godel_testkit::require!(godel_testkit::Need::QemuImg);
         let d = tempfile::tempdir().unwrap();
         let base = d.path().join("base.raw");
         std::fs::write(&base, vec![7u8; 1 << 20]).unwrap();

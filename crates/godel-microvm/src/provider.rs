@@ -810,10 +810,7 @@ mod tests {
 
     #[tokio::test]
     async fn failed_launch_is_a_spawn_error_and_leaves_nothing_behind() {
-        if !crate::disk::have_qemu_img() {
-            eprintln!("qemu-img missing: skipping");
-            return;
-        }
+        godel_testkit::require!(godel_testkit::Need::QemuImg);
         let home = tempfile::tempdir().unwrap();
         fake_image(home.path());
         let ram = home.path().join("ram");

@@ -93,10 +93,7 @@ async fn snapshot(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn microvm_lifecycle_snapshot_fork_adopt() {
-    if let Some(why) = common::skip_reason() {
-        eprintln!("{why}");
-        return;
-    }
+    godel_testkit::require!(godel_testkit::Need::Qemu);
     tokio::task::spawn_blocking(common::ensure_image)
         .await
         .unwrap();
@@ -366,10 +363,7 @@ async fn microvm_lifecycle_snapshot_fork_adopt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_pool_claims_a_ready_vm() {
-    if let Some(why) = common::skip_reason() {
-        eprintln!("{why}");
-        return;
-    }
+    godel_testkit::require!(godel_testkit::Need::Qemu);
     tokio::task::spawn_blocking(common::ensure_image)
         .await
         .unwrap();
@@ -394,10 +388,7 @@ async fn warm_pool_claims_a_ready_vm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accelerator_probe_decides_and_caches() {
-    if let Some(why) = common::skip_reason() {
-        eprintln!("{why}");
-        return;
-    }
+    godel_testkit::require!(godel_testkit::Need::Qemu);
     let image = tokio::task::spawn_blocking(common::ensure_image)
         .await
         .unwrap();

@@ -6,12 +6,11 @@ mod common;
 
 use common::*;
 use godel_sandbox::{Sandbox, SandboxLimits};
+use godel_testkit::Need;
 
 #[tokio::test]
 async fn host_shadow_and_root_home_are_out_of_reach() {
-    if !need_root() {
-        return;
-    }
+    godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
     let a = spawn(&iso, "shadow", SandboxLimits::default()).await;
     let out = sh(&*a.sb, "cat /etc/shadow").await;
@@ -66,9 +65,7 @@ async fn host_shadow_and_root_home_are_out_of_reach() {
 
 #[tokio::test]
 async fn writes_outside_the_workspace_fail() {
-    if !need_root() {
-        return;
-    }
+    godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
     let a = spawn(&iso, "write", SandboxLimits::default()).await;
     for (path, why) in [
@@ -113,9 +110,7 @@ async fn writes_outside_the_workspace_fail() {
 
 #[tokio::test]
 async fn two_agents_cannot_see_or_signal_each_other() {
-    if !need_root() {
-        return;
-    }
+    godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
     let a = spawn(&iso, "pair-a", SandboxLimits::default()).await;
     let b = spawn(&iso, "pair-b", SandboxLimits::default()).await;
@@ -187,9 +182,7 @@ async fn two_agents_cannot_see_or_signal_each_other() {
 
 #[tokio::test]
 async fn no_network_beyond_loopback_in_none_mode() {
-    if !need_root() {
-        return;
-    }
+    godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
     let a = spawn(&iso, "net", SandboxLimits::default()).await;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -225,9 +218,7 @@ async fn no_network_beyond_loopback_in_none_mode() {
 
 #[tokio::test]
 async fn fork_bomb_is_contained_by_the_pids_limit() {
-    if !need_root() {
-        return;
-    }
+    godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
     let limits = SandboxLimits {
         pids: Some(48),
@@ -285,9 +276,7 @@ async fn fork_bomb_is_contained_by_the_pids_limit() {
 
 #[tokio::test]
 async fn memory_hog_is_oom_killed_and_reported() {
-    if !need_root() {
-        return;
-    }
+    godel_testkit::require!(Need::Root);
     let events = Events::default();
     let iso = isolator(&events);
     let limits = SandboxLimits {
@@ -317,9 +306,7 @@ async fn memory_hog_is_oom_killed_and_reported() {
 
 #[tokio::test]
 async fn ptrace_mount_modules_and_friends_are_denied() {
-    if !need_root() {
-        return;
-    }
+    godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
     let a = spawn(&iso, "seccomp", SandboxLimits::default()).await;
     let me = std::process::id();
@@ -379,9 +366,7 @@ async fn ptrace_mount_modules_and_friends_are_denied() {
 
 #[tokio::test]
 async fn own_proc_and_hostname() {
-    if !need_root() {
-        return;
-    }
+    godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
     let a = spawn(&iso, "proc", SandboxLimits::default()).await;
     let out = sh(
@@ -412,9 +397,7 @@ async fn own_proc_and_hostname() {
 
 #[tokio::test]
 async fn without_user_namespaces_agents_are_a_dedicated_unprivileged_uid() {
-    if !need_root() {
-        return;
-    }
+    godel_testkit::require!(Need::Root);
     let iso = isolator_with(&Events::default(), Some(false));
     let a = spawn(&iso, "nouserns", SandboxLimits::default()).await;
     let h: godel_sandbox::SandboxHandle = serde_json::from_value(a.sb.handle()).unwrap();

@@ -9,13 +9,12 @@ use std::time::Duration;
 use common::*;
 use godel_core::{ErrorCode, NetworkConfig, NetworkMode};
 use godel_sandbox::{Isolator, ProcessSpec, SandboxHandle, SandboxLimits};
+use godel_testkit::Need;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn exec_semantics() {
-    if !need_root() {
-        return;
-    }
+    godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
     let a = spawn(&iso, "exec", SandboxLimits::default()).await;
     std::fs::create_dir(a.cfg.workspace.join("sub")).unwrap();
@@ -129,9 +128,7 @@ async fn exec_semantics() {
 
 #[tokio::test]
 async fn signal_kills_the_whole_process_group() {
-    if !need_root() {
-        return;
-    }
+    godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
     let a = spawn(&iso, "pgrp", SandboxLimits::default()).await;
     let mut p =
@@ -171,9 +168,7 @@ async fn signal_kills_the_whole_process_group() {
 
 #[tokio::test]
 async fn usage_freeze_and_adopt_after_restart() {
-    if !need_root() {
-        return;
-    }
+    godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
     let limits = SandboxLimits {
         cpu_millis: Some(500),
@@ -272,17 +267,7 @@ async fn usage_freeze_and_adopt_after_restart() {
 
 #[tokio::test]
 async fn nat_mode_allows_only_the_allowlist_and_never_other_agents() {
-    if !need_root() {
-        return;
-    }
-    if std::process::Command::new("nft")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipping: nft not installed (scripts/setup.d/10-sandbox.sh installs it)");
-        return;
-    }
+    godel_testkit::require!(Need::Root, Need::Nft);
     let iso = isolator(&Events::default());
     let mk = |name: &str, allow: Vec<String>| {
         let dir = tempfile::tempdir().unwrap();
@@ -372,9 +357,7 @@ async fn nat_mode_allows_only_the_allowlist_and_never_other_agents() {
 
 #[tokio::test]
 async fn overlay_workspace_is_writable_and_owned_by_the_agent() {
-    if !need_root() {
-        return;
-    }
+    godel_testkit::require!(Need::Root);
     // The worktree runtime's copy-on-write workspace: overlayfs over a checkout.
     let dir = tempfile::tempdir().unwrap();
     let (lower, upper, work, merged) = (
@@ -453,9 +436,7 @@ async fn overlay_workspace_is_writable_and_owned_by_the_agent() {
 
 #[tokio::test]
 async fn disk_limit_is_reported() {
-    if !need_root() {
-        return;
-    }
+    godel_testkit::require!(Need::Root);
     let events = Events::default();
     let iso = isolator(&events);
     let limits = SandboxLimits {

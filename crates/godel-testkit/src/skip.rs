@@ -27,6 +27,8 @@ pub enum Need {
     Root,
     /// `qemu-system-x86_64` and `qemu-img` on `PATH`.
     Qemu,
+    /// `qemu-img` on `PATH` (key `qemu` too).
+    QemuImg,
     /// `nft` on `PATH`.
     Nft,
     /// `mkfs.ext4` and `debugfs` (e2fsprogs) on `PATH`.
@@ -46,7 +48,7 @@ impl Need {
     pub fn key(&self) -> &'static str {
         match self {
             Need::Root => "root",
-            Need::Qemu => "qemu",
+            Need::Qemu | Need::QemuImg => "qemu",
             Need::Nft => "nft",
             Need::Mkfs => "mkfs",
             Need::Other { key, .. } => key,
@@ -58,6 +60,7 @@ impl Need {
         match self {
             Need::Root => "root",
             Need::Qemu => "qemu-system-x86_64 and qemu-img",
+            Need::QemuImg => "qemu-img",
             Need::Nft => "nft",
             Need::Mkfs => "mkfs.ext4 and debugfs",
             Need::Other { what, .. } => what,
@@ -68,7 +71,7 @@ impl Need {
     pub fn how(&self) -> &'static str {
         match self {
             Need::Root => "run the tests as root, e.g. sudo -E scripts/test.sh",
-            Need::Qemu => {
+            Need::Qemu | Need::QemuImg => {
                 "apt-get install qemu-system-x86 qemu-utils; scripts/setup.d/30-microvm.sh does it"
             }
             Need::Nft => "apt-get install nftables; scripts/setup.d/10-sandbox.sh does it",
@@ -82,6 +85,7 @@ impl Need {
         match self {
             Need::Root => nix::unistd::geteuid().is_root(),
             Need::Qemu => on_path("qemu-system-x86_64") && on_path("qemu-img"),
+            Need::QemuImg => on_path("qemu-img"),
             Need::Nft => on_path("nft"),
             Need::Mkfs => on_path("mkfs.ext4") && on_path("debugfs"),
             Need::Other { met, .. } => *met,
@@ -108,13 +112,31 @@ fn required(key: &str) -> bool {
         .is_ok_and(|v| v.split(',').map(str::trim).any(|k| k == key || k == "all"))
 }
 
-/// `true` when every need of `test` is met. Otherwise report the first unmet
-/// one (stderr and the ledger) and answer `false`, or panic when
-/// `$GODEL_REQUIRE` demands it. [`require!`](crate::require) wraps this.
-pub fn check(test: &str, needs: &[Need]) -> bool {
+/// The running test's name: `<test binary>::<libtest's name for it>` (the
+/// test thread is named after the test), or `fallback` off a test thread.
+pub fn current_test(fallback: &str) -> String {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| match s.rsplit_once('-') {
+            Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_string(),
+            _ => s,
+        });
+    match (std::thread::current().name(), binary) {
+        (Some(t), Some(b)) if t != "main" => format!("{b}::{t}"),
+        _ => fallback.to_string(),
+    }
+}
+
+/// `true` when every need is met. Otherwise report the first unmet one for
+/// the running test (stderr and the ledger; `fallback` names the test off a
+/// test thread) and answer `false`, or panic when `$GODEL_REQUIRE` demands
+/// it. [`require!`](crate::require) wraps this.
+pub fn check(fallback: &str, needs: &[Need]) -> bool {
     let Some(need) = needs.iter().find(|n| !n.met()) else {
         return true;
     };
+    let test = current_test(fallback);
     let (key, what, how) = (need.key(), need.what(), need.how());
     if required(key) {
         panic!("{test} needs {what} and GODEL_REQUIRE demands {key:?}: {how}");
@@ -139,7 +161,8 @@ fn record(ledger: &Path, line: &str) {
 }
 
 /// The path of the function it is expanded in, without closure suffixes
-/// (`escapes::user_namespace_is_unprivileged`).
+/// (`escapes::user_namespace_is_unprivileged`); [`require!`](crate::require)'s
+/// name for the test when it does not run on a libtest thread.
 #[macro_export]
 macro_rules! test_name {
     () => {{
@@ -155,9 +178,10 @@ macro_rules! test_name {
     }};
 }
 
-/// Return from the enclosing test unless every [`Need`](crate::skip::Need)
-/// is met; see [`crate::skip`]. Works in `fn() -> ()` tests and helpers;
-/// `require!(else value; needs…)` returns `value` instead.
+/// Return from the enclosing function unless every
+/// [`Need`](crate::skip::Need) is met; see [`crate::skip`].
+/// `require!(else value; needs…)` returns `value` instead (for helpers that
+/// answer an `Option`).
 #[macro_export]
 macro_rules! require {
     (else $ret:expr; $($need:expr),+ $(,)?) => {
@@ -180,6 +204,10 @@ mod tests {
     fn names_keys_and_the_ledger() {
         assert_eq!(
             crate::test_name!(),
+            "godel_testkit::skip::tests::names_keys_and_the_ledger"
+        );
+        assert_eq!(
+            current_test("x"),
             "godel_testkit::skip::tests::names_keys_and_the_ledger"
         );
         assert!(on_path("sh"));

@@ -16,10 +16,14 @@ use godel_sandbox::{InitProgram, NamespaceIsolator, NamespaceOptions};
 use godel_worktree::{WorktreeConfig, WorktreeProvider};
 
 fn sandboxed(e: &Env) -> Option<WorktreeProvider> {
-    let Some(init) = InitProgram::discover() else {
-        eprintln!("skipping: godel-sandbox-init not built (cargo build -p godel-sandbox)");
-        return None;
-    };
+    let init = InitProgram::discover();
+    godel_testkit::require!(else None; godel_testkit::Need::Other {
+        key: "sandbox-init",
+        met: init.is_some(),
+        what: "the godel-sandbox-init binary",
+        how: "cargo build -p godel-sandbox; a workspace-wide cargo test builds it",
+    });
+    let init = init?;
     let iso = NamespaceIsolator::new(NamespaceOptions {
         init: Some(init),
         run_dir: e.tmp.path().join("run"),

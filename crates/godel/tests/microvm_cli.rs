@@ -8,19 +8,9 @@ use std::path::PathBuf;
 
 use common::{Daemon, stderr};
 
-fn have_qemu() -> bool {
-    std::process::Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn microvm_runtime_through_the_cli() {
-    if !have_qemu() {
-        eprintln!("skipped: qemu-system-x86_64 is not installed (scripts/setup.sh installs it)");
-        return;
-    }
+    godel_testkit::require!(godel_testkit::Need::Qemu);
     let d = Daemon::start(&[]);
     // Build (or reuse) the image in the cache the other microVM tests share, then link it in.
     let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("godel-image-test-home");

@@ -9,18 +9,6 @@ use std::sync::{Arc, Mutex};
 
 use godel_core::{Event, EventSink};
 
-/// Why the VM tests cannot run here, if they cannot.
-pub fn skip_reason() -> Option<String> {
-    for tool in ["qemu-system-x86_64", "qemu-img"] {
-        if godel_microvm::launch::which(tool).is_none() {
-            return Some(format!(
-                "{tool} not installed (apt-get install qemu-system-x86 qemu-utils): skipping"
-            ));
-        }
-    }
-    None
-}
-
 /// The image cache shared by the test suites of this workspace.
 pub fn image_home() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("godel-image-test-home")

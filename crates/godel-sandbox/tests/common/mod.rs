@@ -12,16 +12,6 @@ use godel_sandbox::{
 };
 use tokio::io::AsyncReadExt;
 
-/// Skip (with a printed reason) unless running as root.
-pub fn need_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("skipping: the process sandbox needs root");
-        false
-    }
-}
-
 /// Events received by the isolator's sink.
 #[derive(Clone, Default)]
 pub struct Events(pub Arc<Mutex<Vec<Event>>>);
