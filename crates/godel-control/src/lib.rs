@@ -11,4 +11,4 @@ pub use control::{
     Caller, Control, POOL_TEAM, PreserveReport, RuntimeReport, Settings,
     SpawnOptions, event_channel,
 };
-pub use store::{Store, TeamRecord, TokenRecord};
+pub use store::{Store, TeamRecord, TokenFormat, TokenRecord};

@@ -582,8 +582,8 @@ max_attempts = 2
             .unwrap()
             .into_iter()
             .filter(|e| e.runtime_id.as_deref() == Some(b.id.as_str()))
-            .filter(|e| e.kind.starts_with("spawn_"))
-            .map(|e| e.kind)
+            .filter(|e| e.kind.as_str().starts_with("spawn_"))
+            .map(|e| e.kind.to_string())
             .collect()
     };
     wait_until("the decisions are stored", || kinds().len() == 3).await;

@@ -92,7 +92,12 @@ fn concurrent_spawns_never_overshoot_the_quota() {
             },
         )
         .unwrap_err();
-    assert!(e.message.contains("memory"), "{}", e.message);
+    // It names the full quota with its numbers.
+    assert!(
+        e.message.contains("memory: 0 in use + 7Gi requested > 6Gi allowed"),
+        "{}",
+        e.message
+    );
     // Another team is unaffected.
     store
         .insert_runtime(&info("rt-other", "gamma"), r, quota)
@@ -180,7 +185,7 @@ fn events_are_ordered_and_filtered() {
     let s = Store::open_in_memory().unwrap();
     for i in 0..5 {
         let team = if i % 2 == 0 { "a" } else { "b" };
-        s.append_event(&Event::new("x").team(team).data(serde_json::json!({"i": i})))
+        s.append_event(&Event::new(godel_core::EventKind::Unknown).team(team).data(serde_json::json!({"i": i})))
             .unwrap();
     }
     let all = s.list_events(0, None, None, 100).unwrap();

@@ -20,7 +20,7 @@ pub mod spec;
 pub mod state;
 
 pub use error::{Error, ErrorCode, Result};
-pub use event::{Event, EventSink, null_sink};
+pub use event::{Event, EventKind, EventSink, null_sink};
 pub use exec::{ExecEvent, ExecHandle, ExecOutput, ExecRequest, ExitStatus};
 pub use files::{FileEntry, FileKind, WORKSPACE_MOUNT, workspace_relative};
 pub use provider::RuntimeProvider;

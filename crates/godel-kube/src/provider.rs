@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use godel_core::{
@@ -17,6 +17,7 @@ use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -71,10 +72,6 @@ impl Drop for KubeProvider {
             w.abort();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn build_client(cfg: &KubeConfig) -> std::result::Result<Client, String> {
@@ -149,12 +146,14 @@ impl KubeProvider {
 
     /// Start (or stop) recording where each successful spawn's time goes.
     pub fn record_spawn_timings(&self, on: bool) {
-        *lock(&self.inner.timings) = on.then(Vec::new);
+        *self.inner.timings.lock() = on.then(Vec::new);
     }
 
     /// The timings recorded since the last call.
     pub fn take_spawn_timings(&self) -> Vec<SpawnTiming> {
-        lock(&self.inner.timings)
+        self.inner
+            .timings
+            .lock()
             .as_mut()
             .map(std::mem::take)
             .unwrap_or_default()
@@ -167,12 +166,8 @@ impl KubeProvider {
 
     /// Set a team's quota; applied to its namespace on the next spawn.
     pub fn set_team_quota(&self, team: &str, quota: TeamQuota) {
-        self.inner
-            .quotas
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(team.to_string(), quota);
-        lock(&self.inner.teams).remove(team);
+        self.inner.quotas.write().insert(team.to_string(), quota);
+        self.inner.teams.lock().remove(team);
     }
 
     /// Apply the team's namespace, quota, limits, network policy and RBAC now
@@ -205,20 +200,14 @@ impl Inner {
     }
 
     pub fn agent(&self, id: &str) -> Result<AgentRef> {
-        self.agents
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
-            .ok_or_else(|| {
-                Error::not_found(format!("kata runtime {id} not found")).with_runtime(id)
-            })
+        self.agents.read().get(id).cloned().ok_or_else(|| {
+            Error::not_found(format!("kata runtime {id} not found")).with_runtime(id)
+        })
     }
 
     fn quota(&self, team: &str) -> TeamQuota {
         self.quotas
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .get(team)
             .copied()
             .unwrap_or(self.cfg.default_quota)
@@ -277,7 +266,7 @@ impl Inner {
         )
         .await?;
         (self.events)(
-            godel_core::Event::new("team_namespace_applied")
+            godel_core::Event::new(godel_core::EventKind::TeamNamespaceApplied)
                 .team(team)
                 .data(json!({"namespace": ns})),
         );
@@ -286,7 +275,9 @@ impl Inner {
 
     pub async fn ensure_team(&self, team: &str) -> Result<()> {
         godel_core::validate_name("team", team)?;
-        let cell = lock(&self.teams)
+        let cell = self
+            .teams
+            .lock()
             .entry(team.to_string())
             .or_default()
             .clone();
@@ -296,14 +287,14 @@ impl Inner {
     }
 
     fn forget_team(&self, team: &str) {
-        lock(&self.teams).remove(team);
+        self.teams.lock().remove(team);
     }
 
     /// Delete a pod godel owns (404 is fine).
     pub async fn delete_pod(&self, agent: &AgentRef) -> Result<()> {
         let api: Api<Pod> = Api::namespaced(self.client()?, &agent.namespace);
         let key = format!("{}/{}", agent.namespace, agent.pod);
-        lock(&self.terminating).insert(key.clone());
+        self.terminating.lock().insert(key.clone());
         let result = api
             .delete(&agent.pod, &DeleteParams::default().grace_period(5))
             .await;
@@ -311,7 +302,7 @@ impl Inner {
             Ok(_) => Ok(()),
             Err(e) => {
                 // No deletion event will come: forget the key.
-                lock(&self.terminating).remove(&key);
+                self.terminating.lock().remove(&key);
                 match e {
                     kube::Error::Api(s) if s.code == 404 => Ok(()),
                     e => Err(map_kube(&format!("delete pod {key}"), e)),
@@ -352,10 +343,7 @@ impl Inner {
             pod: name.clone(),
             team: team.clone(),
         };
-        self.agents
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), agent.clone());
+        self.agents.write().insert(id.to_string(), agent.clone());
         let timeout = spec
             .timeout_secs
             .map(Duration::from_secs)
@@ -413,7 +401,7 @@ impl Inner {
                 );
             }
         }
-        if let Some(t) = lock(&self.timings).as_mut() {
+        if let Some(t) = self.timings.lock().as_mut() {
             t.push(SpawnTiming {
                 total: t0.elapsed(),
                 api_wait,
@@ -428,10 +416,7 @@ impl Inner {
 
     /// Forget a runtime whose spawn failed and delete its pod.
     async fn abandon(&self, id: &str, agent: &AgentRef) {
-        self.agents
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.agents.write().remove(id);
         if let Err(e) = self.delete_pod(agent).await {
             tracing::warn!(
                 "kata: cleaning up pod {}/{}: {e}",
@@ -460,10 +445,7 @@ impl Inner {
             .map_err(|e| map_kube(&format!("get pod {}/{}", agent.namespace, agent.pod), e))?;
         match classify(found.as_ref()) {
             PodOutcome::Running | PodOutcome::Pending(_) => {
-                self.agents
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id.to_string(), agent.clone());
+                self.agents.write().insert(id.to_string(), agent.clone());
                 Ok(Some(Spawned {
                     handle: handle(&agent),
                     pid: None,
@@ -474,11 +456,7 @@ impl Inner {
     }
 
     pub async fn terminate(&self, id: &str) -> Result<()> {
-        let known = self
-            .agents
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        let known = self.agents.write().remove(id);
         let targets = match known {
             Some(a) => vec![a],
             None => {
@@ -602,13 +580,7 @@ impl Inner {
     }
 
     pub fn list_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .agents
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let mut ids: Vec<String> = self.agents.read().keys().cloned().collect();
         ids.sort();
         ids
     }

@@ -48,7 +48,7 @@ fn key(pod: &Pod) -> String {
     )
 }
 
-fn base(kind: &str, pod: &Pod) -> Event {
+fn base(kind: godel_core::EventKind, pod: &Pod) -> Event {
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     let runtime = pod
         .metadata
@@ -76,13 +76,13 @@ fn diff(before: Option<&Seen>, pod: &Pod, initial: bool) -> Vec<Event> {
         return out;
     }
     if before.map(|b| &b.phase) != Some(&now.phase) {
-        out.push(base("pod_phase", pod).data(json!({
+        out.push(base(godel_core::EventKind::PodPhase, pod).data(json!({
             "namespace": ns, "pod": name, "phase": now.phase,
             "previous": before.map(|b| b.phase.clone()),
         })));
         if matches!(now.phase.as_str(), "Failed" | "Succeeded") {
             let st = pod.status.as_ref();
-            out.push(base("died", pod).data(json!({
+            out.push(base(godel_core::EventKind::Died, pod).data(json!({
                 "namespace": ns, "pod": name, "phase": now.phase,
                 "reason": st.and_then(|s| s.reason.clone()),
                 "message": st.and_then(|s| s.message.clone()),
@@ -101,12 +101,14 @@ fn diff(before: Option<&Seen>, pod: &Pod, initial: bool) -> Vec<Event> {
             .unwrap_or(0);
         if cs.restart_count > prev && before.is_some() {
             let term = cs.last_state.as_ref().and_then(|l| l.terminated.as_ref());
-            out.push(base("container_restarted", pod).data(json!({
-                "namespace": ns, "pod": name, "container": cs.name,
-                "restart_count": cs.restart_count,
-                "reason": term.and_then(|t| t.reason.clone()),
-                "exit_code": term.map(|t| t.exit_code),
-            })));
+            out.push(
+                base(godel_core::EventKind::ContainerRestarted, pod).data(json!({
+                    "namespace": ns, "pod": name, "container": cs.name,
+                    "restart_count": cs.restart_count,
+                    "reason": term.and_then(|t| t.reason.clone()),
+                    "exit_code": term.map(|t| t.exit_code),
+                })),
+            );
         }
     }
     out
@@ -144,13 +146,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             WEvent::Delete(pod) => {
                 let k = key(&pod);
                 state.remove(&k);
-                let ours = inner
-                    .terminating
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&k);
+                let ours = inner.terminating.lock().remove(&k);
                 if !ours {
-                    (inner.events)(base("died", &pod).data(json!({
+                    (inner.events)(base(godel_core::EventKind::Died, &pod).data(json!({
                         "namespace": pod.metadata.namespace, "pod": pod.metadata.name,
                         "reason": "PodDeleted", "message": "the pod was deleted outside godel",
                     })));

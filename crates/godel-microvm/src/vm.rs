@@ -14,11 +14,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use godel_core::{Error, Event, EventSink, Result, RuntimeState};
 use godel_guest::GuestClient;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::launch::{self, Accel};
@@ -88,10 +89,6 @@ impl std::fmt::Debug for Vm {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Vm {
     /// Wrap a started QEMU and start supervising it.
     pub fn new(
@@ -127,7 +124,7 @@ impl Vm {
 
     fn on_qemu_exit(&self, events: &EventSink) {
         if self.stopping.load(Ordering::SeqCst) {
-            *lock(&self.life) = Life::Terminated;
+            *self.life.lock() = Life::Terminated;
             return;
         }
         let tail = console_tail(&self.run_dir, 5);
@@ -141,11 +138,11 @@ impl Vm {
             )
         };
         tracing::warn!(pid = self.pid, "{reason}");
-        *lock(&self.life) = Life::Dead(reason.clone());
+        *self.life.lock() = Life::Dead(reason.clone());
         let id = self.runtime_id();
         if !id.starts_with("pool-") {
             events(
-                Event::new("died")
+                Event::new(godel_core::EventKind::Died)
                     .runtime(id)
                     .data(serde_json::json!({"pid": self.pid, "reason": reason})),
             );
@@ -153,12 +150,12 @@ impl Vm {
     }
 
     pub fn meta(&self) -> VmMeta {
-        lock(&self.meta).clone()
+        self.meta.lock().clone()
     }
 
     pub fn update_meta(&self, f: impl FnOnce(&mut VmMeta)) -> Result<()> {
         let meta = {
-            let mut m = lock(&self.meta);
+            let mut m = self.meta.lock();
             f(&mut m);
             m.clone()
         };
@@ -166,15 +163,15 @@ impl Vm {
     }
 
     pub fn runtime_id(&self) -> String {
-        lock(&self.meta).runtime_id.clone()
+        self.meta.lock().runtime_id.clone()
     }
 
     pub fn life(&self) -> Life {
-        lock(&self.life).clone()
+        self.life.lock().clone()
     }
 
     pub fn set_life(&self, l: Life) {
-        let mut cur = lock(&self.life);
+        let mut cur = self.life.lock();
         if matches!(*cur, Life::Running | Life::Paused) {
             *cur = l;
         }
@@ -257,7 +254,7 @@ impl Vm {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        *lock(&self.life) = Life::Terminated;
+        *self.life.lock() = Life::Terminated;
         *self.guest.lock().await = None;
         let meta = self.meta();
         if meta.ram_shared {

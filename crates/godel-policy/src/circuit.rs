@@ -78,9 +78,9 @@ impl CircuitChange {
     /// The event the daemon stores: `circuit_opened`, `circuit_half_open` or `circuit_closed`.
     pub fn to_event(&self) -> godel_core::Event {
         let kind = match self.to {
-            CircuitState::Open => "circuit_opened",
-            CircuitState::HalfOpen => "circuit_half_open",
-            CircuitState::Closed => "circuit_closed",
+            CircuitState::Open => godel_core::EventKind::CircuitOpened,
+            CircuitState::HalfOpen => godel_core::EventKind::CircuitHalfOpen,
+            CircuitState::Closed => godel_core::EventKind::CircuitClosed,
         };
         godel_core::Event::new(kind).data(serde_json::to_value(self).unwrap_or_default())
     }

@@ -203,9 +203,9 @@ impl FallbackDecision {
     /// `spawn_fallback`, `spawn_failed`).
     pub fn to_event(&self) -> Event {
         let kind = match self.outcome {
-            Outcome::Skipped | Outcome::FallingBack => "spawn_fallback",
-            Outcome::Failed => "spawn_failed",
-            Outcome::Retrying | Outcome::Succeeded => "spawn_attempt",
+            Outcome::Skipped | Outcome::FallingBack => godel_core::EventKind::SpawnFallback,
+            Outcome::Failed => godel_core::EventKind::SpawnFailed,
+            Outcome::Retrying | Outcome::Succeeded => godel_core::EventKind::SpawnAttempt,
         };
         Event::new(kind).data(serde_json::to_value(self).unwrap_or_default())
     }

@@ -357,11 +357,11 @@ impl HealthEvent {
     /// `died`, `restart` or `restart_gave_up`, for runtime `id`.
     pub fn to_event(&self) -> godel_core::Event {
         let kind = match self.action {
-            HealthAction::Healthy => "health_healthy",
-            HealthAction::Unhealthy { .. } => "health_unhealthy",
-            HealthAction::Died { .. } => "died",
-            HealthAction::Restart { .. } => "restart",
-            HealthAction::GiveUp { .. } => "restart_gave_up",
+            HealthAction::Healthy => godel_core::EventKind::HealthHealthy,
+            HealthAction::Unhealthy { .. } => godel_core::EventKind::HealthUnhealthy,
+            HealthAction::Died { .. } => godel_core::EventKind::Died,
+            HealthAction::Restart { .. } => godel_core::EventKind::Restart,
+            HealthAction::GiveUp { .. } => godel_core::EventKind::RestartGaveUp,
         };
         godel_core::Event::new(kind)
             .runtime(&self.id)

@@ -181,11 +181,11 @@ impl PoolEvent {
     /// `pool_claimed`, `pool_destroyed` or `pool_destroy_failed`.
     pub fn to_event(&self) -> godel_core::Event {
         let (kind, id) = match self {
-            PoolEvent::Created { id, .. } => ("pool_created", Some(id)),
-            PoolEvent::CreateFailed { .. } => ("pool_create_failed", None),
-            PoolEvent::Claimed { id, .. } => ("pool_claimed", Some(id)),
-            PoolEvent::Destroyed { id } => ("pool_destroyed", Some(id)),
-            PoolEvent::DestroyFailed { id, .. } => ("pool_destroy_failed", Some(id)),
+            PoolEvent::Created { id, .. } => (godel_core::EventKind::PoolCreated, Some(id)),
+            PoolEvent::CreateFailed { .. } => (godel_core::EventKind::PoolCreateFailed, None),
+            PoolEvent::Claimed { id, .. } => (godel_core::EventKind::PoolClaimed, Some(id)),
+            PoolEvent::Destroyed { id } => (godel_core::EventKind::PoolDestroyed, Some(id)),
+            PoolEvent::DestroyFailed { id, .. } => (godel_core::EventKind::PoolDestroyFailed, Some(id)),
         };
         let mut ev =
             godel_core::Event::new(kind).data(serde_json::to_value(self).unwrap_or_default());

@@ -8,8 +8,8 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -17,6 +17,7 @@ use futures::FutureExt;
 use godel_core::{Error, Event, EventSink, ResourceUsage, Result};
 use nix::fcntl::OFlag;
 use nix::sys::socket::MsgFlags;
+use parking_lot::Mutex;
 use tokio::io::unix::AsyncFd;
 
 use crate::cgroup::SandboxCgroups;
@@ -50,7 +51,7 @@ impl OomWatch {
         let before = self.seen.swap(now, Ordering::SeqCst);
         if now > before {
             (self.events)(
-                Event::new("oom")
+                Event::new(godel_core::EventKind::Oom)
                     .runtime(self.id.clone())
                     .data(serde_json::json!({
                         "oom_kills": now,
@@ -127,7 +128,7 @@ impl NamespaceSandbox {
         let over = used > limit;
         if self.over_disk.swap(over, Ordering::SeqCst) != over && over {
             (self.oom.events)(
-                Event::new("disk_limit_exceeded")
+                Event::new(godel_core::EventKind::DiskLimitExceeded)
                     .runtime(self.cfg.id.clone())
                     .data(serde_json::json!({ "disk_bytes": used, "limit_bytes": limit })),
             );
@@ -135,19 +136,14 @@ impl NamespaceSandbox {
     }
 
     fn stop_watcher(&self) {
-        if let Some(w) = self
-            .watcher
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(w) = self.watcher.lock().take() {
             w.abort();
         }
     }
 
     async fn disk_bytes(&self) -> u64 {
         const TTL: Duration = Duration::from_secs(5);
-        if let Some((at, v)) = *self.disk.lock().unwrap_or_else(|e| e.into_inner())
+        if let Some((at, v)) = *self.disk.lock()
             && at.elapsed() < TTL
         {
             return v;
@@ -156,7 +152,7 @@ impl NamespaceSandbox {
         let v = tokio::task::spawn_blocking(move || du(&ws))
             .await
             .unwrap_or(0);
-        *self.disk.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), v));
+        *self.disk.lock() = Some((Instant::now(), v));
         v
     }
 }

@@ -11,8 +11,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -25,6 +25,7 @@ use godel_core::{
     workspace_relative,
 };
 use godel_sandbox::{HostIsolator, Isolator, ProcessSpec, Sandbox, SandboxConfig, SandboxLimits};
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::exec::ProcessTable;
@@ -167,12 +168,7 @@ impl WorktreeProvider {
                 }
             }
         };
-        for rt in self
-            .runtimes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-        {
+        for rt in self.runtimes.read().values() {
             add(&rt.info);
         }
         if let Ok(states) = std::fs::read_dir(self.layout.root().join("state")) {
@@ -201,7 +197,7 @@ impl WorktreeProvider {
     }
 
     fn get(&self, id: &str) -> Result<Arc<Runtime>> {
-        let map = self.runtimes.read().unwrap_or_else(|p| p.into_inner());
+        let map = self.runtimes.read();
         map.get(id)
             .cloned()
             .ok_or_else(|| Error::not_found(format!("runtime {id} not found")).with_runtime(id))
@@ -220,7 +216,7 @@ impl WorktreeProvider {
         }
     }
 
-    fn emit(&self, kind: &str, id: &str, data: serde_json::Value) {
+    fn emit(&self, kind: godel_core::EventKind, id: &str, data: serde_json::Value) {
         (self.events)(Event::new(kind).runtime(id).data(data));
     }
 
@@ -311,7 +307,7 @@ impl WorktreeProvider {
         };
         self.register(id, rt.clone())?;
         self.emit(
-            "workspace_created",
+            godel_core::EventKind::WorkspaceCreated,
             id,
             serde_json::json!({
                 "mode": info.mode,
@@ -330,7 +326,7 @@ impl WorktreeProvider {
             &self.layout.state(id).join("handle.json"),
             &String::from_utf8_lossy(&json),
         )?;
-        let mut map = self.runtimes.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.runtimes.write();
         map.insert(id.to_string(), rt);
         Ok(())
     }
@@ -502,7 +498,7 @@ impl RuntimeProvider for WorktreeProvider {
         };
         if remounted {
             self.emit(
-                "workspace_remounted",
+                godel_core::EventKind::WorkspaceRemounted,
                 id,
                 serde_json::json!({ "path": h.workspace.path }),
             );
@@ -512,7 +508,11 @@ impl RuntimeProvider for WorktreeProvider {
         let sandbox = match isolator.adopt(cfg.clone(), &h.sandbox).await? {
             Some(s) => s,
             None => {
-                self.emit("sandbox_recreated", id, serde_json::Value::Null);
+                self.emit(
+                    godel_core::EventKind::SandboxRecreated,
+                    id,
+                    serde_json::Value::Null,
+                );
                 isolator.create(cfg).await?
             }
         };
@@ -533,7 +533,7 @@ impl RuntimeProvider for WorktreeProvider {
     async fn terminate(&self, id: &str) -> Result<()> {
         validate_id(id)?;
         let held = {
-            let mut map = self.runtimes.write().unwrap_or_else(|p| p.into_inner());
+            let mut map = self.runtimes.write();
             map.remove(id)
         };
         match held {
@@ -549,7 +549,11 @@ impl RuntimeProvider for WorktreeProvider {
             None => self.terminate_unheld(id).await?,
         }
         remove_tree(&self.layout.state(id))?;
-        self.emit("workspace_removed", id, serde_json::Value::Null);
+        self.emit(
+            godel_core::EventKind::WorkspaceRemoved,
+            id,
+            serde_json::Value::Null,
+        );
         Ok(())
     }
 
@@ -594,7 +598,7 @@ impl RuntimeProvider for WorktreeProvider {
     }
 
     async fn list(&self) -> Result<Vec<String>> {
-        let map = self.runtimes.read().unwrap_or_else(|p| p.into_inner());
+        let map = self.runtimes.read();
         let mut ids: Vec<String> = map.keys().cloned().collect();
         ids.sort();
         Ok(ids)
@@ -712,7 +716,7 @@ impl RuntimeProvider for WorktreeProvider {
         }
         let art = res.map_err(|e| e.with_runtime(id))?;
         self.emit(
-            "snapshot_written",
+            godel_core::EventKind::SnapshotWritten,
             id,
             serde_json::json!({
                 "snapshot_id": target.snapshot_id,

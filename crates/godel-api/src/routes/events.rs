@@ -23,7 +23,7 @@ pub struct EventsQuery {
 
 fn to_sse(ev: &godel_core::Event) -> SseEvent {
     SseEvent::default()
-        .event(ev.kind.clone())
+        .event(ev.kind.as_str())
         .id(ev.seq.to_string())
         .data(serde_json::to_string(ev).unwrap_or_default())
 }

@@ -164,11 +164,11 @@ impl Control {
             }
         }
         for s in &plan.skipped {
-            self.emit(Event::new("spawn_fallback").runtime(&id).team(&team).data(
+            self.emit(Event::new(godel_core::EventKind::SpawnFallback).runtime(&id).team(&team).data(
                 json!({"runtime": s.runtime, "outcome": "skipped", "reason": s.reason.to_string()}),
             ));
         }
-        self.emit(Event::new("state_changed").runtime(&id).team(&team).data(
+        self.emit(Event::new(godel_core::EventKind::StateChanged).runtime(&id).team(&team).data(
             json!({"state": "creating", "runtime": info.runtime, "candidates": plan.candidates}),
         ));
 
@@ -311,7 +311,7 @@ impl Control {
                 if let Ok(Some(rec)) = self.store.get_runtime(id) {
                     self.store.delete_runtime(id)?;
                     self.emit(
-                        Event::new("spawn_rejected")
+                        Event::new(godel_core::EventKind::SpawnRejected)
                             .runtime(id)
                             .team(&rec.team)
                             .data(json!({"code": e.code, "message": e.message})),
@@ -410,7 +410,7 @@ impl Control {
             .store
             .transition(id, RuntimeState::Error, Some(reason))?;
         self.emit(
-            Event::new("died")
+            Event::new(godel_core::EventKind::Died)
                 .runtime(id)
                 .team(&rec.team)
                 .data(json!({"reason": reason})),

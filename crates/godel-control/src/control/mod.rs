@@ -312,7 +312,7 @@ impl Control {
     /// Record a `state_changed` event of one runtime.
     pub(crate) fn emit_state(&self, id: &str, team: &str, data: serde_json::Value) {
         self.emit(
-            Event::new("state_changed")
+            Event::new(godel_core::EventKind::StateChanged)
                 .runtime(id)
                 .team(team)
                 .data(data),

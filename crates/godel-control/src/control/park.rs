@@ -49,7 +49,7 @@ impl Control {
             return Err(e);
         }
         self.emit(
-            Event::new("parked")
+            Event::new(godel_core::EventKind::Parked)
                 .runtime(id)
                 .team(&rec.team)
                 .data(json!({"snapshot_id": snap.id, "reason": reason.as_str()})),
@@ -80,7 +80,7 @@ impl Control {
         }
         let _ = self.delete_snapshot(caller, &parked.snapshot_id).await;
         self.emit(
-            Event::new("unparked")
+            Event::new(godel_core::EventKind::Unparked)
                 .runtime(id)
                 .team(&rec.team)
                 .data(json!({"snapshot_id": parked.snapshot_id, "reason": parked.reason.as_str()})),

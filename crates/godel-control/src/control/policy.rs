@@ -33,9 +33,9 @@ impl PolicyState {
         let circuits = CircuitRegistry::new(config.circuit.policy()).with_listener(Arc::new(move |c| {
             m.set_circuit_state(&c.runtime, c.to);
             let kind = match c.to.as_str() {
-                "open" => "circuit_opened",
-                "closed" => "circuit_closed",
-                _ => "circuit_half_open",
+                "open" => godel_core::EventKind::CircuitOpened,
+                "closed" => godel_core::EventKind::CircuitClosed,
+                _ => godel_core::EventKind::CircuitHalfOpen,
             };
             let _ = events.send(Event::new(kind).data(json!({
                 "runtime": c.runtime, "from": c.from.as_str(), "to": c.to.as_str(), "failures": c.failures

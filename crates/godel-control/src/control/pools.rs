@@ -113,7 +113,7 @@ impl Control {
         {
             Ok(info) => {
                 self.emit(
-                    Event::new("pool_claimed")
+                    Event::new(godel_core::EventKind::PoolClaimed)
                         .runtime(&id)
                         .team(&team)
                         .data(json!({"pool": key.to_string(), "runtime": info.runtime})),

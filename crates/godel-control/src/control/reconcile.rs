@@ -66,7 +66,7 @@ impl Control {
                         Ok(Some(sp)) => {
                             self.store.set_handle(&id, &sp.handle, sp.pid)?;
                             self.emit(
-                                Event::new("adopted")
+                                Event::new(godel_core::EventKind::Adopted)
                                     .runtime(&id)
                                     .team(&rec.team)
                                     .data(json!({"pid": sp.pid})),
@@ -98,7 +98,7 @@ impl Control {
             .is_ok()
         {
             self.emit(
-                Event::new("lost")
+                Event::new(godel_core::EventKind::Lost)
                     .runtime(id)
                     .team(team)
                     .data(json!({"reason": reason})),

@@ -77,7 +77,7 @@ impl Control {
         self.store.insert_snapshot(&info)?;
         self.health_snapshot(id, &snap_id);
         self.emit(
-            Event::new("snapshot_created")
+            Event::new(godel_core::EventKind::SnapshotCreated)
                 .runtime(id)
                 .team(&rec.team)
                 .data(
@@ -114,7 +114,7 @@ impl Control {
         self.store.delete_snapshot(snap)?;
         self.snapshots.remove(snap)?;
         self.emit(
-            Event::new("snapshot_deleted")
+            Event::new(godel_core::EventKind::SnapshotDeleted)
                 .team(&info.team)
                 .data(json!({"snapshot_id": snap})),
         );

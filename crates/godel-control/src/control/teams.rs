@@ -62,7 +62,7 @@ impl Control {
         }
         self.store.upsert_team(&team)?;
         self.emit(
-            Event::new("team_created")
+            Event::new(godel_core::EventKind::TeamCreated)
                 .team(&team.name)
                 .data(json!(team)),
         );
@@ -79,7 +79,7 @@ impl Control {
     pub fn delete_team(&self, caller: &Caller, name: &str) -> Result<()> {
         caller.require_admin("removing a team")?;
         self.store.delete_team(name)?;
-        self.emit(Event::new("team_deleted").team(name));
+        self.emit(Event::new(godel_core::EventKind::TeamDeleted).team(name));
         Ok(())
     }
 
@@ -107,7 +107,7 @@ impl Control {
         }
         let (record, token) = self.store.create_token(team, admin)?;
         self.emit(
-            Event::new("token_created")
+            Event::new(godel_core::EventKind::TokenCreated)
                 .data(json!({"id": record.id, "team": team, "admin": admin})),
         );
         Ok(CreatedToken { record, token })
@@ -120,7 +120,7 @@ impl Control {
     pub fn revoke_token(&self, caller: &Caller, id_or_token: &str) -> Result<TokenRecord> {
         caller.require_admin("revoking a token")?;
         let rec = self.store.revoke_token(id_or_token)?;
-        self.emit(Event::new("token_revoked").data(json!({"id": rec.id})));
+        self.emit(Event::new(godel_core::EventKind::TokenRevoked).data(json!({"id": rec.id})));
         Ok(rec)
     }
 }

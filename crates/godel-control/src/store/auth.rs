@@ -1,5 +1,9 @@
 //! Teams and API tokens. Tokens are stored as SHA-256 hashes only; the
-//! plaintext is shown once, when it is created.
+//! plaintext is shown once, when it is created. A token has one of two
+//! shapes ([`TokenFormat`]): godel's own `gdl_<48 hex>` or E2B's
+//! `e2b_<40 hex>` (which every official E2B SDK accepts, including the
+//! versions that check the key's shape on the client). Both are looked up
+//! by hash alike, so every listener accepts both and revocation covers both.
 
 use godel_core::{Error, Result};
 use rusqlite::{OptionalExtension, params};
@@ -51,6 +55,73 @@ pub struct TokenRecord {
     pub created_at: chrono::DateTime<chrono::Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The shape of a new token's plaintext.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenFormat {
+    /// `e2b_` + 40 lowercase hex (160 random bits): E2B's API key shape.
+    #[default]
+    E2b,
+    /// `gdl_` + 48 lowercase hex (192 random bits): godel's original shape.
+    Gdl,
+}
+
+impl TokenFormat {
+    /// The format a token gets when none is asked for: team tokens are E2B
+    /// API keys (they work with every E2B SDK and with godel's own clients),
+    /// admin tokens keep godel's shape.
+    pub fn default_for(admin: bool) -> TokenFormat {
+        if admin {
+            TokenFormat::Gdl
+        } else {
+            TokenFormat::E2b
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenFormat::E2b => "e2b",
+            TokenFormat::Gdl => "gdl",
+        }
+    }
+
+    /// The format a plaintext token has, `None` for anything else.
+    pub fn of(token: &str) -> Option<TokenFormat> {
+        let hex_of = |s: &str, n: usize| {
+            s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        match token.split_at_checked(4) {
+            Some(("e2b_", rest)) if hex_of(rest, 40) => Some(TokenFormat::E2b),
+            Some(("gdl_", rest)) if hex_of(rest, 48) => Some(TokenFormat::Gdl),
+            _ => None,
+        }
+    }
+
+    /// A fresh random plaintext of this format.
+    fn generate(self) -> String {
+        use rand::RngCore;
+        let mut secret = [0u8; 24];
+        rand::rng().fill_bytes(&mut secret);
+        match self {
+            TokenFormat::E2b => format!("e2b_{}", hex::encode(&secret[..20])),
+            TokenFormat::Gdl => format!("gdl_{}", hex::encode(secret)),
+        }
+    }
+}
+
+impl std::str::FromStr for TokenFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<TokenFormat> {
+        match s {
+            "e2b" => Ok(TokenFormat::E2b),
+            "gdl" => Ok(TokenFormat::Gdl),
+            other => Err(Error::invalid(format!(
+                "unknown token format {other:?}: expected e2b (e2b_ + 40 hex, for E2B SDKs) or gdl (gdl_ + 48 hex)"
+            ))),
+        }
+    }
 }
 
 /// SHA-256 of a token, hex.
@@ -137,14 +208,21 @@ impl Store {
         Ok(())
     }
 
-    /// Create a token; returns (record, plaintext). The plaintext is not stored.
+    /// Create a token in its default format ([`TokenFormat::default_for`]);
+    /// returns (record, plaintext). The plaintext is not stored.
     pub fn create_token(&self, team: Option<&str>, admin: bool) -> Result<(TokenRecord, String)> {
-        use rand::RngCore;
-        let mut secret = [0u8; 24];
-        rand::rng().fill_bytes(&mut secret);
-        let secret = hex::encode(secret);
-        let id = format!("tok_{}", &secret[..8]);
-        let token = format!("gdl_{secret}");
+        self.create_token_as(team, admin, TokenFormat::default_for(admin))
+    }
+
+    /// Create a token of the given format; returns (record, plaintext).
+    pub fn create_token_as(
+        &self,
+        team: Option<&str>,
+        admin: bool,
+        format: TokenFormat,
+    ) -> Result<(TokenRecord, String)> {
+        let token = format.generate();
+        let id = format!("tok_{}", &token[4..12]);
         let now = now_text();
         self.conn()
             .execute(

@@ -13,7 +13,7 @@ impl Store {
             "INSERT INTO events (time, kind, runtime_id, team, data) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 ev.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                ev.kind,
+                ev.kind.as_str(),
                 ev.runtime_id,
                 ev.team,
                 serde_json::to_string(&ev.data).map_err(json_err)?
@@ -60,7 +60,7 @@ impl Store {
                 Ok(Event {
                     seq,
                     time: parse_time(&time),
-                    kind,
+                    kind: godel_core::EventKind::parse(&kind),
                     runtime_id,
                     team,
                     data: serde_json::from_str(&data).map_err(json_err)?,

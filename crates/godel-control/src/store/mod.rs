@@ -18,7 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 use godel_core::{Error, Result};
 use rusqlite::Connection;
 
-pub use auth::{TeamRecord, TokenRecord};
+pub use auth::{TeamRecord, TokenFormat, TokenRecord};
 pub use runtimes::{Quota, Reservation, TeamUsage};
 
 /// Current schema version (`PRAGMA user_version`).
