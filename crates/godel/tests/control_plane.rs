@@ -43,6 +43,19 @@ fn get(addr: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
     (status, ctype, body)
 }
 
+/// The whole `/metrics` text (read to the end of the response).
+fn metrics(addr: &str, token: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let req = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
+}
+
 const CONFIG: &str = r#"
 [defaults]
 runtime = "worktree"
@@ -135,7 +148,16 @@ fn teams_quotas_metrics_events_and_config_check() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Free the slot only once the spawn is seen waiting in alpha's queue.
+    let admin = d.last_line(&["token", "create", "--admin"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !metrics(&addr, &admin).contains("godel_queue_depth{team=\"alpha\"} 1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the --wait spawn never showed in godel_queue_depth"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     d.ok(&["rm", &a1]);
     let out = waiter.wait_with_output().unwrap();
     assert!(out.status.success());
@@ -151,7 +173,6 @@ fn teams_quotas_metrics_events_and_config_check() {
     // /metrics and /v1/events on TCP need a token; metrics need an admin one.
     assert_eq!(get(&addr, "/metrics", None).0, 401);
     assert_eq!(get(&addr, "/v1/events", None).0, 401);
-    let admin = d.last_line(&["token", "create", "--admin"]);
     let team = d.last_line(&["token", "create", "--team", "alpha"]);
     let (st, ct, body) = get(&addr, "/metrics", Some(&admin));
     assert_eq!(st, 200);
