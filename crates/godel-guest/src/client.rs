@@ -10,13 +10,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use godel_core::{Error, ExecEvent, ExecHandle, ExecRequest, FileEntry};
+use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
@@ -38,12 +39,6 @@ struct Shared {
     closed: AtomicBool,
     /// Latest `SyncAck` (nonce, hello) or `Hello` (nonce 0) seen.
     hello: watch::Sender<Option<(u64, Hello)>>,
-}
-
-impl Shared {
-    fn streams(&self) -> std::sync::MutexGuard<'_, StreamMap> {
-        self.streams.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 struct Inner {
@@ -76,7 +71,7 @@ struct StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.shared.streams().remove(&self.id);
+        self.shared.streams.lock().remove(&self.id);
     }
 }
 
@@ -156,7 +151,7 @@ impl GuestClient {
             }
             rshared.closed.store(true, Ordering::SeqCst);
             // Dropping the senders ends every waiting request with "closed".
-            rshared.streams().clear();
+            rshared.streams.lock().clear();
             rshared.hello.send_replace(None);
         });
         let client = GuestClient {
@@ -252,7 +247,7 @@ impl GuestClient {
             }
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        self.inner.shared.streams().insert(id, tx);
+        self.inner.shared.streams.lock().insert(id, tx);
         Stream {
             id,
             rx,
@@ -590,7 +585,7 @@ fn route(shared: &Shared, f: Frame) {
         return;
     }
     let id = f.stream;
-    let mut streams = shared.streams();
+    let mut streams = shared.streams.lock();
     let gone = match streams.get(&id) {
         Some(tx) => tx.send(f).is_err(),
         None => false,

@@ -37,8 +37,8 @@ impl Qemu {
 
 /// Built once per test binary (the tests share it).
 fn image() -> ImageInfo {
-    static IMAGE: std::sync::Mutex<Option<ImageInfo>> = std::sync::Mutex::new(None);
-    let mut slot = IMAGE.lock().unwrap_or_else(|e| e.into_inner());
+    static IMAGE: parking_lot::Mutex<Option<ImageInfo>> = parking_lot::Mutex::new(None);
+    let mut slot = IMAGE.lock();
     if let Some(img) = slot.as_ref() {
         return img.clone();
     }

@@ -168,10 +168,7 @@ impl Inner {
             self.untar(&agent, WORKSPACE_MOUNT, reader).await
         };
         if let Err(e) = unpack.await {
-            self.agents
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(id);
+            self.agents.write().remove(id);
             let _ = self.delete_pod(&agent).await;
             return Err(Error::new(
                 e.code,

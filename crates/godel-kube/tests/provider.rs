@@ -645,7 +645,6 @@ async fn watcher_reports_phases_restarts_and_deaths() {
     assert!(
         !e.events
             .lock()
-            .unwrap()
             .iter()
             .any(|ev| ev.kind == "died" && ev.runtime_id.as_deref() == Some(quiet.as_str()))
     );

@@ -18,14 +18,15 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use std::path::Path;
 use std::sync::Weak;
 use std::time::Duration;
 
 use godel_core::{Error, Result, SpawnSpec};
+use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -109,7 +110,7 @@ impl WarmPool {
 
     /// How many VMs wait ready now.
     pub fn ready(&self) -> usize {
-        self.lock().len()
+        self.ready.lock().len()
     }
 
     /// Whether the pool is full.
@@ -117,16 +118,12 @@ impl WarmPool {
         self.ready() >= self.size
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Vm>>> {
-        self.ready.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Take a ready VM (dead ones are dropped on the way). The caller wakes
     /// the refill once its claim is done, so the refill's QEMU start does not
     /// compete with the claim for the CPU.
     pub fn take(&self) -> Option<Arc<Vm>> {
         let vm = loop {
-            let next = self.lock().pop_front();
+            let next = self.ready.lock().pop_front();
             match next {
                 Some(vm) if vm.ensure_live().is_ok() => break Some(vm),
                 Some(_) => continue,
@@ -144,7 +141,7 @@ impl WarmPool {
     }
 
     pub(crate) fn push(&self, vm: Arc<Vm>) {
-        self.lock().push_back(vm);
+        self.ready.lock().push_back(vm);
         self.refills.fetch_add(1, Ordering::Relaxed);
         self.filled.notify_waiters();
     }
@@ -166,18 +163,15 @@ impl WarmPool {
 
     /// Remove every ready VM (to stop them).
     pub(crate) fn drain(&self) -> Vec<Arc<Vm>> {
-        self.lock().drain(..).collect()
+        self.ready.lock().drain(..).collect()
     }
 
     pub(crate) fn template(&self) -> Option<PathBuf> {
-        self.template
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.template.lock().clone()
     }
 
     pub(crate) fn set_template(&self, dir: PathBuf) {
-        *self.template.lock().unwrap_or_else(PoisonError::into_inner) = Some(dir);
+        *self.template.lock() = Some(dir);
     }
 
     pub fn stats(&self) -> PoolStats {

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +25,7 @@ use godel_core::{
     SnapshotTarget, SpawnSpec, Spawned, null_sink,
 };
 use godel_image::ImageInfo;
+use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::OnceCell;
 
@@ -200,7 +201,7 @@ impl MicrovmProvider {
         for vm in pooled {
             vm.terminate(Duration::ZERO).await;
         }
-        let vms: Vec<Arc<Vm>> = self.inner.lock().drain().map(|(_, v)| v).collect();
+        let vms: Vec<Arc<Vm>> = self.inner.vms.lock().drain().map(|(_, v)| v).collect();
         for vm in vms {
             if stop_runtimes {
                 vm.terminate(self.inner.cfg.shutdown_grace).await;
@@ -221,12 +222,9 @@ fn default_ram_dir(root: &Path) -> PathBuf {
 }
 
 impl Inner {
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Vm>>> {
-        self.vms.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     pub(crate) fn get(&self, id: &str) -> Result<Arc<Vm>> {
-        self.lock()
+        self.vms
+            .lock()
             .get(id)
             .cloned()
             .ok_or_else(|| Error::not_found(format!("runtime {id} not found in microvm")))
@@ -359,7 +357,7 @@ impl Inner {
         handle.insert("key".into(), json!(meta.key));
         handle.insert("pid".into(), json!(vm.pid));
         let pid = Some(vm.pid);
-        self.lock().insert(id.to_string(), vm);
+        self.vms.lock().insert(id.to_string(), vm);
         Spawned { handle, pid }
     }
 }
@@ -463,7 +461,7 @@ impl RuntimeProvider for MicrovmProvider {
         spec.validate()?;
         check_supported(spec)?;
         let i = &self.inner;
-        if i.lock().contains_key(id) {
+        if i.vms.lock().contains_key(id) {
             return Err(Error::conflict(format!("runtime {id} already exists")));
         }
         let shape = i.shape(spec)?;
@@ -537,7 +535,7 @@ impl RuntimeProvider for MicrovmProvider {
     }
 
     async fn terminate(&self, id: &str) -> Result<()> {
-        let vm = self.inner.lock().remove(id);
+        let vm = self.inner.vms.lock().remove(id);
         if let Some(vm) = vm {
             let _op = vm.op.lock().await;
             vm.terminate(self.inner.cfg.shutdown_grace).await;
@@ -592,7 +590,7 @@ impl RuntimeProvider for MicrovmProvider {
     }
 
     async fn list(&self) -> Result<Vec<String>> {
-        let mut ids: Vec<String> = self.inner.lock().keys().cloned().collect();
+        let mut ids: Vec<String> = self.inner.vms.lock().keys().cloned().collect();
         ids.sort();
         Ok(ids)
     }
@@ -707,7 +705,7 @@ impl RuntimeProvider for MicrovmProvider {
         spec: &SpawnSpec,
     ) -> Result<Spawned> {
         let i = &self.inner;
-        if i.lock().contains_key(id) {
+        if i.vms.lock().contains_key(id) {
             return Err(Error::conflict(format!("runtime {id} already exists")));
         }
         let sm = machine::read_snap_meta(&snapshot.dir)?;
@@ -730,6 +728,7 @@ impl RuntimeProvider for MicrovmProvider {
     async fn delete_snapshot(&self, snapshot: &SnapshotInfo) -> Result<()> {
         let users: Vec<String> = self
             .inner
+            .vms
             .lock()
             .iter()
             .filter(|(_, vm)| {
@@ -782,7 +781,7 @@ mod tests {
     #[async_trait]
     impl Launcher for FailingLauncher {
         async fn launch(&self, spec: &LaunchSpec) -> Result<u32> {
-            self.seen.lock().unwrap().push(spec.clone());
+            self.seen.lock().push(spec.clone());
             std::fs::write(launch::console_log(&spec.run_dir), "boot log line\n").unwrap();
             Err(Error::spawn("qemu failed to start: simulated"))
         }
@@ -825,7 +824,7 @@ mod tests {
         let e = p.spawn("rt-x", &spec).await.unwrap_err();
         assert_eq!(e.code, godel_core::ErrorCode::SpawnError);
         assert!(e.message.contains("boot log line"), "{e}");
-        let seen = launcher.seen.lock().unwrap().clone();
+        let seen = launcher.seen.lock().clone();
         assert_eq!(seen.len(), 1);
         let s = &seen[0];
         assert_eq!((s.vcpus, s.mem_mib, s.ram_shared), (2, 512, true));

@@ -33,7 +33,7 @@ pub struct QmpEvent {
     pub data: Value,
 }
 
-type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Value>>>>>;
+type Pending = Arc<parking_lot::Mutex<HashMap<u64, oneshot::Sender<Result<Value>>>>>;
 
 /// A connected, capability-negotiated QMP session.
 pub struct Qmp {
@@ -120,18 +120,16 @@ impl Qmp {
                     let desc = v["error"]["desc"].as_str().unwrap_or("unknown QMP error");
                     Err(Error::internal(format!("QMP {class}: {desc}")))
                 };
-                let tx = reader_pending.lock().ok().and_then(|mut p| p.remove(&id));
+                let tx = reader_pending.lock().remove(&id);
                 if let Some(tx) = tx {
                     let _ = tx.send(reply);
                 }
             }
             let _ = closed_tx.send(true);
-            if let Ok(mut p) = reader_pending.lock() {
-                for (_, tx) in p.drain() {
-                    let _ = tx.send(Err(Error::unavailable(
-                        "QMP connection closed: QEMU exited",
-                    )));
-                }
+            for (_, tx) in reader_pending.lock().drain() {
+                let _ = tx.send(Err(Error::unavailable(
+                    "QMP connection closed: QEMU exited",
+                )));
             }
         });
         let qmp = Qmp {
@@ -166,10 +164,7 @@ impl Qmp {
             msg["arguments"] = a;
         }
         let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .map_err(|_| Error::internal("QMP pending map poisoned"))?
-            .insert(id, tx);
+        self.pending.lock().insert(id, tx);
         let mut line = msg.to_string();
         line.push('\n');
         {
@@ -193,9 +188,7 @@ impl Qmp {
     }
 
     fn forget(&self, id: u64) {
-        if let Ok(mut p) = self.pending.lock() {
-            p.remove(&id);
-        }
+        self.pending.lock().remove(&id);
     }
 
     /// Subscribe to asynchronous events from now on.

@@ -308,7 +308,6 @@ async fn microvm_lifecycle_snapshot_fork_adopt() {
     );
     assert!(
         log.lock()
-            .unwrap()
             .iter()
             .any(|e| e.kind == "died" && e.runtime_id.as_deref() == Some("rt-f3")),
         "a died event is emitted"

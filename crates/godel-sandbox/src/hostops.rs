@@ -5,9 +5,9 @@
 //! real thing. (The init's own mount sequence is a pure plan, see
 //! [`crate::mounts`], applied with syscalls inside the new namespaces.)
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 /// One host side effect, as the fake records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,64 +85,44 @@ impl RecordingHostOps {
     }
     /// Seed a file.
     pub fn with_file(self, path: impl Into<PathBuf>, contents: &str) -> Self {
-        self.files
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(path.into(), contents.to_string());
+        self.files.lock().insert(path.into(), contents.to_string());
         self
     }
     /// Every recorded operation so far.
     pub fn recorded(&self) -> Vec<HostOp> {
-        self.ops.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.ops.lock().clone()
     }
     fn push(&self, op: HostOp) {
-        self.ops.lock().unwrap_or_else(|e| e.into_inner()).push(op);
+        self.ops.lock().push(op);
     }
 }
 
 impl HostOps for RecordingHostOps {
     fn mkdir_all(&self, path: &Path) -> std::io::Result<()> {
         self.push(HostOp::MkdirAll(path.to_path_buf()));
-        self.dirs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(path.to_path_buf());
+        self.dirs.lock().push(path.to_path_buf());
         Ok(())
     }
     fn write(&self, path: &Path, contents: &str) -> std::io::Result<()> {
         self.push(HostOp::Write(path.to_path_buf(), contents.to_string()));
         self.files
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .insert(path.to_path_buf(), contents.to_string());
         Ok(())
     }
     fn read(&self, path: &Path) -> std::io::Result<String> {
         self.files
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .get(path)
             .cloned()
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
     }
     fn exists(&self, path: &Path) -> bool {
-        self.files
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(path)
-            || self
-                .dirs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .any(|d| d == path)
+        self.files.lock().contains_key(path) || self.dirs.lock().iter().any(|d| d == path)
     }
     fn remove_dir(&self, path: &Path) -> std::io::Result<()> {
         self.push(HostOp::RemoveDir(path.to_path_buf()));
-        self.dirs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|d| d != path);
+        self.dirs.lock().retain(|d| d != path);
         Ok(())
     }
     fn run(&self, argv: &[&str]) -> std::io::Result<String> {

@@ -594,7 +594,7 @@ pub unsafe fn owned(fd: RawFd) -> OwnedFd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
 
     #[derive(Default)]
     struct Fake {
@@ -605,10 +605,10 @@ mod tests {
 
     impl Fake {
         fn log(&self, s: String) {
-            self.log.lock().unwrap().push(s);
+            self.log.lock().push(s);
         }
         fn entries(&self) -> Vec<String> {
-            self.log.lock().unwrap().clone()
+            self.log.lock().clone()
         }
     }
 

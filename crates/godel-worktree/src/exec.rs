@@ -12,14 +12,15 @@
 //! can kill it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use godel_core::{Error, ExecEvent, ExecHandle, ExecRequest, ExitStatus};
 use godel_sandbox::{Process, Signaller};
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -40,28 +41,24 @@ pub struct ProcessTable {
 impl ProcessTable {
     fn add(&self, s: Signaller) -> u64 {
         let k = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(k, s);
+        self.groups.lock().insert(k, s);
         k
     }
 
     fn remove(&self, k: u64) {
-        self.lock().remove(&k);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Signaller>> {
-        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+        self.groups.lock().remove(&k);
     }
 
     /// SIGKILL every group still registered.
     pub fn kill_all(&self) {
-        for (_, s) in self.lock().drain() {
+        for (_, s) in self.groups.lock().drain() {
             let _ = s(libc::SIGKILL);
         }
     }
 
     /// Number of groups still registered.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.groups.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -12,9 +12,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use godel_core::{Error, Result};
+use parking_lot::Mutex;
 
 /// Paths of the worktree runtime under one `$GODEL_HOME`.
 #[derive(Debug, Clone)]
@@ -102,7 +103,7 @@ pub struct KeyedLocks {
 impl KeyedLocks {
     /// The lock for `key` (created on first use; entries are tiny and kept).
     pub fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.map.lock();
         map.entry(key.to_string()).or_default().clone()
     }
 }

@@ -11,9 +11,9 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use godel_core::{Error, Result};
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
 use crate::git::{Git, is_object_id};
@@ -159,12 +159,12 @@ impl Stores {
     }
 
     fn is_known(&self, store: &Store, commit: &str) -> bool {
-        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let known = self.known.lock();
         known.contains(&(store.path.clone(), commit.to_string()))
     }
 
     fn remember(&self, store: &Store, commit: &str) {
-        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let mut known = self.known.lock();
         known.insert((store.path.clone(), commit.to_string()));
     }
 

@@ -12,15 +12,16 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use godel_core::{Error, ExitStatus};
+use parking_lot::{Condvar, Mutex};
 
-use super::{Credit, Shared, StreamState, lock};
+use super::{Credit, Shared, StreamState};
 use crate::protocol::{CHUNK, ExecStart, Frame, Message, errno_error};
 use crate::sys::{self, WaitStatus};
 
@@ -47,7 +48,7 @@ impl Procs {
     fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, Receiver<WaitStatus>)> {
         let (tx, rx) = mpsc::channel();
         if self.reap_all {
-            let mut w = lock(&self.waiting);
+            let mut w = self.waiting.lock();
             let child = cmd.spawn()?;
             w.insert(child.id() as i32, tx);
             self.spawned.notify_all();
@@ -70,17 +71,14 @@ impl Procs {
         loop {
             match sys::wait(-1) {
                 Ok((pid, st)) => {
-                    if let Some(tx) = lock(&self.waiting).remove(&pid) {
+                    if let Some(tx) = self.waiting.lock().remove(&pid) {
                         let _ = tx.send(st);
                     }
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
                     // No children at all: sleep until a command is spawned.
-                    let w = lock(&self.waiting);
-                    let _w = self
-                        .spawned
-                        .wait_timeout(w, Duration::from_secs(1))
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut w = self.waiting.lock();
+                    self.spawned.wait_for(&mut w, Duration::from_secs(1));
                 }
                 Err(e) => {
                     eprintln!("godel-guest: waitpid: {e}");
@@ -235,7 +233,7 @@ fn spawn(sh: &Arc<Shared>, id: u32, req: ExecStart) -> godel_core::Result<()> {
         });
         tx
     });
-    lock(&sh.streams).insert(
+    sh.streams.lock().insert(
         id,
         StreamState::Exec(ExecStream {
             pgid: pid,
@@ -279,7 +277,7 @@ fn spawn(sh: &Arc<Shared>, id: u32, req: ExecStart) -> godel_core::Result<()> {
             }
         }
         finished.store(true, Ordering::SeqCst);
-        lock(&sh.streams).remove(&id);
+        sh.streams.lock().remove(&id);
         let duration_ms = started.elapsed().as_millis() as u64;
         let (code, signal) = match status {
             Some(WaitStatus::Exited(c)) => (c, None),

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use godel_core::{Error, FileEntry, FileKind};
 
-use super::{Credit, Shared, StreamState, lock};
+use super::{Credit, Shared, StreamState};
 use crate::protocol::{CHUNK, Frame, Message, errno_error};
 
 fn entry(sh: &Shared, p: &Path) -> io::Result<FileEntry> {
@@ -191,7 +191,9 @@ impl Write for FrameWriter {
 
 fn sender(sh: &Arc<Shared>, id: u32) -> FrameWriter {
     let credit = Credit::new();
-    lock(&sh.streams).insert(id, StreamState::Sending(credit.clone()));
+    sh.streams
+        .lock()
+        .insert(id, StreamState::Sending(credit.clone()));
     FrameWriter {
         sh: sh.clone(),
         id,
@@ -224,7 +226,7 @@ pub(crate) fn read_file(sh: Arc<Shared>, id: u32, path: &str) {
             Ok(_) => w.end(),
             Err(e) => sh.error(id, errno_error(format!("read {path}"), &e)),
         }
-        lock(&sh.streams).remove(&id);
+        sh.streams.lock().remove(&id);
     });
 }
 
@@ -237,7 +239,7 @@ pub(crate) struct WriteStream {
 
 pub(crate) fn write_open(sh: &Shared, id: u32, path: &str, mode: Option<u32>) {
     let Some(p) = resolved(sh, id, path) else {
-        lock(&sh.streams).insert(id, StreamState::Failed);
+        sh.streams.lock().insert(id, StreamState::Failed);
         return;
     };
     let r = (|| -> io::Result<File> {
@@ -265,7 +267,7 @@ pub(crate) fn write_open(sh: &Shared, id: u32, path: &str, mode: Option<u32>) {
             StreamState::Failed
         }
     };
-    lock(&sh.streams).insert(id, st);
+    sh.streams.lock().insert(id, st);
 }
 
 impl WriteStream {
@@ -354,16 +356,18 @@ impl Read for ChunkReader {
 
 pub(crate) fn upload_open(sh: Arc<Shared>, id: u32, path: &str) {
     let Some(dir) = resolved(&sh, id, path) else {
-        lock(&sh.streams).insert(id, StreamState::Failed);
+        sh.streams.lock().insert(id, StreamState::Failed);
         return;
     };
     if let Err(e) = create_dirs(&sh, &dir) {
         sh.error(id, errno_error(format!("upload into {path}"), &e));
-        lock(&sh.streams).insert(id, StreamState::Failed);
+        sh.streams.lock().insert(id, StreamState::Failed);
         return;
     }
     let (tx, rx) = mpsc::sync_channel::<Bytes>(32);
-    lock(&sh.streams).insert(id, StreamState::Upload(UploadStream { tx: Some(tx) }));
+    sh.streams
+        .lock()
+        .insert(id, StreamState::Upload(UploadStream { tx: Some(tx) }));
     let path = path.to_owned();
     std::thread::spawn(move || {
         let mut reader = ChunkReader {
@@ -414,6 +418,6 @@ pub(crate) fn download(sh: Arc<Shared>, id: u32, path: &str) {
             Ok(w) => w.end(),
             Err(e) => sh.error(id, errno_error(format!("download {path}"), &e)),
         }
-        lock(&sh.streams).remove(&id);
+        sh.streams.lock().remove(&id);
     });
 }

@@ -21,11 +21,12 @@ mod system;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use godel_core::{Error, WORKSPACE_MOUNT};
+use parking_lot::{Condvar, Mutex};
 
 use crate::protocol::{CONTROL, Frame, FrameDecoder, Message, WINDOW};
 
@@ -53,10 +54,6 @@ impl ServerConfig {
     }
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Per-stream send window for guest→host bulk data.
 #[derive(Debug)]
 pub(crate) struct Credit {
@@ -75,20 +72,20 @@ impl Credit {
     }
     /// Wait until the host has room, then take `n` bytes of window.
     pub(crate) fn take(&self, n: usize) {
-        let mut a = lock(&self.avail);
+        let mut a = self.avail.lock();
         while *a <= 0 && !self.released.load(Ordering::SeqCst) {
-            a = self.cv.wait(a).unwrap_or_else(PoisonError::into_inner);
+            self.cv.wait(&mut a);
         }
         *a -= n as i64;
     }
     fn give(&self, n: u64) {
-        *lock(&self.avail) += n as i64;
+        *self.avail.lock() += n as i64;
         self.cv.notify_all();
     }
     /// Stop flow control (the host went away or cancelled).
     pub(crate) fn release(&self) {
         self.released.store(true, Ordering::SeqCst);
-        let _a = lock(&self.avail);
+        let _a = self.avail.lock();
         self.cv.notify_all();
     }
     pub(crate) fn is_released(&self) -> bool {
@@ -127,7 +124,7 @@ impl Shared {
                 return;
             }
         };
-        let mut out = lock(&self.out);
+        let mut out = self.out.lock();
         if let Some(w) = out.as_mut()
             && let Err(e) = w.write_all(&buf).and_then(|_| w.flush())
         {
@@ -224,7 +221,7 @@ impl Server {
 
     /// Serve one connection until EOF or a shutdown request.
     pub fn serve(&self, reader: impl Read, writer: impl Write + Send + 'static) -> io::Result<()> {
-        *lock(&self.shared.out) = Some(Box::new(writer));
+        *self.shared.out.lock() = Some(Box::new(writer));
         self.shared
             .reply(CONTROL, Message::Hello(system::hello(&self.shared)));
         let r = self.read_loop(reader);
@@ -235,7 +232,7 @@ impl Server {
     /// Serve a virtio-serial port forever (see the module docs).
     pub fn serve_port(&self, port: std::fs::File) -> io::Result<()> {
         let writer = port.try_clone()?;
-        *lock(&self.shared.out) = Some(Box::new(writer));
+        *self.shared.out.lock() = Some(Box::new(writer));
         let mut reader = port;
         loop {
             // Blocks until a host is connected.
@@ -283,7 +280,7 @@ impl Server {
 
     /// The host went away: stop waiting for its credit; pending uploads end.
     fn disconnected(&self) {
-        let mut streams = lock(&self.shared.streams);
+        let mut streams = self.shared.streams.lock();
         streams.retain(|_, st| match st {
             StreamState::Exec(e) => {
                 e.credit.release();
@@ -325,17 +322,17 @@ impl Server {
                 self.stream_input(id, f.msg, f.data)
             }
             Message::Signal { signal } => {
-                if let Some(StreamState::Exec(e)) = lock(&sh.streams).get(&id) {
+                if let Some(StreamState::Exec(e)) = sh.streams.lock().get(&id) {
                     e.signal(signal);
                 }
             }
-            Message::Credit { bytes } => match lock(&sh.streams).get(&id) {
+            Message::Credit { bytes } => match sh.streams.lock().get(&id) {
                 Some(StreamState::Exec(e)) => e.credit.give(bytes),
                 Some(StreamState::Sending(c)) => c.give(bytes),
                 _ => {}
             },
             Message::Cancel => {
-                let st = lock(&sh.streams).remove(&id);
+                let st = sh.streams.lock().remove(&id);
                 match st {
                     Some(StreamState::Exec(e)) => {
                         e.signal(libc::SIGKILL);
@@ -351,7 +348,7 @@ impl Server {
 
     fn stream_input(&self, id: u32, msg: Message, data: bytes::Bytes) {
         let sh = &self.shared;
-        let mut streams = lock(&sh.streams);
+        let mut streams = sh.streams.lock();
         let Some(st) = streams.get_mut(&id) else {
             return;
         };

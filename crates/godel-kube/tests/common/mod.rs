@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +14,7 @@ use godel_core::{
 };
 use godel_fake_kube::{FakeApiServer, FakeOptions};
 use godel_kube::{KubeConfig, KubeProvider};
+use parking_lot::Mutex;
 
 pub struct Env {
     pub fake: FakeApiServer,
@@ -24,7 +25,7 @@ pub struct Env {
 pub fn recorder() -> (EventSink, Arc<Mutex<Vec<Event>>>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let e = events.clone();
-    let sink: EventSink = Arc::new(move |ev| e.lock().unwrap().push(ev));
+    let sink: EventSink = Arc::new(move |ev| e.lock().push(ev));
     (sink, events)
 }
 
@@ -59,7 +60,7 @@ pub async fn wait_event(
     pred: impl Fn(&Event) -> bool,
 ) -> Option<Event> {
     for _ in 0..500 {
-        if let Some(e) = events.lock().unwrap().iter().find(|e| pred(e)) {
+        if let Some(e) = events.lock().iter().find(|e| pred(e)) {
             return Some(e.clone());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

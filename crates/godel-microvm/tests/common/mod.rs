@@ -5,9 +5,10 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use godel_core::{Event, EventSink};
+use parking_lot::Mutex;
 
 /// The image cache shared by the test suites of this workspace.
 pub fn image_home() -> PathBuf {
@@ -79,5 +80,5 @@ pub fn kill_all(home: &Path) {
 pub fn recorder() -> (EventSink, Arc<Mutex<Vec<Event>>>) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let l = log.clone();
-    (Arc::new(move |e| l.lock().unwrap().push(e)), log)
+    (Arc::new(move |e| l.lock().push(e)), log)
 }

@@ -3,13 +3,14 @@
 //! a command and collect everything it did.
 #![allow(dead_code)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use godel_core::{Event, EventSink};
 use godel_sandbox::{
     InitProgram, Isolator, NamespaceIsolator, NamespaceOptions, ProcessSpec, Sandbox,
     SandboxConfig, SandboxLimits,
 };
+use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
 
 /// Events received by the isolator's sink.
@@ -19,10 +20,10 @@ pub struct Events(pub Arc<Mutex<Vec<Event>>>);
 impl Events {
     pub fn sink(&self) -> EventSink {
         let v = self.0.clone();
-        Arc::new(move |e| v.lock().unwrap().push(e))
+        Arc::new(move |e| v.lock().push(e))
     }
     pub fn all(&self) -> Vec<Event> {
-        self.0.lock().unwrap().clone()
+        self.0.lock().clone()
     }
 }
 
