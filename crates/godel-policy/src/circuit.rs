@@ -13,9 +13,10 @@
 //! changes are reported through a callback, outside the breaker's lock.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -142,11 +143,6 @@ impl CircuitBreaker {
         &self.name
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding this lock leaves consistent data behind.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn emit(&self, change: Option<CircuitChange>) {
         let Some(c) = change else { return };
         tracing::info!(
@@ -182,12 +178,12 @@ impl CircuitBreaker {
     /// The current state (an open breaker whose time is up still reads open
     /// until the next `allow()`; see [`CircuitBreaker::would_allow`]).
     pub fn state(&self) -> CircuitState {
-        self.lock().state
+        self.inner.lock().state
     }
 
     /// Whether `allow()` would admit a call now, without taking a trial slot.
     pub fn would_allow(&self) -> bool {
-        let g = self.lock();
+        let g = self.inner.lock();
         match g.state {
             CircuitState::Closed => true,
             CircuitState::Open => Instant::now() >= g.since + self.policy.open_for,
@@ -200,7 +196,7 @@ impl CircuitBreaker {
 
     /// When an open breaker will admit trial calls.
     pub fn retry_at(&self) -> Option<Instant> {
-        let g = self.lock();
+        let g = self.inner.lock();
         (g.state == CircuitState::Open).then(|| g.since + self.policy.open_for)
     }
 
@@ -208,7 +204,7 @@ impl CircuitBreaker {
     /// the caller must then report the outcome.
     pub fn allow(&self) -> bool {
         let (ok, change) = {
-            let mut g = self.lock();
+            let mut g = self.inner.lock();
             let now = Instant::now();
             match g.state {
                 CircuitState::Closed => (true, None),
@@ -246,7 +242,7 @@ impl CircuitBreaker {
     /// A call succeeded.
     pub fn record_success(&self) {
         let change = {
-            let mut g = self.lock();
+            let mut g = self.inner.lock();
             match g.state {
                 CircuitState::Closed => {
                     g.failures = 0;
@@ -270,7 +266,7 @@ impl CircuitBreaker {
     /// A call failed (only runtime faults count, not caller errors).
     pub fn record_failure(&self) {
         let change = {
-            let mut g = self.lock();
+            let mut g = self.inner.lock();
             match g.state {
                 CircuitState::Closed => {
                     g.failures += 1;
@@ -293,7 +289,7 @@ impl CircuitBreaker {
     /// Force the breaker closed (an operator's reset).
     pub fn reset(&self) {
         let change = {
-            let mut g = self.lock();
+            let mut g = self.inner.lock();
             self.set(&mut g, CircuitState::Closed)
         };
         self.emit(change);
@@ -338,7 +334,7 @@ impl CircuitRegistry {
 
     /// The breaker of `runtime`, created closed on first use.
     pub fn get(&self, runtime: &str) -> Arc<CircuitBreaker> {
-        let mut map = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.breakers.lock();
         map.entry(runtime.to_string())
             .or_insert_with(|| {
                 let mut b = CircuitBreaker::new(runtime, self.policy);
@@ -352,7 +348,7 @@ impl CircuitRegistry {
 
     /// Every known breaker's state, by runtime name.
     pub fn states(&self) -> BTreeMap<String, CircuitState> {
-        let map = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.breakers.lock();
         map.iter().map(|(k, b)| (k.clone(), b.state())).collect()
     }
 }
@@ -367,7 +363,7 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
         let b = CircuitBreaker::new("kata", CircuitPolicy::default())
-            .with_listener(Arc::new(move |c| s2.lock().unwrap().push((c.from, c.to))));
+            .with_listener(Arc::new(move |c| s2.lock().push((c.from, c.to))));
         (b, seen)
     }
 
@@ -386,10 +382,7 @@ mod tests {
         b.record_failure();
         assert_eq!(b.state(), CircuitState::Open);
         assert!(!b.allow());
-        assert_eq!(
-            *seen.lock().unwrap(),
-            [(CircuitState::Closed, CircuitState::Open)]
-        );
+        assert_eq!(*seen.lock(), [(CircuitState::Closed, CircuitState::Open)]);
         let ev = CircuitChange {
             runtime: "kata".into(),
             from: CircuitState::Closed,
@@ -424,7 +417,7 @@ mod tests {
         b.record_success();
         assert_eq!(b.state(), CircuitState::Closed);
         assert_eq!(
-            *seen.lock().unwrap(),
+            *seen.lock(),
             [
                 (CircuitState::Closed, CircuitState::Open),
                 (CircuitState::Open, CircuitState::HalfOpen),
@@ -485,7 +478,7 @@ mod tests {
         for h in handles {
             h.join().unwrap();
         }
-        assert_eq!(reg.get("e2b").lock().failures, 800);
+        assert_eq!(reg.get("e2b").inner.lock().failures, 800);
         assert_eq!(reg.states()["e2b"], CircuitState::Closed);
         assert_eq!(CircuitState::Open.gauge(), 2);
     }

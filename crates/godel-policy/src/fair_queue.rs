@@ -28,9 +28,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use godel_core::{Error, Result};
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -156,7 +157,7 @@ struct Guard<'a> {
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
         if self.active {
-            let mut st = self.queue.lock();
+            let mut st = self.queue.state.lock();
             st.remove(self.team, self.id);
             st.advance();
         }
@@ -172,13 +173,9 @@ impl FairQueue {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Capacity was freed (a runtime ended, a quota was raised): serve waiters.
     pub fn notify_released(&self) {
-        let mut st = self.lock();
+        let mut st = self.state.lock();
         st.epoch += 1;
         st.kick = true;
         st.advance();
@@ -186,12 +183,13 @@ impl FairQueue {
 
     /// Waiting spawns of `team`.
     pub fn depth(&self, team: &str) -> usize {
-        self.lock().teams.get(team).map_or(0, VecDeque::len)
+        self.state.lock().teams.get(team).map_or(0, VecDeque::len)
     }
 
     /// Waiting spawns per team (teams with none are absent).
     pub fn depths(&self) -> HashMap<String, usize> {
-        self.lock()
+        self.state
+            .lock()
             .teams
             .iter()
             .map(|(k, v)| (k.clone(), v.len()))
@@ -200,7 +198,7 @@ impl FairQueue {
 
     /// All waiting spawns.
     pub fn len(&self) -> usize {
-        self.lock().waiting
+        self.state.lock().waiting
     }
 
     pub fn is_empty(&self) -> bool {
@@ -236,7 +234,7 @@ impl FairQueue {
         let started = Instant::now();
         // An empty queue: try at once.
         let fast = {
-            let st = self.lock();
+            let st = self.state.lock();
             (st.waiting == 0).then_some(st.epoch)
         };
         let mut reason = None;
@@ -247,7 +245,7 @@ impl FairQueue {
             }
         }
         let (id, notify, mut reason) = {
-            let mut st = self.lock();
+            let mut st = self.state.lock();
             if let Some(epoch) = fast
                 && st.epoch != epoch
             {
@@ -300,7 +298,7 @@ impl FairQueue {
                 }
             }
             {
-                let mut st = self.lock();
+                let mut st = self.state.lock();
                 if st.turn != Some(id) {
                     continue;
                 }
@@ -313,7 +311,7 @@ impl FairQueue {
                 }
             }
             let outcome = try_reserve().await;
-            let mut st = self.lock();
+            let mut st = self.state.lock();
             match outcome {
                 Ok(Admission::Granted) => {
                     guard.active = false;

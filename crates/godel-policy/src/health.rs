@@ -19,10 +19,11 @@
 //! channel; the daemon reports back with [`HealthMonitor::restart_finished`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -386,9 +387,6 @@ struct Shared {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
-    }
     fn send(&self, id: &str, actions: Vec<HealthAction>) {
         for action in actions {
             let _ = self.tx.send(HealthEvent {
@@ -408,7 +406,7 @@ pub struct HealthMonitor {
 impl std::fmt::Debug for HealthMonitor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HealthMonitor")
-            .field("watched", &self.shared.lock().len())
+            .field("watched", &self.shared.entries.lock().len())
             .finish()
     }
 }
@@ -436,7 +434,7 @@ impl HealthMonitor {
         tracker.set_snapshot(snapshot);
         let wake = Arc::new(Notify::new());
         // The entry exists before its task starts (the task exits when it is gone).
-        self.shared.lock().insert(
+        self.shared.entries.lock().insert(
             id.to_string(),
             Entry {
                 tracker,
@@ -445,7 +443,7 @@ impl HealthMonitor {
             },
         );
         let task = tokio::spawn(run(self.shared.clone(), id.to_string(), wake));
-        match self.shared.lock().get_mut(id) {
+        match self.shared.entries.lock().get_mut(id) {
             Some(e) => e.task = Some(task),
             None => task.abort(),
         }
@@ -453,7 +451,7 @@ impl HealthMonitor {
 
     /// Stop probing `id` (it was terminated or paused).
     pub fn unwatch(&self, id: &str) {
-        if let Some(mut e) = self.shared.lock().remove(id)
+        if let Some(mut e) = self.shared.entries.lock().remove(id)
             && let Some(t) = e.task.take()
         {
             t.abort();
@@ -462,7 +460,7 @@ impl HealthMonitor {
 
     /// Record `id`'s latest snapshot (restarts restore from it).
     pub fn set_snapshot(&self, id: &str, snapshot: Option<String>) {
-        if let Some(e) = self.shared.lock().get_mut(id) {
+        if let Some(e) = self.shared.entries.lock().get_mut(id) {
             e.tracker.set_snapshot(snapshot);
         }
     }
@@ -470,7 +468,7 @@ impl HealthMonitor {
     /// The daemon carried out a `Restart` for `id`.
     pub fn restart_finished(&self, id: &str, result: Result<(), String>) {
         let actions = {
-            let mut map = self.shared.lock();
+            let mut map = self.shared.entries.lock();
             let Some(e) = map.get_mut(id) else {
                 return;
             };
@@ -481,12 +479,16 @@ impl HealthMonitor {
     }
 
     pub fn health(&self, id: &str) -> Option<Health> {
-        self.shared.lock().get(id).map(|e| e.tracker.health())
+        self.shared
+            .entries
+            .lock()
+            .get(id)
+            .map(|e| e.tracker.health())
     }
 
     /// Ids being watched.
     pub fn watched(&self) -> Vec<String> {
-        self.shared.lock().keys().cloned().collect()
+        self.shared.entries.lock().keys().cloned().collect()
     }
 
     /// Stop every probe task.
@@ -503,7 +505,7 @@ async fn run(shared: Arc<Shared>, id: String, wake: Arc<Notify>) {
     let mut next_probe = Instant::now() + interval;
     loop {
         let (due, paused, done) = {
-            let map = shared.lock();
+            let map = shared.entries.lock();
             let Some(e) = map.get(&id) else { return };
             (
                 e.tracker.next_due(),
@@ -525,7 +527,7 @@ async fn run(shared: Arc<Shared>, id: String, wake: Arc<Notify>) {
         }
         let now = Instant::now();
         let (mut actions, probe_now) = {
-            let mut map = shared.lock();
+            let mut map = shared.entries.lock();
             let Some(e) = map.get_mut(&id) else { return };
             let actions = e.tracker.tick(now);
             let paused_now = e.tracker.probing_paused();
@@ -547,7 +549,7 @@ async fn run(shared: Arc<Shared>, id: String, wake: Arc<Notify>) {
             };
             let now = Instant::now();
             next_probe = now + interval;
-            let mut map = shared.lock();
+            let mut map = shared.entries.lock();
             let Some(e) = map.get_mut(&id) else { return };
             actions.extend(e.tracker.observe(now, &result));
         } else if now >= next_probe {

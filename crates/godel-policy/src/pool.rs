@@ -20,13 +20,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use godel_core::{
     Error, Isolation, NetworkConfig, ResourceLimits, Result, SpawnSpec, WorkspaceMode,
 };
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -185,7 +186,9 @@ impl PoolEvent {
             PoolEvent::CreateFailed { .. } => (godel_core::EventKind::PoolCreateFailed, None),
             PoolEvent::Claimed { id, .. } => (godel_core::EventKind::PoolClaimed, Some(id)),
             PoolEvent::Destroyed { id } => (godel_core::EventKind::PoolDestroyed, Some(id)),
-            PoolEvent::DestroyFailed { id, .. } => (godel_core::EventKind::PoolDestroyFailed, Some(id)),
+            PoolEvent::DestroyFailed { id, .. } => {
+                (godel_core::EventKind::PoolDestroyFailed, Some(id))
+            }
         };
         let mut ev =
             godel_core::Event::new(kind).data(serde_json::to_value(self).unwrap_or_default());
@@ -215,9 +218,6 @@ struct Inner {
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, HashMap<PoolKey, Pool>> {
-        self.pools.lock().unwrap_or_else(|p| p.into_inner())
-    }
     fn emit(&self, ev: PoolEvent) {
         if let Some(l) = self.listener.get() {
             l(&ev);
@@ -291,11 +291,12 @@ impl WarmPools {
     pub fn start(&self) {
         let keys: Vec<(PoolKey, Arc<Notify>)> = self
             .inner
+            .pools
             .lock()
             .iter()
             .map(|(k, p)| (k.clone(), p.wake.clone()))
             .collect();
-        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tasks = self.inner.tasks.lock();
         for (key, wake) in keys {
             tasks.push(tokio::spawn(refill(self.inner.clone(), key, wake)));
         }
@@ -307,7 +308,7 @@ impl WarmPools {
             return None;
         }
         let id = {
-            let mut map = self.inner.lock();
+            let mut map = self.inner.pools.lock();
             let pool = map.get_mut(key)?;
             let id = pool.ready.pop_front()?;
             pool.wake.notify_one();
@@ -337,13 +338,18 @@ impl WarmPools {
 
     /// Ready runtimes of one pool.
     pub fn ready(&self, key: &PoolKey) -> usize {
-        self.inner.lock().get(key).map_or(0, |p| p.ready.len())
+        self.inner
+            .pools
+            .lock()
+            .get(key)
+            .map_or(0, |p| p.ready.len())
     }
 
     /// Ready runtimes per pool.
     pub fn ready_counts(&self) -> Vec<(PoolKey, usize, usize)> {
         let mut v: Vec<_> = self
             .inner
+            .pools
             .lock()
             .iter()
             .map(|(k, p)| (k.clone(), p.ready.len(), p.size))
@@ -355,6 +361,7 @@ impl WarmPools {
     /// Whether `id` is a ready (unclaimed) warm runtime (reconciliation keeps those).
     pub fn is_ready(&self, id: &str) -> bool {
         self.inner
+            .pools
             .lock()
             .values()
             .any(|p| p.ready.iter().any(|r| r == id))
@@ -363,16 +370,16 @@ impl WarmPools {
     /// Stop refilling, wait for creations in flight, destroy every ready runtime.
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
-        for p in self.inner.lock().values() {
+        for p in self.inner.pools.lock().values() {
             p.wake.notify_one();
         }
-        let tasks: Vec<JoinHandle<()>> =
-            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.inner.tasks.lock());
         for t in tasks {
             let _ = t.await;
         }
         let ids: Vec<String> = self
             .inner
+            .pools
             .lock()
             .values_mut()
             .flat_map(|p| p.ready.drain(..).collect::<Vec<_>>())
@@ -400,6 +407,7 @@ async fn refill(inner: Arc<Inner>, key: PoolKey, wake: Arc<Notify>) {
             return;
         }
         let need = inner
+            .pools
             .lock()
             .get(&key)
             .is_some_and(|p| p.ready.len() < p.size);
@@ -411,7 +419,7 @@ async fn refill(inner: Arc<Inner>, key: PoolKey, wake: Arc<Notify>) {
             Ok(id) => {
                 failures = 0;
                 let kept = {
-                    let mut map = inner.lock();
+                    let mut map = inner.pools.lock();
                     match map.get_mut(&key) {
                         Some(p) if !inner.closed.load(Ordering::SeqCst) => {
                             p.ready.push_back(id.clone());

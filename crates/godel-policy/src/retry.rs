@@ -147,7 +147,9 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
 
     use super::*;
 
@@ -170,7 +172,7 @@ mod tests {
             None,
             |a| reports.push(a.clone()),
             |n| {
-                t2.lock().unwrap().push(start.elapsed());
+                t2.lock().push(start.elapsed());
                 async move {
                     if n < 4 {
                         Err(Error::spawn("flaky"))
@@ -182,7 +184,7 @@ mod tests {
         )
         .await;
         assert_eq!(out.unwrap(), 4);
-        let secs: Vec<u64> = times.lock().unwrap().iter().map(|d| d.as_secs()).collect();
+        let secs: Vec<u64> = times.lock().iter().map(|d| d.as_secs()).collect();
         assert_eq!(secs, [0, 1, 3, 7]);
         assert_eq!(reports.len(), 4);
         assert_eq!(reports[0].next_delay, Some(Duration::from_secs(1)));

@@ -2,8 +2,10 @@
 //! across teams and FIFO within each, with releases one at a time, all at
 //! once, and racing from many threads.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use godel_core::ErrorCode;
@@ -31,7 +33,7 @@ impl Capacity {
                 .compare_exchange(cur, cur - 1, Ordering::SeqCst, Ordering::SeqCst)
             {
                 Ok(_) => {
-                    self.served.lock().unwrap().push((team.to_string(), seq));
+                    self.served.lock().push((team.to_string(), seq));
                     return Ok(Admission::Granted);
                 }
                 Err(now) => cur = now,
@@ -86,16 +88,16 @@ async fn releases_one_at_a_time_alternate_between_teams() {
     let handles = enqueue_200(&q, &cap).await;
     for k in 1..=200 {
         cap.release(1, &q);
-        while cap.served.lock().unwrap().len() < k {
+        while cap.served.lock().len() < k {
             tokio::task::yield_now().await;
         }
         // Exactly one admitted per released unit.
-        assert_eq!(cap.served.lock().unwrap().len(), k);
+        assert_eq!(cap.served.lock().len(), k);
     }
     for h in handles {
         h.await.unwrap();
     }
-    assert_round_robin_and_fifo(&cap.served.lock().unwrap());
+    assert_round_robin_and_fifo(&cap.served.lock());
     assert!(q.is_empty());
     assert_eq!(cap.free.load(Ordering::SeqCst), 0);
 }
@@ -113,7 +115,7 @@ async fn a_burst_release_on_many_threads_keeps_the_order() {
             .expect("every waiter is served")
             .unwrap();
     }
-    assert_round_robin_and_fifo(&cap.served.lock().unwrap());
+    assert_round_robin_and_fifo(&cap.served.lock());
     assert_eq!(cap.free.load(Ordering::SeqCst), 0);
 }
 
@@ -144,7 +146,7 @@ async fn racing_releases_stay_fair_and_fifo() {
             .expect("every waiter is served")
             .unwrap();
     }
-    let served = cap.served.lock().unwrap().clone();
+    let served = cap.served.lock().clone();
     assert_eq!(served.len(), 200);
     assert_eq!(cap.free.load(Ordering::SeqCst), 0, "never over-admitted");
     // FIFO within each team, strictly.
@@ -299,5 +301,5 @@ async fn a_timed_out_head_passes_the_turn_on() {
     assert_eq!(q.depth("alpha"), 1);
     cap.release(1, &q);
     second.await.unwrap().unwrap();
-    assert_eq!(*cap.served.lock().unwrap(), [("alpha".to_string(), 1)]);
+    assert_eq!(*cap.served.lock(), [("alpha".to_string(), 1)]);
 }

@@ -3,7 +3,9 @@
 //! are checked exactly.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use godel_core::{ErrorCode, RuntimeProvider, SpawnSpec, new_runtime_id};
@@ -29,9 +31,8 @@ impl World {
                 .iter()
                 .map(|n| (n.to_string(), FakeRuntime::new(*n)))
                 .collect(),
-            circuits: CircuitRegistry::new(CircuitPolicy::default()).with_listener(Arc::new(
-                move |c| c2.lock().unwrap().push((c.runtime.clone(), c.to)),
-            )),
+            circuits: CircuitRegistry::new(CircuitPolicy::default())
+                .with_listener(Arc::new(move |c| c2.lock().push((c.runtime.clone(), c.to)))),
             changes,
         }
     }
@@ -177,7 +178,7 @@ async fn circuit_opens_skips_the_runtime_and_closes_after_trials() {
     }
     assert_eq!(w.circuits.get("flaky-a").state(), CircuitState::Closed);
     assert_eq!(
-        *w.changes.lock().unwrap(),
+        *w.changes.lock(),
         [
             ("flaky-a".to_string(), CircuitState::Open),
             ("flaky-a".to_string(), CircuitState::HalfOpen),

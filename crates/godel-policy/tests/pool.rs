@@ -1,7 +1,9 @@
 //! Warm pools over a fault-injecting provider: fill on start, O(1) claims,
 //! refill after claims, backoff while creation fails, drain on shutdown.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -56,9 +58,7 @@ async fn fills_claims_refills_and_drains() {
     let pools = WarmPools::new([(key.clone(), 2)], create, destroy);
     let events = Arc::new(Mutex::new(Vec::new()));
     let e2 = events.clone();
-    assert!(pools.set_listener(Arc::new(move |e: &PoolEvent| {
-        e2.lock().unwrap().push(e.clone())
-    })));
+    assert!(pools.set_listener(Arc::new(move |e: &PoolEvent| { e2.lock().push(e.clone()) })));
     assert_eq!(pools.claim(&key), None, "nothing before start");
     let start = Instant::now();
     pools.start();
@@ -90,7 +90,7 @@ async fn fills_claims_refills_and_drains() {
     claimed.sort();
     assert_eq!(live, claimed);
     assert_eq!(pools.claim(&key), None, "closed");
-    let ev = events.lock().unwrap();
+    let ev = events.lock();
     assert_eq!(
         ev.iter()
             .filter(|e| matches!(e, PoolEvent::Created { .. }))
