@@ -14,7 +14,9 @@
 //! target's absolute path in `symlinkTarget`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -421,11 +423,8 @@ pub(crate) struct Watchers {
 }
 
 impl Watchers {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<PollWatcher>>> {
-        match self.map.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Arc<PollWatcher>>> {
+        self.map.lock()
     }
 
     fn get(&self, id: &str) -> godel_core::Result<Arc<PollWatcher>> {

@@ -14,7 +14,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -68,10 +70,18 @@ pub(crate) struct Proc {
     aborted: AtomicBool,
 }
 
+/// How the error broadcast to a process's streams when its sandbox goes
+/// away begins; [`follow`] turns it into a dropped connection.
+const ABORT_PREFIX: &str = "the connection to the sandbox ended";
+
 fn abort_error(pid: u32) -> Error {
     Error::unavailable(format!(
-        "the connection to the sandbox ended before the stream of process {pid} completed"
+        "{ABORT_PREFIX} before the stream of process {pid} completed"
     ))
+}
+
+fn is_abort(e: &Error) -> bool {
+    e.code == godel_core::ErrorCode::Unavailable && e.message.starts_with(ABORT_PREFIX)
 }
 
 impl Proc {
@@ -102,17 +112,11 @@ impl Proc {
     }
 
     fn stdin_sender(&self) -> Option<mpsc::Sender<Bytes>> {
-        match self.stdin.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.stdin.lock().clone()
     }
 
     fn close_stdin(&self) {
-        match self.stdin.lock() {
-            Ok(mut g) => drop(g.take()),
-            Err(p) => drop(p.into_inner().take()),
-        }
+        drop(self.stdin.lock().take())
     }
 }
 
@@ -124,11 +128,8 @@ pub(crate) struct ProcessTable {
 }
 
 impl ProcessTable {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Proc>>> {
-        match self.map.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<u32, Arc<Proc>>> {
+        self.map.lock()
     }
 
     /// Insert under `pid`, or under a fresh synthetic pid when it is taken or unknown.
@@ -181,7 +182,7 @@ impl ProcessTable {
     }
 
     /// Forget every process (the sandbox is being stopped). Attached streams
-    /// end with `unavailable`, as envd's do when its sandbox goes away.
+    /// lose their connection mid-stream, as envd's do when its sandbox goes away.
     pub fn clear(&self) {
         let procs: Vec<Arc<Proc>> = self.lock().drain().map(|(_, p)| p).collect();
         for p in procs {
@@ -387,6 +388,7 @@ async fn follow<M: prost::Message + serde::Serialize>(
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
+                Some(Err(e)) if is_abort(&e) => return out.sever().await,
                 Some(Err(e)) => return out.fail(&e).await,
                 Some(Ok(ev)) => {
                     let last = matches!(ev.event, Some(Event::End(_)));

@@ -22,7 +22,9 @@ pub use teams::CreatedToken;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
 use godel_core::{
@@ -125,7 +127,7 @@ pub struct Control {
     events: broadcast::Sender<Event>,
     settings: Settings,
     policy: policy::PolicyState,
-    internal_events: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
+    internal_events: Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
     health: std::sync::OnceLock<health::HealthMonitors>,
     pools: std::sync::OnceLock<godel_policy::WarmPools>,
 }
@@ -152,7 +154,7 @@ impl Control {
         let policy = policy::PolicyState::new(settings.config.clone(), itx);
         Ok(Arc::new(Control {
             policy,
-            internal_events: std::sync::Mutex::new(Some(irx)),
+            internal_events: Mutex::new(Some(irx)),
             health: std::sync::OnceLock::new(),
             pools: std::sync::OnceLock::new(),
             home: home.to_path_buf(),
@@ -168,11 +170,7 @@ impl Control {
     /// Forward events from providers' sinks into the log and the bus.
     pub fn attach_event_receiver(self: &Arc<Self>, mut rx: mpsc::UnboundedReceiver<Event>) {
         let me = Arc::downgrade(self);
-        let internal = self
-            .internal_events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let internal = self.internal_events.lock().take();
         if let Some(mut irx) = internal {
             let me = Arc::downgrade(self);
             tokio::spawn(async move {
@@ -213,10 +211,7 @@ impl Control {
     pub fn register(&self, provider: Arc<dyn RuntimeProvider>) {
         let name = provider.name().to_string();
         self.unregistered_mut().remove(&name);
-        self.providers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name, provider);
+        self.providers.write().insert(name, provider);
     }
 
     /// Note a runtime kind that could not be registered, with the reason.
@@ -225,25 +220,15 @@ impl Control {
             .insert(name.to_string(), reason.into());
     }
 
-    fn unregistered_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, String>> {
-        self.unregistered.write().unwrap_or_else(|p| p.into_inner())
+    fn unregistered_mut(&self) -> RwLockWriteGuard<'_, BTreeMap<String, String>> {
+        self.unregistered.write()
     }
 
     pub fn provider(&self, name: &str) -> Result<Arc<dyn RuntimeProvider>> {
-        if let Some(p) = self
-            .providers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-        {
+        if let Some(p) = self.providers.read().get(name) {
             return Ok(p.clone());
         }
-        let why = self
-            .unregistered
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned();
+        let why = self.unregistered.read().get(name).cloned();
         match why {
             Some(why) => Err(Error::unavailable(format!(
                 "runtime {name} is not available here: {why}"
@@ -256,23 +241,12 @@ impl Control {
     }
 
     pub fn provider_names(&self) -> Vec<String> {
-        self.providers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect()
+        self.providers.read().keys().cloned().collect()
     }
 
     /// Every known runtime kind with its availability (for `godel doctor`).
     pub async fn doctor(&self) -> Vec<RuntimeReport> {
-        let providers: Vec<_> = self
-            .providers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let providers: Vec<_> = self.providers.read().values().cloned().collect();
         let mut out = Vec::new();
         for p in providers {
             out.push(RuntimeReport {
@@ -282,12 +256,7 @@ impl Control {
                 capabilities: Some(p.capabilities()),
             });
         }
-        for (name, why) in self
-            .unregistered
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for (name, why) in self.unregistered.read().iter() {
             out.push(RuntimeReport {
                 name: name.clone(),
                 registered: false,

@@ -4,7 +4,9 @@
 //! retries and circuit breakers, and the metrics every decision feeds.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use godel_core::{Availability, Event, Result};
@@ -105,12 +107,7 @@ impl Control {
     /// A provider's availability, cached for a short while.
     pub(crate) async fn cached_availability(&self, name: &str) -> Option<Availability> {
         let provider = self.provider(name).ok()?;
-        if let Some((t, a)) = self
-            .policy
-            .availability
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
+        if let Some((t, a)) = self.policy.availability.lock().get(name)
             && t.elapsed() < AVAILABILITY_TTL
         {
             return Some(a.clone());
@@ -119,7 +116,6 @@ impl Control {
         self.policy
             .availability
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string(), (Instant::now(), a.clone()));
         Some(a)
     }

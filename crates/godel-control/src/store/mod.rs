@@ -12,8 +12,8 @@ mod migrate;
 mod runtimes;
 mod snapshots;
 
+use parking_lot::{Mutex, MutexGuard};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 
 use godel_core::{Error, Result};
 use rusqlite::Connection;
@@ -142,9 +142,7 @@ impl Store {
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A poisoned lock only means another thread panicked mid-call; SQLite
-        // itself keeps the data consistent, so carry on with the connection.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.conn.lock()
     }
 }
 

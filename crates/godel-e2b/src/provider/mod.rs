@@ -22,7 +22,9 @@ mod exec;
 mod files;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -185,11 +187,8 @@ impl E2bProvider {
         })
     }
 
-    fn remotes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Remote>> {
-        match self.remotes.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+    fn remotes(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Remote>> {
+        self.remotes.lock()
     }
 
     fn remote(&self, id: &str) -> Result<Remote> {
@@ -258,14 +257,12 @@ impl E2bProvider {
                 loop {
                     tokio::time::sleep(every).await;
                     let Some(map) = weak.upgrade() else { return };
-                    let ids: Vec<String> = match map.lock() {
-                        Ok(g) => g
-                            .values()
-                            .filter(|r| !r.detached)
-                            .map(|r| r.sandbox_id.clone())
-                            .collect(),
-                        Err(_) => return,
-                    };
+                    let ids: Vec<String> = map
+                        .lock()
+                        .values()
+                        .filter(|r| !r.detached)
+                        .map(|r| r.sandbox_id.clone())
+                        .collect();
                     drop(map);
                     for sid in ids {
                         let path = format!("/sandboxes/{sid}/timeout");
