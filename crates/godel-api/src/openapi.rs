@@ -68,7 +68,9 @@ fn schema_of(name: &str) -> Value {
             "properties": {"ttl_secs": {"type": ["integer", "null"], "minimum": 0}}})
         }
         "TokenRequest" => json!({"type": "object", "additionalProperties": false,
-            "properties": {"team": {"type": "string"}, "admin": {"type": "boolean"}}}),
+            "properties": {"team": {"type": "string"}, "admin": {"type": "boolean"},
+                "format": {"type": "string", "enum": ["e2b", "gdl"],
+                    "description": "e2b: e2b_ + 40 hex (default for team tokens; every E2B SDK accepts it); gdl: gdl_ + 48 hex (default for admin tokens)"}}}),
         other => {
             json!({"type": "object", "description": format!("godel `{other}` (see crates/godel-core and godel-control for fields); request bodies reject unknown fields")})
         }

@@ -8,7 +8,7 @@ pub mod snapshot_store;
 pub mod store;
 
 pub use control::{
-    Caller, Control, POOL_TEAM, PreserveReport, RuntimeReport, Settings,
-    SpawnOptions, event_channel,
+    Caller, Control, POOL_TEAM, PreserveReport, RuntimeReport, Settings, SpawnOptions,
+    event_channel,
 };
 pub use store::{Store, TeamRecord, TokenFormat, TokenRecord};

@@ -266,6 +266,11 @@ pub enum TokenCmd {
         /// An admin token instead of a team token.
         #[arg(long)]
         admin: bool,
+        /// The token's shape: `e2b` (`e2b_` + 40 hex, what every E2B SDK
+        /// accepts; the default for team tokens) or `gdl` (`gdl_` + 48 hex;
+        /// the default for admin tokens). Both work on every listener.
+        #[arg(long, value_parser = ["e2b", "gdl"])]
+        format: Option<String>,
     },
     Ls,
     /// Revoke a token (by value or id).

@@ -202,8 +202,16 @@ fn tcp_requires_a_token_and_scopes_teams() {
     let addr = d.tcp.clone().unwrap();
     let repo = make_repo(d.home());
     let alpha = d.last_line(&["token", "create", "--team", "alpha"]);
-    let beta = d.last_line(&["token", "create", "--team", "beta"]);
-    assert!(alpha.starts_with("gdl_"));
+    let beta = d.last_line(&["token", "create", "--team", "beta", "--format", "gdl"]);
+    // Team tokens are E2B-shaped API keys by default; godel's own shape on request.
+    assert!(alpha.len() == 44 && alpha.starts_with("e2b_"), "{alpha}");
+    assert!(beta.len() == 52 && beta.starts_with("gdl_"), "{beta}");
+    let o = d
+        .cmd()
+        .args(["token", "create", "--team", "x", "--format", "hex"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let url = format!("http://{addr}");
     let as_team = |tok: &str, args: &[&str]| {
         d.cmd()

@@ -4,7 +4,6 @@
 //! Connect helpers the process and filesystem services share (unary calls,
 //! server streams, reading request envelopes).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -267,7 +266,7 @@ pub(crate) fn stream_codec(headers: &HeaderMap) -> Result<Codec, Response> {
 
 /// The sending half of a server stream.
 pub(crate) struct StreamOut {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<std::io::Result<Bytes>>,
     codec: Codec,
 }
 
@@ -275,13 +274,25 @@ impl StreamOut {
     /// Send one message; `false` once the client has gone.
     pub async fn send<M: prost::Message + Serialize>(&self, msg: &M) -> bool {
         let payload = self.codec.encode(msg);
-        self.tx.send(envelope(0, &payload)).await.is_ok()
+        self.tx.send(Ok(envelope(0, &payload))).await.is_ok()
     }
 
     /// End the stream, with an error or cleanly.
     pub async fn end(self, err: Option<ConnectError>) {
         let payload = end_stream_payload(err.as_ref());
-        let _ = self.tx.send(envelope(FLAG_END_STREAM, &payload)).await;
+        let _ = self.tx.send(Ok(envelope(FLAG_END_STREAM, &payload))).await;
+    }
+
+    /// Drop the connection mid-stream, with no end-of-stream message, as
+    /// E2B's proxy does when a sandbox is killed under a running call. The
+    /// SDKs take a transport failure, probe `/health` (502 once the sandbox
+    /// is gone) and report the sandbox killed; a Connect error here would
+    /// read as a timeout instead.
+    pub async fn sever(self) {
+        let _ = self
+            .tx
+            .send(Err(std::io::Error::other("the sandbox stopped")))
+            .await;
     }
 
     /// End the stream with a godel error.
@@ -297,9 +308,8 @@ impl StreamOut {
 
 /// A streaming response and the handle that feeds it.
 pub(crate) fn stream_response(codec: Codec) -> (StreamOut, Response) {
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let body =
-        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>));
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(64);
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     let resp = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, codec.stream_content_type())

@@ -3,7 +3,8 @@
 //! filename is the target path, or a raw `application/octet-stream` body with
 //! `?path=`, optionally `Content-Encoding: gzip`). Access needs the sandbox's
 //! `X-Access-Token` or a valid `v1_` signature (signed URLs). Errors are
-//! `{"code":<status>,"message":…}`, as envd answers.
+//! `{"code":<status>,"message":…}`, as envd answers. Per-file metadata
+//! (`X-Metadata-*` headers, extended attributes in envd) is refused with 400.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -22,6 +23,10 @@ use super::filesystem::sandbox_path;
 use super::registry::{Entry, constant_time_eq};
 use super::{State, api_error, api_error_status};
 use godel_e2b::wire::WrittenEntry;
+
+/// Upload headers carrying per-file metadata (`X-Metadata-<key>`), lowercase
+/// as `HeaderMap` keys are.
+const METADATA_HEADER_PREFIX: &str = "x-metadata-";
 
 /// Largest file accepted or returned through `/files` (1 GiB).
 const MAX_FILE: usize = 1 << 30;
@@ -236,6 +241,20 @@ pub(super) async fn upload(
         Ok(e) => e,
         Err(r) => return r,
     };
+    if let Some(name) = headers
+        .keys()
+        .find(|k| k.as_str().starts_with(METADATA_HEADER_PREFIX))
+    {
+        // envd ≥ 0.6.2 stores these as extended attributes; godel's runtimes
+        // have no per-file metadata, so the upload is refused, not stripped.
+        return api_error_status(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "file metadata is not supported by godel: the upload carries {name}; \
+                 write the file without `metadata`"
+            ),
+        );
+    }
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -192,6 +192,9 @@ async fn create(AxState(state): S, headers: HeaderMap, body: Bytes) -> Response 
         );
     }
     let req: NewSandbox = tri!(parse_body(&body));
+    if let Some(msg) = unsupported_create_field(&body) {
+        return api_error_status(StatusCode::BAD_REQUEST, &msg);
+    }
     let template = if req.template_id.is_empty() {
         DEFAULT_TEMPLATE.to_string()
     } else {
@@ -223,6 +226,34 @@ async fn create(AxState(state): S, headers: HeaderMap, body: Bytes) -> Response 
         axum::Json(sandbox_response(&state, &info, &e)),
     )
         .into_response()
+}
+
+/// A create field the SDKs may send that godel cannot honour, set to
+/// something other than its "off" value: refused by name rather than
+/// silently dropped. Absent, `null`, `false` and empty values pass (some
+/// SDK versions send them on every create).
+fn unsupported_create_field(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let set = |k: &str| match v.get(k) {
+        None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => false,
+        Some(serde_json::Value::Array(a)) => !a.is_empty(),
+        Some(serde_json::Value::Object(o)) => {
+            !o.is_empty() && o.get("enabled") != Some(&serde_json::Value::Bool(false))
+        }
+        Some(_) => true,
+    };
+    let why = [
+        (
+            "autoResume",
+            "a paused sandbox is resumed only by connect, not by traffic",
+        ),
+        ("mcp", "godel runs no MCP gateway in sandboxes"),
+        ("iam", "godel issues no IAM tokens to sandboxes"),
+        ("volumeMounts", "godel has no E2B volumes"),
+    ];
+    why.iter()
+        .find(|(k, _)| set(k))
+        .map(|(k, reason)| format!("{k} is not supported by godel: {reason}; create without it"))
 }
 
 /// Query parameters of the list endpoints, read by hand: `state` may come

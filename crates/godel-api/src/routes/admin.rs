@@ -7,7 +7,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use godel_control::control::CreatedToken;
-use godel_control::{Caller, Control, RuntimeReport, TeamRecord, TokenRecord};
+use godel_control::{Caller, Control, RuntimeReport, TeamRecord, TokenFormat, TokenRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -60,6 +60,9 @@ pub struct TokenRequest {
     team: Option<String>,
     #[serde(default)]
     admin: bool,
+    /// `e2b` or `gdl`; unset: `e2b` for team tokens, `gdl` for admin tokens.
+    #[serde(default)]
+    format: Option<TokenFormat>,
 }
 
 pub async fn create_token(
@@ -69,7 +72,7 @@ pub async fn create_token(
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
     Ok((
         StatusCode::CREATED,
-        Json(c.create_token(&caller, req.team.as_deref(), req.admin)?),
+        Json(c.create_token_as(&caller, req.team.as_deref(), req.admin, req.format)?),
     ))
 }
 

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{Caller, Control};
-use crate::store::{TeamRecord, TokenRecord};
+use crate::store::{TeamRecord, TokenFormat, TokenRecord};
 
 /// A token just created: the only time its plaintext exists.
 #[derive(Debug, Clone, Serialize)]
@@ -14,6 +14,8 @@ pub struct CreatedToken {
     #[serde(flatten)]
     pub record: TokenRecord,
     pub token: String,
+    /// The shape of `token`.
+    pub format: TokenFormat,
 }
 
 impl Control {
@@ -83,12 +85,24 @@ impl Control {
         Ok(())
     }
 
-    /// New token for a team (created on first use with no quota) or an admin token.
+    /// New token for a team (created on first use with no quota) or an admin
+    /// token, in the default format (team tokens are E2B-shaped keys).
     pub fn create_token(
         &self,
         caller: &Caller,
         team: Option<&str>,
         admin: bool,
+    ) -> Result<CreatedToken> {
+        self.create_token_as(caller, team, admin, None)
+    }
+
+    /// [`Control::create_token`] with an explicit format (`None`: the default).
+    pub fn create_token_as(
+        &self,
+        caller: &Caller,
+        team: Option<&str>,
+        admin: bool,
+        format: Option<TokenFormat>,
     ) -> Result<CreatedToken> {
         caller.require_admin("creating a token")?;
         if admin == team.is_some() {
@@ -105,12 +119,17 @@ impl Control {
                 })?;
             }
         }
-        let (record, token) = self.store.create_token(team, admin)?;
+        let format = format.unwrap_or(TokenFormat::default_for(admin));
+        let (record, token) = self.store.create_token_as(team, admin, format)?;
         self.emit(
             Event::new(godel_core::EventKind::TokenCreated)
-                .data(json!({"id": record.id, "team": team, "admin": admin})),
+                .data(json!({"id": record.id, "team": team, "admin": admin, "format": format})),
         );
-        Ok(CreatedToken { record, token })
+        Ok(CreatedToken {
+            record,
+            token,
+            format,
+        })
     }
 
     pub fn list_tokens(&self, caller: &Caller) -> Result<Vec<TokenRecord>> {

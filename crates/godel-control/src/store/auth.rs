@@ -90,7 +90,9 @@ impl TokenFormat {
     /// The format a plaintext token has, `None` for anything else.
     pub fn of(token: &str) -> Option<TokenFormat> {
         let hex_of = |s: &str, n: usize| {
-            s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         };
         match token.split_at_checked(4) {
             Some(("e2b_", rest)) if hex_of(rest, 40) => Some(TokenFormat::E2b),

@@ -12,14 +12,18 @@ use crate::output;
 
 pub async fn token(ctx: &Ctx, cmd: TokenCmd) -> Result<i32> {
     match cmd {
-        TokenCmd::Create { team, admin } => {
+        TokenCmd::Create {
+            team,
+            admin,
+            format,
+        } => {
+            let mut body = json!({"team": team, "admin": admin});
+            if let Some(f) = format {
+                body["format"] = json!(f);
+            }
             let v: Value = ctx
                 .client
-                .json(
-                    Method::POST,
-                    "/v1/tokens",
-                    Some(&json!({"team": team, "admin": admin})),
-                )
+                .json(Method::POST, "/v1/tokens", Some(&body))
                 .await?;
             if ctx.json {
                 output::json(&v);
