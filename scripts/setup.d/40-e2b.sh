@@ -8,13 +8,13 @@
 # (skipped when node/npm are missing).
 #
 #   E2B_PY_VERSIONS="2.63.0 2.45.1 2.0.0"   # the Python matrix (first = default)
-#   E2B_JS_VERSIONS="2.51.0 2.0.1"          # the npm matrix (first = default)
+#   E2B_JS_VERSIONS="2.51.0 2.45.0 2.0.1"   # the npm matrix (first = default)
 #
 # `venv` and `node` under e2b-sdk are kept as links to the default versions
 # for the single-version scripts (bench.py, bench_vs_native.sh).
 set -euo pipefail
 E2B_PY_VERSIONS="${E2B_PY_VERSIONS:-2.63.0 2.45.1 2.0.0}"
-E2B_JS_VERSIONS="${E2B_JS_VERSIONS:-2.51.0 2.0.1}"
+E2B_JS_VERSIONS="${E2B_JS_VERSIONS:-2.51.0 2.45.0 2.0.1}"
 limit="${E2B_INSTALL_TIMEOUT:-300}"
 dir="${GODEL_CACHE:-$HOME/.cache/godel}/e2b-sdk"
 mkdir -p "$dir/py" "$dir/js"

@@ -1,55 +1,82 @@
 #!/usr/bin/env bash
-# Runs the official-SDK conformance scenarios (Python, then JS when the npm
-# package is installed) against an E2B-compatible godel endpoint.
+# The official-SDK conformance matrix: every installed `e2b` Python and npm
+# version (scripts/setup.d/40-e2b.sh) runs its scenario against one
+# E2B-compatible godel endpoint, one `N passed, M failed` line per version
+# and a final total.
 #
 #   tests/e2b_sdk/run.sh                 # starts `godel serve --e2b-listen` on a free loopback port
 #   E2B_API_URL=http://127.0.0.1:3000 E2B_SANDBOX_URL=http://127.0.0.1:3000 \
 #   E2B_API_KEY=<team token> tests/e2b_sdk/run.sh   # an existing `godel serve --e2b-listen`
+#   E2B_PY_VERSIONS=2.63.0 E2B_JS_VERSIONS= tests/e2b_sdk/run.sh   # a part of the matrix
 #   tests/e2b_sdk/run.sh --bench 20      # also the create → first command → kill benchmark
+#
+# Versions before 2.7.0 cannot be pointed at a plain-HTTP endpoint (no
+# E2B_API_URL / E2B_SANDBOX_URL): for them the run checks, with the
+# installed SDK itself, that this is still so, and says so (README table).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
+E2B_PY_VERSIONS="${E2B_PY_VERSIONS-2.63.0 2.45.1 2.0.0}"
+E2B_JS_VERSIONS="${E2B_JS_VERSIONS-2.51.0 2.45.0 2.0.1}"
+export E2B_PY_VERSIONS E2B_JS_VERSIONS
 sdk="${GODEL_CACHE:-$HOME/.cache/godel}/e2b-sdk"
-bash "$root/scripts/setup.d/40-e2b.sh" >/dev/null
-py="$sdk/venv/bin/python"
+bash "$here/../../scripts/setup.d/40-e2b.sh" >/dev/null || echo "run.sh: some SDK versions did not install" >&2
 
-home=""
-pid=""
-godel="$root/target/debug/godel"
-cleanup() {
-  [ -n "$pid" ] || return 0
-  GODEL_HOME="$home" "$godel" ls --json 2>/dev/null \
-    | python3 -c 'import json,sys; [print(r["id"]) for r in json.load(sys.stdin)]' 2>/dev/null \
-    | while read -r id; do GODEL_HOME="$home" "$godel" rm "$id" >/dev/null 2>&1 || true; done
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+# shellcheck source=serve.sh
+. "$here/serve.sh"
+[ -n "${E2B_API_URL:-}" ] || godel_serve_start e2b-sdk
+
+# The oldest version that reads E2B_API_URL and E2B_SANDBOX_URL.
+first_configurable=2.7.0
+older() { [ "$1" != "$2" ] && [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -1)" = "$1" ]; }
+
+t0=$SECONDS
+passed=0 failed=0 summary=()
+run_one() { # LABEL LOG-FILE COMMAND...
+  local label="$1" log="$2" s=$SECONDS
+  shift 2
+  "$@" >"$log" 2>&1 || true
+  local line p f
+  line="$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -1 || true)"
+  [ -n "$line" ] || line="0 passed, 1 failed"
+  p="${line%% passed*}" f="${line#*passed, }" f="${f%% failed*}"
+  passed=$((passed + p)) failed=$((failed + f))
+  [ "$f" = 0 ] || { grep -E '^FAIL' "$log" | sed 's/^/    /' >&2 || tail -20 "$log" >&2; }
+  summary+=("$label: $line ($((SECONDS - s)) s)")
+  echo "$label: $line ($((SECONDS - s)) s)"
 }
-trap cleanup EXIT
 
-if [ -z "${E2B_API_URL:-}" ]; then
-  (cd "$root" && cargo build -q -p godel)
-  home="$(mktemp -d /tmp/godel-e2b-sdk.XXXXXX)"
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-  GODEL_HOME="$home" "$godel" serve --e2b-listen "127.0.0.1:$port" >"$home/serve.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 100); do
-    [ -S "$home/godel.sock" ] && python3 -c "import socket; socket.create_connection(('127.0.0.1',$port),0.2)" 2>/dev/null && break
-    sleep 0.1
+logs="$(mktemp -d /tmp/godel-e2b-matrix.XXXXXX)"
+for v in $E2B_PY_VERSIONS; do
+  py="$sdk/py/$v/bin/python"
+  if [ ! -f "$sdk/py/$v/.installed" ]; then
+    echo "python e2b $v: 0 passed, 1 failed (not installed)"; failed=$((failed + 1)); continue
+  fi
+  if older "$v" "$first_configurable"; then
+    run_one "python e2b $v (unsupported: probe)" "$logs/py-$v.log" "$py" "$here/probe.py"
+  else
+    run_one "python e2b $v" "$logs/py-$v.log" "$py" "$here/scenario.py"
+  fi
+done
+if command -v node >/dev/null; then
+  for v in $E2B_JS_VERSIONS; do
+    if [ ! -f "$sdk/js/$v/.installed" ]; then
+      echo "npm e2b $v: 0 passed, 1 failed (not installed)"; failed=$((failed + 1)); continue
+    fi
+    if older "$v" "$first_configurable"; then
+      run_one "npm e2b $v (unsupported: probe)" "$logs/js-$v.log" env E2B_JS_DIR="$sdk/js/$v" node "$here/probe.mjs"
+    else
+      run_one "npm e2b $v" "$logs/js-$v.log" env E2B_JS_DIR="$sdk/js/$v" node "$here/scenario.mjs"
+    fi
   done
-  token="$(GODEL_HOME="$home" "$godel" token create --team e2b-sdk | tail -1)"
-  export E2B_API_URL="http://127.0.0.1:$port" E2B_SANDBOX_URL="http://127.0.0.1:$port" E2B_API_KEY="$token"
-fi
-
-status=0
-"$py" "$here/scenario.py" || status=1
-if [ -d "$sdk/node/node_modules/e2b" ] && command -v node >/dev/null; then
-  node "$here/scenario.mjs" || status=1
+else
+  echo "run.sh: node not found; the npm versions are not run" >&2
 fi
 if [ "${1:-}" = "--bench" ]; then
-  "$py" "$here/bench.py" "${2:-20}" || status=1
+  "$sdk/venv/bin/python" "$here/bench.py" "${2:-20}" || failed=$((failed + 1))
 fi
-if [ "$status" != 0 ] && [ -n "$home" ]; then
-  echo "--- godel serve log ---" >&2
-  tail -50 "$home/serve.log" >&2
+echo "matrix: ${#summary[@]} SDK versions in $((SECONDS - t0)) s (logs in $logs)"
+echo "$passed passed, $failed failed"
+if [ "$failed" != 0 ]; then
+  godel_serve_log
+  exit 1
 fi
-exit $status

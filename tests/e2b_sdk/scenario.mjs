@@ -11,7 +11,9 @@ import path from 'node:path'
 import os from 'node:os'
 
 const cache = process.env.GODEL_CACHE || path.join(os.homedir(), '.cache', 'godel')
-const require = createRequire(path.join(cache, 'e2b-sdk', 'node', 'package.json'))
+// E2B_JS_DIR: one version's directory of the matrix (run.sh sets it).
+const sdkDir = process.env.E2B_JS_DIR || path.join(cache, 'e2b-sdk', 'node')
+const require = createRequire(path.join(sdkDir, 'package.json'))
 const { Sandbox, CommandExitError } = require('e2b')
 
 const HOME = '/home/user'

@@ -18,7 +18,12 @@ import time
 import traceback
 import uuid
 
-from e2b import CommandExitException, FileNotFoundException, Sandbox
+from e2b import CommandExitException, Sandbox
+
+try:
+    from e2b import FileNotFoundException
+except ImportError:  # e2b < 2.8 raises NotFoundException for missing files
+    from e2b import NotFoundException as FileNotFoundException
 from e2b.sandbox.sandbox_api import SandboxQuery
 
 HOME = "/home/user"

@@ -5,12 +5,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use chrono::Utc;
 use common::TestServer;
 use godel_api::e2b::ServeConfig;
-use godel_e2b::connect::Codec;
 use serde_json::{Value, json};
 
 use common::client::*;
