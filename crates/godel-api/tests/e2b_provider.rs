@@ -14,7 +14,7 @@ use common::TestServer;
 use futures::StreamExt;
 use godel_api::e2b::ServeConfig;
 use godel_core::{
-    ErrorCode, Event, ExecEvent, ExecRequest, FileKind, RuntimeProvider, RuntimeState,
+    ErrorCode, Event, ExecEvent, ExecRequest, FileKind, RuntimeProvider, SandboxState,
     SnapshotInfo, SnapshotRequest, SnapshotTarget, SpawnSpec, null_sink,
 };
 use godel_e2b::provider::RetryPolicy;
@@ -94,7 +94,7 @@ async fn spawn_exec_and_status() {
         "user\n"
     );
     let st = p.status("rt-a").await.unwrap();
-    assert_eq!(st.state, RuntimeState::Running);
+    assert_eq!(st.state, SandboxState::Running);
     assert!(st.usage.is_some());
     assert_eq!(p.list().await.unwrap(), vec!["rt-a".to_string()]);
     let sid = p.sandbox_id("rt-a").unwrap();
@@ -193,7 +193,7 @@ async fn pause_resume_snapshot_restore_and_adopt() {
         .await
         .unwrap();
     p.pause("rt-p").await.unwrap();
-    assert_eq!(p.status("rt-p").await.unwrap().state, RuntimeState::Paused);
+    assert_eq!(p.status("rt-p").await.unwrap().state, SandboxState::Paused);
     p.resume("rt-p").await.unwrap();
     assert_eq!(&p.read_file("rt-p", "keep.txt").await.unwrap()[..], b"kept");
 
@@ -219,7 +219,7 @@ async fn pause_resume_snapshot_restore_and_adopt() {
         .await
         .unwrap();
     assert!(dir.path().join("e2b-snapshot.json").is_file());
-    assert_eq!(p.status("rt-p").await.unwrap().state, RuntimeState::Paused);
+    assert_eq!(p.status("rt-p").await.unwrap().state, SandboxState::Paused);
     assert_eq!(
         p.exec("rt-p", sh("true")).await.err().unwrap().code,
         ErrorCode::Conflict

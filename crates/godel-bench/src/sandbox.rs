@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
 use godel_sandbox::{
-    HostIsolator, Isolator, NamespaceIsolator, NamespaceOptions, ProcessSpec, Sandbox,
-    SandboxConfig, SandboxLimits,
+    HostIsolator, Isolator, Jail, JailConfig, JailLimits, NamespaceIsolator, NamespaceOptions,
+    ProcessSpec,
 };
 
 use crate::LatencySummary;
@@ -35,7 +35,7 @@ pub struct BenchReport {
     pub cgroup_version: Option<String>,
 }
 
-async fn run_true(sb: &dyn Sandbox) -> Result<Duration> {
+async fn run_true(sb: &dyn Jail) -> Result<Duration> {
     let t = Instant::now();
     let mut p = sb
         .launch(ProcessSpec {
@@ -77,15 +77,15 @@ async fn run_bwrap() -> Option<Duration> {
     st.success().then(|| t.elapsed())
 }
 
-fn config(root: &std::path::Path, id: &str) -> Result<SandboxConfig> {
+fn config(root: &std::path::Path, id: &str) -> Result<JailConfig> {
     let workspace = root.join(id).join("ws");
     let state_dir = root.join(id).join("state");
     std::fs::create_dir_all(&workspace).map_err(|e| Error::io("bench workspace", &e))?;
-    Ok(SandboxConfig {
+    Ok(JailConfig {
         id: id.to_string(),
         workspace,
         state_dir,
-        limits: SandboxLimits::default(),
+        limits: JailLimits::default(),
         network: Default::default(),
         env: Default::default(),
     })

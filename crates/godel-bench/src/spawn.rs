@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use godel_control::{Control, Settings, event_channel};
 use godel_core::{
-    Error, EventSink, ExecOutput, ExecRequest, Isolation, Result, RuntimeInfo, SpawnSpec,
+    Error, EventSink, ExecOutput, ExecRequest, Isolation, Result, SandboxInfo, SpawnSpec,
     WorkspaceMode,
 };
 use http::Method;
@@ -123,7 +123,7 @@ pub async fn run(
         ..Default::default()
     })
     .map_err(|e| Error::internal(e.to_string()))?;
-    let spawn_one = async || -> Result<RuntimeInfo> {
+    let spawn_one = async || -> Result<SandboxInfo> {
         call(
             &api,
             &sock,

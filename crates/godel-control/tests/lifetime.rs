@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{Duration, Utc};
 use godel_control::{Caller, Control, Settings, event_channel};
-use godel_core::{ErrorCode, OnTimeout, ParkReason, RuntimeState, SpawnSpec};
+use godel_core::{ErrorCode, OnTimeout, ParkReason, SandboxState, SpawnSpec};
 use godel_testkit::FakeRuntime;
 
 async fn control() -> (Arc<Control>, Arc<FakeRuntime>, tempfile::TempDir) {
@@ -66,10 +66,10 @@ async fn the_reaper_kills_or_parks_what_ran_out_of_time() {
     assert_eq!(acted, want);
     assert_eq!(kinds(&c, "expired"), 2);
 
-    let k = c.visible_runtime(&admin, &kill.id).unwrap();
-    assert_eq!((k.state, k.parked), (RuntimeState::Terminated, None));
-    let p = c.visible_runtime(&admin, &park.id).unwrap();
-    assert_eq!(p.state, RuntimeState::Terminated);
+    let k = c.visible_sandbox(&admin, &kill.id).unwrap();
+    assert_eq!((k.state, k.parked), (SandboxState::Terminated, None));
+    let p = c.visible_sandbox(&admin, &park.id).unwrap();
+    assert_eq!(p.state, SandboxState::Terminated);
     let parked = p.parked.expect("parked");
     assert_eq!(parked.reason, ParkReason::Paused);
     c.get_snapshot(&admin, &parked.snapshot_id).unwrap();
@@ -88,7 +88,7 @@ async fn the_reaper_kills_or_parks_what_ran_out_of_time() {
     let back = c.resume(&admin, &park.id).await.unwrap();
     assert_eq!(
         (back.id.as_str(), back.state),
-        (park.id.as_str(), RuntimeState::Running)
+        (park.id.as_str(), SandboxState::Running)
     );
     assert_eq!(back.parked, None);
     assert!(back.expires_at.unwrap() > Utc::now() + Duration::seconds(25));
@@ -130,7 +130,7 @@ async fn deadlines_move_and_parked_sandboxes_can_be_discarded() {
     );
     assert_eq!(c.reap_expired(at).await, vec![r.id.clone()]);
     let snap = c
-        .visible_runtime(&alpha, &r.id)
+        .visible_sandbox(&alpha, &r.id)
         .unwrap()
         .parked
         .unwrap()
@@ -142,7 +142,7 @@ async fn deadlines_move_and_parked_sandboxes_can_be_discarded() {
     );
     // Terminating a parked sandbox deletes its snapshot; it stays stopped.
     let done = c.terminate(&alpha, &r.id).await.unwrap();
-    assert_eq!((done.state, done.parked), (RuntimeState::Terminated, None));
+    assert_eq!((done.state, done.parked), (SandboxState::Terminated, None));
     assert_eq!(
         c.get_snapshot(&alpha, &snap).unwrap_err().code,
         ErrorCode::NotFound

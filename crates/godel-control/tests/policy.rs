@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use godel_control::{Caller, Control, Settings, SpawnOptions, event_channel};
-use godel_core::{ErrorCode, RuntimeState, SpawnSpec};
+use godel_core::{ErrorCode, SandboxState, SpawnSpec};
 use godel_policy::{Config, config};
 use godel_testkit::{FakeRuntime, Op};
 
@@ -118,7 +118,7 @@ async fn fallback_follows_the_chain_and_skips_unavailable_runtimes() {
     p["microvm"].fail_always(Op::Spawn, ErrorCode::SpawnError);
     let info = c.spawn(&Caller::Admin, SpawnSpec::default()).await.unwrap();
     assert_eq!(info.runtime, "worktree");
-    assert_eq!(info.state, RuntimeState::Running);
+    assert_eq!(info.state, SandboxState::Running);
     let decisions = events_of(&c, "spawn_fallback");
     let runtimes: Vec<&str> = decisions
         .iter()
@@ -403,7 +403,7 @@ backoff_secs = 1
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if !events_of(&c, "restart").is_empty()
-            && c.status(&Caller::Admin, &a.id).await.map(|r| r.state) == Ok(RuntimeState::Running)
+            && c.status(&Caller::Admin, &a.id).await.map(|r| r.state) == Ok(SandboxState::Running)
         {
             restarted = true;
             break;
@@ -431,7 +431,7 @@ backoff_secs = 1
     assert_eq!(&data[..], b"x");
     // The one without a restart policy stays dead, with the reason recorded.
     let r = c.status(&Caller::Admin, &plain.id).await.unwrap();
-    assert_eq!(r.state, RuntimeState::Error);
+    assert_eq!(r.state, SandboxState::Error);
     assert!(!events_of(&c, "died").is_empty());
     assert!(c.metrics().render().contains("godel_restarts_total"));
 }
@@ -539,7 +539,7 @@ max_attempts = 2
         c.list(&Caller::Admin, false)
             .unwrap()
             .into_iter()
-            .filter(|r| r.team == godel_control::POOL_TEAM && r.state == RuntimeState::Running)
+            .filter(|r| r.team == godel_control::POOL_TEAM && r.state == SandboxState::Running)
             .map(|r| r.id)
             .collect()
     };

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use godel_control::store::{Quota, Reservation};
 use godel_control::{Store, TeamRecord};
-use godel_core::{ErrorCode, Event, RuntimeInfo, RuntimeState, SpawnSpec};
+use godel_core::{ErrorCode, Event, SandboxInfo, SandboxState, SpawnSpec};
 
-fn info(id: &str, team: &str) -> RuntimeInfo {
-    RuntimeInfo {
+fn info(id: &str, team: &str) -> SandboxInfo {
+    SandboxInfo {
         id: id.into(),
         runtime: "worktree".into(),
         team: team.into(),
-        state: RuntimeState::Creating,
+        state: SandboxState::Creating,
         spec: SpawnSpec::default(),
         created_at: chrono::Utc::now(),
         updated_at: chrono::Utc::now(),
@@ -44,7 +44,7 @@ fn concurrent_spawns_never_overshoot_the_quota() {
                     memory_bytes: 1 << 30,
                     ..Default::default()
                 };
-                store.insert_runtime(&info(&format!("rt-{i}"), "alpha"), r, quota)
+                store.insert_sandbox(&info(&format!("rt-{i}"), "alpha"), r, quota)
             })
         })
         .collect();
@@ -61,20 +61,20 @@ fn concurrent_spawns_never_overshoot_the_quota() {
     }
     assert_eq!(store.team_usage("alpha").unwrap().agents, 5);
     // Releasing one (terminal state) frees room for exactly one more.
-    let live = store.list_runtimes(Some("alpha"), false).unwrap();
+    let live = store.list_sandboxes(Some("alpha"), false).unwrap();
     store
-        .transition(&live[0].id, RuntimeState::Error, Some("test"))
+        .transition(&live[0].id, SandboxState::Error, Some("test"))
         .unwrap();
     let r = Reservation {
         memory_bytes: 1 << 30,
         ..Default::default()
     };
     store
-        .insert_runtime(&info("rt-new", "alpha"), r, quota)
+        .insert_sandbox(&info("rt-new", "alpha"), r, quota)
         .unwrap();
     assert!(
         store
-            .insert_runtime(&info("rt-new2", "alpha"), r, quota)
+            .insert_sandbox(&info("rt-new2", "alpha"), r, quota)
             .is_err()
     );
     // Memory quota is checked too.
@@ -83,7 +83,7 @@ fn concurrent_spawns_never_overshoot_the_quota() {
         ..Default::default()
     };
     let e = store
-        .insert_runtime(
+        .insert_sandbox(
             &info("rt-big", "beta"),
             big,
             Quota {
@@ -101,49 +101,49 @@ fn concurrent_spawns_never_overshoot_the_quota() {
     );
     // Another team is unaffected.
     store
-        .insert_runtime(&info("rt-other", "gamma"), r, quota)
+        .insert_sandbox(&info("rt-other", "gamma"), r, quota)
         .unwrap();
 }
 
 #[test]
 fn transitions_follow_the_state_machine() {
     let s = Store::open_in_memory().unwrap();
-    s.insert_runtime(&info("rt-a", "t"), Reservation::default(), Quota::default())
+    s.insert_sandbox(&info("rt-a", "t"), Reservation::default(), Quota::default())
         .unwrap();
     assert_eq!(
-        s.insert_runtime(&info("rt-a", "t"), Reservation::default(), Quota::default())
+        s.insert_sandbox(&info("rt-a", "t"), Reservation::default(), Quota::default())
             .unwrap_err()
             .code,
         ErrorCode::Conflict
     );
-    s.transition("rt-a", RuntimeState::Running, None).unwrap();
+    s.transition("rt-a", SandboxState::Running, None).unwrap();
     assert_eq!(
-        s.transition("rt-a", RuntimeState::Creating, None)
+        s.transition("rt-a", SandboxState::Creating, None)
             .unwrap_err()
             .code,
         ErrorCode::Conflict
     );
-    s.transition("rt-a", RuntimeState::Paused, None).unwrap();
-    s.transition("rt-a", RuntimeState::Terminating, None)
+    s.transition("rt-a", SandboxState::Paused, None).unwrap();
+    s.transition("rt-a", SandboxState::Terminating, None)
         .unwrap();
     let r = s
-        .transition("rt-a", RuntimeState::Terminated, None)
+        .transition("rt-a", SandboxState::Terminated, None)
         .unwrap();
-    assert_eq!(r.state, RuntimeState::Terminated);
+    assert_eq!(r.state, SandboxState::Terminated);
     assert_eq!(
-        s.transition("rt-a", RuntimeState::Running, None)
+        s.transition("rt-a", SandboxState::Running, None)
             .unwrap_err()
             .code,
         ErrorCode::Conflict
     );
     assert_eq!(
-        s.transition("rt-none", RuntimeState::Running, None)
+        s.transition("rt-none", SandboxState::Running, None)
             .unwrap_err()
             .code,
         ErrorCode::NotFound
     );
-    assert!(s.list_runtimes(None, false).unwrap().is_empty());
-    assert_eq!(s.list_runtimes(None, true).unwrap().len(), 1);
+    assert!(s.list_sandboxes(None, false).unwrap().is_empty());
+    assert_eq!(s.list_sandboxes(None, true).unwrap().len(), 1);
 }
 
 #[test]
@@ -220,8 +220,8 @@ fn a_version_1_database_is_upgraded_in_place() {
         .expect("the old token still authenticates");
     assert_eq!(tok.team.as_deref(), Some("alpha"));
 
-    let e2b = store.get_runtime("rt-e2b").unwrap().unwrap();
-    assert_eq!(e2b.state, RuntimeState::Running);
+    let e2b = store.get_sandbox("rt-e2b").unwrap().unwrap();
+    assert_eq!(e2b.state, SandboxState::Running);
     assert_eq!(
         e2b.expires_at.unwrap().to_rfc3339(),
         "2026-11-01T00:05:00+00:00"
@@ -235,7 +235,7 @@ fn a_version_1_database_is_upgraded_in_place() {
         "user metadata stays, system labels are gone"
     );
 
-    let paused = store.get_runtime("rt-paused").unwrap().unwrap();
+    let paused = store.get_sandbox("rt-paused").unwrap().unwrap();
     let p = paused.parked.expect("parked");
     assert_eq!(
         (p.snapshot_id.as_str(), p.reason),
@@ -247,7 +247,7 @@ fn a_version_1_database_is_upgraded_in_place() {
     );
     assert!(paused.spec.labels.is_empty());
 
-    let kept = store.get_runtime("rt-kept").unwrap().unwrap();
+    let kept = store.get_sandbox("rt-kept").unwrap().unwrap();
     let p = kept.parked.expect("parked");
     assert_eq!(
         (p.snapshot_id.as_str(), p.reason),
@@ -261,5 +261,5 @@ fn a_version_1_database_is_upgraded_in_place() {
     drop(store);
     // Opening again changes nothing.
     let again = Store::open(&path).unwrap();
-    assert_eq!(again.get_runtime("rt-e2b").unwrap().unwrap(), e2b);
+    assert_eq!(again.get_sandbox("rt-e2b").unwrap().unwrap(), e2b);
 }

@@ -4,7 +4,7 @@
 //!
 //! - [`provider::RuntimeProvider`]: the contract (spawn, exec, files, snapshots ...)
 //! - [`spec`]: what to spawn; [`quantity`]: `0.5` CPUs, `512Mi`
-//! - [`state::RuntimeState`]: the state machine
+//! - [`state::SandboxState`]: the state machine
 //! - [`error`]: one error type with stable codes and `retryable`
 //! - [`exec`], [`files`], [`snapshot`], [`event`], [`runtime`]: the rest of the vocabulary
 
@@ -26,12 +26,12 @@ pub use files::{FileEntry, FileKind, WORKSPACE_MOUNT, workspace_relative};
 pub use provider::RuntimeProvider;
 pub use quantity::{Bytes as ByteQuantity, Cpu, parse_bytes, parse_cpu};
 pub use runtime::{
-    Availability, Capabilities, ParkReason, Parked, ResourceUsage, RuntimeInfo, RuntimeStatus,
-    Spawned, new_runtime_id, new_snapshot_id,
+    Availability, Capabilities, ParkReason, Parked, ResourceUsage, SandboxInfo, SandboxStatus,
+    Spawned, new_sandbox_id, new_snapshot_id,
 };
 pub use snapshot::{SnapshotArtifact, SnapshotInfo, SnapshotRequest, SnapshotTarget};
 pub use spec::{
     Isolation, NetworkConfig, NetworkMode, OnTimeout, ResourceLimits, RestartPolicy, SpawnSpec,
     VolumeMount, WorkspaceMode, parse_key_values, validate_name,
 };
-pub use state::RuntimeState;
+pub use state::SandboxState;

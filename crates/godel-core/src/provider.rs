@@ -20,10 +20,10 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::exec::{ExecHandle, ExecOutput, ExecRequest};
 use crate::files::FileEntry;
-use crate::runtime::{Availability, Capabilities, RuntimeStatus, Spawned};
+use crate::runtime::{Availability, Capabilities, SandboxStatus, Spawned};
 use crate::snapshot::{SnapshotArtifact, SnapshotInfo, SnapshotRequest, SnapshotTarget};
 use crate::spec::SpawnSpec;
-use crate::state::RuntimeState;
+use crate::state::SandboxState;
 
 /// The runtime contract. Object safe: the control plane holds `Arc<dyn RuntimeProvider>`.
 #[async_trait]
@@ -50,7 +50,7 @@ pub trait RuntimeProvider: Send + Sync + 'static {
     async fn terminate(&self, id: &str) -> Result<()>;
 
     /// Current state and usage.
-    async fn status(&self, id: &str) -> Result<RuntimeStatus>;
+    async fn status(&self, id: &str) -> Result<SandboxStatus>;
 
     /// Ids of the runtimes this provider holds.
     async fn list(&self) -> Result<Vec<String>>;
@@ -120,7 +120,7 @@ pub trait RuntimeProvider: Send + Sync + 'static {
     // ---- waiting ----
 
     /// Poll `status` until the runtime reaches `state` or the timeout passes.
-    async fn wait_for_state(&self, id: &str, state: RuntimeState, timeout: Duration) -> Result<()> {
+    async fn wait_for_state(&self, id: &str, state: SandboxState, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let st = self.status(id).await?;

@@ -1,5 +1,5 @@
-//! Descriptions of a live runtime: `RuntimeInfo` (the record every surface
-//! shows), `RuntimeStatus` (what a provider reports), `ResourceUsage`,
+//! Descriptions of a live runtime: `SandboxInfo` (the record every surface
+//! shows), `SandboxStatus` (what a provider reports), `ResourceUsage`,
 //! `Capabilities` and `Availability`.
 
 use std::collections::BTreeMap;
@@ -8,10 +8,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::SpawnSpec;
-use crate::state::RuntimeState;
+use crate::state::SandboxState;
 
 /// A new, unique runtime id: `rt-` and 16 hex digits.
-pub fn new_runtime_id() -> String {
+pub fn new_sandbox_id() -> String {
     format!("rt-{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
 }
 
@@ -40,8 +40,8 @@ pub struct ResourceUsage {
 
 /// What a provider reports about one runtime.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RuntimeStatus {
-    pub state: RuntimeState,
+pub struct SandboxStatus {
+    pub state: SandboxState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<ResourceUsage>,
     /// Process id of the runtime's main host process (sandbox init, VMM), if any.
@@ -55,9 +55,9 @@ pub struct RuntimeStatus {
     pub details: BTreeMap<String, serde_json::Value>,
 }
 
-impl RuntimeStatus {
-    pub fn new(state: RuntimeState) -> Self {
-        RuntimeStatus {
+impl SandboxStatus {
+    pub fn new(state: SandboxState) -> Self {
+        SandboxStatus {
             state,
             usage: None,
             pid: None,
@@ -69,12 +69,12 @@ impl RuntimeStatus {
 
 /// The record of one runtime as the control plane keeps and shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RuntimeInfo {
+pub struct SandboxInfo {
     pub id: String,
     /// Provider name (`worktree`, `microvm`, ...).
     pub runtime: String,
     pub team: String,
-    pub state: RuntimeState,
+    pub state: SandboxState,
     pub spec: SpawnSpec,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -202,8 +202,8 @@ mod tests {
 
     #[test]
     fn ids_are_unique_and_prefixed() {
-        let a = new_runtime_id();
-        let b = new_runtime_id();
+        let a = new_sandbox_id();
+        let b = new_sandbox_id();
         assert_ne!(a, b);
         assert!(a.starts_with("rt-") && a.len() == 19);
         assert!(new_snapshot_id().starts_with("snap-"));

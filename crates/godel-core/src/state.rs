@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 /// Where a runtime is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RuntimeState {
+pub enum SandboxState {
     Pending,
     Creating,
     Running,
@@ -19,31 +19,31 @@ pub enum RuntimeState {
     Error,
 }
 
-impl RuntimeState {
-    pub const ALL: [RuntimeState; 7] = [
-        RuntimeState::Pending,
-        RuntimeState::Creating,
-        RuntimeState::Running,
-        RuntimeState::Paused,
-        RuntimeState::Terminating,
-        RuntimeState::Terminated,
-        RuntimeState::Error,
+impl SandboxState {
+    pub const ALL: [SandboxState; 7] = [
+        SandboxState::Pending,
+        SandboxState::Creating,
+        SandboxState::Running,
+        SandboxState::Paused,
+        SandboxState::Terminating,
+        SandboxState::Terminated,
+        SandboxState::Error,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            RuntimeState::Pending => "pending",
-            RuntimeState::Creating => "creating",
-            RuntimeState::Running => "running",
-            RuntimeState::Paused => "paused",
-            RuntimeState::Terminating => "terminating",
-            RuntimeState::Terminated => "terminated",
-            RuntimeState::Error => "error",
+            SandboxState::Pending => "pending",
+            SandboxState::Creating => "creating",
+            SandboxState::Running => "running",
+            SandboxState::Paused => "paused",
+            SandboxState::Terminating => "terminating",
+            SandboxState::Terminated => "terminated",
+            SandboxState::Error => "error",
         }
     }
 
-    pub fn parse(s: &str) -> Result<RuntimeState> {
-        RuntimeState::ALL
+    pub fn parse(s: &str) -> Result<SandboxState> {
+        SandboxState::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
             .ok_or_else(|| Error::invalid(format!("unknown runtime state {s:?}")))
@@ -51,17 +51,17 @@ impl RuntimeState {
 
     /// Terminated and error are final: nothing leaves them.
     pub fn is_terminal(self) -> bool {
-        matches!(self, RuntimeState::Terminated | RuntimeState::Error)
+        matches!(self, SandboxState::Terminated | SandboxState::Error)
     }
 
     /// Whether the runtime can take exec and file calls.
     pub fn is_live(self) -> bool {
-        matches!(self, RuntimeState::Running)
+        matches!(self, SandboxState::Running)
     }
 
     /// Whether `self → to` is a legal transition.
-    pub fn can_transition_to(self, to: RuntimeState) -> bool {
-        use RuntimeState::*;
+    pub fn can_transition_to(self, to: SandboxState) -> bool {
+        use SandboxState::*;
         match (self, to) {
             (Pending, Creating) => true,
             (Creating, Running) => true,
@@ -75,7 +75,7 @@ impl RuntimeState {
     }
 
     /// Check a transition, returning the new state or a `CONFLICT` error.
-    pub fn transition(self, to: RuntimeState) -> Result<RuntimeState> {
+    pub fn transition(self, to: SandboxState) -> Result<SandboxState> {
         if self.can_transition_to(to) {
             Ok(to)
         } else {
@@ -88,7 +88,7 @@ impl RuntimeState {
     }
 }
 
-impl std::fmt::Display for RuntimeState {
+impl std::fmt::Display for SandboxState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -96,7 +96,7 @@ impl std::fmt::Display for RuntimeState {
 
 #[cfg(test)]
 mod tests {
-    use super::RuntimeState::*;
+    use super::SandboxState::*;
     use super::*;
 
     #[test]
@@ -126,16 +126,16 @@ mod tests {
 
     #[test]
     fn every_live_state_can_fail() {
-        for s in RuntimeState::ALL {
+        for s in SandboxState::ALL {
             assert_eq!(s.can_transition_to(Error), !s.is_terminal());
         }
     }
 
     #[test]
     fn parse_round_trips() {
-        for s in RuntimeState::ALL {
-            assert_eq!(RuntimeState::parse(s.as_str()).unwrap(), s);
+        for s in SandboxState::ALL {
+            assert_eq!(SandboxState::parse(s.as_str()).unwrap(), s);
         }
-        assert!(RuntimeState::parse("zombie").is_err());
+        assert!(SandboxState::parse("zombie").is_err());
     }
 }

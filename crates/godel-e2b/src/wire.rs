@@ -80,16 +80,16 @@ pub struct Sandbox {
 /// `running` or `paused`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SandboxState {
+pub enum E2bState {
     Running,
     Paused,
 }
 
-impl SandboxState {
+impl E2bState {
     pub fn as_str(self) -> &'static str {
         match self {
-            SandboxState::Running => "running",
-            SandboxState::Paused => "paused",
+            E2bState::Running => "running",
+            E2bState::Paused => "paused",
         }
     }
 }
@@ -127,7 +127,7 @@ pub struct SandboxDetail {
     pub disk_size_mb: i64,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
-    pub state: SandboxState,
+    pub state: E2bState,
     #[serde(rename = "envdVersion")]
     pub envd_version: String,
     #[serde(
@@ -264,7 +264,7 @@ mod tests {
             memory_mb: 512,
             disk_size_mb: 1024,
             metadata: BTreeMap::new(),
-            state: SandboxState::Paused,
+            state: E2bState::Paused,
             envd_version: ENVD_VERSION.into(),
             envd_access_token: None,
             domain: None,

@@ -3,7 +3,7 @@
 //! `E2B_API_KEY=e2b_… cargo test -p godel-e2b --test cloud -- --ignored`.
 
 use bytes::Bytes;
-use godel_core::{ExecRequest, RuntimeProvider, RuntimeState, SpawnSpec, null_sink};
+use godel_core::{ExecRequest, RuntimeProvider, SandboxState, SpawnSpec, null_sink};
 use godel_e2b::{E2bConfig, E2bProvider};
 
 #[tokio::test]
@@ -33,7 +33,7 @@ async fn cloud_sandbox_lifecycle() {
         assert_eq!(&p.read_file("rt-cloud", "godel/x.txt").await?[..], b"x");
         assert_eq!(p.list_dir("rt-cloud", "godel").await?.len(), 1);
         p.pause("rt-cloud").await?;
-        assert_eq!(p.status("rt-cloud").await?.state, RuntimeState::Paused);
+        assert_eq!(p.status("rt-cloud").await?.state, SandboxState::Paused);
         p.resume("rt-cloud").await?;
         assert_eq!(&p.read_file("rt-cloud", "godel/x.txt").await?[..], b"x");
         Ok::<_, godel_core::Error>(())

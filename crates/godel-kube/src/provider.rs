@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use godel_core::{
-    Availability, Error, EventSink, Result, RuntimeState, RuntimeStatus, SpawnSpec, Spawned,
+    Availability, Error, EventSink, Result, SandboxState, SandboxStatus, SpawnSpec, Spawned,
 };
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, Pod, ResourceQuota, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -488,7 +488,7 @@ impl Inner {
         Ok(())
     }
 
-    pub async fn status(&self, id: &str) -> Result<RuntimeStatus> {
+    pub async fn status(&self, id: &str) -> Result<SandboxStatus> {
         let agent = self.agent(id)?;
         let api: Api<Pod> = Api::namespaced(self.client()?, &agent.namespace);
         let pod = api.get_opt(&agent.pod).await.map_err(|e| {
@@ -496,17 +496,17 @@ impl Inner {
         })?;
         let mut st = match (&pod, classify(pod.as_ref())) {
             (Some(p), _) if p.metadata.deletion_timestamp.is_some() => {
-                RuntimeStatus::new(RuntimeState::Terminating)
+                SandboxStatus::new(SandboxState::Terminating)
             }
-            (_, PodOutcome::Running) => RuntimeStatus::new(RuntimeState::Running),
-            (_, PodOutcome::Pending(_)) => RuntimeStatus::new(RuntimeState::Creating),
+            (_, PodOutcome::Running) => SandboxStatus::new(SandboxState::Running),
+            (_, PodOutcome::Pending(_)) => SandboxStatus::new(SandboxState::Creating),
             (_, PodOutcome::Failed { reason, message }) => {
-                let mut s = RuntimeStatus::new(RuntimeState::Error);
+                let mut s = SandboxStatus::new(SandboxState::Error);
                 s.reason = Some(format!("{reason}: {message}"));
                 s
             }
             (_, PodOutcome::Gone) => {
-                let mut s = RuntimeStatus::new(RuntimeState::Error);
+                let mut s = SandboxStatus::new(SandboxState::Error);
                 s.reason = Some(format!(
                     "pod {}/{} no longer exists",
                     agent.namespace, agent.pod

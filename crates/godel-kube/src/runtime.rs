@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use godel_core::{
     Availability, Capabilities, ExecHandle, ExecRequest, FileEntry, Result, RuntimeProvider,
-    RuntimeStatus, SnapshotArtifact, SnapshotInfo, SnapshotRequest, SnapshotTarget, SpawnSpec,
+    SandboxStatus, SnapshotArtifact, SnapshotInfo, SnapshotRequest, SnapshotTarget, SpawnSpec,
     Spawned,
 };
 
@@ -53,7 +53,7 @@ impl RuntimeProvider for KubeProvider {
         self.inner.terminate(id).await
     }
 
-    async fn status(&self, id: &str) -> Result<RuntimeStatus> {
+    async fn status(&self, id: &str) -> Result<SandboxStatus> {
         self.inner.status(id).await
     }
 

@@ -9,7 +9,7 @@ use std::io::Read;
 use bytes::Bytes;
 use common::*;
 use godel_core::{
-    ErrorCode, ExecEvent, ExecRequest, RuntimeProvider, RuntimeState, SnapshotRequest,
+    ErrorCode, ExecEvent, ExecRequest, RuntimeProvider, SandboxState, SnapshotRequest,
     SnapshotTarget,
 };
 use godel_fake_kube::FakeOptions;
@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawn_sets_up_team_once_and_idempotently() {
     let e = env().await;
-    let id = godel_core::new_runtime_id();
+    let id = godel_core::new_sandbox_id();
     let mut s = spec("alpha");
     s.resources.cpu = Some(godel_core::Cpu(1500));
     s.resources.memory = Some(godel_core::ByteQuantity(512 << 20));
@@ -83,7 +83,7 @@ async fn spawn_sets_up_team_once_and_idempotently() {
         .unwrap()["metadata"]["resourceVersion"]
         .clone();
     // A second agent of the same team: nothing re-applied.
-    let id2 = godel_core::new_runtime_id();
+    let id2 = godel_core::new_sandbox_id();
     e.provider.spawn(&id2, &spec("alpha")).await.unwrap();
     // A fresh provider re-applies everything: a no-op for the server.
     let (sink, _) = recorder();
@@ -100,7 +100,7 @@ async fn spawn_sets_up_team_once_and_idempotently() {
     );
     assert_eq!(quota["status"]["used"]["pods"], "2", "{quota:#}");
     let st = e.provider.status(&id).await.unwrap();
-    assert_eq!(st.state, RuntimeState::Running);
+    assert_eq!(st.state, SandboxState::Running);
     assert_eq!(st.details["namespace"], ns);
     let mut ids = e.provider.list().await.unwrap();
     ids.sort();
@@ -114,7 +114,7 @@ async fn spawn_sets_up_team_once_and_idempotently() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_streams_output_exit_codes_and_stdin() {
     let e = env().await;
-    let id = godel_core::new_runtime_id();
+    let id = godel_core::new_sandbox_id();
     e.provider.spawn(&id, &spec("t")).await.unwrap();
     let p: &dyn RuntimeProvider = &e.provider;
     let out = sh(p, &id, "echo out; echo err >&2; exit 3").await;
@@ -184,7 +184,7 @@ async fn exec_streams_output_exit_codes_and_stdin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_timeout_is_timeout() {
     let e = env().await;
-    let id = godel_core::new_runtime_id();
+    let id = godel_core::new_sandbox_id();
     e.provider.spawn(&id, &spec("t")).await.unwrap();
     let mut r = ExecRequest::new(["sleep", "30"]);
     r.timeout_ms = Some(300);
@@ -209,7 +209,7 @@ fn pseudo_random(n: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_round_trip_including_large_files() {
     let e = env().await;
-    let id = godel_core::new_runtime_id();
+    let id = godel_core::new_sandbox_id();
     e.provider.spawn(&id, &spec("t")).await.unwrap();
     let p: &dyn RuntimeProvider = &e.provider;
     let big = pseudo_random(12 << 20);
@@ -282,7 +282,7 @@ async fn files_round_trip_including_large_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tar_upload_and_download() {
     let e = env().await;
-    let id = godel_core::new_runtime_id();
+    let id = godel_core::new_sandbox_id();
     e.provider.spawn(&id, &spec("t")).await.unwrap();
     let mut b = tar::Builder::new(Vec::new());
     for (path, data) in [
@@ -351,7 +351,7 @@ async fn tar_upload_and_download() {
 async fn snapshot_change_restore_and_fork() {
     let e = env().await;
     let dir = tempfile::tempdir().unwrap();
-    let id = godel_core::new_runtime_id();
+    let id = godel_core::new_sandbox_id();
     e.provider.spawn(&id, &spec("t")).await.unwrap();
     e.provider
         .write_file(&id, "state.txt", Bytes::from_static(b"old"))
@@ -386,7 +386,7 @@ async fn snapshot_change_restore_and_fork() {
     // Fork 3 from the snapshot.
     let mut forks = Vec::new();
     for i in 0..3 {
-        let f = godel_core::new_runtime_id();
+        let f = godel_core::new_sandbox_id();
         e.provider.restore(&f, &info, &spec("t")).await.unwrap();
         assert_eq!(
             &e.provider.read_file(&f, "state.txt").await.unwrap()[..],
@@ -416,7 +416,7 @@ async fn snapshot_change_restore_and_fork() {
     std::fs::write(dir.path().join("workspace.tar"), b"garbage").unwrap();
     let err = e
         .provider
-        .restore(&godel_core::new_runtime_id(), &info, &spec("t"))
+        .restore(&godel_core::new_sandbox_id(), &info, &spec("t"))
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::Conflict);
@@ -443,16 +443,16 @@ async fn quota_exceeded_is_resource_exhausted() {
     let mut s = spec("small");
     s.resources.cpu = Some(godel_core::Cpu(1000));
     e.provider
-        .spawn(&godel_core::new_runtime_id(), &s)
+        .spawn(&godel_core::new_sandbox_id(), &s)
         .await
         .unwrap();
     e.provider
-        .spawn(&godel_core::new_runtime_id(), &s)
+        .spawn(&godel_core::new_sandbox_id(), &s)
         .await
         .unwrap();
     let err = e
         .provider
-        .spawn(&godel_core::new_runtime_id(), &s)
+        .spawn(&godel_core::new_sandbox_id(), &s)
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::ResourceExhausted, "{err}");
@@ -471,7 +471,7 @@ async fn quota_exceeded_is_resource_exhausted() {
             pods: 1,
         },
     );
-    let first = godel_core::new_runtime_id();
+    let first = godel_core::new_sandbox_id();
     let mut nat = spec("few");
     nat.network.mode = godel_core::NetworkMode::Nat;
     let spawned = e.provider.spawn(&first, &nat).await.unwrap();
@@ -486,7 +486,7 @@ async fn quota_exceeded_is_resource_exhausted() {
     assert_eq!(pod["metadata"]["labels"]["godel.io/network"], "nat");
     let err = e
         .provider
-        .spawn(&godel_core::new_runtime_id(), &spec("few"))
+        .spawn(&godel_core::new_sandbox_id(), &spec("few"))
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::ResourceExhausted);
@@ -494,7 +494,7 @@ async fn quota_exceeded_is_resource_exhausted() {
     // Terminating frees the quota.
     e.provider.terminate(&first).await.unwrap();
     e.provider
-        .spawn(&godel_core::new_runtime_id(), &spec("few"))
+        .spawn(&godel_core::new_sandbox_id(), &spec("few"))
         .await
         .unwrap();
 }
@@ -504,7 +504,7 @@ async fn pod_failures_are_spawn_errors_with_the_pods_reason() {
     let e = env().await;
     let mut s = spec("t");
     s.image = Some("registry.example/invalid-image:1".into());
-    let id = godel_core::new_runtime_id();
+    let id = godel_core::new_sandbox_id();
     let err = e.provider.spawn(&id, &s).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::SpawnError);
     assert!(err.message.contains("ErrImagePull"), "{}", err.message);
@@ -519,7 +519,7 @@ async fn pod_failures_are_spawn_errors_with_the_pods_reason() {
     s.image = Some("crashloop:latest".into());
     let err = e
         .provider
-        .spawn(&godel_core::new_runtime_id(), &s)
+        .spawn(&godel_core::new_sandbox_id(), &s)
         .await
         .unwrap_err();
     assert!(err.message.contains("CrashLoopBackOff"), "{}", err.message);
@@ -536,7 +536,7 @@ async fn pod_failures_are_spawn_errors_with_the_pods_reason() {
     s.resources.cpu = Some(godel_core::Cpu(100_000));
     let err = e
         .provider
-        .spawn(&godel_core::new_runtime_id(), &s)
+        .spawn(&godel_core::new_sandbox_id(), &s)
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::SpawnError);
@@ -561,7 +561,7 @@ async fn spawn_timeout_is_timeout() {
     s.timeout_secs = Some(1);
     let err = e
         .provider
-        .spawn(&godel_core::new_runtime_id(), &s)
+        .spawn(&godel_core::new_sandbox_id(), &s)
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::Timeout, "{err}");
@@ -571,7 +571,7 @@ async fn spawn_timeout_is_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminate_adopt_and_status() {
     let e = env().await;
-    let id = godel_core::new_runtime_id();
+    let id = godel_core::new_sandbox_id();
     let spawned = e.provider.spawn(&id, &spec("t")).await.unwrap();
     // A second provider (a restarted daemon) adopts it from the handle.
     let (sink, _) = recorder();
@@ -591,7 +591,7 @@ async fn terminate_adopt_and_status() {
         e.provider.status(&id).await.unwrap_err().code,
         ErrorCode::NotFound
     );
-    assert_eq!(again.status(&id).await.unwrap().state, RuntimeState::Error);
+    assert_eq!(again.status(&id).await.unwrap().state, SandboxState::Error);
     assert!(
         again
             .adopt(&id, &spec("t"), &spawned)
@@ -600,7 +600,7 @@ async fn terminate_adopt_and_status() {
             .is_none()
     );
     // Terminate by label when the provider never knew the runtime.
-    let id2 = godel_core::new_runtime_id();
+    let id2 = godel_core::new_sandbox_id();
     e.provider.spawn(&id2, &spec("t")).await.unwrap();
     again.terminate(&id2).await.unwrap();
     assert!(e.fake.names("pods", None).is_empty());
@@ -609,7 +609,7 @@ async fn terminate_adopt_and_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watcher_reports_phases_restarts_and_deaths() {
     let e = env().await;
-    let id = godel_core::new_runtime_id();
+    let id = godel_core::new_sandbox_id();
     let spawned = e.provider.spawn(&id, &spec("w")).await.unwrap();
     let (ns, pod) = (
         spawned.handle["namespace"].as_str().unwrap().to_string(),
@@ -632,7 +632,7 @@ async fn watcher_reports_phases_restarts_and_deaths() {
     assert_eq!(restarted.data["restart_count"], 1);
     assert_eq!(restarted.data["reason"], "OOMKilled");
     // godel's own terminate is not a death; a deletion behind its back is.
-    let quiet = godel_core::new_runtime_id();
+    let quiet = godel_core::new_sandbox_id();
     e.provider.spawn(&quiet, &spec("w")).await.unwrap();
     e.provider.terminate(&quiet).await.unwrap();
     assert!(e.fake.delete_pod(&ns, &pod));
@@ -649,7 +649,7 @@ async fn watcher_reports_phases_restarts_and_deaths() {
             .any(|ev| ev.kind == "died" && ev.runtime_id.as_deref() == Some(quiet.as_str()))
     );
     // A failed pod is reported as died too.
-    let id3 = godel_core::new_runtime_id();
+    let id3 = godel_core::new_sandbox_id();
     let s3 = e.provider.spawn(&id3, &spec("w")).await.unwrap();
     e.fake.fail_pod(
         &ns,
@@ -665,7 +665,7 @@ async fn watcher_reports_phases_restarts_and_deaths() {
     assert_eq!(died.data["reason"], "Evicted");
     assert_eq!(
         e.provider.status(&id3).await.unwrap().state,
-        RuntimeState::Error
+        SandboxState::Error
     );
 }
 
@@ -698,7 +698,7 @@ async fn availability_and_unreachable_server() {
     let (sink, _) = recorder();
     let p = KubeProvider::with_client(client, KubeConfig::default(), sink).unwrap();
     let err = p
-        .spawn(&godel_core::new_runtime_id(), &spec("t"))
+        .spawn(&godel_core::new_sandbox_id(), &spec("t"))
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::Unavailable, "{err}");

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use godel_core::{
     Availability, Capabilities, Error, EventSink, ExecHandle, ExecRequest, FileEntry, Result,
-    RuntimeProvider, RuntimeStatus, SnapshotArtifact, SnapshotInfo, SnapshotRequest,
+    RuntimeProvider, SandboxStatus, SnapshotArtifact, SnapshotInfo, SnapshotRequest,
     SnapshotTarget, SpawnSpec, Spawned, null_sink,
 };
 use godel_image::ImageInfo;
@@ -543,10 +543,10 @@ impl RuntimeProvider for MicrovmProvider {
         Ok(())
     }
 
-    async fn status(&self, id: &str) -> Result<RuntimeStatus> {
+    async fn status(&self, id: &str) -> Result<SandboxStatus> {
         let vm = self.inner.get(id)?;
         let meta = vm.meta();
-        let mut st = RuntimeStatus::new(vm.state());
+        let mut st = SandboxStatus::new(vm.state());
         st.pid = Some(vm.pid);
         if let Life::Dead(r) = vm.life() {
             st.reason = Some(r);

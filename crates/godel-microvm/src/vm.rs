@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use godel_core::{Error, Event, EventSink, Result, RuntimeState};
+use godel_core::{Error, Event, EventSink, Result, SandboxState};
 use godel_guest::GuestClient;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -178,12 +178,12 @@ impl Vm {
     }
 
     /// The runtime state this VM is in.
-    pub fn state(&self) -> RuntimeState {
+    pub fn state(&self) -> SandboxState {
         match self.life() {
-            Life::Running => RuntimeState::Running,
-            Life::Paused => RuntimeState::Paused,
-            Life::Dead(_) => RuntimeState::Error,
-            Life::Terminated => RuntimeState::Terminated,
+            Life::Running => SandboxState::Running,
+            Life::Paused => SandboxState::Paused,
+            Life::Dead(_) => SandboxState::Error,
+            Life::Terminated => SandboxState::Terminated,
         }
     }
 

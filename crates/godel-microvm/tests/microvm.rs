@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use godel_core::{
-    ErrorCode, ExecEvent, ExecOutput, ExecRequest, RuntimeProvider, RuntimeState, SnapshotInfo,
+    ErrorCode, ExecEvent, ExecOutput, ExecRequest, RuntimeProvider, SandboxState, SnapshotInfo,
     SnapshotRequest, SnapshotTarget, SpawnSpec,
 };
 use godel_microvm::{Accel, MicrovmConfig, MicrovmProvider};
@@ -113,7 +113,7 @@ async fn microvm_lifecycle_snapshot_fork_adopt() {
     eprintln!("cold boot to ready: {:?}", t.elapsed());
     assert!(spawned.pid.is_some());
     let st = p.status("rt-one").await.unwrap();
-    assert_eq!(st.state, RuntimeState::Running);
+    assert_eq!(st.state, SandboxState::Running);
     assert_eq!(st.pid, spawned.pid);
     assert_eq!(st.details["accel"], "tcg");
     assert!(st.details.contains_key("qmp_socket"));
@@ -185,7 +185,7 @@ async fn microvm_lifecycle_snapshot_fork_adopt() {
     p.pause("rt-one").await.unwrap();
     assert_eq!(
         p.status("rt-one").await.unwrap().state,
-        RuntimeState::Paused
+        SandboxState::Paused
     );
     let e = p
         .exec_collect("rt-one", ExecRequest::new(["true"]))
@@ -292,13 +292,13 @@ async fn microvm_lifecycle_snapshot_fork_adopt() {
     .unwrap();
     let mut st = p.status("rt-f3").await.unwrap();
     for _ in 0..800 {
-        if st.state == RuntimeState::Error {
+        if st.state == SandboxState::Error {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
         st = p.status("rt-f3").await.unwrap();
     }
-    assert_eq!(st.state, RuntimeState::Error);
+    assert_eq!(st.state, SandboxState::Error);
     assert!(
         st.reason
             .as_deref()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use std::time::Duration;
 
-use godel_core::{ErrorCode, RuntimeProvider, SpawnSpec, new_runtime_id};
+use godel_core::{ErrorCode, RuntimeProvider, SpawnSpec, new_sandbox_id};
 use godel_policy::{
     CircuitPolicy, CircuitRegistry, CircuitState, FallbackDecision, FallbackPlan, Metrics, Outcome,
     PlanInput, RetryPolicy, SkipReason, plan, spawn_with_fallback,
@@ -64,7 +64,7 @@ impl World {
         deadline: Option<Instant>,
     ) -> (godel_core::Result<(String, String)>, Vec<FallbackDecision>) {
         let mut decisions = Vec::new();
-        let id = new_runtime_id();
+        let id = new_sandbox_id();
         let res = spawn_with_fallback(
             plan,
             &RetryPolicy::default(),

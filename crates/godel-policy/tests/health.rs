@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use godel_core::{ExecRequest, RuntimeProvider, RuntimeState, SnapshotInfo, SpawnSpec};
+use godel_core::{ExecRequest, RuntimeProvider, SandboxState, SnapshotInfo, SpawnSpec};
 use godel_policy::{
     HealthAction, HealthEvent, HealthMonitor, HealthPolicy, Probe, RestartPolicy, RestartSource,
 };
@@ -153,7 +153,7 @@ async fn unresponsive_runtime_goes_unhealthy_then_is_restored_from_its_snapshot(
         let p = p2.clone();
         async move {
             match p.status(&id).await {
-                Ok(s) if s.state == RuntimeState::Running => {}
+                Ok(s) if s.state == SandboxState::Running => {}
                 Ok(s) => return Probe::dead(s.reason.unwrap_or_default()),
                 Err(e) => return Probe::dead(e.to_string()),
             }

@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use futures::FutureExt;
-use godel_core::{ErrorCode, RuntimeProvider, SpawnSpec, new_runtime_id};
+use godel_core::{ErrorCode, RuntimeProvider, SpawnSpec, new_sandbox_id};
 use godel_policy::pool::{CreateFn, DestroyFn};
 use godel_policy::{PoolEvent, PoolKey, WarmPools, pool_key};
 use godel_testkit::{FakeRuntime, Op};
@@ -18,7 +18,7 @@ fn closures(p: &FakeRuntime) -> (CreateFn, DestroyFn) {
     let create: CreateFn = Arc::new(move |key: PoolKey| {
         let p = pc.clone();
         async move {
-            let id = new_runtime_id();
+            let id = new_sandbox_id();
             p.spawn(&id, &key.spec()).await?;
             Ok(id)
         }

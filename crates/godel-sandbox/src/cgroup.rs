@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::hostops::HostOps;
-use crate::launcher::SandboxLimits;
+use crate::launcher::JailLimits;
 
 /// The CFS period used for CPU quotas.
 pub const CPU_PERIOD_US: u64 = 100_000;
@@ -107,15 +107,15 @@ pub struct CgroupUsage {
 
 /// The cgroups of one sandbox.
 #[derive(Debug, Clone)]
-pub struct SandboxCgroups {
+pub struct JailCgroups {
     layout: CgroupLayout,
     id: String,
     ops: Arc<dyn HostOps>,
 }
 
-impl SandboxCgroups {
+impl JailCgroups {
     pub fn new(layout: CgroupLayout, id: &str, ops: Arc<dyn HostOps>) -> Self {
-        SandboxCgroups {
+        JailCgroups {
             layout,
             id: id.to_string(),
             ops,
@@ -158,7 +158,7 @@ impl SandboxCgroups {
     }
 
     /// Create the groups and write the limits.
-    pub fn create(&self, limits: &SandboxLimits) -> std::io::Result<()> {
+    pub fn create(&self, limits: &JailLimits) -> std::io::Result<()> {
         let ops = &*self.ops;
         if let CgroupLayout::V2 { root } = &self.layout {
             let parent = root.join("godel");
@@ -377,8 +377,8 @@ mod tests {
         assert!(err.contains("no usable cgroups"), "{err}");
     }
 
-    fn limits() -> SandboxLimits {
-        SandboxLimits {
+    fn limits() -> JailLimits {
+        JailLimits {
             cpu_millis: Some(500),
             memory_bytes: Some(64 << 20),
             pids: Some(32),
@@ -397,7 +397,7 @@ mod tests {
                 ),
         );
         let layout = CgroupLayout::detect(V1_MOUNTINFO, &*ops).unwrap();
-        let cg = SandboxCgroups::new(layout, "a1", ops.clone());
+        let cg = JailCgroups::new(layout, "a1", ops.clone());
         cg.create(&limits()).unwrap();
         let rec = ops.recorded();
         let w = |p: &str, v: &str| HostOp::Write(p.into(), v.into());
@@ -451,7 +451,7 @@ mod tests {
                 .with_file("/sys/fs/cgroup/godel/b2/pids.current", "3\n"),
         );
         let layout = CgroupLayout::detect(V2_MOUNTINFO, &*ops).unwrap();
-        let cg = SandboxCgroups::new(layout, "b2", ops.clone());
+        let cg = JailCgroups::new(layout, "b2", ops.clone());
         cg.create(&limits()).unwrap();
         let rec = ops.recorded();
         let w = |p: &str, v: &str| HostOp::Write(p.into(), v.into());

@@ -13,7 +13,7 @@ use godel_core::{Availability, Error, ResourceUsage, Result, WORKSPACE_MOUNT};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::launcher::{Isolator, Process, ProcessExit, ProcessSpec, Sandbox, SandboxConfig};
+use crate::launcher::{Isolator, Jail, JailConfig, Process, ProcessExit, ProcessSpec};
 
 /// Isolator that does not isolate.
 #[derive(Debug, Default)]
@@ -21,8 +21,8 @@ pub struct HostIsolator;
 
 /// A "sandbox" that is just a directory on the host.
 #[derive(Debug)]
-pub struct HostSandbox {
-    cfg: SandboxConfig,
+pub struct HostJail {
+    cfg: JailConfig,
 }
 
 /// Map a cwd in the agent's view onto the host workspace.
@@ -48,21 +48,21 @@ impl Isolator for HostIsolator {
         )
     }
 
-    async fn create(&self, cfg: SandboxConfig) -> Result<Arc<dyn Sandbox>> {
+    async fn create(&self, cfg: JailConfig) -> Result<Arc<dyn Jail>> {
         tracing::warn!(
             runtime = %cfg.id,
             "isolation 'none': this agent's processes run unsandboxed as the daemon's user"
         );
-        Ok(Arc::new(HostSandbox { cfg }))
+        Ok(Arc::new(HostJail { cfg }))
     }
 
     async fn adopt(
         &self,
-        cfg: SandboxConfig,
+        cfg: JailConfig,
         _handle: &serde_json::Value,
-    ) -> Result<Option<Arc<dyn Sandbox>>> {
+    ) -> Result<Option<Arc<dyn Jail>>> {
         if cfg.workspace.is_dir() {
-            Ok(Some(Arc::new(HostSandbox { cfg })))
+            Ok(Some(Arc::new(HostJail { cfg })))
         } else {
             Ok(None)
         }
@@ -70,7 +70,7 @@ impl Isolator for HostIsolator {
 }
 
 #[async_trait]
-impl Sandbox for HostSandbox {
+impl Jail for HostJail {
     fn id(&self) -> &str {
         &self.cfg.id
     }

@@ -1,5 +1,5 @@
 //! The interface between a runtime and process isolation: an [`Isolator`]
-//! creates one [`Sandbox`] per agent; a sandbox launches processes inside it.
+//! creates one [`Jail`] per agent; a sandbox launches processes inside it.
 //! The worktree runtime only speaks these traits, so isolation can be swapped
 //! (`none` for trusted use, namespaces + cgroups + seccomp by default).
 
@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Limits applied to a whole sandbox (all its processes together).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SandboxLimits {
+pub struct JailLimits {
     pub cpu_millis: Option<u64>,
     pub memory_bytes: Option<u64>,
     pub pids: Option<u32>,
@@ -24,14 +24,14 @@ pub struct SandboxLimits {
 
 /// What a sandbox is made from.
 #[derive(Debug, Clone)]
-pub struct SandboxConfig {
+pub struct JailConfig {
     /// The agent (runtime) id; names cgroups and namespaces.
     pub id: String,
     /// Host path of the workspace: the only writable tree inside.
     pub workspace: PathBuf,
     /// Directory the isolator may use for its own state (pid files, mounts).
     pub state_dir: PathBuf,
-    pub limits: SandboxLimits,
+    pub limits: JailLimits,
     pub network: NetworkConfig,
     /// Environment every process starts with (before the exec's own env).
     pub env: BTreeMap<String, String>,
@@ -74,7 +74,7 @@ pub struct Process {
 
 /// One agent's isolated environment.
 #[async_trait]
-pub trait Sandbox: Send + Sync {
+pub trait Jail: Send + Sync {
     fn id(&self) -> &str;
     /// Host pid of the sandbox's long-lived init, if it has one.
     fn init_pid(&self) -> Option<u32>;
@@ -107,7 +107,7 @@ pub trait Isolator: Send + Sync {
     /// `none` or `sandbox`.
     fn name(&self) -> &str;
     async fn available(&self) -> Availability;
-    async fn create(&self, cfg: SandboxConfig) -> Result<Arc<dyn Sandbox>>;
+    async fn create(&self, cfg: JailConfig) -> Result<Arc<dyn Jail>>;
     /// The host uid/gid every sandbox of this isolator runs its agent as, when
     /// it is the same for all: a runtime can then prepare shared, read-only
     /// trees (checkouts) owned by the agent once. `None`: per sandbox.
@@ -117,7 +117,7 @@ pub trait Isolator: Send + Sync {
     /// Re-attach to a sandbox after a daemon restart; `None` when it is gone.
     async fn adopt(
         &self,
-        cfg: SandboxConfig,
+        cfg: JailConfig,
         handle: &serde_json::Value,
-    ) -> Result<Option<Arc<dyn Sandbox>>>;
+    ) -> Result<Option<Arc<dyn Jail>>>;
 }

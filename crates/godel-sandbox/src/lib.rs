@@ -1,7 +1,9 @@
 //! godel-sandbox: process isolation for godel's local runtimes.
 //!
-//! [`launcher`] defines the interface a runtime uses ([`Isolator`] makes a
-//! [`Sandbox`] per agent; a sandbox launches processes). Two isolators:
+//! [`launcher`] defines the interface a runtime uses: an [`Isolator`] makes
+//! a [`Jail`] per sandbox (the isolated environment its processes run in;
+//! "sandbox" itself names the whole agent sandbox the control plane tracks,
+//! of any runtime), and a jail launches processes. Two isolators:
 //! - [`HostIsolator`] (`none`): no isolation, for trusted local use only;
 //! - [`NamespaceIsolator`] (`sandbox`, the default): a long-lived init per
 //!   agent in new user, mount, PID, IPC, UTS, network and cgroup namespaces,
@@ -9,7 +11,7 @@
 //!   the only writable tree, cgroup v2/v1 limits, rlimits, a seccomp filter
 //!   and `no_new_privs`; exec is one fork of the init.
 //!
-//! Layout: [`namespace`] and [`sandbox`] (daemon side), [`init`] and
+//! Layout: [`namespace`] and [`jail`] (daemon side), [`init`] and
 //! [`initserve`] (the init process), [`proto`] (their protocol), [`mounts`],
 //! [`cgroup`], [`seccomp`], [`nat`] (building blocks), [`hostops`] (host side
 //! effects behind a trait with a recording fake).
@@ -25,20 +27,20 @@ pub mod host;
 pub mod hostops;
 pub mod init;
 pub mod initserve;
+pub mod jail;
 pub mod launcher;
 pub mod mounts;
 pub mod namespace;
 pub mod nat;
 pub mod proto;
-pub mod sandbox;
 pub mod seccomp;
 
 pub use host::HostIsolator;
+pub use jail::NamespaceJail;
 pub use launcher::{
-    Isolator, Process, ProcessExit, ProcessSpec, Sandbox, SandboxConfig, SandboxLimits, Signaller,
+    Isolator, Jail, JailConfig, JailLimits, Process, ProcessExit, ProcessSpec, Signaller,
 };
-pub use namespace::{InitProgram, NamespaceIsolator, NamespaceOptions, SandboxHandle};
-pub use sandbox::NamespaceSandbox;
+pub use namespace::{InitProgram, JailHandle, NamespaceIsolator, NamespaceOptions};
 
 /// If this process was started as a sandbox init (`GODEL_SANDBOX_INIT=1`),
 /// run it and exit; otherwise return at once. Call it first thing in `main`,

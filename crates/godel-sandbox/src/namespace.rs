@@ -24,12 +24,12 @@ use godel_core::{Availability, Error, EventSink, NetworkMode, Result};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use crate::cgroup::{CgroupLayout, SandboxCgroups};
+use crate::cgroup::{CgroupLayout, JailCgroups};
 use crate::hostops::{HostOps, RealHostOps};
 use crate::init::{INIT_ENV, InitConfig, InitReady};
-use crate::launcher::{Isolator, Sandbox, SandboxConfig};
+use crate::jail::{NamespaceJail, OomWatch};
+use crate::launcher::{Isolator, Jail, JailConfig};
 use crate::nat;
-use crate::sandbox::{NamespaceSandbox, OomWatch};
 
 /// How the daemon starts a sandbox init.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +160,7 @@ pub struct NamespaceIsolator {
 
 /// What `handle()` returns and `adopt` reads.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SandboxHandle {
+pub struct JailHandle {
     pub isolator: String,
     pub init_pid: u32,
     pub start_time: u64,
@@ -247,23 +247,18 @@ impl NamespaceIsolator {
         ))
     }
 
-    fn cleanup(&self, id: &str, slot: u32, cg: &SandboxCgroups) {
+    fn cleanup(&self, id: &str, slot: u32, cg: &JailCgroups) {
         let _ = cg.remove();
         release(&*self.opts.ops, &self.opts.run_dir, id, slot);
     }
 
-    fn sandbox(
-        &self,
-        cfg: SandboxConfig,
-        handle: SandboxHandle,
-        cgroups: SandboxCgroups,
-    ) -> Arc<dyn Sandbox> {
+    fn sandbox(&self, cfg: JailConfig, handle: JailHandle, cgroups: JailCgroups) -> Arc<dyn Jail> {
         let oom = Arc::new(OomWatch::new(
             cfg.id.clone(),
             cgroups.clone(),
             self.opts.events.clone(),
         ));
-        Arc::new(NamespaceSandbox::new(
+        Arc::new(NamespaceJail::new(
             cfg,
             handle,
             cgroups,
@@ -273,12 +268,7 @@ impl NamespaceIsolator {
         ))
     }
 
-    async fn start(
-        &self,
-        cfg: &SandboxConfig,
-        slot: u32,
-        cg: &SandboxCgroups,
-    ) -> Result<SandboxHandle> {
+    async fn start(&self, cfg: &JailConfig, slot: u32, cg: &JailCgroups) -> Result<JailHandle> {
         let layout = cg.layout().clone();
         let init = self
             .init
@@ -362,7 +352,7 @@ impl NamespaceIsolator {
                 start_time,
                 idmapped,
                 idmap_error,
-            } => Ok(SandboxHandle {
+            } => Ok(JailHandle {
                 isolator: "sandbox".into(),
                 init_pid: pid,
                 start_time,
@@ -463,7 +453,7 @@ impl Isolator for NamespaceIsolator {
             )
     }
 
-    async fn create(&self, cfg: SandboxConfig) -> Result<Arc<dyn Sandbox>> {
+    async fn create(&self, cfg: JailConfig) -> Result<Arc<dyn Jail>> {
         if !cfg.workspace.is_dir() {
             return Err(Error::invalid(format!(
                 "workspace {} is not a directory",
@@ -472,7 +462,7 @@ impl Isolator for NamespaceIsolator {
         }
         let layout = self.layout()?;
         let slot = self.claim_slot(&cfg.id)?;
-        let cg = SandboxCgroups::new(layout, &cfg.id, self.opts.ops.clone());
+        let cg = JailCgroups::new(layout, &cfg.id, self.opts.ops.clone());
         let handle = match self.start(&cfg, slot, &cg).await {
             Ok(h) => h,
             Err(e) => {
@@ -490,10 +480,10 @@ impl Isolator for NamespaceIsolator {
 
     async fn adopt(
         &self,
-        cfg: SandboxConfig,
+        cfg: JailConfig,
         handle: &serde_json::Value,
-    ) -> Result<Option<Arc<dyn Sandbox>>> {
-        let parsed: SandboxHandle = match serde_json::from_value(handle.clone()) {
+    ) -> Result<Option<Arc<dyn Jail>>> {
+        let parsed: JailHandle = match serde_json::from_value(handle.clone()) {
             Ok(h) => h,
             Err(_) => {
                 // Fall back to the copy in state_dir.
@@ -507,7 +497,7 @@ impl Isolator for NamespaceIsolator {
                 }
             }
         };
-        let cg = SandboxCgroups::new(self.layout()?, &cfg.id, self.opts.ops.clone());
+        let cg = JailCgroups::new(self.layout()?, &cfg.id, self.opts.ops.clone());
         let alive = init_alive(parsed.init_pid, parsed.start_time)
             && ping(&parsed.dir.join("ctl.sock")).await.is_ok();
         if !alive {
@@ -539,7 +529,7 @@ pub async fn ping(sock: &Path) -> std::io::Result<i32> {
 }
 
 /// Wait (bounded) until a cgroup has no processes.
-pub(crate) async fn wait_empty(cg: &SandboxCgroups, limit: Duration) -> bool {
+pub(crate) async fn wait_empty(cg: &JailCgroups, limit: Duration) -> bool {
     let start = Instant::now();
     loop {
         if cg.pids().is_empty() {
@@ -576,7 +566,7 @@ pub fn default_env(id: &str) -> BTreeMap<String, String> {
 mod tests {
     use super::*;
     use crate::hostops::{HostOp, RecordingHostOps};
-    use crate::launcher::SandboxLimits;
+    use crate::launcher::JailLimits;
     use godel_core::NetworkConfig;
 
     #[tokio::test]
@@ -595,11 +585,11 @@ mod tests {
             ops: ops.clone(),
             ..Default::default()
         });
-        let cfg = SandboxConfig {
+        let cfg = JailConfig {
             id: "fails".into(),
             workspace: ws,
             state_dir: tmp.path().join("state"),
-            limits: SandboxLimits {
+            limits: JailLimits {
                 memory_bytes: Some(1 << 30),
                 ..Default::default()
             },
@@ -665,7 +655,7 @@ mod tests {
             ops,
             ..Default::default()
         });
-        let mut cfg = SandboxConfig {
+        let mut cfg = JailConfig {
             id: "hostnet".into(),
             workspace: tmp.path().to_path_buf(),
             state_dir: tmp.path().join("state"),

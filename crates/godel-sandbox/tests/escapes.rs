@@ -5,14 +5,14 @@
 mod common;
 
 use common::*;
-use godel_sandbox::{Sandbox, SandboxLimits};
+use godel_sandbox::{Jail, JailLimits};
 use godel_testkit::Need;
 
 #[tokio::test]
 async fn host_shadow_and_root_home_are_out_of_reach() {
     godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
-    let a = spawn(&iso, "shadow", SandboxLimits::default()).await;
+    let a = spawn(&iso, "shadow", JailLimits::default()).await;
     let out = sh(&*a.sb, "cat /etc/shadow").await;
     assert_eq!(out.code, 1);
     assert!(
@@ -67,7 +67,7 @@ async fn host_shadow_and_root_home_are_out_of_reach() {
 async fn writes_outside_the_workspace_fail() {
     godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
-    let a = spawn(&iso, "write", SandboxLimits::default()).await;
+    let a = spawn(&iso, "write", JailLimits::default()).await;
     for (path, why) in [
         ("/usr/escape", "Read-only file system"),
         ("/etc/escape", "Read-only file system"),
@@ -98,7 +98,7 @@ async fn writes_outside_the_workspace_fail() {
     assert_eq!(std::fs::read_to_string(&host_file).unwrap(), "hi\n");
     use std::os::unix::fs::MetadataExt;
     let uid = std::fs::metadata(&host_file).unwrap().uid();
-    let h: godel_sandbox::SandboxHandle = serde_json::from_value(a.sb.handle()).unwrap();
+    let h: godel_sandbox::JailHandle = serde_json::from_value(a.sb.handle()).unwrap();
     if h.idmapped {
         assert_eq!(uid, 0);
     } else {
@@ -112,8 +112,8 @@ async fn writes_outside_the_workspace_fail() {
 async fn two_agents_cannot_see_or_signal_each_other() {
     godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
-    let a = spawn(&iso, "pair-a", SandboxLimits::default()).await;
-    let b = spawn(&iso, "pair-b", SandboxLimits::default()).await;
+    let a = spawn(&iso, "pair-a", JailLimits::default()).await;
+    let b = spawn(&iso, "pair-b", JailLimits::default()).await;
     std::fs::write(b.cfg.workspace.join("secret-b"), "b").unwrap();
     // B runs a long process.
     let mut long =
@@ -184,7 +184,7 @@ async fn two_agents_cannot_see_or_signal_each_other() {
 async fn no_network_beyond_loopback_in_none_mode() {
     godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
-    let a = spawn(&iso, "net", SandboxLimits::default()).await;
+    let a = spawn(&iso, "net", JailLimits::default()).await;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -220,7 +220,7 @@ async fn no_network_beyond_loopback_in_none_mode() {
 async fn fork_bomb_is_contained_by_the_pids_limit() {
     godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
-    let limits = SandboxLimits {
+    let limits = JailLimits {
         pids: Some(48),
         ..Default::default()
     };
@@ -279,7 +279,7 @@ async fn memory_hog_is_oom_killed_and_reported() {
     godel_testkit::require!(Need::Root);
     let events = Events::default();
     let iso = isolator(&events);
-    let limits = SandboxLimits {
+    let limits = JailLimits {
         memory_bytes: Some(64 << 20),
         ..Default::default()
     };
@@ -308,9 +308,9 @@ async fn memory_hog_is_oom_killed_and_reported() {
 async fn ptrace_mount_modules_and_friends_are_denied() {
     godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
-    let a = spawn(&iso, "seccomp", SandboxLimits::default()).await;
+    let a = spawn(&iso, "seccomp", JailLimits::default()).await;
     let me = std::process::id();
-    let sb: &dyn Sandbox = &*a.sb;
+    let sb: &dyn Jail = &*a.sb;
     // ptrace the daemon (PTRACE_ATTACH), and the sandbox's own init.
     assert_eq!(
         libc_call(sb, &format!("l.ptrace(16, {me}, 0, 0)")).await,
@@ -368,7 +368,7 @@ async fn ptrace_mount_modules_and_friends_are_denied() {
 async fn own_proc_and_hostname() {
     godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
-    let a = spawn(&iso, "proc", SandboxLimits::default()).await;
+    let a = spawn(&iso, "proc", JailLimits::default()).await;
     let out = sh(
         &*a.sb,
         "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc/$$/ >/dev/null && echo own",
@@ -399,8 +399,8 @@ async fn own_proc_and_hostname() {
 async fn without_user_namespaces_agents_are_a_dedicated_unprivileged_uid() {
     godel_testkit::require!(Need::Root);
     let iso = isolator_with(&Events::default(), Some(false));
-    let a = spawn(&iso, "nouserns", SandboxLimits::default()).await;
-    let h: godel_sandbox::SandboxHandle = serde_json::from_value(a.sb.handle()).unwrap();
+    let a = spawn(&iso, "nouserns", JailLimits::default()).await;
+    let h: godel_sandbox::JailHandle = serde_json::from_value(a.sb.handle()).unwrap();
     let agent = h.uid_base + 1000;
     let out = sh(
         &*a.sb,

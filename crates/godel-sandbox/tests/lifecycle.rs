@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use godel_core::{ErrorCode, NetworkConfig, NetworkMode};
-use godel_sandbox::{Isolator, ProcessSpec, SandboxHandle, SandboxLimits};
+use godel_sandbox::{Isolator, JailHandle, JailLimits, ProcessSpec};
 use godel_testkit::Need;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn exec_semantics() {
     godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
-    let a = spawn(&iso, "exec", SandboxLimits::default()).await;
+    let a = spawn(&iso, "exec", JailLimits::default()).await;
     std::fs::create_dir(a.cfg.workspace.join("sub")).unwrap();
     // Exit codes and signals.
     assert_eq!(sh(&*a.sb, "exit 7").await.code, 7);
@@ -130,7 +130,7 @@ async fn exec_semantics() {
 async fn signal_kills_the_whole_process_group() {
     godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
-    let a = spawn(&iso, "pgrp", SandboxLimits::default()).await;
+    let a = spawn(&iso, "pgrp", JailLimits::default()).await;
     let mut p =
         a.sb.launch(ProcessSpec {
             argv: vec![
@@ -170,7 +170,7 @@ async fn signal_kills_the_whole_process_group() {
 async fn usage_freeze_and_adopt_after_restart() {
     godel_testkit::require!(Need::Root);
     let iso = isolator(&Events::default());
-    let limits = SandboxLimits {
+    let limits = JailLimits {
         cpu_millis: Some(500),
         memory_bytes: Some(256 << 20),
         pids: Some(64),
@@ -184,7 +184,7 @@ async fn usage_freeze_and_adopt_after_restart() {
         "/tmp size follows the disk limit: {out:?}"
     );
     // The limits are really in the kernel.
-    let h: SandboxHandle = serde_json::from_value(a.sb.handle()).unwrap();
+    let h: JailHandle = serde_json::from_value(a.sb.handle()).unwrap();
     let read = |p: String| std::fs::read_to_string(p).unwrap().trim().to_string();
     if h.cgroup_version == 1 {
         let id = &a.cfg.id;
@@ -217,7 +217,7 @@ async fn usage_freeze_and_adopt_after_restart() {
 
     // Pause: the freezer holds everything; resume and exec works again.
     a.sb.freeze(true).await.unwrap();
-    let h: SandboxHandle = serde_json::from_value(a.sb.handle()).unwrap();
+    let h: JailHandle = serde_json::from_value(a.sb.handle()).unwrap();
     if h.cgroup_version == 1 {
         let state = std::fs::read_to_string(format!(
             "/sys/fs/cgroup/freezer/godel/{}/freezer.state",
@@ -271,7 +271,7 @@ async fn nat_mode_allows_only_the_allowlist_and_never_other_agents() {
     let iso = isolator(&Events::default());
     let mk = |name: &str, allow: Vec<String>| {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = config(&dir, &id(name), SandboxLimits::default());
+        let mut cfg = config(&dir, &id(name), JailLimits::default());
         cfg.network = NetworkConfig {
             mode: NetworkMode::Nat,
             allow,
@@ -282,7 +282,7 @@ async fn nat_mode_allows_only_the_allowlist_and_never_other_agents() {
     let (_d1, cfg_b) = mk("nat-b", vec![]);
     let b = iso.create(cfg_b).await.unwrap();
     let _gb = Guard(b.clone());
-    let hb: SandboxHandle = serde_json::from_value(b.handle()).unwrap();
+    let hb: JailHandle = serde_json::from_value(b.handle()).unwrap();
     let b_setup = godel_sandbox::nat::nat_setup(hb.slot);
     // B listens on its own address.
     let mut b_listener = b
@@ -306,7 +306,7 @@ async fn nat_mode_allows_only_the_allowlist_and_never_other_agents() {
     let (_d2, cfg_a) = mk("nat-a", vec![format!("10.200.0.0/14:{port}")]);
     let a = iso.create(cfg_a).await.unwrap();
     let _ga = Guard(a.clone());
-    let ha: SandboxHandle = serde_json::from_value(a.handle()).unwrap();
+    let ha: JailHandle = serde_json::from_value(a.handle()).unwrap();
     let a_setup = godel_sandbox::nat::nat_setup(ha.slot);
     let allowed = std::net::TcpListener::bind((a_setup.host_ip.as_str(), port)).unwrap();
     let denied = std::net::TcpListener::bind((a_setup.host_ip.as_str(), 0)).unwrap();
@@ -385,17 +385,17 @@ async fn overlay_workspace_is_writable_and_owned_by_the_agent() {
     )
     .unwrap();
     let iso = isolator(&Events::default());
-    let cfg = godel_sandbox::SandboxConfig {
+    let cfg = godel_sandbox::JailConfig {
         id: id("overlay"),
         workspace: merged.clone(),
         state_dir: dir.path().join("state"),
-        limits: SandboxLimits::default(),
+        limits: JailLimits::default(),
         network: Default::default(),
         env: Default::default(),
     };
     let sb = iso.create(cfg).await.unwrap();
     let _g = Guard(sb.clone());
-    let h: SandboxHandle = serde_json::from_value(sb.handle()).unwrap();
+    let h: JailHandle = serde_json::from_value(sb.handle()).unwrap();
     eprintln!(
         "overlay workspace idmapped: {} {:?}",
         h.idmapped, h.idmap_error
@@ -439,7 +439,7 @@ async fn disk_limit_is_reported() {
     godel_testkit::require!(Need::Root);
     let events = Events::default();
     let iso = isolator(&events);
-    let limits = SandboxLimits {
+    let limits = JailLimits {
         disk_bytes: Some(1 << 20),
         ..Default::default()
     };
@@ -453,7 +453,7 @@ async fn disk_limit_is_reported() {
     let a2 = spawn(
         &iso,
         "disk2",
-        SandboxLimits {
+        JailLimits {
             disk_bytes: Some(1 << 20),
             ..Default::default()
         },

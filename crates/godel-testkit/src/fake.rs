@@ -38,7 +38,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use godel_core::{
     Availability, Capabilities, Error, ErrorCode, ExecHandle, ExecRequest, FileEntry, Result,
-    RuntimeProvider, RuntimeState, RuntimeStatus, SnapshotArtifact, SnapshotInfo, SnapshotRequest,
+    RuntimeProvider, SandboxState, SandboxStatus, SnapshotArtifact, SnapshotInfo, SnapshotRequest,
     SnapshotTarget, SpawnSpec, Spawned, workspace_relative,
 };
 use nix::sys::signal::Signal;
@@ -82,7 +82,7 @@ struct Rt {
     env: BTreeMap<String, String>,
     /// Process groups of the commands started here.
     groups: Vec<u32>,
-    state: RuntimeState,
+    state: SandboxState,
     reason: Option<String>,
     die_at: Option<Instant>,
     unresponsive: bool,
@@ -94,7 +94,7 @@ impl Rt {
             && Instant::now() >= t
             && !self.state.is_terminal()
         {
-            self.state = RuntimeState::Error;
+            self.state = SandboxState::Error;
             self.reason = Some("died (injected fault)".into());
             self.die_at = None;
         }
@@ -232,7 +232,7 @@ impl FakeRuntime {
     pub fn kill(&self, id: &str, reason: &str) -> bool {
         match self.lock().runtimes.get_mut(id) {
             Some(rt) => {
-                rt.state = RuntimeState::Error;
+                rt.state = SandboxState::Error;
                 rt.reason = Some(reason.to_string());
                 true
             }
@@ -364,7 +364,7 @@ impl FakeRuntime {
                 dir: dir.clone(),
                 env: spec.env.clone().into_iter().collect(),
                 groups: Vec::new(),
-                state: RuntimeState::Running,
+                state: SandboxState::Running,
                 reason: None,
                 die_at: die_after.map(|d| Instant::now() + d),
                 unresponsive: false,
@@ -391,7 +391,7 @@ impl FakeRuntime {
         }
     }
 
-    fn set_state(&self, id: &str, to: RuntimeState) -> Result<()> {
+    fn set_state(&self, id: &str, to: SandboxState) -> Result<()> {
         let mut st = self.lock();
         let rt = st
             .runtimes
@@ -464,7 +464,7 @@ impl RuntimeProvider for FakeRuntime {
         Ok(())
     }
 
-    async fn status(&self, id: &str) -> Result<RuntimeStatus> {
+    async fn status(&self, id: &str) -> Result<SandboxStatus> {
         self.record("status", id);
         let mut st = self.lock();
         let rt = st
@@ -472,7 +472,7 @@ impl RuntimeProvider for FakeRuntime {
             .get_mut(id)
             .ok_or_else(|| Error::not_found(format!("runtime {id}")))?;
         rt.refresh();
-        let mut s = RuntimeStatus::new(rt.state);
+        let mut s = SandboxStatus::new(rt.state);
         s.reason = rt.reason.clone();
         Ok(s)
     }
@@ -483,14 +483,14 @@ impl RuntimeProvider for FakeRuntime {
 
     async fn pause(&self, id: &str) -> Result<()> {
         self.record("pause", id);
-        self.set_state(id, RuntimeState::Paused)?;
+        self.set_state(id, SandboxState::Paused)?;
         self.signal_all(id, Signal::SIGSTOP);
         Ok(())
     }
 
     async fn resume(&self, id: &str) -> Result<()> {
         self.record("resume", id);
-        self.set_state(id, RuntimeState::Running)?;
+        self.set_state(id, SandboxState::Running)?;
         self.signal_all(id, Signal::SIGCONT);
         Ok(())
     }
@@ -502,7 +502,7 @@ impl RuntimeProvider for FakeRuntime {
         let (unresponsive, paused, env) = match self.lock().runtimes.get(id) {
             Some(r) => (
                 r.unresponsive,
-                r.state == RuntimeState::Paused,
+                r.state == SandboxState::Paused,
                 r.env.clone(),
             ),
             None => (false, false, BTreeMap::new()),
@@ -679,10 +679,10 @@ mod tests {
         f.die_after_spawn(Some(Duration::from_secs(5)));
         f.spawn("x", &SpawnSpec::default()).await.unwrap();
         assert_eq!(f.count("spawn"), 3);
-        assert_eq!(f.status("x").await.unwrap().state, RuntimeState::Running);
+        assert_eq!(f.status("x").await.unwrap().state, SandboxState::Running);
         tokio::time::advance(Duration::from_secs(5)).await;
         let st = f.status("x").await.unwrap();
-        assert_eq!(st.state, RuntimeState::Error);
+        assert_eq!(st.state, SandboxState::Error);
         assert!(f.live().is_empty());
     }
 

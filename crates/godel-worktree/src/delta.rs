@@ -28,11 +28,11 @@ use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 
 use crate::git::Git;
 use crate::lower::create_empty_dirs;
-use crate::store::Store;
+use crate::objects::ObjectStore;
 
 /// What a delta is made from.
 pub struct DeltaSpec<'a> {
-    pub store: &'a Store,
+    pub store: &'a ObjectStore,
     /// The commit of the shared checkout below the delta.
     pub base: &'a str,
     /// The base checkout (its `.git/index` seeds the delta's index).

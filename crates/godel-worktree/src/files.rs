@@ -5,7 +5,7 @@
 //! symlink leading outside (absolute, or `..` past the root) is refused
 //! (`PERMISSION_DENIED`). Missing files are `NOT_FOUND`.
 //!
-//! When the sandbox runs agents as another uid (`Sandbox::workspace_owner`),
+//! When the sandbox runs agents as another uid (`Jail::workspace_owner`),
 //! whatever these operations create is chowned to it, through a handle
 //! opened beneath the workspace (never by a host path).
 //!

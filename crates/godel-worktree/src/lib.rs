@@ -6,7 +6,7 @@
 //!   once that checkout exists (the first spawn of a commit pays for it);
 //! - `git-worktree`: `git worktree add --detach` (the seed system's way).
 //!
-//! Processes run through a `godel_sandbox::Sandbox` (the isolator is picked
+//! Processes run through a `godel_sandbox::Jail` (the isolator is picked
 //! per spawn), file operations are confined to the workspace with cap-std,
 //! and a snapshot is a git commit of the whole tree (untracked and ignored
 //! files included) in a godel-owned store; restore and fork materialise it
@@ -28,10 +28,10 @@ pub mod git;
 pub mod layout;
 pub mod loopfs;
 pub mod lower;
+pub mod objects;
 pub mod overlay;
 pub mod provider;
 pub mod snapshot;
-pub mod store;
 pub mod tarball;
 pub mod workspace;
 

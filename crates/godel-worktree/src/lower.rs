@@ -22,7 +22,7 @@ use godel_core::{Error, Result, workspace_relative};
 use crate::delta::DeltaSpec;
 use crate::git::Git;
 use crate::layout::{KeyedLocks, Layout, remove_tree, unique};
-use crate::store::{RAW_ATTRIBUTES, Store, write};
+use crate::objects::{ObjectStore, RAW_ATTRIBUTES, write};
 
 /// The cache of shared checkouts.
 pub struct Lowers {
@@ -37,7 +37,7 @@ pub struct Lowers {
 /// What a checkout should look like.
 #[derive(Debug, Clone)]
 pub struct LowerSpec<'a> {
-    pub store: &'a Store,
+    pub store: &'a ObjectStore,
     /// Commit whose tree becomes the files.
     pub commit: &'a str,
     /// Commit the checkout's `HEAD` points at (the commit itself, or a
@@ -68,7 +68,7 @@ impl Lowers {
     }
 
     /// Path of the checkout of `commit` from `store`.
-    pub fn path(&self, store: &Store, commit: &str, head: &str) -> PathBuf {
+    pub fn path(&self, store: &ObjectStore, commit: &str, head: &str) -> PathBuf {
         let name = if head == commit {
             commit.to_string()
         } else {

@@ -1,8 +1,8 @@
 //! `WorktreeProvider`: the `RuntimeProvider` of godel's embedded runtime.
 //! It wires the parts together: stores and shared checkouts
 //! ([`crate::store`], [`crate::lower`]), workspaces ([`crate::workspace`]),
-//! one [`Sandbox`] per runtime from the isolator the spawn asks for (every
-//! process goes through `Sandbox::launch`), streamed exec ([`crate::exec`]),
+//! one [`Jail`] per runtime from the isolator the spawn asks for (every
+//! process goes through `Jail::launch`), streamed exec ([`crate::exec`]),
 //! confined files ([`crate::files`], [`crate::tarball`]) and git snapshots
 //! ([`crate::snapshot`]). Runtimes live in memory; what `adopt` needs after a
 //! daemon restart is in the returned handle (and in
@@ -20,18 +20,18 @@ use bytes::Bytes;
 use cap_std::fs::Dir;
 use godel_core::{
     Availability, Capabilities, Error, Event, EventSink, ExecHandle, ExecRequest, FileEntry,
-    Isolation, Result, RuntimeProvider, RuntimeState, RuntimeStatus, SnapshotArtifact,
+    Isolation, Result, RuntimeProvider, SandboxState, SandboxStatus, SnapshotArtifact,
     SnapshotInfo, SnapshotRequest, SnapshotTarget, SpawnSpec, Spawned, WorkspaceMode, null_sink,
     workspace_relative,
 };
-use godel_sandbox::{HostIsolator, Isolator, ProcessSpec, Sandbox, SandboxConfig, SandboxLimits};
+use godel_sandbox::{HostIsolator, Isolator, Jail, JailConfig, JailLimits, ProcessSpec};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::exec::ProcessTable;
 use crate::layout::{Layout, remove_tree, validate_id};
 use crate::lower::Lowers;
-use crate::store::{Store, Stores, source_path};
+use crate::objects::{ObjectStore, ObjectStores, source_path};
 use crate::workspace::{Materialize, WorkspaceInfo};
 use crate::{exec, files, git, overlay, snapshot, tarball, workspace};
 
@@ -83,7 +83,7 @@ struct Runtime {
     info: WorkspaceInfo,
     isolation: Isolation,
     isolator: String,
-    sandbox: Arc<dyn Sandbox>,
+    sandbox: Arc<dyn Jail>,
     root: Arc<Dir>,
     paused: AtomicBool,
     /// Process groups of execs that may still be alive (killed on terminate).
@@ -123,7 +123,7 @@ struct Probe {
 /// The worktree runtime.
 pub struct WorktreeProvider {
     layout: Layout,
-    stores: Stores,
+    stores: ObjectStores,
     lowers: Lowers,
     sandbox_isolator: Option<Arc<dyn Isolator>>,
     host_isolator: Arc<dyn Isolator>,
@@ -140,7 +140,7 @@ impl WorktreeProvider {
         let layout = Layout::new(cfg.home);
         layout.create()?;
         Ok(WorktreeProvider {
-            stores: Stores::new(layout.clone()),
+            stores: ObjectStores::new(layout.clone()),
             lowers: Lowers::new(layout.clone())
                 .with_owner(cfg.sandbox.as_ref().and_then(|s| s.agent_owner())),
             layout,
@@ -250,12 +250,12 @@ impl WorktreeProvider {
         Ok(())
     }
 
-    fn sandbox_config(&self, id: &str, spec: &SpawnSpec, workspace: &Path) -> SandboxConfig {
-        SandboxConfig {
+    fn sandbox_config(&self, id: &str, spec: &SpawnSpec, workspace: &Path) -> JailConfig {
+        JailConfig {
             id: id.to_string(),
             workspace: workspace.to_path_buf(),
             state_dir: self.layout.state(id).join("sandbox"),
-            limits: SandboxLimits {
+            limits: JailLimits {
                 cpu_millis: spec.resources.cpu.map(|c| c.millis()),
                 memory_bytes: spec.resources.memory.map(|m| m.get()),
                 pids: spec.resources.pids,
@@ -322,7 +322,7 @@ impl WorktreeProvider {
     fn register(&self, id: &str, rt: Arc<Runtime>) -> Result<()> {
         let json = serde_json::to_vec_pretty(&rt.handle())
             .map_err(|e| Error::internal(format!("cannot encode handle: {e}")))?;
-        crate::store::write(
+        crate::objects::write(
             &self.layout.state(id).join("handle.json"),
             &String::from_utf8_lossy(&json),
         )?;
@@ -445,7 +445,7 @@ impl RuntimeProvider for WorktreeProvider {
             return Err(Error::conflict(format!("runtime {id} already exists")));
         }
         self.require(spec.workspace).await?;
-        let (store, base): (Store, String) = match &spec.repo {
+        let (store, base): (ObjectStore, String) = match &spec.repo {
             Some(repo) => {
                 let src = source_path(repo)?;
                 let git_ref = spec.git_ref.as_deref().unwrap_or("HEAD");
@@ -557,24 +557,24 @@ impl RuntimeProvider for WorktreeProvider {
         Ok(())
     }
 
-    async fn status(&self, id: &str) -> Result<RuntimeStatus> {
+    async fn status(&self, id: &str) -> Result<SandboxStatus> {
         let rt = self.get(id)?;
         let present = match rt.info.mode {
             WorkspaceMode::Cow => overlay::is_mounted(&rt.info.path)?,
             WorkspaceMode::GitWorktree => rt.info.path.is_dir(),
         };
         let mut st = if !present {
-            let mut s = RuntimeStatus::new(RuntimeState::Error);
+            let mut s = SandboxStatus::new(SandboxState::Error);
             s.reason = Some(format!("workspace {} is gone", rt.info.path.display()));
             s
         } else if rt.paused.load(Ordering::SeqCst) {
-            RuntimeStatus::new(RuntimeState::Paused)
+            SandboxStatus::new(SandboxState::Paused)
         } else if !rt.sandbox.alive().await {
-            let mut s = RuntimeStatus::new(RuntimeState::Error);
+            let mut s = SandboxStatus::new(SandboxState::Error);
             s.reason = Some("the sandbox is no longer alive".into());
             s
         } else {
-            RuntimeStatus::new(RuntimeState::Running)
+            SandboxStatus::new(SandboxState::Running)
         };
         st.usage = rt.sandbox.usage().await.ok();
         st.pid = rt.sandbox.init_pid();
@@ -737,7 +737,7 @@ impl RuntimeProvider for WorktreeProvider {
         }
         let rec = snapshot::load(snap)?;
         self.require(rec.mode).await?;
-        let store = Store {
+        let store = ObjectStore {
             key: rec.store_key.clone(),
             path: rec.store.clone(),
         };

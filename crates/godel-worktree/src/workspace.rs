@@ -17,8 +17,8 @@ use crate::delta::DeltaSpec;
 use crate::git::Git;
 use crate::layout::{Layout, remove_tree};
 use crate::lower::{LowerSpec, Lowers, create_empty_dirs};
+use crate::objects::ObjectStore;
 use crate::overlay::{self, OverlayDirs};
-use crate::store::Store;
 
 /// The overlay layers of a `cow` workspace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,7 +67,7 @@ pub struct WorkspaceInfo {
 pub struct Materialize<'a> {
     pub id: &'a str,
     pub mode: WorkspaceMode,
-    pub store: &'a Store,
+    pub store: &'a ObjectStore,
     pub base: &'a str,
     pub commit: &'a str,
     pub head: &'a str,

@@ -324,10 +324,10 @@ async fn tar_round_trip_keeps_modes_and_links() {
 }
 
 /// A host sandbox that claims its agents run as uid 4242 / gid 4343.
-struct OwnedSandbox(std::sync::Arc<dyn godel_sandbox::Sandbox>);
+struct OwnedJail(std::sync::Arc<dyn godel_sandbox::Jail>);
 
 #[async_trait::async_trait]
-impl godel_sandbox::Sandbox for OwnedSandbox {
+impl godel_sandbox::Jail for OwnedJail {
     fn id(&self) -> &str {
         self.0.id()
     }
@@ -375,16 +375,16 @@ impl godel_sandbox::Isolator for OwnedIsolator {
     }
     async fn create(
         &self,
-        cfg: godel_sandbox::SandboxConfig,
-    ) -> godel_core::Result<std::sync::Arc<dyn godel_sandbox::Sandbox>> {
+        cfg: godel_sandbox::JailConfig,
+    ) -> godel_core::Result<std::sync::Arc<dyn godel_sandbox::Jail>> {
         let inner = godel_sandbox::HostIsolator.create(cfg).await?;
-        Ok(std::sync::Arc::new(OwnedSandbox(inner)))
+        Ok(std::sync::Arc::new(OwnedJail(inner)))
     }
     async fn adopt(
         &self,
-        cfg: godel_sandbox::SandboxConfig,
+        cfg: godel_sandbox::JailConfig,
         _h: &serde_json::Value,
-    ) -> godel_core::Result<Option<std::sync::Arc<dyn godel_sandbox::Sandbox>>> {
+    ) -> godel_core::Result<Option<std::sync::Arc<dyn godel_sandbox::Jail>>> {
         Ok(Some(self.create(cfg).await?))
     }
 }

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use godel_core::{ErrorCode, Isolation, RuntimeProvider, RuntimeState, Spawned, WorkspaceMode};
+use godel_core::{ErrorCode, Isolation, RuntimeProvider, SandboxState, Spawned, WorkspaceMode};
 
 #[tokio::test]
 async fn spawn_both_modes_shows_the_commit() {
@@ -39,7 +39,7 @@ async fn spawn_both_modes_shows_the_commit() {
         );
         assert_eq!(mounted(&ws), mode == WorkspaceMode::Cow);
         let st = e.p.status(&id).await.unwrap();
-        assert_eq!(st.state, RuntimeState::Running);
+        assert_eq!(st.state, SandboxState::Running);
         assert_eq!(st.details["mode"], serde_json::json!(mode));
     }
     assert_eq!(e.p.list().await.unwrap(), vec!["rt-spawn0", "rt-spawn1"]);
@@ -71,7 +71,7 @@ async fn refs_resolve_and_bad_input_is_refused() {
     spec.repo = Some(format!("file://{}", e.repo.display()));
     e.p.spawn("rt-url", &spec).await.unwrap();
 
-    // Sandbox isolation without a sandbox isolator: a clear UNAVAILABLE.
+    // Jail isolation without a sandbox isolator: a clear UNAVAILABLE.
     let mut spec = e.spec(WorkspaceMode::Cow);
     spec.isolation = Isolation::Sandbox;
     let err = e.p.spawn("rt-sb", &spec).await.unwrap_err();
@@ -206,7 +206,7 @@ async fn adopt_after_restart_and_remount() {
         assert_eq!(again.handle["workspace"], sp.handle["workspace"]);
         let out = sh(&p2, id, "cat state.txt; cat README.md").await;
         assert_eq!(out.stdout, format!("mine {i}two\n"));
-        assert_eq!(p2.status(id).await.unwrap().state, RuntimeState::Running);
+        assert_eq!(p2.status(id).await.unwrap().state, SandboxState::Running);
     }
     assert!(mounted(&cow));
     // A gone workspace adopts as None.

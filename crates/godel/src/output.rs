@@ -1,7 +1,7 @@
 //! Printing results: human tables by default, JSON with `--json`. Errors go
 //! to stderr as `CODE: message` (or a JSON error object).
 
-use godel_core::{Error, RuntimeInfo, SnapshotInfo};
+use godel_core::{Error, SandboxInfo, SnapshotInfo};
 use serde::Serialize;
 
 pub fn print_error(e: &Error, json: bool) {
@@ -26,7 +26,7 @@ fn age(t: chrono::DateTime<chrono::Utc>) -> String {
     }
 }
 
-pub fn runtimes(list: &[RuntimeInfo]) {
+pub fn runtimes(list: &[SandboxInfo]) {
     println!(
         "{:<20} {:<9} {:<12} {:<11} {:>5}  REASON",
         "ID", "RUNTIME", "TEAM", "STATE", "AGE"
@@ -63,7 +63,7 @@ pub fn snapshots(list: &[SnapshotInfo]) {
     }
 }
 
-pub fn status(r: &RuntimeInfo) {
+pub fn status(r: &SandboxInfo) {
     println!("id:       {}", r.id);
     println!("runtime:  {}", r.runtime);
     println!("team:     {}", r.team);

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures::StreamExt;
 use godel_control::Caller;
-use godel_core::{Error, RuntimeState};
+use godel_core::{Error, SandboxState};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -83,8 +83,8 @@ pub(crate) async fn sandbox(
     };
     // The record decides, not the registry: the sandbox may have been
     // stopped or paused through another surface.
-    let info = match state.control.visible_runtime(&Caller::Admin, &id) {
-        Ok(info) if info.state == RuntimeState::Running => info,
+    let info = match state.control.visible_sandbox(&Caller::Admin, &id) {
+        Ok(info) if info.state == SandboxState::Running => info,
         _ => {
             state.registry.forget(&id);
             return Err(sandbox_not_found(&id));

@@ -38,7 +38,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use godel_control::{Caller, Control};
-use godel_core::{Error, RuntimeInfo, RuntimeState};
+use godel_core::{Error, SandboxInfo, SandboxState};
 use godel_e2b::wire::{ApiError, ENVD_VERSION};
 use registry::Registry;
 
@@ -105,26 +105,26 @@ pub(crate) struct State {
 impl State {
     /// A sandbox record as E2B sees it: live, or parked as paused (shown
     /// `paused`); anything else (stopped, failed, another team's) is `NOT_FOUND`.
-    pub fn record(&self, caller: &Caller, id: &str) -> godel_core::Result<RuntimeInfo> {
-        let r = self.control.visible_runtime(caller, id)?;
+    pub fn record(&self, caller: &Caller, id: &str) -> godel_core::Result<SandboxInfo> {
+        let r = self.control.visible_sandbox(caller, id)?;
         present(r).ok_or_else(|| Error::not_found(format!("sandbox {id} not found")))
     }
 
     /// Whether a sandbox is running now.
     pub fn is_running(&self, id: &str) -> bool {
         self.control
-            .visible_runtime(&Caller::Admin, id)
-            .is_ok_and(|r| r.state == RuntimeState::Running)
+            .visible_sandbox(&Caller::Admin, id)
+            .is_ok_and(|r| r.state == SandboxState::Running)
     }
 }
 
 /// A parked sandbox is shown as `paused`; other stopped ones are not shown.
-pub(crate) fn present(mut r: RuntimeInfo) -> Option<RuntimeInfo> {
+pub(crate) fn present(mut r: SandboxInfo) -> Option<SandboxInfo> {
     if !r.state.is_terminal() {
         return Some(r);
     }
     if r.parked.is_some() {
-        r.state = RuntimeState::Paused;
+        r.state = SandboxState::Paused;
         return Some(r);
     }
     None

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use godel_control::Caller;
-use godel_core::{OnTimeout, RuntimeInfo};
+use godel_core::{OnTimeout, SandboxInfo};
 use godel_e2b::wire::DEFAULT_TEMPLATE;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
@@ -35,7 +35,7 @@ pub struct SandboxView {
 }
 
 impl SandboxView {
-    pub fn of(info: &RuntimeInfo) -> SandboxView {
+    pub fn of(info: &SandboxInfo) -> SandboxView {
         let metadata = info
             .spec
             .labels
@@ -92,7 +92,7 @@ pub struct Registry {
 
 impl Registry {
     /// The entry for a sandbox record: existing or new.
-    pub fn learn(&self, info: &RuntimeInfo, secret: &[u8]) -> Arc<Entry> {
+    pub fn learn(&self, info: &SandboxInfo, secret: &[u8]) -> Arc<Entry> {
         self.map
             .lock()
             .entry(info.id.clone())

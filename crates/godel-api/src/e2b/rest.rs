@@ -16,11 +16,11 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use godel_control::Caller;
 use godel_core::{
-    Error, ErrorCode, OnTimeout, ParkReason, RuntimeInfo, RuntimeState, SnapshotRequest, SpawnSpec,
+    Error, ErrorCode, OnTimeout, ParkReason, SandboxInfo, SandboxState, SnapshotRequest, SpawnSpec,
 };
 use godel_e2b::wire::{
-    API_KEY_HEADER, ConnectSandbox, DEFAULT_TEMPLATE, HOPS_HEADER, Lifecycle, MAX_HOPS, NewSandbox,
-    RefreshRequest, Sandbox, SandboxDetail, SandboxMetric, SandboxState, TimeoutRequest,
+    API_KEY_HEADER, ConnectSandbox, DEFAULT_TEMPLATE, E2bState, HOPS_HEADER, Lifecycle, MAX_HOPS,
+    NewSandbox, RefreshRequest, Sandbox, SandboxDetail, SandboxMetric, TimeoutRequest,
 };
 use serde::de::DeserializeOwned;
 
@@ -117,15 +117,15 @@ fn clamp_timeout(state: &State, secs: Option<i64>) -> ChronoDuration {
     ChronoDuration::seconds(secs.clamp(0, max))
 }
 
-fn e2b_state(s: RuntimeState) -> Option<SandboxState> {
+fn e2b_state(s: SandboxState) -> Option<E2bState> {
     match s {
-        RuntimeState::Running => Some(SandboxState::Running),
-        RuntimeState::Paused => Some(SandboxState::Paused),
+        SandboxState::Running => Some(E2bState::Running),
+        SandboxState::Paused => Some(E2bState::Paused),
         _ => None,
     }
 }
 
-fn sandbox_response(state: &State, info: &RuntimeInfo, e: &Entry) -> Sandbox {
+fn sandbox_response(state: &State, info: &SandboxInfo, e: &Entry) -> Sandbox {
     Sandbox {
         template_id: SandboxView::of(info).template,
         sandbox_id: e.id.clone(),
@@ -140,9 +140,9 @@ fn sandbox_response(state: &State, info: &RuntimeInfo, e: &Entry) -> Sandbox {
 
 fn detail(
     state: &State,
-    info: &RuntimeInfo,
+    info: &SandboxInfo,
     e: &Entry,
-    st: SandboxState,
+    st: E2bState,
     with_secrets: bool,
 ) -> SandboxDetail {
     let b = SandboxView::of(info);
@@ -261,7 +261,7 @@ fn unsupported_create_field(body: &[u8]) -> Option<String> {
 #[derive(Default)]
 struct ListQuery {
     metadata: BTreeMap<String, String>,
-    states: Vec<SandboxState>,
+    states: Vec<E2bState>,
     template: Option<String>,
     ascending: bool,
     limit: usize,
@@ -269,7 +269,7 @@ struct ListQuery {
     started_after: Option<DateTime<Utc>>,
 }
 
-fn parse_list_query(raw: Option<&str>, default_states: &[SandboxState]) -> ListQuery {
+fn parse_list_query(raw: Option<&str>, default_states: &[E2bState]) -> ListQuery {
     let mut q = ListQuery {
         limit: 100,
         ..Default::default()
@@ -285,8 +285,8 @@ fn parse_list_query(raw: Option<&str>, default_states: &[SandboxState]) -> ListQ
             "state" => {
                 for s in v.split(',') {
                     match s.trim() {
-                        "running" => q.states.push(SandboxState::Running),
-                        "paused" => q.states.push(SandboxState::Paused),
+                        "running" => q.states.push(E2bState::Running),
+                        "paused" => q.states.push(E2bState::Paused),
                         _ => {}
                     }
                 }
@@ -352,22 +352,16 @@ async fn list_entries(
 
 async fn list_v1(AxState(state): S, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
     let caller = tri!(caller(&state, &headers));
-    let q = parse_list_query(raw.as_deref(), &[SandboxState::Running]);
+    let q = parse_list_query(raw.as_deref(), &[E2bState::Running]);
     let all = trb!(list_entries(&state, &caller, &q).await);
     axum::Json(all).into_response()
 }
 
 async fn list_v2(AxState(state): S, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
     let caller = tri!(caller(&state, &headers));
-    let q = parse_list_query(
-        raw.as_deref(),
-        &[SandboxState::Running, SandboxState::Paused],
-    );
+    let q = parse_list_query(raw.as_deref(), &[E2bState::Running, E2bState::Paused]);
     let all = trb!(list_entries(&state, &caller, &q).await);
-    let running = all
-        .iter()
-        .filter(|d| d.state == SandboxState::Running)
-        .count();
+    let running = all.iter().filter(|d| d.state == E2bState::Running).count();
     let end = (q.offset + q.limit).min(all.len());
     let page: Vec<SandboxDetail> = all.get(q.offset.min(end)..end).unwrap_or(&[]).to_vec();
     let mut resp = axum::Json(page).into_response();
@@ -387,9 +381,9 @@ async fn lookup(
     state: &State,
     caller: &Caller,
     id: &str,
-) -> godel_core::Result<(RuntimeInfo, Arc<Entry>)> {
+) -> godel_core::Result<(SandboxInfo, Arc<Entry>)> {
     let mut info = state.record(caller, id)?;
-    if info.state == RuntimeState::Running {
+    if info.state == SandboxState::Running {
         info = present(state.control.status(caller, id).await?)
             .ok_or_else(|| Error::not_found(format!("sandbox {id} not found")))?;
     }
@@ -403,7 +397,7 @@ async fn lookup(
 async fn info(AxState(state): S, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let caller = tri!(caller(&state, &headers));
     let (info, e) = trb!(lookup(&state, &caller, &id).await);
-    let st = e2b_state(info.state).unwrap_or(SandboxState::Running);
+    let st = e2b_state(info.state).unwrap_or(E2bState::Running);
     axum::Json(detail(&state, &info, &e, st, true)).into_response()
 }
 
@@ -431,7 +425,7 @@ async fn set_timeout(
         }
     };
     let (info, _) = trb!(lookup(&state, &caller, &id).await);
-    if info.state != RuntimeState::Running {
+    if info.state != SandboxState::Running {
         return api_error_status(
             StatusCode::NOT_FOUND,
             &format!("sandbox {id} is not running"),
@@ -451,7 +445,7 @@ async fn refresh(
     let caller = tri!(caller(&state, &headers));
     let req: RefreshRequest = tri!(parse_body(&body));
     let (info, _) = trb!(lookup(&state, &caller, &id).await);
-    if info.state != RuntimeState::Running {
+    if info.state != SandboxState::Running {
         return api_error_status(
             StatusCode::NOT_FOUND,
             &format!("sandbox {id} is not running"),
@@ -467,7 +461,7 @@ async fn refresh(
 async fn pause(AxState(state): S, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let caller = tri!(caller(&state, &headers));
     let (info, e) = trb!(lookup(&state, &caller, &id).await);
-    if info.state == RuntimeState::Paused {
+    if info.state == SandboxState::Paused {
         return api_error_status(
             StatusCode::CONFLICT,
             &format!("sandbox {id} is already paused"),
@@ -511,11 +505,11 @@ async fn connect_inner(
     };
     let want = Utc::now() + clamp_timeout(state, req.timeout);
     match info.state {
-        RuntimeState::Running if resumed_only => api_error_status(
+        SandboxState::Running if resumed_only => api_error_status(
             StatusCode::CONFLICT,
             &format!("sandbox {id} is already running"),
         ),
-        RuntimeState::Running => {
+        SandboxState::Running => {
             // Connecting never shortens a running sandbox's life.
             if info.expires_at.is_some_and(|t| t < want) {
                 set_deadline(state, &caller, id, want);
@@ -615,11 +609,11 @@ mod tests {
             &[],
         );
         assert_eq!(q.metadata.get("user id").map(String::as_str), Some("a&b"));
-        assert_eq!(q.states, vec![SandboxState::Running, SandboxState::Paused]);
+        assert_eq!(q.states, vec![E2bState::Running, E2bState::Paused]);
         assert!(q.ascending);
         assert_eq!((q.limit, q.offset), (10, 20));
-        let d = parse_list_query(None, &[SandboxState::Running]);
-        assert_eq!(d.states, vec![SandboxState::Running]);
+        let d = parse_list_query(None, &[E2bState::Running]);
+        assert_eq!(d.states, vec![E2bState::Running]);
         assert_eq!(d.limit, 100);
     }
 }

@@ -70,7 +70,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "/v1/runtimes",
         "Spawn a runtime (?wait_secs=N waits in the team's fair queue when its quota is full)",
         "SpawnSpec",
-        "RuntimeInfo",
+        "SandboxInfo",
         201
     ),
     r!(
@@ -78,7 +78,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "/v1/runtimes",
         "List runtimes (?all=true includes stopped ones)",
         "",
-        "RuntimeInfo[]",
+        "SandboxInfo[]",
         200
     ),
     r!(
@@ -86,7 +86,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "/v1/runtimes/{id}",
         "Status of a runtime, with usage",
         "",
-        "RuntimeInfo",
+        "SandboxInfo",
         200
     ),
     r!(
@@ -94,7 +94,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "/v1/runtimes/{id}",
         "Terminate a runtime (?snapshot=true snapshots it first)",
         "",
-        "RuntimeInfo",
+        "SandboxInfo",
         200
     ),
     r!(
@@ -102,7 +102,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "/v1/runtimes/{id}/pause",
         "Pause a runtime",
         "",
-        "RuntimeInfo",
+        "SandboxInfo",
         200
     ),
     r!(
@@ -110,7 +110,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "/v1/runtimes/{id}/resume",
         "Resume a paused runtime",
         "",
-        "RuntimeInfo",
+        "SandboxInfo",
         200
     ),
     r!(
@@ -118,7 +118,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "/v1/runtimes/{id}/ttl",
         "Set the time to live from now (ttl_secs), or clear it (null)",
         "TtlRequest",
-        "RuntimeInfo",
+        "SandboxInfo",
         200
     ),
     r!(
@@ -126,7 +126,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "/v1/runtimes/{id}/wait",
         "Wait for a state (?state=running&timeout_ms=N)",
         "",
-        "RuntimeInfo",
+        "SandboxInfo",
         200
     ),
     r!(
@@ -254,7 +254,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "/v1/snapshots/{id}/restore",
         "A new runtime from a snapshot",
         "",
-        "RuntimeInfo",
+        "SandboxInfo",
         201
     ),
     r!(
@@ -262,7 +262,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "/v1/snapshots/{id}/fork",
         "N new runtimes from a snapshot",
         "ForkRequest",
-        "RuntimeInfo[]",
+        "SandboxInfo[]",
         201
     ),
     r!(

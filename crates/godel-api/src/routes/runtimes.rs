@@ -11,7 +11,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use godel_control::{Caller, Control};
 use godel_core::{
-    ExecEvent, ExecOutput, ExecRequest, RuntimeInfo, RuntimeState, SnapshotRequest, SpawnSpec,
+    ExecEvent, ExecOutput, ExecRequest, SandboxInfo, SandboxState, SnapshotRequest, SpawnSpec,
 };
 use serde::Deserialize;
 
@@ -30,7 +30,7 @@ pub async fn spawn(
     Extension(caller): Extension<Caller>,
     Query(q): Query<SpawnQuery>,
     Json(spec): Json<SpawnSpec>,
-) -> ApiResult<(StatusCode, Json<RuntimeInfo>)> {
+) -> ApiResult<(StatusCode, Json<SandboxInfo>)> {
     let opts = godel_control::SpawnOptions {
         queue_wait: q.wait_secs.map(Duration::from_secs),
     };
@@ -49,7 +49,7 @@ pub async fn list(
     State(c): State<Arc<Control>>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Vec<RuntimeInfo>>> {
+) -> ApiResult<Json<Vec<SandboxInfo>>> {
     Ok(Json(c.list(&caller, q.all)?))
 }
 
@@ -57,7 +57,7 @@ pub async fn status(
     State(c): State<Arc<Control>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<RuntimeInfo>> {
+) -> ApiResult<Json<SandboxInfo>> {
     Ok(Json(c.status(&caller, &id).await?))
 }
 
@@ -73,7 +73,7 @@ pub async fn terminate(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(q): Query<TerminateQuery>,
-) -> ApiResult<Json<RuntimeInfo>> {
+) -> ApiResult<Json<SandboxInfo>> {
     if q.snapshot {
         let req = SnapshotRequest {
             name: None,
@@ -89,7 +89,7 @@ pub async fn pause(
     State(c): State<Arc<Control>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<RuntimeInfo>> {
+) -> ApiResult<Json<SandboxInfo>> {
     Ok(Json(c.pause(&caller, &id).await?))
 }
 
@@ -97,7 +97,7 @@ pub async fn resume(
     State(c): State<Arc<Control>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<RuntimeInfo>> {
+) -> ApiResult<Json<SandboxInfo>> {
     Ok(Json(c.resume(&caller, &id).await?))
 }
 
@@ -114,7 +114,7 @@ pub async fn set_ttl(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Json(req): Json<TtlRequest>,
-) -> ApiResult<Json<RuntimeInfo>> {
+) -> ApiResult<Json<SandboxInfo>> {
     let at = req.ttl_secs.map(|s| {
         chrono::Utc::now() + chrono::Duration::seconds(s.min(i64::MAX as u64 / 1000) as i64)
     });
@@ -134,8 +134,8 @@ pub async fn wait(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
-) -> ApiResult<Json<RuntimeInfo>> {
-    let state = RuntimeState::parse(&q.state)?;
+) -> ApiResult<Json<SandboxInfo>> {
+    let state = SandboxState::parse(&q.state)?;
     let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(30_000));
     Ok(Json(c.wait_for_state(&caller, &id, state, timeout).await?))
 }

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use godel_control::{Caller, Control};
-use godel_core::{RuntimeInfo, SnapshotInfo, SnapshotRequest};
+use godel_core::{SandboxInfo, SnapshotInfo, SnapshotRequest};
 use serde::Deserialize;
 
 use crate::error::ApiResult;
@@ -59,7 +59,7 @@ pub async fn restore(
     State(c): State<Arc<Control>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<RuntimeInfo>)> {
+) -> ApiResult<(StatusCode, Json<SandboxInfo>)> {
     Ok((StatusCode::CREATED, Json(c.restore(&caller, &id).await?)))
 }
 
@@ -75,7 +75,7 @@ pub async fn fork(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Json(req): Json<ForkRequest>,
-) -> ApiResult<(StatusCode, Json<Vec<RuntimeInfo>>)> {
+) -> ApiResult<(StatusCode, Json<Vec<SandboxInfo>>)> {
     Ok((
         StatusCode::CREATED,
         Json(c.fork(&caller, &id, req.count).await?),

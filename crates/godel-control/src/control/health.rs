@@ -10,7 +10,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::FutureExt;
-use godel_core::{Error, ExecRequest, Result, RuntimeState};
+use godel_core::{Error, ExecRequest, Result, SandboxState};
 use godel_policy::health::{
     HealthAction, HealthEvent, HealthMonitor, Probe, ProbeFn, RestartPolicy, RestartSource,
 };
@@ -55,10 +55,10 @@ impl Control {
         for rx in [rx0, rx1] {
             self.drain_health(rx);
         }
-        if let Ok(list) = self.store.list_runtimes(None, false) {
+        if let Ok(list) = self.store.list_sandboxes(None, false) {
             for r in list
                 .into_iter()
-                .filter(|r| r.state == RuntimeState::Running)
+                .filter(|r| r.state == SandboxState::Running)
             {
                 self.watch(&r.id);
             }
@@ -78,7 +78,7 @@ impl Control {
     fn wants_restart(&self, id: &str) -> bool {
         let own = self
             .store
-            .get_runtime(id)
+            .get_sandbox(id)
             .ok()
             .flatten()
             .and_then(|r| r.spec.restart);
@@ -119,7 +119,7 @@ impl Control {
 
     /// One probe: the provider's view, then the exec probe.
     async fn probe(&self, id: &str) -> Probe {
-        let rec = match self.store.get_runtime(id) {
+        let rec = match self.store.get_sandbox(id) {
             Ok(Some(r)) => r,
             _ => return Probe::dead("record gone"),
         };
@@ -130,7 +130,7 @@ impl Control {
             return Probe::dead("runtime not registered");
         };
         match p.status(id).await {
-            Ok(st) if st.state == RuntimeState::Error => {
+            Ok(st) if st.state == SandboxState::Error => {
                 return Probe::dead(
                     st.reason
                         .unwrap_or_else(|| "the runtime reports error".into()),
@@ -154,13 +154,13 @@ impl Control {
 
     async fn on_health(&self, ev: HealthEvent) {
         let mut event = ev.to_event();
-        if let Ok(Some(r)) = self.store.get_runtime(&ev.id) {
+        if let Ok(Some(r)) = self.store.get_sandbox(&ev.id) {
             event = event.team(r.team);
         }
         self.emit(event);
         match ev.action {
             HealthAction::Died { reason, .. } | HealthAction::GiveUp { reason, .. } => {
-                if let Ok(Some(r)) = self.store.get_runtime(&ev.id)
+                if let Ok(Some(r)) = self.store.get_sandbox(&ev.id)
                     && !r.state.is_terminal()
                 {
                     let _ = self.mark_dead(&ev.id, &reason);
@@ -179,7 +179,7 @@ impl Control {
                 if res.is_ok() {
                     let rt = self
                         .store
-                        .get_runtime(&ev.id)
+                        .get_sandbox(&ev.id)
                         .ok()
                         .flatten()
                         .map(|r| r.runtime)
@@ -195,7 +195,7 @@ impl Control {
     async fn restart(&self, id: &str, source: RestartSource) -> Result<()> {
         let rec = self
             .store
-            .get_runtime(id)?
+            .get_sandbox(id)?
             .ok_or_else(|| Error::not_found(format!("runtime {id} not found")))?;
         if !rec.state.is_terminal() {
             let _ = self.mark_dead(id, "restarting");
@@ -203,7 +203,7 @@ impl Control {
         if let Ok(p) = self.provider(&rec.runtime) {
             let _ = p.terminate(id).await;
         }
-        self.store.delete_runtime(id)?;
+        self.store.delete_sandbox(id)?;
         let out = match source {
             RestartSource::Snapshot { snapshot_id } => {
                 self.restore_as(&Caller::Admin, &snapshot_id, id.to_string())

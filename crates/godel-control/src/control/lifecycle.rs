@@ -8,8 +8,8 @@ use chrono::Utc;
 use std::collections::HashMap;
 
 use godel_core::{
-    Error, ErrorCode, Event, Result, RuntimeInfo, RuntimeProvider, RuntimeState, SpawnSpec,
-    Spawned, new_runtime_id,
+    Error, ErrorCode, Event, Result, RuntimeProvider, SandboxInfo, SandboxState, SpawnSpec,
+    Spawned, new_sandbox_id,
 };
 use godel_policy::{Admission, PlanInput};
 use serde_json::json;
@@ -31,7 +31,7 @@ pub fn reservation(spec: &SpawnSpec) -> Reservation {
 
 impl Control {
     /// Spawn a runtime with the default options (fail at once when over quota).
-    pub async fn spawn(&self, caller: &Caller, spec: SpawnSpec) -> Result<RuntimeInfo> {
+    pub async fn spawn(&self, caller: &Caller, spec: SpawnSpec) -> Result<SandboxInfo> {
         self.spawn_with(caller, spec, SpawnOptions::default()).await
     }
 
@@ -44,7 +44,7 @@ impl Control {
         caller: &Caller,
         mut spec: SpawnSpec,
         opts: SpawnOptions,
-    ) -> Result<RuntimeInfo> {
+    ) -> Result<SandboxInfo> {
         spec.validate()?;
         let request = spec.clone();
         let team = caller.spawn_team(spec.team.as_deref(), &self.settings.default_team)?;
@@ -128,11 +128,11 @@ impl Control {
             .require_candidates()?;
 
         // Reserve quota with the record, waiting in the fair queue if asked.
-        let id = new_runtime_id();
+        let id = new_sandbox_id();
         spec.runtime = Some(plan.candidates[0].clone());
         let info = self.new_record(&id, &spec, None);
         let want = reservation(&spec);
-        let try_reserve = || match self.store.insert_runtime(&info, want, quota) {
+        let try_reserve = || match self.store.insert_sandbox(&info, want, quota) {
             Ok(()) => Ok(Admission::Granted),
             Err(e) if e.code == ErrorCode::ResourceExhausted => Ok(Admission::Wait(e.message)),
             Err(e) => Err(e),
@@ -226,7 +226,7 @@ impl Control {
             Err(e) => {
                 let rt = self
                     .store
-                    .get_runtime(&id)?
+                    .get_sandbox(&id)?
                     .map(|r| r.runtime)
                     .unwrap_or_default();
                 self.policy.metrics.inc_spawn(&rt, "error");
@@ -241,16 +241,16 @@ impl Control {
     }
 
     /// A fresh `creating` record for `spec` (not yet stored).
-    fn new_record(&self, id: &str, spec: &SpawnSpec, restored_from: Option<&str>) -> RuntimeInfo {
+    fn new_record(&self, id: &str, spec: &SpawnSpec, restored_from: Option<&str>) -> SandboxInfo {
         let now = Utc::now();
-        RuntimeInfo {
+        SandboxInfo {
             id: id.to_string(),
             runtime: spec.runtime.clone().unwrap_or_default(),
             team: spec
                 .team
                 .clone()
                 .unwrap_or_else(|| self.settings.default_team.clone()),
-            state: RuntimeState::Creating,
+            state: SandboxState::Creating,
             spec: spec.clone(),
             created_at: now,
             updated_at: now,
@@ -272,10 +272,10 @@ impl Control {
         id: &str,
         spec: &SpawnSpec,
         restored_from: Option<&str>,
-    ) -> Result<RuntimeInfo> {
+    ) -> Result<SandboxInfo> {
         let info = self.new_record(id, spec, restored_from);
         let (_, quota) = self.team_policy(&info.team)?;
-        self.store.insert_runtime(&info, reservation(spec), quota)?;
+        self.store.insert_sandbox(&info, reservation(spec), quota)?;
         self.emit_state(
             id,
             &info.team,
@@ -291,11 +291,11 @@ impl Control {
         provider: &dyn RuntimeProvider,
         res: Result<Spawned>,
         started: std::time::Instant,
-    ) -> Result<RuntimeInfo> {
+    ) -> Result<SandboxInfo> {
         match res {
             Ok(sp) => {
                 self.store.set_handle(id, &sp.handle, sp.pid)?;
-                let info = self.store.transition(id, RuntimeState::Running, None)?;
+                let info = self.store.transition(id, SandboxState::Running, None)?;
                 self.watch(id);
                 self.emit_state(
                     id,
@@ -308,8 +308,8 @@ impl Control {
             Err(e) if matches!(e.code, ErrorCode::InvalidArgument | ErrorCode::NotFound) => {
                 // The caller's input was bad (unknown ref, missing repo): leave no record behind.
                 let _ = provider.terminate(id).await;
-                if let Ok(Some(rec)) = self.store.get_runtime(id) {
-                    self.store.delete_runtime(id)?;
+                if let Ok(Some(rec)) = self.store.get_sandbox(id) {
+                    self.store.delete_sandbox(id)?;
                     self.emit(
                         Event::new(godel_core::EventKind::SpawnRejected)
                             .runtime(id)
@@ -323,7 +323,7 @@ impl Control {
                 let reason = format!("spawn failed: {}", e.message);
                 if let Ok(info) = self
                     .store
-                    .transition(id, RuntimeState::Error, Some(&reason))
+                    .transition(id, SandboxState::Error, Some(&reason))
                 {
                     self.emit_state(
                         id,
@@ -340,8 +340,8 @@ impl Control {
 
     /// Stop a runtime and release it. Idempotent for runtimes already
     /// stopped; a parked runtime loses its snapshot and stays stopped.
-    pub async fn terminate(&self, caller: &Caller, id: &str) -> Result<RuntimeInfo> {
-        let rec = self.visible_runtime(caller, id)?;
+    pub async fn terminate(&self, caller: &Caller, id: &str) -> Result<SandboxInfo> {
+        let rec = self.visible_sandbox(caller, id)?;
         if rec.state.is_terminal() {
             if rec.parked.is_some() {
                 return self.discard_parked(caller, rec).await;
@@ -349,7 +349,7 @@ impl Control {
             return Ok(rec);
         }
         self.unwatch(id);
-        let rec = self.store.transition(id, RuntimeState::Terminating, None)?;
+        let rec = self.store.transition(id, SandboxState::Terminating, None)?;
         self.emit_state(id, &rec.team, json!({"state": "terminating"}));
         let res = match self.provider(&rec.runtime) {
             Ok(p) => p.terminate(id).await,
@@ -357,7 +357,7 @@ impl Control {
         };
         match res {
             Ok(()) => {
-                let rec = self.store.transition(id, RuntimeState::Terminated, None)?;
+                let rec = self.store.transition(id, SandboxState::Terminated, None)?;
                 self.emit_state(id, &rec.team, json!({"state": "terminated"}));
                 self.released();
                 Ok(rec)
@@ -366,7 +366,7 @@ impl Control {
                 let reason = format!("terminate failed: {}", e.message);
                 let _ = self
                     .store
-                    .transition(id, RuntimeState::Error, Some(&reason));
+                    .transition(id, SandboxState::Error, Some(&reason));
                 self.emit_state(id, &rec.team, json!({"state": "error", "reason": reason}));
                 self.released();
                 Err(e.with_runtime(id))
@@ -375,16 +375,16 @@ impl Control {
     }
 
     /// The record merged with what the provider reports now (usage, pid).
-    pub async fn status(&self, caller: &Caller, id: &str) -> Result<RuntimeInfo> {
-        let mut rec = self.visible_runtime(caller, id)?;
+    pub async fn status(&self, caller: &Caller, id: &str) -> Result<SandboxInfo> {
+        let mut rec = self.visible_sandbox(caller, id)?;
         if rec.state.is_terminal() {
             return Ok(rec);
         }
         let provider = self.provider(&rec.runtime)?;
         match provider.status(id).await {
             Ok(st) => {
-                if matches!(rec.state, RuntimeState::Running | RuntimeState::Paused)
-                    && st.state == RuntimeState::Error
+                if matches!(rec.state, SandboxState::Running | SandboxState::Paused)
+                    && st.state == SandboxState::Error
                 {
                     let reason = st.reason.clone().unwrap_or_else(|| "runtime died".into());
                     rec = self.mark_dead(id, &reason)?;
@@ -396,7 +396,7 @@ impl Control {
                     }
                 }
             }
-            Err(e) if e.code == ErrorCode::NotFound && rec.state == RuntimeState::Running => {
+            Err(e) if e.code == ErrorCode::NotFound && rec.state == SandboxState::Running => {
                 rec = self.mark_dead(id, "the provider no longer knows this runtime")?;
             }
             Err(e) => return Err(e),
@@ -405,10 +405,10 @@ impl Control {
     }
 
     /// Mark a live runtime as failed and emit `died`.
-    pub fn mark_dead(&self, id: &str, reason: &str) -> Result<RuntimeInfo> {
+    pub fn mark_dead(&self, id: &str, reason: &str) -> Result<SandboxInfo> {
         let rec = self
             .store
-            .transition(id, RuntimeState::Error, Some(reason))?;
+            .transition(id, SandboxState::Error, Some(reason))?;
         self.emit(
             Event::new(godel_core::EventKind::Died)
                 .runtime(id)
@@ -426,7 +426,7 @@ impl Control {
             let rt = ev
                 .runtime_id
                 .as_deref()
-                .and_then(|id| self.store.get_runtime(id).ok().flatten())
+                .and_then(|id| self.store.get_sandbox(id).ok().flatten())
                 .map(|r| r.runtime)
                 .unwrap_or_default();
             self.metrics().inc_oom(&rt, 1);
@@ -436,48 +436,48 @@ impl Control {
             return;
         }
         let Some(id) = &ev.runtime_id else { return };
-        if let Ok(Some(rec)) = self.store.get_runtime(id)
-            && matches!(rec.state, RuntimeState::Running | RuntimeState::Paused)
+        if let Ok(Some(rec)) = self.store.get_sandbox(id)
+            && matches!(rec.state, SandboxState::Running | SandboxState::Paused)
         {
             let reason = ev
                 .data
                 .get("reason")
                 .and_then(|r| r.as_str())
                 .unwrap_or("runtime died");
-            let _ = self.store.transition(id, RuntimeState::Error, Some(reason));
+            let _ = self.store.transition(id, SandboxState::Error, Some(reason));
             self.released();
         }
     }
 
     /// Runtimes the caller may see.
-    pub fn list(&self, caller: &Caller, include_terminal: bool) -> Result<Vec<RuntimeInfo>> {
+    pub fn list(&self, caller: &Caller, include_terminal: bool) -> Result<Vec<SandboxInfo>> {
         self.store
-            .list_runtimes(caller.team_filter(), include_terminal)
+            .list_sandboxes(caller.team_filter(), include_terminal)
     }
 
-    pub async fn pause(&self, caller: &Caller, id: &str) -> Result<RuntimeInfo> {
-        let rec = self.visible_runtime(caller, id)?;
+    pub async fn pause(&self, caller: &Caller, id: &str) -> Result<SandboxInfo> {
+        let rec = self.visible_sandbox(caller, id)?;
         rec.state
-            .transition(RuntimeState::Paused)
+            .transition(SandboxState::Paused)
             .map_err(|e| e.with_runtime(id))?;
         self.provider(&rec.runtime)?.pause(id).await?;
         self.unwatch(id);
-        let rec = self.store.transition(id, RuntimeState::Paused, None)?;
+        let rec = self.store.transition(id, SandboxState::Paused, None)?;
         self.emit_state(id, &rec.team, json!({"state": "paused"}));
         Ok(rec)
     }
 
     /// Resume a paused runtime; a parked one is restored under its own id.
-    pub async fn resume(&self, caller: &Caller, id: &str) -> Result<RuntimeInfo> {
-        let rec = self.visible_runtime(caller, id)?;
+    pub async fn resume(&self, caller: &Caller, id: &str) -> Result<SandboxInfo> {
+        let rec = self.visible_sandbox(caller, id)?;
         if rec.parked.is_some() {
             return self.unpark(caller, id).await;
         }
         rec.state
-            .transition(RuntimeState::Running)
+            .transition(SandboxState::Running)
             .map_err(|e| e.with_runtime(id))?;
         self.provider(&rec.runtime)?.resume(id).await?;
-        let rec = self.store.transition(id, RuntimeState::Running, None)?;
+        let rec = self.store.transition(id, SandboxState::Running, None)?;
         self.watch(id);
         self.emit_state(id, &rec.team, json!({"state": "running"}));
         Ok(rec)
@@ -488,9 +488,9 @@ impl Control {
         &self,
         caller: &Caller,
         id: &str,
-        state: RuntimeState,
+        state: SandboxState,
         timeout: Duration,
-    ) -> Result<RuntimeInfo> {
+    ) -> Result<SandboxInfo> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let rec = self.status(caller, id).await?;
@@ -518,9 +518,9 @@ impl Control {
         &self,
         caller: &Caller,
         id: &str,
-    ) -> Result<(RuntimeInfo, Arc<dyn RuntimeProvider>)> {
-        let rec = self.visible_runtime(caller, id)?;
-        if rec.state != RuntimeState::Running {
+    ) -> Result<(SandboxInfo, Arc<dyn RuntimeProvider>)> {
+        let rec = self.visible_sandbox(caller, id)?;
+        if rec.state != SandboxState::Running {
             let why = rec
                 .reason
                 .as_deref()

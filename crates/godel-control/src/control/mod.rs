@@ -28,7 +28,7 @@ use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
 use godel_core::{
-    Availability, Capabilities, Error, Event, EventSink, Result, RuntimeInfo, RuntimeProvider,
+    Availability, Capabilities, Error, Event, EventSink, Result, RuntimeProvider, SandboxInfo,
 };
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
@@ -185,7 +185,7 @@ impl Control {
                 let Some(me) = me.upgrade() else { break };
                 if ev.team.is_none()
                     && let Some(id) = &ev.runtime_id
-                    && let Ok(Some(rec)) = me.store.get_runtime(id)
+                    && let Ok(Some(rec)) = me.store.get_sandbox(id)
                 {
                     ev.team = Some(rec.team);
                 }
@@ -308,8 +308,8 @@ impl Control {
     }
 
     /// The runtime record if the caller may see it; `NOT_FOUND` otherwise.
-    pub fn visible_runtime(&self, caller: &Caller, id: &str) -> Result<RuntimeInfo> {
-        match self.store.get_runtime(id)? {
+    pub fn visible_sandbox(&self, caller: &Caller, id: &str) -> Result<SandboxInfo> {
+        match self.store.get_sandbox(id)? {
             Some(r) if caller.sees(&r.team) => Ok(r),
             _ => Err(Error::not_found(format!("runtime {id} not found")).with_runtime(id)),
         }

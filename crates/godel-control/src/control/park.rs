@@ -9,7 +9,7 @@
 //! quota) with `parked` naming the snapshot.
 
 use godel_core::{
-    Error, Event, ParkReason, Parked, Result, RuntimeInfo, RuntimeState, SnapshotRequest,
+    Error, Event, ParkReason, Parked, Result, SandboxInfo, SandboxState, SnapshotRequest,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -33,7 +33,7 @@ impl Control {
         reason: ParkReason,
         req: SnapshotRequest,
     ) -> Result<String> {
-        let rec = self.visible_runtime(caller, id)?;
+        let rec = self.visible_sandbox(caller, id)?;
         if let Some(p) = rec.parked {
             return Ok(p.snapshot_id);
         }
@@ -59,22 +59,22 @@ impl Control {
 
     /// Bring a parked sandbox back under its own id: its stopped record
     /// makes way for the restored one and the snapshot is deleted.
-    pub async fn unpark(&self, caller: &Caller, id: &str) -> Result<RuntimeInfo> {
-        let rec = self.visible_runtime(caller, id)?;
+    pub async fn unpark(&self, caller: &Caller, id: &str) -> Result<SandboxInfo> {
+        let rec = self.visible_sandbox(caller, id)?;
         let parked = rec
             .parked
             .clone()
             .ok_or_else(|| Error::conflict(format!("runtime {id} is not parked")))?;
-        self.store.delete_runtime(id)?;
+        self.store.delete_sandbox(id)?;
         let restored = self
             .restore_as(caller, &parked.snapshot_id, id.to_string())
             .await;
         if let Err(e) = restored {
             // Put the parked record back (it holds no quota) so the sandbox
             // can be resumed again once the cause is fixed.
-            let _ = self.store.delete_runtime(id);
+            let _ = self.store.delete_sandbox(id);
             self.store
-                .insert_runtime(&rec, Default::default(), Default::default())?;
+                .insert_sandbox(&rec, Default::default(), Default::default())?;
             self.store.set_parked(id, Some(&parked))?;
             return Err(e);
         }
@@ -85,27 +85,27 @@ impl Control {
                 .team(&rec.team)
                 .data(json!({"snapshot_id": parked.snapshot_id, "reason": parked.reason.as_str()})),
         );
-        self.visible_runtime(caller, id)
+        self.visible_sandbox(caller, id)
     }
 
     /// Forget a parked sandbox for good: delete its snapshot, clear the mark.
     pub(crate) async fn discard_parked(
         &self,
         caller: &Caller,
-        rec: RuntimeInfo,
-    ) -> Result<RuntimeInfo> {
+        rec: SandboxInfo,
+    ) -> Result<SandboxInfo> {
         if let Some(p) = &rec.parked {
             self.store.set_parked(&rec.id, None)?;
             let _ = self.delete_snapshot(caller, &p.snapshot_id).await;
         }
-        self.visible_runtime(caller, &rec.id)
+        self.visible_sandbox(caller, &rec.id)
     }
 
     /// Snapshot and stop every running sandbox.
     pub async fn preserve_all(&self) -> Result<PreserveReport> {
         let mut report = PreserveReport::default();
-        for r in self.store.list_runtimes(None, false)? {
-            if r.state != RuntimeState::Running {
+        for r in self.store.list_sandboxes(None, false)? {
+            if r.state != SandboxState::Running {
                 continue;
             }
             let req = SnapshotRequest {
@@ -126,12 +126,12 @@ impl Control {
     /// Restore every sandbox preserved by the last shutdown, under its old id.
     pub async fn restore_preserved(&self) -> Result<PreserveReport> {
         let mut report = PreserveReport::default();
-        for r in self.store.list_runtimes(None, true)? {
+        for r in self.store.list_sandboxes(None, true)? {
             let preserved = r
                 .parked
                 .as_ref()
                 .is_some_and(|p| p.reason == ParkReason::Preserved);
-            if !preserved || r.state != RuntimeState::Terminated {
+            if !preserved || r.state != SandboxState::Terminated {
                 continue;
             }
             match self.unpark(&Caller::Admin, &r.id).await {

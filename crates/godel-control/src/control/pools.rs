@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use futures::FutureExt;
-use godel_core::{Error, Event, Result, RuntimeInfo, SpawnSpec};
+use godel_core::{Error, Event, Result, SandboxInfo, SpawnSpec};
 use godel_policy::WarmPools;
 use godel_policy::pool::{CreateFn, DestroyFn, PoolKey, pool_key};
 use serde_json::json;
@@ -57,7 +57,7 @@ impl Control {
     /// Warm sandboxes of the last run are not tracked by the new pools:
     /// terminate them (called once at start, before [`Control::start_pools`]).
     pub async fn release_stale_pool_sandboxes(&self) {
-        let Ok(all) = self.store.list_runtimes(Some(POOL_TEAM), false) else {
+        let Ok(all) = self.store.list_sandboxes(Some(POOL_TEAM), false) else {
             return;
         };
         for r in all {
@@ -87,7 +87,7 @@ impl Control {
         runtime: &str,
         spec: &SpawnSpec,
         quota: Quota,
-    ) -> Result<Option<RuntimeInfo>> {
+    ) -> Result<Option<SandboxInfo>> {
         let Some(pools) = self.pools.get() else {
             return Ok(None);
         };
@@ -101,7 +101,7 @@ impl Control {
         let Some((_, id)) = pools.claim_for_team(&key, Some(&team)) else {
             return Ok(None);
         };
-        let Some(warm) = self.store.get_runtime(&id)? else {
+        let Some(warm) = self.store.get_sandbox(&id)? else {
             return Ok(None);
         };
         let mut claimed = spec.clone();
@@ -109,7 +109,7 @@ impl Control {
         claimed.labels.insert("godel.pool".into(), key.to_string());
         match self
             .store
-            .reassign_runtime(&id, POOL_TEAM, &claimed, reservation(&claimed), quota)
+            .reassign_sandbox(&id, POOL_TEAM, &claimed, reservation(&claimed), quota)
         {
             Ok(info) => {
                 self.emit(

@@ -2,7 +2,7 @@
 //! against reality. Live runtimes are re-adopted; the rest are marked `error`
 //! with a reason. Snapshots published but not yet recorded are re-imported.
 
-use godel_core::{Event, Result, RuntimeState, Spawned};
+use godel_core::{Event, Result, SandboxState, Spawned};
 use serde::Serialize;
 use serde_json::json;
 
@@ -26,7 +26,7 @@ impl Control {
                 report.snapshots_reimported.push(info.id.clone());
             }
         }
-        for rec in self.store.non_terminal_runtimes()? {
+        for rec in self.store.non_terminal_sandboxes()? {
             let id = rec.id.clone();
             let provider = match self.provider(&rec.runtime) {
                 Ok(p) => p,
@@ -37,7 +37,7 @@ impl Control {
                 }
             };
             match rec.state {
-                RuntimeState::Pending | RuntimeState::Creating => {
+                SandboxState::Pending | SandboxState::Creating => {
                     let _ = provider.terminate(&id).await;
                     self.lose(
                         &id,
@@ -46,18 +46,18 @@ impl Control {
                         &mut report,
                     );
                 }
-                RuntimeState::Terminating => {
+                SandboxState::Terminating => {
                     let _ = provider.terminate(&id).await;
                     if self
                         .store
-                        .transition(&id, RuntimeState::Terminated, None)
+                        .transition(&id, SandboxState::Terminated, None)
                         .is_ok()
                     {
                         self.emit_state(&id, &rec.team, json!({"state": "terminated"}));
                     }
                     report.finished_terminating.push(id);
                 }
-                RuntimeState::Running | RuntimeState::Paused => {
+                SandboxState::Running | SandboxState::Paused => {
                     let handle = Spawned {
                         handle: rec.handle.clone(),
                         pid: rec.pid,
@@ -85,7 +85,7 @@ impl Control {
                         }
                     }
                 }
-                RuntimeState::Terminated | RuntimeState::Error => {}
+                SandboxState::Terminated | SandboxState::Error => {}
             }
         }
         Ok(report)
@@ -94,7 +94,7 @@ impl Control {
     fn lose(&self, id: &str, team: &str, reason: &str, report: &mut ReconcileReport) {
         if self
             .store
-            .transition(id, RuntimeState::Error, Some(reason))
+            .transition(id, SandboxState::Error, Some(reason))
             .is_ok()
         {
             self.emit(

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use chrono::Utc;
 use godel_core::{
-    Error, Event, Result, RuntimeInfo, RuntimeState, SnapshotInfo, SnapshotRequest, SnapshotTarget,
-    SpawnSpec, new_runtime_id, new_snapshot_id,
+    Error, Event, Result, SandboxInfo, SandboxState, SnapshotInfo, SnapshotRequest, SnapshotTarget,
+    SpawnSpec, new_sandbox_id, new_snapshot_id,
 };
 use serde_json::json;
 
@@ -28,8 +28,8 @@ impl Control {
         if let Some(n) = &req.name {
             godel_core::validate_name("snapshot", n)?;
         }
-        let rec = self.visible_runtime(caller, id)?;
-        if !matches!(rec.state, RuntimeState::Running | RuntimeState::Paused) {
+        let rec = self.visible_sandbox(caller, id)?;
+        if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
             return Err(Error::conflict(format!(
                 "runtime {id} is {}; only running or paused runtimes can be snapshotted",
                 rec.state
@@ -94,7 +94,7 @@ impl Control {
         runtime_id: Option<&str>,
     ) -> Result<Vec<SnapshotInfo>> {
         if let Some(rid) = runtime_id {
-            self.visible_runtime(caller, rid)?;
+            self.visible_sandbox(caller, rid)?;
         }
         self.store.list_snapshots(caller.team_filter(), runtime_id)
     }
@@ -122,12 +122,12 @@ impl Control {
     }
 
     /// A new runtime from a snapshot, owned by the snapshot's team.
-    pub async fn restore(&self, caller: &Caller, snap: &str) -> Result<RuntimeInfo> {
-        self.restore_as(caller, snap, new_runtime_id()).await
+    pub async fn restore(&self, caller: &Caller, snap: &str) -> Result<SandboxInfo> {
+        self.restore_as(caller, snap, new_sandbox_id()).await
     }
 
     /// Restore under a given runtime id (used to keep ids stable, e.g. E2B resume).
-    pub async fn restore_as(&self, caller: &Caller, snap: &str, id: String) -> Result<RuntimeInfo> {
+    pub async fn restore_as(&self, caller: &Caller, snap: &str, id: String) -> Result<SandboxInfo> {
         let info = self.get_snapshot(caller, snap)?;
         let provider = self.provider(&info.runtime)?;
         let mut spec: SpawnSpec = info
@@ -137,7 +137,7 @@ impl Control {
             .unwrap_or_default();
         spec.runtime = Some(info.runtime.clone());
         spec.team = Some(info.team.clone());
-        if self.store.get_runtime(&id)?.is_some() {
+        if self.store.get_sandbox(&id)?.is_some() {
             return Err(Error::conflict(format!("runtime {id} already exists")));
         }
         self.create_record(&id, &spec, Some(snap))?;
@@ -153,7 +153,7 @@ impl Control {
         caller: &Caller,
         snap: &str,
         count: usize,
-    ) -> Result<Vec<RuntimeInfo>> {
+    ) -> Result<Vec<SandboxInfo>> {
         if count == 0 || count > MAX_FORK {
             return Err(Error::invalid(format!(
                 "fork count must be 1..={MAX_FORK}, got {count}"

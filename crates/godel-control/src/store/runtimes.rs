@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use godel_core::{Error, ParkReason, Parked, Result, RuntimeInfo, RuntimeState, SpawnSpec};
+use godel_core::{Error, ParkReason, Parked, Result, SandboxInfo, SandboxState, SpawnSpec};
 use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{Store, db_err, json_err, now_text, parse_time, time_text};
@@ -28,15 +28,15 @@ pub struct TeamUsage {
 
 const COLS: &str = "id, runtime, team, state, spec, handle, pid, reason, restored_from, created_at, updated_at, expires_at, parked_snapshot, parked_reason";
 
-fn row_to_info(r: &Row<'_>) -> rusqlite::Result<(RuntimeInfo, String, String)> {
+fn row_to_info(r: &Row<'_>) -> rusqlite::Result<(SandboxInfo, String, String)> {
     let state: String = r.get(3)?;
     let spec: String = r.get(4)?;
     let handle: String = r.get(5)?;
-    let info = RuntimeInfo {
+    let info = SandboxInfo {
         id: r.get(0)?,
         runtime: r.get(1)?,
         team: r.get(2)?,
-        state: RuntimeState::parse(&state).unwrap_or(RuntimeState::Error),
+        state: SandboxState::parse(&state).unwrap_or(SandboxState::Error),
         spec: SpawnSpec::default(),
         created_at: parse_time(&r.get::<_, String>(9)?),
         updated_at: parse_time(&r.get::<_, String>(10)?),
@@ -60,7 +60,7 @@ fn row_to_info(r: &Row<'_>) -> rusqlite::Result<(RuntimeInfo, String, String)> {
     Ok((info, spec, handle))
 }
 
-fn finish(parts: (RuntimeInfo, String, String)) -> Result<RuntimeInfo> {
+fn finish(parts: (SandboxInfo, String, String)) -> Result<SandboxInfo> {
     let (mut info, spec, handle) = parts;
     info.spec = serde_json::from_str(&spec).map_err(json_err)?;
     info.handle = serde_json::from_str(&handle).map_err(json_err)?;
@@ -79,9 +79,9 @@ pub struct Quota {
 impl Store {
     /// Insert a new runtime record in `creating`, after checking the team's
     /// quota in the same transaction so concurrent spawns cannot overshoot.
-    pub fn insert_runtime(
+    pub fn insert_sandbox(
         &self,
-        info: &RuntimeInfo,
+        info: &SandboxInfo,
         reservation: Reservation,
         quota: Quota,
     ) -> Result<()> {
@@ -124,9 +124,9 @@ impl Store {
     pub fn transition(
         &self,
         id: &str,
-        to: RuntimeState,
+        to: SandboxState,
         reason: Option<&str>,
-    ) -> Result<RuntimeInfo> {
+    ) -> Result<SandboxInfo> {
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -138,7 +138,7 @@ impl Store {
             .optional()
             .map_err(db_err)?;
         let cur = cur.ok_or_else(|| Error::not_found(format!("runtime {id} not found")))?;
-        let cur = RuntimeState::parse(&cur)?;
+        let cur = SandboxState::parse(&cur)?;
         if cur != to {
             cur.transition(to).map_err(|e| e.with_runtime(id))?;
         }
@@ -185,14 +185,14 @@ impl Store {
 
     /// Hand a running warm-pool runtime to `team`, charging its quota in the
     /// same transaction. `NOT_FOUND` when it is no longer a running runtime of `from_team`.
-    pub fn reassign_runtime(
+    pub fn reassign_sandbox(
         &self,
         id: &str,
         from_team: &str,
         spec: &SpawnSpec,
         reservation: Reservation,
         quota: Quota,
-    ) -> Result<RuntimeInfo> {
+    ) -> Result<SandboxInfo> {
         let team = spec.team.clone().unwrap_or_default();
         let mut conn = self.conn();
         let tx = conn
@@ -270,7 +270,7 @@ impl Store {
     }
 
     /// Running sandboxes whose deadline is at or before `now`.
-    pub fn expired_runtimes(&self, now: DateTime<Utc>) -> Result<Vec<RuntimeInfo>> {
+    pub fn expired_sandboxes(&self, now: DateTime<Utc>) -> Result<Vec<SandboxInfo>> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(&format!(
@@ -308,7 +308,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn get_runtime(&self, id: &str) -> Result<Option<RuntimeInfo>> {
+    pub fn get_sandbox(&self, id: &str) -> Result<Option<SandboxInfo>> {
         let conn = self.conn();
         let row = conn
             .query_row(
@@ -322,11 +322,11 @@ impl Store {
     }
 
     /// Runtimes, newest first. `team = None` lists every team's.
-    pub fn list_runtimes(
+    pub fn list_sandboxes(
         &self,
         team: Option<&str>,
         include_terminal: bool,
-    ) -> Result<Vec<RuntimeInfo>> {
+    ) -> Result<Vec<SandboxInfo>> {
         let conn = self.conn();
         let mut sql = format!("SELECT {COLS} FROM runtimes WHERE (?1 IS NULL OR team = ?1)");
         if !include_terminal {
@@ -343,8 +343,8 @@ impl Store {
     }
 
     /// Every record not in a final state (for reconciliation).
-    pub fn non_terminal_runtimes(&self) -> Result<Vec<RuntimeInfo>> {
-        self.list_runtimes(None, false)
+    pub fn non_terminal_sandboxes(&self) -> Result<Vec<SandboxInfo>> {
+        self.list_sandboxes(None, false)
     }
 
     /// Resources a team holds now.
@@ -354,7 +354,7 @@ impl Store {
     }
 
     /// Remove a record entirely (a spawn refused for bad input leaves no trace).
-    pub fn delete_runtime(&self, id: &str) -> Result<()> {
+    pub fn delete_sandbox(&self, id: &str) -> Result<()> {
         self.conn()
             .execute("DELETE FROM runtimes WHERE id = ?1", [id])
             .map_err(db_err)?;
@@ -362,7 +362,7 @@ impl Store {
     }
 
     /// Delete terminal records older than `keep` (housekeeping).
-    pub fn prune_runtimes(&self, older_than: chrono::DateTime<chrono::Utc>) -> Result<usize> {
+    pub fn prune_sandboxes(&self, older_than: chrono::DateTime<chrono::Utc>) -> Result<usize> {
         self.conn()
             .execute(
                 "DELETE FROM runtimes WHERE state IN ('terminated','error') AND updated_at < ?1",

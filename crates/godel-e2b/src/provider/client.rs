@@ -112,12 +112,14 @@ impl Client {
                 Err(e) if e.retryable && n < self.retry.max_retries => {
                     let delay = self.retry.base_delay * 2u32.pow(n);
                     n += 1;
-                    (self.events)(Event::new(godel_core::EventKind::E2bRetry).data(serde_json::json!({
-                        "call": what,
-                        "attempt": n,
-                        "delay_ms": delay.as_millis() as u64,
-                        "error": e.to_string(),
-                    })));
+                    (self.events)(Event::new(godel_core::EventKind::E2bRetry).data(
+                        serde_json::json!({
+                            "call": what,
+                            "attempt": n,
+                            "delay_ms": delay.as_millis() as u64,
+                            "error": e.to_string(),
+                        }),
+                    ));
                     tracing::debug!(call = what, attempt = n, error = %e, "e2b: retrying");
                     tokio::time::sleep(delay).await;
                 }

@@ -31,7 +31,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use godel_core::{
     Availability, Capabilities, Error, ErrorCode, EventSink, ExecHandle, ExecRequest, FileEntry,
-    ResourceUsage, Result, RuntimeProvider, RuntimeState, RuntimeStatus, SnapshotArtifact,
+    ResourceUsage, Result, RuntimeProvider, SandboxState, SandboxStatus, SnapshotArtifact,
     SnapshotInfo, SnapshotRequest, SnapshotTarget, SpawnSpec, Spawned,
 };
 use reqwest::Method;
@@ -40,8 +40,8 @@ use client::Client;
 pub use client::{EnvdTarget, RetryPolicy};
 
 use crate::wire::{
-    ConnectSandbox, DEFAULT_TEMPLATE, ENVD_PORT, NewSandbox, Sandbox, SandboxDetail, SandboxMetric,
-    SandboxState,
+    ConnectSandbox, DEFAULT_TEMPLATE, E2bState, ENVD_PORT, NewSandbox, Sandbox, SandboxDetail,
+    SandboxMetric,
 };
 
 /// E2B's own domains, served through one `sandbox.{domain}` host
@@ -491,10 +491,10 @@ impl RuntimeProvider for E2bProvider {
         Ok(())
     }
 
-    async fn status(&self, id: &str) -> Result<RuntimeStatus> {
+    async fn status(&self, id: &str) -> Result<SandboxStatus> {
         let r = self.remote(id)?;
         if r.detached {
-            let mut st = RuntimeStatus::new(RuntimeState::Paused);
+            let mut st = SandboxStatus::new(SandboxState::Paused);
             st.details
                 .insert("sandbox_id".into(), serde_json::json!(r.sandbox_id));
             return Ok(st);
@@ -504,17 +504,17 @@ impl RuntimeProvider for E2bProvider {
             .await
             .map_err(|e| e.with_runtime(id))?;
         let state = match d.state {
-            SandboxState::Running => RuntimeState::Running,
-            SandboxState::Paused => RuntimeState::Paused,
+            E2bState::Running => SandboxState::Running,
+            E2bState::Paused => SandboxState::Paused,
         };
-        let mut st = RuntimeStatus::new(state);
+        let mut st = SandboxStatus::new(state);
         st.details
             .insert("sandbox_id".into(), serde_json::json!(r.sandbox_id));
         st.details
             .insert("template".into(), serde_json::json!(d.template_id));
         st.details
             .insert("end_at".into(), serde_json::json!(d.end_at.to_rfc3339()));
-        if state == RuntimeState::Running {
+        if state == SandboxState::Running {
             let path = format!("/sandboxes/{}/metrics", r.sandbox_id);
             if let Ok((_, Some(points))) = self
                 .client

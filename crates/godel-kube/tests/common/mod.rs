@@ -77,7 +77,7 @@ pub async fn sh(p: &dyn RuntimeProvider, id: &str, script: &str) -> godel_core::
 /// Spawn, exec, files, snapshot → change → restore, terminate: the same on
 /// the fake and on a real cluster.
 pub async fn scenario(p: &dyn RuntimeProvider, team: &str, snap_dir: &std::path::Path) {
-    let id = godel_core::new_runtime_id();
+    let id = godel_core::new_sandbox_id();
     let mut s = spec(team);
     s.resources.cpu = Some(godel_core::Cpu(500));
     s.resources.memory = Some(godel_core::ByteQuantity(256 << 20));
@@ -120,7 +120,7 @@ pub async fn scenario(p: &dyn RuntimeProvider, team: &str, snap_dir: &std::path:
         dir: snap_dir.to_path_buf(),
         data: art.data.clone(),
     };
-    let restored = godel_core::new_runtime_id();
+    let restored = godel_core::new_sandbox_id();
     p.restore(&restored, &info, &spec(team))
         .await
         .expect("restore");

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use godel_core::{Event, EventSink};
 use godel_sandbox::{
-    InitProgram, Isolator, NamespaceIsolator, NamespaceOptions, ProcessSpec, Sandbox,
-    SandboxConfig, SandboxLimits,
+    InitProgram, Isolator, Jail, JailConfig, JailLimits, NamespaceIsolator, NamespaceOptions,
+    ProcessSpec,
 };
 use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
@@ -53,14 +53,14 @@ pub fn id(name: &str) -> String {
 /// A workspace + state dir under a temp dir that lives as long as the guard.
 pub struct Agent {
     pub dir: tempfile::TempDir,
-    pub sb: Arc<dyn Sandbox>,
-    pub cfg: SandboxConfig,
+    pub sb: Arc<dyn Jail>,
+    pub cfg: JailConfig,
 }
 
-pub fn config(dir: &tempfile::TempDir, id: &str, limits: SandboxLimits) -> SandboxConfig {
+pub fn config(dir: &tempfile::TempDir, id: &str, limits: JailLimits) -> JailConfig {
     let workspace = dir.path().join("ws");
     std::fs::create_dir_all(&workspace).unwrap();
-    SandboxConfig {
+    JailConfig {
         id: id.to_string(),
         workspace,
         state_dir: dir.path().join("state"),
@@ -77,7 +77,7 @@ impl Drop for Agent {
 }
 
 /// Destroys a sandbox when dropped (for sandboxes made without [`spawn`]).
-pub struct Guard(pub Arc<dyn Sandbox>);
+pub struct Guard(pub Arc<dyn Jail>);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -87,7 +87,7 @@ impl Drop for Guard {
 
 /// A failed assertion must not leak a sandbox: destroy it (idempotent) on a
 /// helper thread with its own runtime.
-fn destroy_blocking(sb: Arc<dyn Sandbox>) {
+fn destroy_blocking(sb: Arc<dyn Jail>) {
     let _ = std::thread::spawn(move || {
         if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -99,7 +99,7 @@ fn destroy_blocking(sb: Arc<dyn Sandbox>) {
     .join();
 }
 
-pub async fn spawn(iso: &NamespaceIsolator, name: &str, limits: SandboxLimits) -> Agent {
+pub async fn spawn(iso: &NamespaceIsolator, name: &str, limits: JailLimits) -> Agent {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&dir, &id(name), limits);
     let sb = iso.create(cfg.clone()).await.expect("create sandbox");
@@ -116,7 +116,7 @@ pub struct Out {
     pub pid: u32,
 }
 
-pub async fn run(sb: &dyn Sandbox, argv: &[&str]) -> Out {
+pub async fn run(sb: &dyn Jail, argv: &[&str]) -> Out {
     let mut p = sb
         .launch(ProcessSpec {
             argv: argv.iter().map(|s| s.to_string()).collect(),
@@ -141,12 +141,12 @@ pub async fn run(sb: &dyn Sandbox, argv: &[&str]) -> Out {
     }
 }
 
-pub async fn sh(sb: &dyn Sandbox, script: &str) -> Out {
+pub async fn sh(sb: &dyn Jail, script: &str) -> Out {
     run(sb, &["bash", "-c", script]).await
 }
 
 /// Run a Python snippet that calls into libc and prints `<ret> <errno name>`.
-pub async fn libc_call(sb: &dyn Sandbox, call: &str) -> String {
+pub async fn libc_call(sb: &dyn Jail, call: &str) -> String {
     let script = format!(
         "import ctypes, errno\nl = ctypes.CDLL(None, use_errno=True)\nr = {call}\nprint(r, errno.errorcode.get(ctypes.get_errno(), 'OK'))"
     );

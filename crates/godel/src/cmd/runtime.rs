@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 
 use futures::StreamExt;
 use godel_core::{
-    Error, ExecEvent, ExecOutput, ExecRequest, Isolation, NetworkMode, Result, RuntimeInfo,
+    Error, ExecEvent, ExecOutput, ExecRequest, Isolation, NetworkMode, Result, SandboxInfo,
     SpawnSpec, WorkspaceMode, parse_bytes, parse_cpu, parse_key_values,
 };
 use http::Method;
@@ -96,7 +96,7 @@ pub async fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<i32> {
         Some(w) => format!("/v1/runtimes?wait_secs={w}"),
         None => "/v1/runtimes".to_string(),
     };
-    let info: RuntimeInfo = ctx.client.json(Method::POST, &path, Some(&spec)).await?;
+    let info: SandboxInfo = ctx.client.json(Method::POST, &path, Some(&spec)).await?;
     if ctx.json {
         output::json(&info);
     } else {
@@ -175,7 +175,7 @@ pub async fn exec(ctx: &Ctx, a: ExecArgs) -> Result<i32> {
 }
 
 pub async fn ls(ctx: &Ctx, all: bool) -> Result<i32> {
-    let list: Vec<RuntimeInfo> = ctx
+    let list: Vec<SandboxInfo> = ctx
         .client
         .json(Method::GET, &format!("/v1/runtimes?all={all}"), None::<&()>)
         .await?;
@@ -188,7 +188,7 @@ pub async fn ls(ctx: &Ctx, all: bool) -> Result<i32> {
 }
 
 pub async fn status(ctx: &Ctx, id: &str) -> Result<i32> {
-    let info: RuntimeInfo = ctx
+    let info: SandboxInfo = ctx
         .client
         .json(Method::GET, &format!("/v1/runtimes/{id}"), None::<&()>)
         .await?;
@@ -219,7 +219,7 @@ pub async fn ttl(ctx: &Ctx, id: &str, secs: &str) -> Result<i32> {
     };
     let body = serde_json::json!({ "ttl_secs": ttl_secs });
     let path = format!("/v1/runtimes/{id}/ttl");
-    let info: RuntimeInfo = ctx.client.json(Method::POST, &path, Some(&body)).await?;
+    let info: SandboxInfo = ctx.client.json(Method::POST, &path, Some(&body)).await?;
     if ctx.json {
         output::json(&info);
     } else {
@@ -234,7 +234,7 @@ pub async fn ttl(ctx: &Ctx, id: &str, secs: &str) -> Result<i32> {
 
 /// A call that returns the runtime record; prints `ID STATE` (or the JSON).
 async fn state_call(ctx: &Ctx, method: Method, path: &str) -> Result<i32> {
-    let info: RuntimeInfo = ctx.client.json(method, path, None::<&()>).await?;
+    let info: SandboxInfo = ctx.client.json(method, path, None::<&()>).await?;
     if ctx.json {
         output::json(&info);
     } else {

@@ -1,6 +1,6 @@
 //! snapshot create/ls/rm, restore, fork.
 
-use godel_core::{Result, RuntimeInfo, SnapshotInfo, SnapshotRequest};
+use godel_core::{Result, SandboxInfo, SnapshotInfo, SnapshotRequest};
 use http::Method;
 use serde_json::json;
 
@@ -68,7 +68,7 @@ pub async fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<i32> {
 }
 
 pub async fn restore(ctx: &Ctx, snap: &str) -> Result<i32> {
-    let info: RuntimeInfo = ctx
+    let info: SandboxInfo = ctx
         .client
         .json(
             Method::POST,
@@ -85,7 +85,7 @@ pub async fn restore(ctx: &Ctx, snap: &str) -> Result<i32> {
 }
 
 pub async fn fork(ctx: &Ctx, snap: &str, count: usize) -> Result<i32> {
-    let list: Vec<RuntimeInfo> = ctx
+    let list: Vec<SandboxInfo> = ctx
         .client
         .json(
             Method::POST,

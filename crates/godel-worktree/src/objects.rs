@@ -5,7 +5,7 @@
 //! ever read objects from a store, so the caller's repository is never
 //! written to and a snapshot outlives changes to it.
 //!
-//! Stores are created with a temporary name and published by rename, so two
+//! ObjectStores are created with a temporary name and published by rename, so two
 //! spawns racing on a new repository cannot see a half-made store. Fetches
 //! into one store are serialised by a per-store lock.
 
@@ -29,7 +29,7 @@ const EMPTY_KEY: &str = "empty";
 
 /// One bare repository owned by godel.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Store {
+pub struct ObjectStore {
     /// Short stable key (names the checkout cache directory).
     pub key: String,
     /// Path of the bare repository.
@@ -37,7 +37,7 @@ pub struct Store {
 }
 
 /// Creates stores and imports commits into them.
-pub struct Stores {
+pub struct ObjectStores {
     layout: Layout,
     locks: KeyedLocks,
     /// (store path, commit) pairs known to be present, to skip a git call per spawn.
@@ -45,9 +45,9 @@ pub struct Stores {
     empty_commit: std::sync::OnceLock<String>,
 }
 
-impl Stores {
+impl ObjectStores {
     pub fn new(layout: Layout) -> Self {
-        Stores {
+        ObjectStores {
             layout,
             locks: KeyedLocks::default(),
             known: Mutex::new(HashSet::new()),
@@ -56,7 +56,7 @@ impl Stores {
     }
 
     /// The store for a source repository (created on first use).
-    pub async fn for_source(&self, source: &Path) -> Result<Store> {
+    pub async fn for_source(&self, source: &Path) -> Result<ObjectStore> {
         let canon = std::fs::canonicalize(source)
             .map_err(|e| Error::io(format!("repository {}", source.display()), &e))?;
         let digest = Sha256::digest(canon.as_os_str().as_encoded_bytes());
@@ -67,7 +67,7 @@ impl Stores {
     }
 
     /// The store of empty workspaces and its (fixed) empty commit.
-    pub async fn empty(&self) -> Result<(Store, String)> {
+    pub async fn empty(&self) -> Result<(ObjectStore, String)> {
         let store = self.store(EMPTY_KEY);
         self.ensure_created(&store, None).await?;
         if let Some(commit) = self.empty_commit.get() {
@@ -93,15 +93,15 @@ impl Stores {
     }
 
     /// A store by key (not created).
-    pub fn store(&self, key: &str) -> Store {
-        Store {
+    pub fn store(&self, key: &str) -> ObjectStore {
+        ObjectStore {
             key: key.to_string(),
             path: self.layout.stores().join(format!("{key}.git")),
         }
     }
 
     /// Make sure `commit` (from `source`) is in `store`, fetching it if needed.
-    pub async fn import(&self, store: &Store, source: &Path, commit: &str) -> Result<()> {
+    pub async fn import(&self, store: &ObjectStore, source: &Path, commit: &str) -> Result<()> {
         if !is_object_id(commit) {
             return Err(Error::invalid(format!("not a commit id: {commit:?}")));
         }
@@ -131,7 +131,7 @@ impl Stores {
     }
 
     /// Whether the store holds `commit` (a commit object).
-    pub async fn has_commit(&self, store: &Store, commit: &str) -> Result<bool> {
+    pub async fn has_commit(&self, store: &ObjectStore, commit: &str) -> Result<bool> {
         if self.is_known(store, commit) {
             return Ok(true);
         }
@@ -148,7 +148,7 @@ impl Stores {
     }
 
     /// Pin `commit` with `refs/godel/bases/<commit>` so it is never collected.
-    async fn keep(&self, store: &Store, commit: &str) -> Result<()> {
+    async fn keep(&self, store: &ObjectStore, commit: &str) -> Result<()> {
         Git::new()
             .git_dir(&store.path)
             .args(["update-ref", &format!("refs/godel/bases/{commit}"), commit])
@@ -158,17 +158,17 @@ impl Stores {
         Ok(())
     }
 
-    fn is_known(&self, store: &Store, commit: &str) -> bool {
+    fn is_known(&self, store: &ObjectStore, commit: &str) -> bool {
         let known = self.known.lock();
         known.contains(&(store.path.clone(), commit.to_string()))
     }
 
-    fn remember(&self, store: &Store, commit: &str) {
+    fn remember(&self, store: &ObjectStore, commit: &str) {
         let mut known = self.known.lock();
         known.insert((store.path.clone(), commit.to_string()));
     }
 
-    async fn ensure_created(&self, store: &Store, source: Option<&Path>) -> Result<()> {
+    async fn ensure_created(&self, store: &ObjectStore, source: Option<&Path>) -> Result<()> {
         if store.path.join("HEAD").is_file() {
             return Ok(());
         }

@@ -1,4 +1,4 @@
-//! `NamespaceSandbox`: one live sandbox as the daemon holds it. `launch`
+//! `NamespaceJail`: one live sandbox as the daemon holds it. `launch`
 //! connects to the init, hands over a status socket and the stdio pipe ends,
 //! reads the child's host pid (from its own credentials) and the outcome of
 //! its exec from the status socket, and later `Exit` from the connection. Signals go to the init on the same connection, which signals the
@@ -20,22 +20,22 @@ use nix::sys::socket::MsgFlags;
 use parking_lot::Mutex;
 use tokio::io::unix::AsyncFd;
 
-use crate::cgroup::SandboxCgroups;
+use crate::cgroup::JailCgroups;
 use crate::hostops::HostOps;
-use crate::launcher::{Process, ProcessExit, ProcessSpec, Sandbox, SandboxConfig};
-use crate::namespace::{SandboxHandle, default_env, init_alive, wait_empty};
+use crate::launcher::{Jail, JailConfig, Process, ProcessExit, ProcessSpec};
+use crate::namespace::{JailHandle, default_env, init_alive, wait_empty};
 use crate::proto::{self, Reply, Request};
 
 /// Watches a sandbox's OOM-kill counter and reports each new kill once.
 pub struct OomWatch {
     id: String,
-    cgroups: SandboxCgroups,
+    cgroups: JailCgroups,
     events: EventSink,
     seen: AtomicU64,
 }
 
 impl OomWatch {
-    pub fn new(id: String, cgroups: SandboxCgroups, events: EventSink) -> Self {
+    pub fn new(id: String, cgroups: JailCgroups, events: EventSink) -> Self {
         let seen = cgroups.usage().oom_kills;
         OomWatch {
             id,
@@ -65,10 +65,10 @@ impl OomWatch {
 }
 
 /// A live sandbox.
-pub struct NamespaceSandbox {
-    cfg: SandboxConfig,
-    handle: SandboxHandle,
-    cgroups: SandboxCgroups,
+pub struct NamespaceJail {
+    cfg: JailConfig,
+    handle: JailHandle,
+    cgroups: JailCgroups,
     oom: Arc<OomWatch>,
     ops: Arc<dyn HostOps>,
     run_dir: PathBuf,
@@ -79,11 +79,11 @@ pub struct NamespaceSandbox {
     disk: Mutex<Option<(Instant, u64)>>,
 }
 
-impl NamespaceSandbox {
+impl NamespaceJail {
     pub(crate) fn new(
-        cfg: SandboxConfig,
-        handle: SandboxHandle,
-        cgroups: SandboxCgroups,
+        cfg: JailConfig,
+        handle: JailHandle,
+        cgroups: JailCgroups,
         oom: Arc<OomWatch>,
         ops: Arc<dyn HostOps>,
         run_dir: PathBuf,
@@ -97,7 +97,7 @@ impl NamespaceSandbox {
                 w.check();
             }
         });
-        NamespaceSandbox {
+        NamespaceJail {
             cfg,
             handle,
             cgroups,
@@ -157,7 +157,7 @@ impl NamespaceSandbox {
     }
 }
 
-impl Drop for NamespaceSandbox {
+impl Drop for NamespaceJail {
     fn drop(&mut self) {
         self.stop_watcher();
     }
@@ -224,7 +224,7 @@ fn failed_error(stage: u8, errno: i32, prog: &str, cwd: &str) -> Error {
 }
 
 #[async_trait]
-impl Sandbox for NamespaceSandbox {
+impl Jail for NamespaceJail {
     fn id(&self) -> &str {
         &self.cfg.id
     }
