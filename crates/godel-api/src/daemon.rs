@@ -1,0 +1,186 @@
+//! The daemon's life from start to stop, in order, so `godel serve` (and any
+//! embedder) only parses its flags and names its runtimes:
+//!
+//! 1. open the control plane on `$GODEL_HOME` and register the runtimes;
+//! 2. make the teams of the config file exist, reconcile what survived the
+//!    last run (re-adopt or report lost), restore what `--preserve` parked,
+//!    release warm sandboxes of the last run;
+//! 3. start health monitors, warm pools and the time-to-live reaper;
+//! 4. serve the native API on the Unix socket (and TCP), and the E2B API
+//!    when asked, until the shutdown future resolves;
+//! 5. optionally park every running sandbox (`--preserve`), stop the pools,
+//!    let in-flight requests finish (10 s at most), remove the socket.
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use godel_control::{Control, Settings, event_channel};
+use godel_core::{Error, EventSink, Result};
+use tokio::sync::watch;
+
+/// What the daemon serves and how.
+pub struct DaemonConfig {
+    pub home: PathBuf,
+    pub settings: Settings,
+    /// TCP address of the native API (bearer tokens required).
+    pub listen: Option<String>,
+    /// TCP address of the E2B-compatible API.
+    pub e2b_listen: Option<String>,
+    /// Park every running sandbox at shutdown and restore it at the next start.
+    pub preserve: bool,
+    /// How often the reaper looks for sandboxes whose time to live ran out.
+    pub reaper_interval: Duration,
+}
+
+/// Registers the runtimes on a fresh control plane; providers report events into the sink.
+pub type Registrar<'a> = Box<
+    dyn FnOnce(Arc<Control>, EventSink) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>
+        + Send
+        + 'a,
+>;
+
+/// Run the daemon until `shutdown` resolves (or a listener fails).
+pub async fn run(
+    cfg: DaemonConfig,
+    register: Registrar<'_>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let home = &cfg.home;
+    std::fs::create_dir_all(home)
+        .map_err(|e| Error::io(format!("create {}", home.display()), &e))?;
+    let _ = std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700));
+    let control = Control::open(home, cfg.settings)?;
+    let (sink, rx) = event_channel();
+    control.attach_event_receiver(rx);
+    register(control.clone(), sink).await;
+    start(&control).await?;
+    control.start_reaper(cfg.reaper_interval);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    };
+    let sock = home.join("godel.sock");
+    let unix = crate::bind_unix(&sock)
+        .map_err(|e| Error::io(format!("listen on {}", sock.display()), &e))?;
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(crate::serve_unix(unix, control.clone(), stopped()));
+    tracing::info!(socket = %sock.display(), "godel API listening");
+    if let Some(addr) = &cfg.listen {
+        let tcp = bind_tcp(addr, "native API").await?;
+        tracing::info!(addr = %local(&tcp), "godel API listening on TCP (bearer token required)");
+        tasks.spawn(crate::serve_tcp(tcp, control.clone(), stopped()));
+    }
+    if let Some(addr) = &cfg.e2b_listen {
+        let tcp = bind_tcp(addr, "E2B API").await?;
+        let e2b = crate::e2b::ServeConfig {
+            token_secret: e2b_secret(home)?,
+            ..Default::default()
+        };
+        tracing::info!(
+            addr = %local(&tcp),
+            "E2B-compatible API listening (E2B_API_URL=E2B_SANDBOX_URL=http://ADDR, E2B_API_KEY=<godel team token>)"
+        );
+        tasks.spawn(crate::e2b::serve(tcp, control.clone(), e2b, stopped()));
+    }
+    eprintln!("godel is serving on {} (Ctrl-C to stop)", sock.display());
+
+    tokio::select! {
+        _ = shutdown => {}
+        Some(r) = tasks.join_next() => {
+            if let Ok(Err(e)) = r { tracing::error!(error = %e, "a listener failed"); }
+        }
+    }
+    if cfg.preserve {
+        match control.preserve_all().await {
+            Ok(r) => tracing::info!(
+                preserved = r.done.len(),
+                failed = r.failed.len(),
+                "snapshotted and stopped running sandboxes"
+            ),
+            Err(e) => tracing::error!(error = %e, "preserving sandboxes failed"),
+        }
+    }
+    control.stop_pools().await;
+    let _ = stop_tx.send(true);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some requests did not finish within 10 s; exiting anyway");
+    }
+    let _ = std::fs::remove_file(&sock);
+    drop(control);
+    tracing::info!("stopped; live sandboxes keep running and are re-adopted on the next start");
+    Ok(())
+}
+
+/// Steps 2 and 3 (without the reaper): bring the state of the last run back.
+async fn start(control: &Arc<Control>) -> Result<()> {
+    control.ensure_config_teams()?;
+    let report = control.reconcile().await?;
+    tracing::info!(
+        adopted = report.adopted.len(),
+        lost = report.lost.len(),
+        snapshots_reimported = report.snapshots_reimported.len(),
+        "reconciled state from the last run"
+    );
+    for (id, why) in &report.lost {
+        tracing::warn!(runtime = %id, reason = %why, "sandbox lost");
+    }
+    let restored = control.restore_preserved().await?;
+    if !restored.done.is_empty() || !restored.failed.is_empty() {
+        tracing::info!(
+            restored = restored.done.len(),
+            failed = restored.failed.len(),
+            "restored sandboxes preserved at the last shutdown"
+        );
+    }
+    control.start_health();
+    control.release_stale_pool_sandboxes().await;
+    control.start_pools()
+}
+
+async fn bind_tcp(addr: &str, what: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::io(format!("listen on {addr} ({what})"), &e))
+}
+
+fn local(l: &tokio::net::TcpListener) -> String {
+    l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+}
+
+/// The secret envd access tokens derive from, kept in `$GODEL_HOME` so
+/// tokens stay valid across restarts.
+fn e2b_secret(home: &Path) -> Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = home.join("e2b-secret");
+    if let Ok(s) = std::fs::read(&path)
+        && s.len() >= 32
+    {
+        return Ok(s);
+    }
+    let mut secret = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut secret))
+        .map_err(|e| Error::io("read /dev/urandom", &e))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io(format!("write {}", path.display()), &e))?;
+    f.write_all(&secret)
+        .map_err(|e| Error::io("write e2b secret", &e))?;
+    Ok(secret)
+}

@@ -1,0 +1,103 @@
+//! Schema upgrades of `godel.db`. Each step runs once, in one transaction,
+//! when the database's `user_version` is older than the step; an upgraded
+//! database keeps every record of the old one.
+//!
+//! - v1 → v2: sandbox deadlines and parking move out of labels into columns
+//!   (`expires_at`, `parked_snapshot`, `parked_reason`); the restart policy
+//!   moves from the `godel.restart` label into the spec. Records written by
+//!   v1 (`e2b.end_at`, `e2b.on_timeout`, `e2b.paused_snapshot`,
+//!   `godel.preserved_snapshot`, `godel.restart` labels) are rewritten.
+
+use godel_core::{OnTimeout, RestartPolicy, Result, SpawnSpec};
+use rusqlite::{Connection, params};
+
+use super::{db_err, json_err};
+
+/// Columns added by v2.
+const V2_COLUMNS: &[(&str, &str)] = &[
+    ("expires_at", "TEXT"),
+    ("parked_snapshot", "TEXT"),
+    ("parked_reason", "TEXT"),
+];
+
+/// Labels v1 used for system state, and where their values go now.
+const V1_END_AT: &str = "e2b.end_at";
+const V1_ON_TIMEOUT: &str = "e2b.on_timeout";
+const V1_PAUSED: &str = "e2b.paused_snapshot";
+const V1_PRESERVED: &str = "godel.preserved_snapshot";
+const V1_RESTART: &str = "godel.restart";
+const V1_HOPS: &str = "e2b.hops";
+const V1_TEMPLATE: &str = "e2b.template";
+
+/// Bring a database at `from` up to the current schema (tables already exist).
+pub(super) fn upgrade(conn: &mut Connection, from: i64) -> Result<()> {
+    if from >= 2 {
+        return Ok(());
+    }
+    let tx = conn.transaction().map_err(db_err)?;
+    let existing: Vec<String> = {
+        let mut stmt = tx
+            .prepare("SELECT name FROM pragma_table_info('runtimes')")
+            .map_err(db_err)?;
+        stmt.query_map([], |r| r.get(0))
+            .map_err(db_err)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(db_err)?
+    };
+    for (col, ty) in V2_COLUMNS {
+        if !existing.iter().any(|c| c == col) {
+            tx.execute_batch(&format!("ALTER TABLE runtimes ADD COLUMN {col} {ty}"))
+                .map_err(db_err)?;
+        }
+    }
+    let rows: Vec<(String, String)> = {
+        let mut stmt = tx
+            .prepare(
+                "SELECT id, spec FROM runtimes WHERE spec LIKE '%e2b.%' OR spec LIKE '%godel.%'",
+            )
+            .map_err(db_err)?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db_err)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(db_err)?
+    };
+    for (id, spec) in rows {
+        let mut spec: SpawnSpec = serde_json::from_str(&spec).map_err(json_err)?;
+        let l = &mut spec.labels;
+        let expires_at = l.remove(V1_END_AT);
+        if let Some(v) = l.remove(V1_ON_TIMEOUT) {
+            spec.on_timeout = OnTimeout::parse(&v).unwrap_or_default();
+        }
+        if let Some(v) = l.remove(V1_RESTART) {
+            spec.restart = RestartPolicy::parse(&v).ok();
+        }
+        if let Some(v) = l.remove(V1_HOPS) {
+            spec.hops = v.parse().unwrap_or(0);
+        }
+        if let Some(v) = l.remove(V1_TEMPLATE)
+            && spec.template.is_none()
+            && v != "base"
+        {
+            spec.template = Some(v);
+        }
+        let parked = match (l.remove(V1_PAUSED), l.remove(V1_PRESERVED)) {
+            (Some(s), _) => Some((s, "paused")),
+            (None, Some(s)) => Some((s, "preserved")),
+            (None, None) => None,
+        };
+        tx.execute(
+            "UPDATE runtimes SET spec = ?2, expires_at = COALESCE(?3, expires_at),
+                parked_snapshot = COALESCE(?4, parked_snapshot),
+                parked_reason = COALESCE(?5, parked_reason) WHERE id = ?1",
+            params![
+                id,
+                serde_json::to_string(&spec).map_err(json_err)?,
+                expires_at,
+                parked.as_ref().map(|p| p.0.clone()),
+                parked.map(|p| p.1),
+            ],
+        )
+        .map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)
+}
