@@ -191,14 +191,12 @@ impl E2bServer {
                     Err(_) => return,
                 };
                 let Some(state) = weak.upgrade() else { return };
-                let stopped = ev.kind == "state_changed"
+                let stopped = ev.kind == godel_core::EventKind::StateChanged
                     && ev
                         .data
                         .get("state")
                         .and_then(|s| s.as_str())
-                        .is_some_and(|s| {
-                            matches!(s, "terminating" | "terminated" | "error" | "paused")
-                        });
+                        .is_some_and(|s| matches!(s, "terminating" | "terminated" | "error"));
                 if let (true, Some(id)) = (stopped, &ev.runtime_id) {
                     state.registry.forget(id);
                 }
