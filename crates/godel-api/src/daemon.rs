@@ -5,7 +5,8 @@
 //! 2. make the teams of the config file exist, reconcile what survived the
 //!    last run (re-adopt or report lost), restore what `--preserve` parked,
 //!    release warm sandboxes of the last run;
-//! 3. start health monitors, warm pools and the time-to-live reaper;
+//! 3. start health monitors, warm pools, the time-to-live reaper and the
+//!    metering tick (usage flush, budgets, rollout steps);
 //! 4. serve the native API on the Unix socket (and TCP), and the E2B API
 //!    when asked, until the shutdown future resolves;
 //! 5. optionally park every running sandbox (`--preserve`), stop the pools,
@@ -58,6 +59,7 @@ pub async fn run(
     register(control.clone(), sink).await;
     start(&control).await?;
     control.start_reaper(cfg.reaper_interval);
+    control.start_metering();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -108,6 +110,9 @@ pub async fn run(
         }
     }
     control.stop_pools().await;
+    if let Err(e) = control.flush_usage() {
+        tracing::warn!(error = %e, "could not write usage at shutdown");
+    }
     let _ = stop_tx.send(true);
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(10), drain)

@@ -3,6 +3,7 @@
 //! ([`control::Control`]): spawn, exec, files, snapshots, restore, fork,
 //! reconciliation after a restart, teams and tokens. It speaks no HTTP.
 
+pub mod clock;
 pub mod control;
 pub mod snapshot_store;
 pub mod store;
@@ -11,4 +12,5 @@ pub use control::{
     Caller, Control, POOL_TEAM, PreserveReport, RuntimeReport, Settings, SpawnOptions,
     event_channel,
 };
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use store::{Store, TeamRecord, TokenFormat, TokenRecord};

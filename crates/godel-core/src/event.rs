@@ -51,6 +51,31 @@ pub enum EventKind {
     PoolClaimed,
     PoolDestroyed,
     PoolDestroyFailed,
+    // ---- costs, budgets, migration, rollouts ----
+    /// A team's (or agent's) budget was set or changed (`data.limit_usd`).
+    BudgetSet,
+    /// Spend crossed the alert threshold (80 % by default) of a budget; once a period.
+    BudgetAlert,
+    /// Spend reached the budget: new spawns fail with `BUDGET_EXCEEDED`; once a period.
+    BudgetExceeded,
+    /// The budget's policy acted on a running agent (`data.action`: `snapshot-and-stop`, `stop`).
+    BudgetEnforced,
+    /// The budget webhook was delivered or gave up (`data.delivered`, `data.attempts`).
+    BudgetWebhook,
+    /// An agent moved to another runtime (`data.new_id`, `data.from`, `data.to`).
+    Migrated,
+    /// A move failed; the source keeps running (`data.reason`).
+    MigrationFailed,
+    /// A canary rollout started (`data.to`, `data.steps`).
+    RolloutStarted,
+    /// A rollout moved to its next step (`data.percent`).
+    RolloutStep,
+    RolloutPaused,
+    RolloutResumed,
+    /// Routing went back to the previous runtime (`data.reason`).
+    RolloutRolledBack,
+    /// The last step was reached: every new spawn goes to the target.
+    RolloutCompleted,
     // ---- providers ----
     /// The sandbox's processes or VM died (`data.reason`).
     Died,
@@ -124,6 +149,19 @@ const KINDS: &[(EventKind, &str)] = &[
     (EventKind::PoolClaimed, "pool_claimed"),
     (EventKind::PoolDestroyed, "pool_destroyed"),
     (EventKind::PoolDestroyFailed, "pool_destroy_failed"),
+    (EventKind::BudgetSet, "budget_set"),
+    (EventKind::BudgetAlert, "budget_alert"),
+    (EventKind::BudgetExceeded, "budget_exceeded"),
+    (EventKind::BudgetEnforced, "budget_enforced"),
+    (EventKind::BudgetWebhook, "budget_webhook"),
+    (EventKind::Migrated, "migrated"),
+    (EventKind::MigrationFailed, "migration_failed"),
+    (EventKind::RolloutStarted, "rollout_started"),
+    (EventKind::RolloutStep, "rollout_step"),
+    (EventKind::RolloutPaused, "rollout_paused"),
+    (EventKind::RolloutResumed, "rollout_resumed"),
+    (EventKind::RolloutRolledBack, "rollout_rolled_back"),
+    (EventKind::RolloutCompleted, "rollout_completed"),
     (EventKind::Died, "died"),
     (EventKind::Oom, "oom"),
     (EventKind::DiskLimitExceeded, "disk_limit_exceeded"),

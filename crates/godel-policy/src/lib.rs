@@ -11,6 +11,8 @@
 //! | [`circuit`] | per-runtime circuit breakers |
 //! | [`health`] | probe-driven health decisions and the restart policy, plus the probe loop |
 //! | [`metrics`] | Prometheus/OpenMetrics registry with SPEC-002 §8.2 names |
+//! | [`cost`] | prices, meter units → vCPU-s, GiB-s and USD, budget periods and thresholds |
+//! | [`rollout`] | canary plans: steps, deterministic routing share, rollback threshold |
 //!
 //! # How the daemon wires them
 //!
@@ -65,15 +67,19 @@
 
 pub mod circuit;
 pub mod config;
+pub mod cost;
 pub mod fair_queue;
 pub mod fallback;
 pub mod health;
 pub mod metrics;
 pub mod pool;
 pub mod retry;
+pub mod rollout;
 
 pub use circuit::{CircuitBreaker, CircuitChange, CircuitPolicy, CircuitRegistry, CircuitState};
 pub use config::{Config, TeamPolicy, load};
+pub use cost::{BudgetLevel, BudgetPolicy, Period, Price};
+pub use rollout::RolloutPlan;
 pub use fair_queue::{Admission, FairQueue};
 pub use fallback::{
     FallbackDecision, FallbackPlan, Outcome, PlanInput, SkipReason, plan, spawn_with_fallback,

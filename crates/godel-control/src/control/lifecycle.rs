@@ -63,11 +63,42 @@ impl Control {
         if let Some(iso) = self.settings.isolation_override {
             spec.isolation = iso;
         }
+        self.check_budget(&team)?;
 
+        // A canary rollout of the team may route this spawn.
+        let route = self.route_spawn(&team, &spec);
+        let out = self
+            .spawn_planned(&team, &tp, quota, &request, spec, opts, route.as_ref())
+            .await;
+        if let Some(r) = &route {
+            match &out {
+                Ok(info) => self.observe_route(&team, r, Ok(&info.runtime)),
+                Err(e) => self.observe_route(&team, r, Err(e.code)),
+            }
+        }
+        out
+    }
+
+    /// The spawn path after the team's policy: warm pool, plan, quota, fallback.
+    #[allow(clippy::too_many_arguments)]
+    async fn spawn_planned(
+        &self,
+        team: &str,
+        tp: &godel_policy::TeamPolicy,
+        quota: crate::store::Quota,
+        request: &SpawnSpec,
+        mut spec: SpawnSpec,
+        opts: SpawnOptions,
+        route: Option<&super::rollout::Route>,
+    ) -> Result<SandboxInfo> {
+        let team = team.to_string();
         // A matching warm pool answers at once.
-        let pool_runtime = spec.runtime.clone().unwrap_or_else(|| tp.runtime.clone());
+        let pool_runtime = route
+            .map(|r| r.runtime.clone())
+            .or_else(|| spec.runtime.clone())
+            .unwrap_or_else(|| tp.runtime.clone());
         if let Some(info) = self
-            .claim_warm(&request, &pool_runtime, &spec, quota)
+            .claim_warm(request, &pool_runtime, &spec, quota)
             .await?
         {
             return Ok(info);
@@ -86,6 +117,11 @@ impl Control {
         }
         if chain.is_empty() {
             chain.push(tp.runtime.clone());
+        }
+        if let Some(r) = route {
+            // The routed runtime first; the target only when routed to it.
+            chain.retain(|c| *c != r.runtime && *c != r.target);
+            chain.insert(0, r.runtime.clone());
         }
         // A workspace from a git repo is what the worktree runtime offers; the
         // others would silently ignore the repo.
@@ -274,6 +310,7 @@ impl Control {
         restored_from: Option<&str>,
     ) -> Result<SandboxInfo> {
         let info = self.new_record(id, spec, restored_from);
+        self.check_budget(&info.team)?;
         let (_, quota) = self.team_policy(&info.team)?;
         self.store.insert_sandbox(&info, reservation(spec), quota)?;
         self.emit_state(

@@ -3,18 +3,26 @@
 //! enforces team scoping: a team caller sees only its own runtimes and
 //! snapshots; anything else is `NOT_FOUND`, exactly as if it did not exist.
 
+mod budget;
 mod expiry;
 mod health;
 mod lifecycle;
+mod metering;
+mod migrate;
 mod ops;
 mod park;
 mod policy;
 mod pools;
 mod reconcile;
+mod rollout;
 mod snapshots;
 mod teams;
 
+pub use budget::{BudgetRequest, BudgetStatus};
+pub use metering::{UsageReport, UsageRequest, UsageRow};
+pub use migrate::{MigrateRequest, MigrationMove, MigrationReport};
 pub use park::PreserveReport;
+pub use rollout::{Rollout, RolloutRequest, RolloutState, StepStats};
 pub use policy::{PolicyState, SpawnOptions};
 pub use pools::POOL_TEAM;
 pub use reconcile::ReconcileReport;
@@ -22,7 +30,7 @@ pub use teams::CreatedToken;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use std::time::Duration;
@@ -130,6 +138,12 @@ pub struct Control {
     internal_events: Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
     health: std::sync::OnceLock<health::HealthMonitors>,
     pools: std::sync::OnceLock<godel_policy::WarmPools>,
+    /// This control plane, for background work it starts (webhooks).
+    me: Weak<Control>,
+    /// Exec output bytes counted since the last flush, per sandbox.
+    meter_pending: metering::Pending,
+    /// Rollouts by team (mirrored in the store).
+    rollouts: Mutex<BTreeMap<String, rollout::Rollout>>,
 }
 
 /// A sink for providers plus the receiver the control plane drains.
@@ -152,7 +166,11 @@ impl Control {
         let (events, _) = broadcast::channel(4096);
         let (itx, irx) = mpsc::unbounded_channel();
         let policy = policy::PolicyState::new(settings.config.clone(), itx);
-        Ok(Arc::new(Control {
+        let rollouts = rollout::load(&store)?;
+        Ok(Arc::new_cyclic(|me| Control {
+            me: me.clone(),
+            meter_pending: Default::default(),
+            rollouts: Mutex::new(rollouts),
             policy,
             internal_events: Mutex::new(Some(irx)),
             health: std::sync::OnceLock::new(),
@@ -165,6 +183,16 @@ impl Control {
             events,
             settings,
         }))
+    }
+
+    /// Use `clock` for metering, budgets and rollouts (tests install a manual one).
+    pub fn set_clock(&self, clock: Arc<dyn crate::clock::Clock>) {
+        self.store.set_clock(clock);
+    }
+
+    /// Now, by the control plane's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.store.now()
     }
 
     /// Forward events from providers' sinks into the log and the bus.

@@ -1,4 +1,5 @@
-//! Exec and file operations on a live runtime, after the team check.
+//! Exec and file operations on a live runtime, after the team check; each
+//! is metered (exec count, bytes in and out).
 
 use bytes::Bytes;
 use godel_core::{ExecHandle, ExecOutput, ExecRequest, FileEntry, Result};
@@ -9,7 +10,9 @@ impl Control {
     pub async fn exec(&self, caller: &Caller, id: &str, req: ExecRequest) -> Result<ExecHandle> {
         req.validate()?;
         let (_, p) = self.live(caller, id)?;
-        p.exec(id, req).await.map_err(|e| e.with_runtime(id))
+        let stdin = req.stdin.as_ref().map(|s| s.len() as u64).unwrap_or(0);
+        let h = p.exec(id, req).await.map_err(|e| e.with_runtime(id))?;
+        Ok(self.meter_exec(id, stdin, h))
     }
 
     pub async fn exec_collect(
@@ -32,7 +35,9 @@ impl Control {
 
     pub async fn read_file(&self, caller: &Caller, id: &str, path: &str) -> Result<Bytes> {
         let (_, p) = self.live(caller, id)?;
-        p.read_file(id, path).await
+        let data = p.read_file(id, path).await?;
+        self.meter_bytes(id, data.len() as u64);
+        Ok(data)
     }
 
     pub async fn write_file(
@@ -43,7 +48,10 @@ impl Control {
         data: Bytes,
     ) -> Result<()> {
         let (_, p) = self.live(caller, id)?;
-        p.write_file(id, path, data).await
+        let n = data.len() as u64;
+        p.write_file(id, path, data).await?;
+        self.meter_bytes(id, n);
+        Ok(())
     }
 
     pub async fn list_dir(&self, caller: &Caller, id: &str, path: &str) -> Result<Vec<FileEntry>> {
@@ -85,11 +93,16 @@ impl Control {
         tar: Bytes,
     ) -> Result<()> {
         let (_, p) = self.live(caller, id)?;
-        p.upload_tar(id, path, tar).await
+        let n = tar.len() as u64;
+        p.upload_tar(id, path, tar).await?;
+        self.meter_bytes(id, n);
+        Ok(())
     }
 
     pub async fn download_tar(&self, caller: &Caller, id: &str, path: &str) -> Result<Bytes> {
         let (_, p) = self.live(caller, id)?;
-        p.download_tar(id, path).await
+        let data = p.download_tar(id, path).await?;
+        self.meter_bytes(id, data.len() as u64);
+        Ok(data)
     }
 }

@@ -7,6 +7,11 @@
 //!   moves from the `godel.restart` label into the spec. Records written by
 //!   v1 (`e2b.end_at`, `e2b.on_timeout`, `e2b.paused_snapshot`,
 //!   `godel.preserved_snapshot`, `godel.restart` labels) are rewritten.
+//! - v2 → v3: metering, budgets and rollouts ([`V3_TABLES`]): `meters` (one
+//!   row per running sandbox: its allocation and the time it was last
+//!   accounted up to), `usage` (per sandbox and UTC day: running
+//!   milliseconds, milli-vCPU·ms, KiB·ms, execs, bytes), `budgets`,
+//!   `rollouts`. Sandboxes running at the upgrade start their meter then.
 
 use godel_core::{OnTimeout, RestartPolicy, Result, SpawnSpec};
 use rusqlite::{Connection, params};
@@ -29,11 +34,69 @@ const V1_RESTART: &str = "godel.restart";
 const V1_HOPS: &str = "e2b.hops";
 const V1_TEMPLATE: &str = "e2b.template";
 
+/// Tables of v3 (idempotent; run on every open after the base schema).
+pub(super) const V3_TABLES: &str = r#"
+CREATE TABLE IF NOT EXISTS meters (
+    runtime_id TEXT PRIMARY KEY,
+    team TEXT NOT NULL,
+    runtime TEXT NOT NULL,
+    cpu_millis INTEGER NOT NULL,
+    memory_kib INTEGER NOT NULL,
+    since_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS usage (
+    runtime_id TEXT NOT NULL,
+    day TEXT NOT NULL,
+    team TEXT NOT NULL,
+    runtime TEXT NOT NULL,
+    run_ms INTEGER NOT NULL DEFAULT 0,
+    vcpu_milli_ms INTEGER NOT NULL DEFAULT 0,
+    mem_kib_ms INTEGER NOT NULL DEFAULT 0,
+    execs INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (runtime_id, day, runtime)
+);
+CREATE INDEX IF NOT EXISTS usage_team_day ON usage(team, day);
+CREATE INDEX IF NOT EXISTS usage_day ON usage(day);
+CREATE TABLE IF NOT EXISTS budgets (
+    team TEXT NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
+    limit_nanos INTEGER NOT NULL,
+    period TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    alerted TEXT,
+    exceeded TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (team, agent)
+);
+CREATE TABLE IF NOT EXISTS rollouts (
+    team TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"#;
+
 /// Bring a database at `from` up to the current schema (tables already exist).
 pub(super) fn upgrade(conn: &mut Connection, from: i64) -> Result<()> {
-    if from >= 2 {
-        return Ok(());
+    if from < 2 {
+        upgrade_v2(conn)?;
     }
+    if from < 3 {
+        let tx = conn.transaction().map_err(db_err)?;
+        tx.execute_batch(V3_TABLES).map_err(db_err)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO meters (runtime_id, team, runtime, cpu_millis, memory_kib, since_ms)
+             SELECT id, team, runtime, cpu_millis, memory_bytes / 1024, ?1 FROM runtimes WHERE state = 'running'",
+            [chrono::Utc::now().timestamp_millis()],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// v1 → v2.
+fn upgrade_v2(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction().map_err(db_err)?;
     let existing: Vec<String> = {
         let mut stmt = tx

@@ -1,5 +1,6 @@
 //! The durable state of the daemon: one SQLite database (`godel.db`, WAL)
-//! holding teams, tokens, runtimes, snapshots and events.
+//! holding teams, tokens, runtimes, snapshots and events, and (schema v3)
+//! metered usage, budgets and rollouts.
 //!
 //! Records are written before the side effect they describe and confirmed
 //! after it; the daemon reconciles non-terminal records on start. All access
@@ -7,22 +8,30 @@
 //! microseconds, and one writer is what SQLite wants anyway.
 
 mod auth;
+mod budgets;
 mod events;
 mod migrate;
 mod runtimes;
 mod snapshots;
+mod usage;
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::path::Path;
+use std::sync::Arc;
+
+use crate::clock::{Clock, SystemClock};
 
 use godel_core::{Error, Result};
 use rusqlite::Connection;
 
 pub use auth::{TeamRecord, TokenFormat, TokenRecord};
+pub use budgets::{BudgetRecord, RolloutRecord};
 pub use runtimes::{Quota, Reservation, TeamUsage};
+pub use usage::{OpenMeter, UsagePart, UsageQuery};
+pub(crate) use usage::live_parts;
 
 /// Current schema version (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS teams (
@@ -90,6 +99,7 @@ CREATE TABLE IF NOT EXISTS events (
 /// The SQLite store.
 pub struct Store {
     conn: Mutex<Connection>,
+    clock: RwLock<Arc<dyn Clock>>,
 }
 
 pub(crate) fn db_err(e: rusqlite::Error) -> Error {
@@ -134,15 +144,27 @@ impl Store {
             migrate::upgrade(&mut conn, version)?;
         }
         conn.execute_batch(SCHEMA).map_err(db_err)?;
+        conn.execute_batch(migrate::V3_TABLES).map_err(db_err)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(db_err)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            clock: RwLock::new(Arc::new(SystemClock)),
         })
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock()
+    }
+
+    /// Use `clock` for metering from now on (tests install a manual one).
+    pub fn set_clock(&self, clock: Arc<dyn Clock>) {
+        *self.clock.write() = clock;
+    }
+
+    /// Now, by the store's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.read().now()
     }
 }
 

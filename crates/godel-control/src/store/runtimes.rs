@@ -147,6 +147,13 @@ impl Store {
             params![id, to.as_str(), reason, now_text()],
         )
         .map_err(db_err)?;
+        // Metering follows the state in the same transaction: only running costs.
+        let now_ms = self.now().timestamp_millis();
+        if cur == SandboxState::Running && to != SandboxState::Running {
+            super::usage::meter_close(&tx, id, now_ms)?;
+        } else if to == SandboxState::Running && cur != SandboxState::Running {
+            super::usage::meter_open(&tx, id, now_ms)?;
+        }
         let info = tx
             .query_row(
                 &format!("SELECT {COLS} FROM runtimes WHERE id = ?1"),
@@ -219,6 +226,10 @@ impl Store {
         if n == 0 {
             return Err(Error::not_found(format!("warm runtime {id} is gone")));
         }
+        // The pool's team paid until now; the claiming team pays from now.
+        let now_ms = self.now().timestamp_millis();
+        super::usage::meter_close(&tx, id, now_ms)?;
+        super::usage::meter_open(&tx, id, now_ms)?;
         let info = tx
             .query_row(
                 &format!("SELECT {COLS} FROM runtimes WHERE id = ?1"),
@@ -355,8 +366,9 @@ impl Store {
 
     /// Remove a record entirely (a spawn refused for bad input leaves no trace).
     pub fn delete_sandbox(&self, id: &str) -> Result<()> {
-        self.conn()
-            .execute("DELETE FROM runtimes WHERE id = ?1", [id])
+        let conn = self.conn();
+        super::usage::meter_close(&conn, id, self.now().timestamp_millis())?;
+        conn.execute("DELETE FROM runtimes WHERE id = ?1", [id])
             .map_err(db_err)?;
         Ok(())
     }

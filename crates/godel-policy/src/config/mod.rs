@@ -38,9 +38,11 @@ use crate::circuit::CircuitPolicy;
 use crate::health::{HealthPolicy, RestartPolicy};
 use crate::retry::RetryPolicy;
 
+mod billing;
 mod env;
 mod validate;
 
+pub use billing::{BudgetsConfig, MeteringConfig, price_of, webhook_target};
 pub use env::{ENV_OVERRIDES, EnvKind};
 pub use validate::known_runtimes;
 
@@ -70,6 +72,14 @@ pub struct Config {
     pub circuit: CircuitConfig,
     #[serde(default)]
     pub health: HealthConfig,
+    /// USD per vCPU-second and GiB-second per runtime (`[prices.RUNTIME]`);
+    /// a runtime without an entry costs what `e2b` costs (E2B's public prices).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prices: BTreeMap<String, crate::cost::Price>,
+    #[serde(default)]
+    pub metering: MeteringConfig,
+    #[serde(default)]
+    pub budgets: BudgetsConfig,
     /// Passed unchanged to the kube runtime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube: Option<toml::Table>,

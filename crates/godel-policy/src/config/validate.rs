@@ -78,6 +78,7 @@ impl Config {
     pub fn validate_with(&self, known: &[&str]) -> Result<()> {
         check_addr("server.listen", &self.server.listen)?;
         check_addr("server.e2b_listen", &self.server.e2b_listen)?;
+        super::billing::validate(&self.prices, &self.metering, &self.budgets, known)?;
         check_runtime("defaults.runtime", &self.defaults.runtime, known)?;
         check_chain("defaults.fallback", &self.defaults.fallback, known)?;
         check_limits("defaults.limits", &self.defaults.limits)?;

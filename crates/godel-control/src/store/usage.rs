@@ -1,0 +1,317 @@
+//! Metering in the store: a `meters` row per running sandbox (its
+//! allocation and the instant it was last accounted up to) and `usage`
+//! rows per sandbox and UTC day holding integer totals (running ms,
+//! milli-vCPU·ms, KiB·ms, execs, bytes). Opening and closing a meter
+//! happen in the same transaction as the state change that causes them
+//! (`transition`); [`Store::flush_meters`] moves every open meter's
+//! elapsed time into `usage` in one transaction. A crash loses nothing
+//! of the running time (the meter's start is durable) and at most one
+//! flush window of output bytes counted in memory.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use godel_core::Result;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Store, db_err};
+
+/// One open meter (a running sandbox).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenMeter {
+    pub runtime_id: String,
+    pub team: String,
+    pub runtime: String,
+    pub cpu_millis: u64,
+    pub memory_kib: u64,
+    pub since_ms: i64,
+}
+
+/// Metered totals of one group (sandbox, runtime or day) on one runtime kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsagePart {
+    /// The group: a sandbox id, a runtime name or a day (`YYYY-MM-DD`).
+    pub key: String,
+    pub team: String,
+    pub runtime: String,
+    pub run_ms: u64,
+    pub vcpu_milli_ms: u64,
+    pub mem_kib_ms: u64,
+    pub execs: u64,
+    pub bytes: u64,
+}
+
+impl UsagePart {
+    pub fn add(&mut self, o: &UsagePart) {
+        self.run_ms += o.run_ms;
+        self.vcpu_milli_ms += o.vcpu_milli_ms;
+        self.mem_kib_ms += o.mem_kib_ms;
+        self.execs += o.execs;
+        self.bytes += o.bytes;
+    }
+}
+
+/// Which usage to read.
+#[derive(Debug, Clone, Default)]
+pub struct UsageQuery {
+    pub team: Option<String>,
+    pub agent: Option<String>,
+    /// First day included (UTC).
+    pub since: Option<NaiveDate>,
+    /// `agent`, `runtime` or `day`.
+    pub by: String,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+fn day_of(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or_default()
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// Split `[from, to)` at UTC midnights: `(day, ms)` pieces.
+pub(crate) fn split_days(from: i64, to: i64) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    let mut t = from;
+    while t < to {
+        let next = (t.div_euclid(DAY_MS) + 1) * DAY_MS;
+        let end = next.min(to);
+        out.push((day_of(t), end - t));
+        t = end;
+    }
+    out
+}
+
+fn get_meter(conn: &Connection, id: &str) -> Result<Option<OpenMeter>> {
+    conn.query_row(
+        "SELECT runtime_id, team, runtime, cpu_millis, memory_kib, since_ms FROM meters WHERE runtime_id = ?1",
+        [id],
+        meter_row,
+    )
+    .optional()
+    .map_err(db_err)
+}
+
+fn meter_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OpenMeter> {
+    Ok(OpenMeter {
+        runtime_id: r.get(0)?,
+        team: r.get(1)?,
+        runtime: r.get(2)?,
+        cpu_millis: r.get::<_, i64>(3)? as u64,
+        memory_kib: r.get::<_, i64>(4)? as u64,
+        since_ms: r.get(5)?,
+    })
+}
+
+/// Add running time (and counters) to a sandbox's day rows.
+fn accrue(conn: &Connection, m: &OpenMeter, to_ms: i64) -> Result<()> {
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO usage (runtime_id, day, team, runtime, run_ms, vcpu_milli_ms, mem_kib_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(runtime_id, day, runtime) DO UPDATE SET team = excluded.team,
+                run_ms = run_ms + excluded.run_ms,
+                vcpu_milli_ms = vcpu_milli_ms + excluded.vcpu_milli_ms,
+                mem_kib_ms = mem_kib_ms + excluded.mem_kib_ms",
+        )
+        .map_err(db_err)?;
+    for (day, ms) in split_days(m.since_ms, to_ms) {
+        stmt.execute(params![
+            m.runtime_id,
+            day,
+            m.team,
+            m.runtime,
+            ms,
+            ms * m.cpu_millis as i64,
+            ms * m.memory_kib as i64
+        ])
+        .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+fn count(conn: &Connection, id: &str, day: &str, execs: u64, bytes: u64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO usage (runtime_id, day, team, runtime, execs, bytes)
+         SELECT id, ?2, team, runtime, ?3, ?4 FROM runtimes WHERE id = ?1
+         ON CONFLICT(runtime_id, day, runtime) DO UPDATE SET
+            execs = execs + excluded.execs, bytes = bytes + excluded.bytes",
+        params![id, day, execs as i64, bytes as i64],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// Start metering `id` (it just became running) at `now_ms`.
+pub(super) fn meter_open(conn: &Connection, id: &str, now_ms: i64) -> Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO meters (runtime_id, team, runtime, cpu_millis, memory_kib, since_ms)
+         SELECT id, team, runtime, cpu_millis, memory_bytes / 1024, ?2 FROM runtimes WHERE id = ?1",
+        params![id, now_ms],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// Stop metering `id` (it stopped running): account up to `now_ms`.
+pub(super) fn meter_close(conn: &Connection, id: &str, now_ms: i64) -> Result<()> {
+    if let Some(m) = get_meter(conn, id)? {
+        accrue(conn, &m, now_ms)?;
+        conn.execute("DELETE FROM meters WHERE runtime_id = ?1", [id])
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Account every open meter up to now and add `pending` counters
+    /// (`id → (execs, bytes)`), all in one transaction.
+    pub fn flush_meters(&self, pending: &HashMap<String, (u64, u64)>) -> Result<usize> {
+        let now = self.now();
+        let now_ms = now.timestamp_millis();
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_err)?;
+        let meters = open_meters(&tx)?;
+        for m in &meters {
+            accrue(&tx, m, now_ms)?;
+        }
+        tx.execute("UPDATE meters SET since_ms = ?1 WHERE since_ms < ?1", [now_ms])
+            .map_err(db_err)?;
+        let day = day_of(now_ms);
+        for (id, (execs, bytes)) in pending {
+            count(&tx, id, &day, *execs, *bytes)?;
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(meters.len())
+    }
+
+    /// Count one exec (and the bytes it sent) or a file transfer right away.
+    pub fn count_usage(&self, id: &str, execs: u64, bytes: u64) -> Result<()> {
+        let day = day_of(self.now().timestamp_millis());
+        count(&self.conn(), id, &day, execs, bytes)
+    }
+
+    /// Every open meter.
+    pub fn open_meters(&self) -> Result<Vec<OpenMeter>> {
+        open_meters(&self.conn())
+    }
+
+    /// Usage grouped by `q.by` and runtime kind, from the stored rows.
+    pub fn usage_parts(&self, q: &UsageQuery) -> Result<Vec<UsagePart>> {
+        let key = match q.by.as_str() {
+            "runtime" => "runtime",
+            "day" => "day",
+            _ => "runtime_id",
+        };
+        let sql = format!(
+            "SELECT {key}, MIN(team), runtime, SUM(run_ms), SUM(vcpu_milli_ms), SUM(mem_kib_ms), SUM(execs), SUM(bytes)
+             FROM usage WHERE (?1 IS NULL OR team = ?1) AND (?2 IS NULL OR day >= ?2) AND (?3 IS NULL OR runtime_id = ?3)
+             GROUP BY {key}, runtime ORDER BY {key}, runtime"
+        );
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+        let since = q.since.map(|d| d.format("%Y-%m-%d").to_string());
+        stmt.query_map(params![q.team, since, q.agent], |r| {
+            Ok(UsagePart {
+                key: r.get(0)?,
+                team: r.get(1)?,
+                runtime: r.get(2)?,
+                run_ms: r.get::<_, i64>(3)? as u64,
+                vcpu_milli_ms: r.get::<_, i64>(4)? as u64,
+                mem_kib_ms: r.get::<_, i64>(5)? as u64,
+                execs: r.get::<_, i64>(6)? as u64,
+                bytes: r.get::<_, i64>(7)? as u64,
+            })
+        })
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err)
+    }
+
+    /// Teams with any usage on or after `since`.
+    pub fn usage_teams(&self, since: NaiveDate) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT DISTINCT team FROM usage WHERE day >= ?1")
+            .map_err(db_err)?;
+        stmt.query_map([since.format("%Y-%m-%d").to_string()], |r| r.get(0))
+            .map_err(db_err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_err)
+    }
+
+    /// Write a usage row as it is (benchmarks and tests seed history with it).
+    pub fn insert_usage(&self, p: &UsagePart, runtime_id: &str, day: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO usage (runtime_id, day, team, runtime, run_ms, vcpu_milli_ms, mem_kib_ms, execs, bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    runtime_id,
+                    day,
+                    p.team,
+                    p.runtime,
+                    p.run_ms as i64,
+                    p.vcpu_milli_ms as i64,
+                    p.mem_kib_ms as i64,
+                    p.execs as i64,
+                    p.bytes as i64
+                ],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+fn open_meters(conn: &Connection) -> Result<Vec<OpenMeter>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT runtime_id, team, runtime, cpu_millis, memory_kib, since_ms FROM meters ORDER BY runtime_id",
+        )
+        .map_err(db_err)?;
+    stmt.query_map([], meter_row)
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err)
+}
+
+/// The unflushed part of an open meter from `since_ms` to `now`, by day.
+pub(crate) fn live_parts(m: &OpenMeter, now: DateTime<Utc>) -> Vec<(String, UsagePart)> {
+    split_days(m.since_ms, now.timestamp_millis())
+        .into_iter()
+        .map(|(day, ms)| {
+            let ms = ms as u64;
+            (
+                day,
+                UsagePart {
+                    key: String::new(),
+                    team: m.team.clone(),
+                    runtime: m.runtime.clone(),
+                    run_ms: ms,
+                    vcpu_milli_ms: ms * m.cpu_millis,
+                    mem_kib_ms: ms * m.memory_kib,
+                    execs: 0,
+                    bytes: 0,
+                },
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_midnight() {
+        let d = DAY_MS;
+        assert_eq!(
+            split_days(d - 10, d + 5),
+            vec![("1970-01-01".to_string(), 10), ("1970-01-02".to_string(), 5)]
+        );
+        assert!(split_days(5, 5).is_empty());
+    }
+}
