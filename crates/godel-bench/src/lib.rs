@@ -6,6 +6,7 @@
 //! - [`sandbox`]: `godel bench sandbox`, the process sandbox vs bwrap vs no isolation
 //! - [`microvm`]: `godel bench microvm`, boot, restore, claims, forks, density vs plain QEMU
 //! - [`kube`]: `godel bench kube`, godel's overhead per pod against the fake API server
+//! - [`usage`]: `godel bench usage`, usage reports over 1,000 agents × 30 days of history
 //!
 //! The numbers are printed, never asserted.
 
@@ -14,5 +15,6 @@ pub mod microvm;
 pub mod sandbox;
 pub mod spawn;
 mod summary;
+pub mod usage;
 
 pub use summary::{LatencySummary, ms};

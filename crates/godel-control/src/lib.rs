@@ -8,9 +8,9 @@ pub mod control;
 pub mod snapshot_store;
 pub mod store;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::{
     Caller, Control, POOL_TEAM, PreserveReport, RuntimeReport, Settings, SpawnOptions,
     event_channel,
 };
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use store::{Store, TeamRecord, TokenFormat, TokenRecord};

@@ -79,7 +79,6 @@ pub mod rollout;
 pub use circuit::{CircuitBreaker, CircuitChange, CircuitPolicy, CircuitRegistry, CircuitState};
 pub use config::{Config, TeamPolicy, load};
 pub use cost::{BudgetLevel, BudgetPolicy, Period, Price};
-pub use rollout::RolloutPlan;
 pub use fair_queue::{Admission, FairQueue};
 pub use fallback::{
     FallbackDecision, FallbackPlan, Outcome, PlanInput, SkipReason, plan, spawn_with_fallback,
@@ -91,3 +90,4 @@ pub use health::{
 pub use metrics::Metrics;
 pub use pool::{PoolEvent, PoolKey, PoolSource, WarmPools, pool_key};
 pub use retry::{Attempt, RetryPolicy, retry};
+pub use rollout::RolloutPlan;

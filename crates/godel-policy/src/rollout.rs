@@ -65,12 +65,12 @@ pub fn parse_steps(s: &str) -> Result<Vec<u32>> {
     for part in s.split(',') {
         let p = part.trim().trim_end_matches('%');
         let v: u32 = p.parse().map_err(|_| {
-            Error::invalid(format!("steps: {part:?} is not a percentage (like 1,5,25,100)"))
+            Error::invalid(format!(
+                "steps: {part:?} is not a percentage (like 1,5,25,100)"
+            ))
         })?;
         if v == 0 || v > 100 {
-            return Err(Error::invalid(format!(
-                "steps: {v} is outside 1..=100"
-            )));
+            return Err(Error::invalid(format!("steps: {v} is outside 1..=100")));
         }
         if out.last().is_some_and(|l| *l >= v) {
             return Err(Error::invalid(format!(

@@ -79,15 +79,34 @@ pub enum Command {
     /// Teams: create, ls, rm.
     #[command(subcommand)]
     Team(TeamCmd),
-    /// Follow the event stream.
+    /// Stored events (of a team, of a kind); `--follow` streams live ones too.
     Events {
-        /// Replay stored events after this sequence number first.
+        /// Only events after this sequence number.
         #[arg(long)]
         since: Option<i64>,
         /// Stop after this many events.
         #[arg(long)]
         limit: Option<usize>,
+        /// Only this team's events (a team token sees only its own anyway).
+        #[arg(long)]
+        team: Option<String>,
+        /// Only events of this kind (e.g. budget_alert).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Keep following the live stream (server-sent events).
+        #[arg(long, short)]
+        follow: bool,
     },
+    /// Usage and cost per agent, runtime or day.
+    Usage(UsageArgs),
+    /// Budgets: set, ls, rm.
+    #[command(subcommand)]
+    Budget(BudgetCmd),
+    /// Move running agents to another runtime (snapshot, restore, verify, switch).
+    Migrate(MigrateArgs),
+    /// Canary rollouts of a team's new spawns to another runtime.
+    #[command(subcommand)]
+    Rollout(RolloutCmd),
     /// Which runtimes are available on this machine, and why not.
     Doctor,
     /// Benchmarks.
@@ -102,6 +121,113 @@ pub enum Command {
     /// Kubernetes: render the manifests godel applies.
     #[command(subcommand)]
     Kube(KubeCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    #[arg(long)]
+    pub team: Option<String>,
+    /// First UTC day included (YYYY-MM-DD).
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long, default_value = "agent", value_parser = ["agent", "runtime", "day"])]
+    pub by: String,
+    /// table (default; `--json` means json), json or csv.
+    #[arg(long, value_parser = ["table", "json", "csv"])]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BudgetCmd {
+    /// Set a team's (or one agent's) budget.
+    Set {
+        #[arg(long)]
+        team: String,
+        /// Limit in USD for the period.
+        #[arg(long)]
+        limit: f64,
+        /// daily, weekly or monthly (default monthly).
+        #[arg(long)]
+        period: Option<String>,
+        /// At 100 %: keep (default), snapshot-and-stop or stop the running agents.
+        #[arg(long)]
+        policy: Option<String>,
+        /// A budget of this agent (sandbox id) alone.
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Budgets with their spend this period.
+    Ls {
+        #[arg(long)]
+        team: Option<String>,
+    },
+    /// Remove a budget.
+    Rm {
+        #[arg(long)]
+        team: String,
+        #[arg(long)]
+        agent: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Sandbox ids, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub agents: Vec<String>,
+    /// Every running agent of this team.
+    #[arg(long)]
+    pub team: Option<String>,
+    /// Only agents on this runtime.
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(long)]
+    pub to: String,
+    /// Print the plan and the estimated cost change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCmd {
+    /// Route a growing share of the team's new spawns to a runtime.
+    Start {
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long)]
+        to: String,
+        /// Where routing returns on rollback (default: the team's runtime).
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long, default_value = "1,5,25,100")]
+        steps: String,
+        #[arg(long, default_value = "10m")]
+        interval: String,
+        #[arg(long, default_value = "2%")]
+        max_error_rate: String,
+        /// Spawns on the target in a step before its error rate counts.
+        #[arg(long)]
+        min_samples: Option<u64>,
+    },
+    /// Rollouts with per-step counters.
+    Status {
+        #[arg(long)]
+        team: Option<String>,
+    },
+    /// Stop moving through the steps (the current share stays).
+    Pause {
+        #[arg(long)]
+        team: String,
+    },
+    Resume {
+        #[arg(long)]
+        team: String,
+    },
+    /// Route every new spawn back to the previous runtime.
+    Rollback {
+        #[arg(long)]
+        team: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -322,6 +448,15 @@ pub enum BenchCmd {
         /// Idle VMs to keep alive at once (0 skips the density test).
         #[arg(long, default_value_t = 200)]
         idle: usize,
+    },
+    /// Usage report latency over a seeded history (1,000 agents × 30 days).
+    Usage {
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        #[arg(long, default_value_t = 30)]
+        days: usize,
+        #[arg(long, short = 'n', default_value_t = 50)]
+        iterations: usize,
     },
     /// godel's own overhead per pod spawn against the in-repo fake API server.
     Kube {

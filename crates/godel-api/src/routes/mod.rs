@@ -4,6 +4,7 @@
 //! document, so the two cannot drift.
 
 mod admin;
+mod costs;
 mod events;
 mod files;
 mod runtimes;
@@ -273,6 +274,78 @@ pub const ROUTES: &[RouteDoc] = &[
         "sse:Event",
         200
     ),
+    r!(
+        "get",
+        "/v1/events/log",
+        "Stored events as one JSON array (?since=SEQ&team=&kind=&limit=)",
+        "",
+        "Event[]",
+        200
+    ),
+    r!(
+        "get",
+        "/v1/usage",
+        "Usage and cost (?team=&since=YYYY-MM-DD&by=agent|runtime|day); a team sees its own",
+        "",
+        "UsageReport",
+        200
+    ),
+    r!(
+        "get",
+        "/v1/budgets",
+        "Budgets with their spend this period (?team=)",
+        "",
+        "BudgetStatus[]",
+        200
+    ),
+    r!(
+        "post",
+        "/v1/budgets",
+        "Set a team's (or agent's) budget (admin)",
+        "BudgetRequest",
+        "BudgetStatus",
+        200
+    ),
+    r!(
+        "delete",
+        "/v1/budgets/{team}",
+        "Remove a budget (?agent=) (admin)",
+        "",
+        "",
+        204
+    ),
+    r!(
+        "post",
+        "/v1/migrations",
+        "Move running agents to another runtime (dry_run: the plan and its cost change)",
+        "MigrateRequest",
+        "MigrationReport",
+        200
+    ),
+    r!(
+        "get",
+        "/v1/rollouts",
+        "Canary rollouts with per-step counters",
+        "",
+        "Rollout[]",
+        200
+    ),
+    r!(
+        "post",
+        "/v1/rollouts",
+        "Start a canary rollout of a team's new spawns to a runtime",
+        "RolloutRequest",
+        "Rollout",
+        201
+    ),
+    r!(
+        "post",
+        "/v1/rollouts/{team}/{action}",
+        "pause, resume or rollback a team's rollout",
+        "",
+        "Rollout",
+        200
+    ),
     r!("get", "/v1/teams", "List teams", "", "TeamRecord[]", 200),
     r!(
         "post",
@@ -364,6 +437,19 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/snapshots/{id}/restore", post(snapshots::restore))
         .route("/v1/snapshots/{id}/fork", post(snapshots::fork))
         .route("/v1/events", get(events::stream))
+        .route("/v1/events/log", get(costs::event_log))
+        .route("/v1/usage", get(costs::usage))
+        .route(
+            "/v1/budgets",
+            get(costs::list_budgets).post(costs::set_budget),
+        )
+        .route("/v1/budgets/{team}", delete(costs::delete_budget))
+        .route("/v1/migrations", post(costs::migrate))
+        .route(
+            "/v1/rollouts",
+            get(costs::list_rollouts).post(costs::start_rollout),
+        )
+        .route("/v1/rollouts/{team}/{action}", post(costs::control_rollout))
         .route("/v1/teams", get(admin::list_teams).post(admin::create_team))
         .route("/v1/teams/{name}", delete(admin::delete_team))
         .route(

@@ -194,14 +194,19 @@ impl Control {
             "percent": s.percent, "period": s.period_key, "policy": b.policy.as_str(),
         });
         if s.level != BudgetLevel::Under
-            && self.store.mark_budget(&b.team, agent, "alerted", &s.period_key)?
+            && self
+                .store
+                .mark_budget(&b.team, agent, "alerted", &s.period_key)?
         {
             self.budget_event(EventKind::BudgetAlert, b, data.clone());
         }
         if s.level != BudgetLevel::Exceeded {
             return Ok(());
         }
-        if self.store.mark_budget(&b.team, agent, "exceeded", &s.period_key)? {
+        if self
+            .store
+            .mark_budget(&b.team, agent, "exceeded", &s.period_key)?
+        {
             self.budget_event(EventKind::BudgetExceeded, b, data);
         }
         if b.policy == BudgetPolicy::Keep {
@@ -274,10 +279,14 @@ impl Control {
                 }
             }
             if let Some(me) = me.upgrade() {
-                me.emit(Event::new(EventKind::BudgetWebhook).team(&team).data(json!({
-                    "for": kind.as_str(), "delivered": delivered, "attempts": n,
-                    "error": if delivered { Value::Null } else { json!(last) },
-                })));
+                me.emit(
+                    Event::new(EventKind::BudgetWebhook)
+                        .team(&team)
+                        .data(json!({
+                            "for": kind.as_str(), "delivered": delivered, "attempts": n,
+                            "error": if delivered { Value::Null } else { json!(last) },
+                        })),
+                );
             }
         });
     }

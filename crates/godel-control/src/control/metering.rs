@@ -188,7 +188,10 @@ impl Control {
     }
 
     /// Stored and live usage matching `q`, by `(key, runtime)`.
-    pub(crate) fn usage_parts(&self, q: &UsageQuery) -> Result<BTreeMap<(String, String), UsagePart>> {
+    pub(crate) fn usage_parts(
+        &self,
+        q: &UsageQuery,
+    ) -> Result<BTreeMap<(String, String), UsagePart>> {
         let mut out: BTreeMap<(String, String), UsagePart> = BTreeMap::new();
         for p in self.store.usage_parts(q)? {
             out.insert((p.key.clone(), p.runtime.clone()), p);
@@ -201,7 +204,9 @@ impl Control {
                 continue;
             }
             for (day, part) in live_parts(&m, now) {
-                if q.since.is_some_and(|s| day < s.format("%Y-%m-%d").to_string()) {
+                if q.since
+                    .is_some_and(|s| day < s.format("%Y-%m-%d").to_string())
+                {
                     continue;
                 }
                 let key = match q.by.as_str() {
@@ -296,6 +301,10 @@ impl Control {
             since: Some(since),
             by: "runtime".into(),
         };
-        Ok(self.usage_parts(&q)?.values().map(|p| self.cost_of(p)).sum())
+        Ok(self
+            .usage_parts(&q)?
+            .values()
+            .map(|p| self.cost_of(p))
+            .sum())
     }
 }

@@ -200,11 +200,15 @@ impl Control {
 
     /// The running sandboxes a request names, after every check.
     fn migration_sources(&self, caller: &Caller, req: &MigrateRequest) -> Result<Vec<SandboxInfo>> {
-        self.provider(&req.to)
-            .map_err(|e| Error { message: format!("to: {}", e.message), ..e })?;
+        self.provider(&req.to).map_err(|e| Error {
+            message: format!("to: {}", e.message),
+            ..e
+        })?;
         if let Some(f) = &req.from {
-            self.provider(f)
-                .map_err(|e| Error { message: format!("from: {}", e.message), ..e })?;
+            self.provider(f).map_err(|e| Error {
+                message: format!("from: {}", e.message),
+                ..e
+            })?;
         }
         let mut out = Vec::new();
         if !req.agents.is_empty() {
@@ -231,7 +235,11 @@ impl Control {
             }
         } else {
             let team = match (caller, &req.team) {
-                (_, None) => return Err(Error::invalid("name the agents (--agents) or a team (--team)")),
+                (_, None) => {
+                    return Err(Error::invalid(
+                        "name the agents (--agents) or a team (--team)",
+                    ));
+                }
                 (c, Some(t)) => c.spawn_team(Some(t), t)?,
             };
             godel_core::validate_name("team", &team)?;
@@ -335,8 +343,10 @@ impl Control {
             Event::new(EventKind::Migrated)
                 .runtime(&src.id)
                 .team(&src.team)
-                .data(json!({"new_id": new_id, "from": src.runtime, "to": to, "checksum": sum,
-                             "files": source_files_len(&source_tar)})),
+                .data(
+                    json!({"new_id": new_id, "from": src.runtime, "to": to, "checksum": sum,
+                             "files": source_files_len(&source_tar)}),
+                ),
         );
         let _ = self.terminate(&admin, &src.id).await;
         Ok((new_id, sum, source_files_len(&source_tar)))
@@ -358,7 +368,11 @@ mod tests {
     #[test]
     fn checksum_ignores_git_and_dot_prefix() {
         let mut b = tar::Builder::new(Vec::new());
-        for (p, d) in [("./a.txt", &b"x"[..]), (".git", b"gitdir: /x"), ("d/b", b"yy")] {
+        for (p, d) in [
+            ("./a.txt", &b"x"[..]),
+            (".git", b"gitdir: /x"),
+            ("d/b", b"yy"),
+        ] {
             let mut h = tar::Header::new_gnu();
             h.set_size(d.len() as u64);
             h.set_mode(0o644);

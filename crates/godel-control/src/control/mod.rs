@@ -22,10 +22,10 @@ pub use budget::{BudgetRequest, BudgetStatus};
 pub use metering::{UsageReport, UsageRequest, UsageRow};
 pub use migrate::{MigrateRequest, MigrationMove, MigrationReport};
 pub use park::PreserveReport;
-pub use rollout::{Rollout, RolloutRequest, RolloutState, StepStats};
 pub use policy::{PolicyState, SpawnOptions};
 pub use pools::POOL_TEAM;
 pub use reconcile::ReconcileReport;
+pub use rollout::{Rollout, RolloutRequest, RolloutState, StepStats};
 pub use teams::CreatedToken;
 
 use std::collections::BTreeMap;
@@ -325,6 +325,38 @@ impl Control {
     pub fn events_since(&self, caller: &Caller, since: i64, limit: usize) -> Result<Vec<Event>> {
         self.store
             .list_events(since, caller.team_filter(), None, limit)
+    }
+
+    /// Stored events the caller may see, of one team and kind when asked.
+    pub fn event_log(
+        &self,
+        caller: &Caller,
+        since: i64,
+        team: Option<&str>,
+        kind: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let team = match (caller, team) {
+            (Caller::Team(own), Some(t)) if t != own => {
+                return Err(Error::denied(format!(
+                    "a token of team {own} cannot read the events of team {t}"
+                )));
+            }
+            (Caller::Team(own), _) => Some(own.as_str()),
+            (Caller::Admin, t) => t,
+        };
+        if let Some(k) = kind
+            && godel_core::EventKind::parse(k) == godel_core::EventKind::Unknown
+        {
+            return Err(Error::invalid(format!("kind: unknown event kind {k:?}")));
+        }
+        let mut out = self
+            .store
+            .list_events(since, team, None, limit.min(100_000))?;
+        if let Some(k) = kind {
+            out.retain(|e| e.kind == k);
+        }
+        Ok(out)
     }
 
     /// A team's record, or an unlimited default for teams not yet created.

@@ -121,7 +121,9 @@ pub(crate) fn load(store: &Store) -> Result<BTreeMap<String, Rollout>> {
             Ok(ro) => {
                 out.insert(r.team, ro);
             }
-            Err(e) => tracing::warn!(team = %r.team, error = %e, "rollout record unreadable; ignored"),
+            Err(e) => {
+                tracing::warn!(team = %r.team, error = %e, "rollout record unreadable; ignored")
+            }
         }
     }
     Ok(out)
@@ -161,8 +163,10 @@ impl Control {
         let (tp, _) = self.team_policy(&team)?;
         let from = req.from.clone().unwrap_or_else(|| tp.runtime.clone());
         for (key, rt) in [("to", &req.to), ("from", &from)] {
-            self.provider(rt)
-                .map_err(|e| Error { message: format!("{key}: {}", e.message), ..e })?;
+            self.provider(rt).map_err(|e| Error {
+                message: format!("{key}: {}", e.message),
+                ..e
+            })?;
             if !tp.allows(rt) {
                 return Err(Error::denied(format!(
                     "{key}: team {team} may not use runtime {rt}"
@@ -240,7 +244,10 @@ impl Control {
                 r.state = RolloutState::Running;
                 EventKind::RolloutResumed
             }
-            ("rollback", RolloutState::Running | RolloutState::Paused | RolloutState::Completed) => {
+            (
+                "rollback",
+                RolloutState::Running | RolloutState::Paused | RolloutState::Completed,
+            ) => {
                 r.state = RolloutState::RolledBack;
                 r.running_since = None;
                 r.reason = Some("rolled back by hand".into());
@@ -249,7 +256,10 @@ impl Control {
             ("pause" | "resume" | "rollback", s) => {
                 return Err(Error::conflict(format!(
                     "the rollout of team {team} is {}; cannot {action} it",
-                    serde_json::to_value(s).unwrap_or_default().as_str().unwrap_or("?")
+                    serde_json::to_value(s)
+                        .unwrap_or_default()
+                        .as_str()
+                        .unwrap_or("?")
                 )));
             }
             (other, _) => {
@@ -320,7 +330,11 @@ impl Control {
         }
         Some(Route {
             to_target,
-            runtime: if to_target { r.to.clone() } else { r.from.clone() },
+            runtime: if to_target {
+                r.to.clone()
+            } else {
+                r.from.clone()
+            },
             target: r.to.clone(),
             step,
         })
@@ -362,8 +376,10 @@ impl Control {
             r.steps[route.step].errors += 1;
         }
         let st = &r.steps[route.step];
-        let roll_back = matches!(r.state, RolloutState::Running | RolloutState::Paused | RolloutState::Completed)
-            && route.step == r.step
+        let roll_back = matches!(
+            r.state,
+            RolloutState::Running | RolloutState::Paused | RolloutState::Completed
+        ) && route.step == r.step
             && r.plan.should_roll_back(st.errors, st.target);
         if roll_back {
             r.state = RolloutState::RolledBack;

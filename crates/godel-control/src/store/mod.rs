@@ -27,8 +27,8 @@ use rusqlite::Connection;
 pub use auth::{TeamRecord, TokenFormat, TokenRecord};
 pub use budgets::{BudgetRecord, RolloutRecord};
 pub use runtimes::{Quota, Reservation, TeamUsage};
-pub use usage::{OpenMeter, UsagePart, UsageQuery};
 pub(crate) use usage::live_parts;
+pub use usage::{OpenMeter, UsagePart, UsageQuery};
 
 /// Current schema version (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 3;

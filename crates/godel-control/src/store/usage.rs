@@ -178,8 +178,11 @@ impl Store {
         for m in &meters {
             accrue(&tx, m, now_ms)?;
         }
-        tx.execute("UPDATE meters SET since_ms = ?1 WHERE since_ms < ?1", [now_ms])
-            .map_err(db_err)?;
+        tx.execute(
+            "UPDATE meters SET since_ms = ?1 WHERE since_ms < ?1",
+            [now_ms],
+        )
+        .map_err(db_err)?;
         let day = day_of(now_ms);
         for (id, (execs, bytes)) in pending {
             count(&tx, id, &day, *execs, *bytes)?;
@@ -243,10 +246,13 @@ impl Store {
             .map_err(db_err)
     }
 
-    /// Write a usage row as it is (benchmarks and tests seed history with it).
-    pub fn insert_usage(&self, p: &UsagePart, runtime_id: &str, day: &str) -> Result<()> {
-        self.conn()
-            .execute(
+    /// Write usage rows as they are, `(sandbox id, day, totals)`, in one
+    /// transaction (benchmarks and tests seed history with it).
+    pub fn insert_usage(&self, rows: &[(String, String, UsagePart)]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_err)?;
+        for (runtime_id, day, p) in rows {
+            tx.execute(
                 "INSERT OR REPLACE INTO usage (runtime_id, day, team, runtime, run_ms, vcpu_milli_ms, mem_kib_ms, execs, bytes)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
@@ -262,7 +268,8 @@ impl Store {
                 ],
             )
             .map_err(db_err)?;
-        Ok(())
+        }
+        tx.commit().map_err(db_err)
     }
 }
 
@@ -310,7 +317,10 @@ mod tests {
         let d = DAY_MS;
         assert_eq!(
             split_days(d - 10, d + 5),
-            vec![("1970-01-01".to_string(), 10), ("1970-01-02".to_string(), 5)]
+            vec![
+                ("1970-01-01".to_string(), 10),
+                ("1970-01-02".to_string(), 5)
+            ]
         );
         assert!(split_days(5, 5).is_empty());
     }

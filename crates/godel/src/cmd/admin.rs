@@ -1,8 +1,7 @@
-//! token, team, events, doctor.
+//! token, team, doctor, config check.
 
-use futures::StreamExt;
 use godel_control::{RuntimeReport, TeamRecord, TokenRecord};
-use godel_core::{ErrorCode, Event, Result, parse_bytes, parse_cpu};
+use godel_core::{ErrorCode, Result, parse_bytes, parse_cpu};
 use http::Method;
 use serde_json::{Value, json};
 
@@ -162,42 +161,6 @@ pub async fn team(ctx: &Ctx, cmd: TeamCmd) -> Result<i32> {
             } else {
                 println!("{name} removed");
             }
-        }
-    }
-    Ok(0)
-}
-
-pub async fn events(ctx: &Ctx, since: Option<i64>, limit: Option<usize>) -> Result<i32> {
-    let path = match since {
-        Some(s) => format!("/v1/events?since={s}"),
-        None => "/v1/events".into(),
-    };
-    let mut stream = Box::pin(ctx.client.sse(Method::GET, &path, None::<&()>).await?);
-    let mut n = 0;
-    while let Some(item) = stream.next().await {
-        let (_, data) = item?;
-        if data.is_empty() {
-            continue;
-        }
-        if ctx.json {
-            println!("{data}");
-        } else if let Ok(ev) = serde_json::from_str::<Event>(&data) {
-            println!(
-                "{:>6} {} {:<16} {:<20} {}",
-                ev.seq,
-                ev.time.format("%H:%M:%S%.3f"),
-                ev.kind,
-                ev.runtime_id.unwrap_or_default(),
-                if ev.data.is_null() {
-                    String::new()
-                } else {
-                    ev.data.to_string()
-                }
-            );
-        }
-        n += 1;
-        if limit.is_some_and(|l| n >= l) {
-            break;
         }
     }
     Ok(0)

@@ -1,4 +1,4 @@
-//! `godel bench spawn|sandbox|microvm|kube`: the command-line side of the
+//! `godel bench spawn|sandbox|microvm|kube|usage`: the command-line side of the
 //! benchmarks in godel-bench (cargo feature `bench`, on by default; a build
 //! without it says so instead of running them).
 
@@ -73,6 +73,28 @@ pub async fn run(ctx: &Ctx, cmd: BenchCmd) -> Result<i32> {
                 }
             };
             crate::output::json(&godel_bench::microvm::run_benchmark(o, &log).await?);
+        }
+        BenchCmd::Usage {
+            agents,
+            days,
+            iterations,
+        } => {
+            progress(&format!(
+                "{agents} agents × {days} days of usage, {iterations} queries per case"
+            ));
+            let api = async |sock: &Path, path: &str| {
+                let client = Client::new(None, None, sock.to_path_buf())?;
+                client.json(http::Method::GET, path, None::<&()>).await
+            };
+            let r = godel_bench::usage::run(agents, days, iterations, api).await?;
+            if ctx.json {
+                crate::output::json(&r);
+            } else {
+                println!("{} rows seeded in {:.0} ms", r.rows, r.seed_ms);
+                for (name, s) in &r.cases {
+                    println!("{}", s.line(name));
+                }
+            }
         }
         BenchCmd::Kube { pods, concurrency } => {
             progress(&format!(

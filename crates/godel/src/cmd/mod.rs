@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod costs;
 pub mod extra;
 pub mod files;
 pub mod runtime;
@@ -33,7 +34,17 @@ pub async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
         Command::Fork { snapshot, count } => snapshot::fork(ctx, &snapshot, count).await,
         Command::Token(t) => admin::token(ctx, t).await,
         Command::Team(t) => admin::team(ctx, t).await,
-        Command::Events { since, limit } => admin::events(ctx, since, limit).await,
+        Command::Events {
+            since,
+            limit,
+            team,
+            kind,
+            follow,
+        } => costs::events(ctx, since, limit, team, kind, follow).await,
+        Command::Usage(a) => costs::usage(ctx, a).await,
+        Command::Budget(b) => costs::budget(ctx, b).await,
+        Command::Migrate(a) => costs::migrate(ctx, a).await,
+        Command::Rollout(r) => costs::rollout(ctx, r).await,
         Command::Doctor => admin::doctor(ctx).await,
         Command::Bench(b) => bench::run(ctx, b).await,
         Command::Image(i) => extra::image(ctx, i).await,
