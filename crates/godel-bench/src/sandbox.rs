@@ -1,11 +1,18 @@
 //! `godel bench sandbox`: in one run, interleaved so machine noise hits all
 //! candidates alike, the latency of
-//! - spawning a sandbox (create → ready; destroy is not counted),
+//! - creating a sandbox from the warm pool (create → ready: a claim of a jail
+//!   made ahead; the pool is topped up, untimed, before each one),
+//! - creating a sandbox cold (no pool: slot, cgroups, init, namespaces, mounts),
 //! - `true` executed in a live sandbox (launch → exit observed),
 //! - `true` executed with no isolation ([`HostIsolator`]),
 //! - `bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --unshare-all
 //!   --die-with-parent --new-session true` (a new bubblewrap sandbox per
-//!   command, which is what bwrap offers), when `bwrap` is installed.
+//!   command: create + run + destroy), when `bwrap` is installed,
+//! - `crun run` of `true` in a bundle whose root is the host's `/` read-only,
+//!   with pid, mount, IPC, UTS and network namespaces (create + start + wait
+//!   + delete), when `crun` is installed.
+//!
+//! Destroying a sandbox is not counted in godel's create figures.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +32,22 @@ use crate::LatencySummary;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchReport {
     pub iterations: usize,
+    /// Create with the default warm pool (a claim).
     pub sandbox_spawn: LatencySummary,
+    /// Create without a pool.
+    pub sandbox_create_cold: LatencySummary,
+    /// `crun run` of `true`; `None` when crun is not installed.
+    #[serde(default)]
+    pub crun_true: Option<LatencySummary>,
+    /// Warm create P50 over bwrap's P50 (target ≤ 2).
+    #[serde(default)]
+    pub spawn_p50_over_bwrap_p50: Option<f64>,
+    /// Warm create P50 over crun's P50 (target ≤ 2).
+    #[serde(default)]
+    pub spawn_p50_over_crun_p50: Option<f64>,
+    /// Cold create P50 over bwrap's P50.
+    #[serde(default)]
+    pub cold_p50_over_bwrap_p50: Option<f64>,
     pub sandbox_exec_true: LatencySummary,
     pub unsandboxed_exec_true: LatencySummary,
     /// `None` when `bwrap` is not installed.
@@ -77,6 +99,46 @@ async fn run_bwrap() -> Option<Duration> {
     st.success().then(|| t.elapsed())
 }
 
+async fn run_crun(bundle: &std::path::Path, id: &str) -> Option<Duration> {
+    let t = Instant::now();
+    let st = tokio::process::Command::new("crun")
+        .arg("run")
+        .arg("--bundle")
+        .arg(bundle)
+        .arg(id)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .await
+        .ok()?;
+    st.success().then(|| t.elapsed())
+}
+
+/// A crun bundle running `true` with the host's `/` as a read-only root.
+async fn crun_bundle(root: &std::path::Path) -> Option<std::path::PathBuf> {
+    let dir = root.join("crun-bundle");
+    std::fs::create_dir_all(&dir).ok()?;
+    let st = tokio::process::Command::new("crun")
+        .arg("spec")
+        .current_dir(&dir)
+        .output()
+        .await
+        .ok()?;
+    if !st.status.success() {
+        return None;
+    }
+    let path = dir.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    spec["root"] = serde_json::json!({"path": "/", "readonly": true});
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(["true"]);
+    std::fs::write(&path, serde_json::to_vec(&spec).ok()?).ok()?;
+    Some(dir)
+}
+
+fn ratio(a: &LatencySummary, b: Option<&LatencySummary>) -> Option<f64> {
+    b.filter(|b| b.p50_ms > 0.0).map(|b| a.p50_ms / b.p50_ms)
+}
+
 fn config(root: &std::path::Path, id: &str) -> Result<JailConfig> {
     let workspace = root.join(id).join("ws");
     let state_dir = root.join(id).join("state");
@@ -91,16 +153,21 @@ fn config(root: &std::path::Path, id: &str) -> Result<JailConfig> {
     })
 }
 
-/// Run the benchmark (`iterations` execs of each kind; spawns are capped at 50).
+/// Run the benchmark (`iterations` execs of each kind; creates are capped at 50).
 pub async fn run_benchmark(iterations: usize) -> Result<BenchReport> {
     let iterations = iterations.max(1);
-    let iso = Arc::new(NamespaceIsolator::new(NamespaceOptions::default()));
-    let avail = iso.available().await;
+    let warm = Arc::new(NamespaceIsolator::new(NamespaceOptions::default()));
+    let cold = NamespaceIsolator::new(NamespaceOptions {
+        warm_pool: 0,
+        ..Default::default()
+    });
+    let avail = warm.available().await;
     if !avail.available {
         return Err(Error::unavailable(avail.reason));
     }
     let root = std::env::temp_dir().join(format!("godel-sandbox-bench-{}", std::process::id()));
-    let result = bench_inner(&iso, &root, iterations).await;
+    let result = bench_inner(&warm, &cold, &root, iterations).await;
+    warm.drain().await;
     let _ = std::fs::remove_dir_all(&root);
     let mut report = result?;
     report.cgroup_version = avail.details.get("cgroup_version").cloned();
@@ -108,7 +175,8 @@ pub async fn run_benchmark(iterations: usize) -> Result<BenchReport> {
 }
 
 async fn bench_inner(
-    iso: &NamespaceIsolator,
+    warm: &NamespaceIsolator,
+    cold: &NamespaceIsolator,
     root: &std::path::Path,
     iterations: usize,
 ) -> Result<BenchReport> {
@@ -117,24 +185,40 @@ async fn bench_inner(
         .output()
         .await
         .is_ok_and(|o| o.status.success());
-    // Spawn latency.
-    let mut spawn = Vec::new();
+    let crun = crun_bundle(root).await;
+    // Create latency, warm and cold interleaved with the baselines.
+    let (mut spawn, mut spawn_cold, mut bx, mut cx) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..iterations.min(50) {
+        warm.prewarm().await;
         let cfg = config(root, &format!("bench-spawn-{i}"))?;
         let t = Instant::now();
-        let sb = iso.create(cfg).await?;
+        let sb = warm.create(cfg).await?;
         spawn.push(t.elapsed());
         sb.destroy().await?;
+        let cfg = config(root, &format!("bench-cold-{i}"))?;
+        let t = Instant::now();
+        let sb = cold.create(cfg).await?;
+        spawn_cold.push(t.elapsed());
+        sb.destroy().await?;
+        if has_bwrap && let Some(v) = run_bwrap().await {
+            bx.push(v);
+        }
+        if let Some(b) = &crun
+            && let Some(v) = run_crun(b, &format!("godel-bench-{}-{i}", std::process::id())).await
+        {
+            cx.push(v);
+        }
     }
     // Exec latency, interleaved.
-    let sb = iso.create(config(root, "bench-exec")?).await?;
+    let sb = warm.create(config(root, "bench-exec")?).await?;
     let host = HostIsolator.create(config(root, "bench-host")?).await?;
     // Warm up page cache and code paths.
     for _ in 0..3 {
         run_true(&*sb).await?;
         run_true(&*host).await?;
     }
-    let (mut sx, mut hx, mut bx) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut sx, mut hx) = (Vec::new(), Vec::new());
     let mut outcome = Ok(());
     for _ in 0..iterations {
         match run_true(&*host).await {
@@ -151,21 +235,27 @@ async fn bench_inner(
                 break;
             }
         }
-        if has_bwrap && let Some(v) = run_bwrap().await {
-            bx.push(v);
-        }
     }
     sb.destroy().await?;
     outcome?;
     let sandbox_exec_true = LatencySummary::of(&sx);
     let unsandboxed_exec_true = LatencySummary::of(&hx);
+    let sandbox_spawn = LatencySummary::of(&spawn);
+    let sandbox_create_cold = LatencySummary::of(&spawn_cold);
+    let bwrap_true = has_bwrap.then(|| LatencySummary::of(&bx));
+    let crun_true = crun.is_some().then(|| LatencySummary::of(&cx));
     Ok(BenchReport {
         iterations,
         exec_overhead_p50_ms: sandbox_exec_true.p50_ms - unsandboxed_exec_true.p50_ms,
-        sandbox_spawn: LatencySummary::of(&spawn),
+        spawn_p50_over_bwrap_p50: ratio(&sandbox_spawn, bwrap_true.as_ref()),
+        spawn_p50_over_crun_p50: ratio(&sandbox_spawn, crun_true.as_ref()),
+        cold_p50_over_bwrap_p50: ratio(&sandbox_create_cold, bwrap_true.as_ref()),
+        sandbox_spawn,
+        sandbox_create_cold,
         sandbox_exec_true,
         unsandboxed_exec_true,
-        bwrap_true: has_bwrap.then(|| LatencySummary::of(&bx)),
+        bwrap_true,
+        crun_true,
         cgroup_version: None,
     })
 }

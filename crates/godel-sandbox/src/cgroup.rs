@@ -178,6 +178,13 @@ impl JailCgroups {
         for d in self.dirs() {
             ops.mkdir_all(&d)?;
         }
+        self.set_limits(limits)
+    }
+
+    /// Write the limits of existing groups (a warm-pool jail gets its
+    /// sandbox's limits when it is claimed).
+    pub fn set_limits(&self, limits: &JailLimits) -> std::io::Result<()> {
+        let ops = &*self.ops;
         match &self.layout {
             CgroupLayout::V2 { .. } => {
                 let d = self.dir("memory").unwrap_or_default();

@@ -72,6 +72,12 @@ pub struct InitConfig {
     /// `None`: `uid_base + 1000`, the sandbox's own.
     #[serde(default)]
     pub shared_agent_uid: Option<u32>,
+    /// Made ahead for the warm pool (see [`crate::pool`]): no workspace yet
+    /// (`workspace` is ignored; `/home/user` stays an empty directory of the
+    /// read-only root), and the init refuses `Exec` until a `Claim` brings
+    /// the workspace, the hostname and the size of `/tmp`.
+    #[serde(default)]
+    pub pooled: bool,
 }
 
 fn yes() -> bool {
@@ -203,7 +209,11 @@ fn stage1(cfg: &InitConfig) -> Result<InitReady, String> {
     .map_err(|e| err("listen", e))?;
 
     std::fs::create_dir_all(cfg.root_path()).map_err(|e| err("mkdir root", e))?;
-    let ws_fd = mounts::open_tree_clone(&cfg.workspace).ok();
+    let ws_fd = if cfg.pooled {
+        None
+    } else {
+        mounts::open_tree_clone(&cfg.workspace).ok()
+    };
 
     let me = std::process::id().to_string();
     for f in &cfg.cgroup_procs {
@@ -362,13 +372,16 @@ pub fn prepare_child(
     let _ = ops.write(&proc.join("oom_score_adj"), "-1000");
 
     let agent_host_id = cfg.agent_host_uid();
-    let idmapped = if cfg.user_namespace {
+    let idmapped = if cfg.pooled {
+        // The workspace arrives with the claim, idmapped by the daemon.
+        Ok(())
+    } else if cfg.user_namespace {
         ops.idmap_workspace(agent_host_id)
     } else {
         Err("user namespaces are off".to_string())
     };
     let idmap_error = idmapped.err();
-    if idmap_error.is_some() {
+    if idmap_error.is_some() && !cfg.pooled {
         // Fallback: hand the tree to the agent's host uid (on overlayfs this
         // copies up every file; mount it with metacopy=on to copy metadata only).
         ops.chown_tree(&cfg.workspace, agent_host_id)?;
@@ -389,6 +402,12 @@ pub fn prepare_child(
 /// Make the detached workspace mount map on-disk uid/gid 0 to `host_id`.
 fn idmap(ws_fd: &OwnedFd, host_id: u32) -> Result<(), String> {
     let userns = idmap_userns(host_id)?;
+    idmap_with(ws_fd, &userns)
+}
+
+/// Make a detached mount map on-disk uid/gid 0 as `userns` (an
+/// [`idmap_userns`]) says.
+pub fn idmap_with(ws_fd: &OwnedFd, userns: &OwnedFd) -> Result<(), String> {
     let attr = MountAttr {
         attr_set: mounts::MOUNT_ATTR_IDMAP,
         userns_fd: userns.as_raw_fd() as u64,
@@ -405,9 +424,13 @@ fn idmap(ws_fd: &OwnedFd, host_id: u32) -> Result<(), String> {
 }
 
 /// A user namespace mapping id 0 to `host_id` (one id), held by its fd.
-fn idmap_userns(host_id: u32) -> Result<OwnedFd, String> {
+/// Safe to call from a multi-threaded process (the daemon caches one for
+/// warm-pool claims): the cloned child only makes raw syscalls.
+pub fn idmap_userns(host_id: u32) -> Result<OwnedFd, String> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| err("pipe", e))?;
-    // SAFETY: single-threaded process; the child only makes raw syscalls.
+    // SAFETY: the child (a fork-like clone) only calls read(2), close(2) and
+    // _exit(2), all async-signal-safe, so this holds in a multi-threaded
+    // parent too; it allocates nothing and touches no lock.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -451,7 +474,7 @@ fn idmap_userns(host_id: u32) -> Result<OwnedFd, String> {
 /// A workspace whose root already belongs to the agent was prepared that way
 /// by its runtime (the worktree runtime builds its shared checkouts owned by
 /// the shared agent uid): nothing to walk.
-fn chown_tree(root: &Path, id: u32) -> Result<(), String> {
+pub(crate) fn chown_tree(root: &Path, id: u32) -> Result<(), String> {
     {
         use std::os::unix::fs::MetadataExt;
         if let Ok(m) = std::fs::metadata(root)
@@ -509,6 +532,7 @@ fn stage2(
             tmp_bytes: cfg.tmp_bytes,
             agent_uid: cfg.agent_uid(),
             dns: cfg.dns.as_deref(),
+            workspace: !cfg.pooled,
         },
     );
     for op in &plan {
@@ -535,7 +559,11 @@ fn stage2(
         }
     }
     drop(null);
-    let server = crate::initserve::Server::new(listen_fd, filters, cfg.nofile, cfg.agent_uid())?;
+    let mut server =
+        crate::initserve::Server::new(listen_fd, filters, cfg.nofile, cfg.agent_uid())?;
+    if cfg.pooled {
+        server = server.unclaimed(cfg.tmp_bytes);
+    }
     nix::unistd::write(ready_w, b"ok").map_err(|e| err("report ready", e))?;
     // SAFETY: `ready_w` is ours; closing it tells stage 1 we are ready. The
     // OwnedFd is not used again (we never return on success).
@@ -654,6 +682,7 @@ mod tests {
             dns: None,
             nat: Some(crate::nat::nat_setup(2)),
             shared_agent_uid: None,
+            pooled: false,
         }
     }
 
@@ -715,6 +744,31 @@ mod tests {
         let fake = Fake::default();
         assert!(prepare_child(&c, 7, &fake).unwrap_err().contains("died"));
     }
+
+    #[test]
+    fn a_pooled_init_gets_maps_but_no_workspace_work() {
+        let mut c = cfg();
+        c.pooled = true;
+        c.nat = None;
+        let fake = Fake {
+            idmap_fails: true,
+            verdict: "ok".into(),
+            ..Default::default()
+        };
+        // The workspace (idmap or chown) comes with the claim, not here.
+        let r = prepare_child(&c, 9, &fake).unwrap();
+        assert_eq!(r, (true, None));
+        assert_eq!(
+            fake.entries(),
+            vec![
+                "write /proc/9/setgroups deny",
+                "write /proc/9/uid_map 0 2000000 65536",
+                "write /proc/9/gid_map 0 2000000 65536",
+                "write /proc/9/oom_score_adj -1000",
+                "release",
+            ]
+        );
+    }
 }
 
 #[cfg(test)]
@@ -736,6 +790,7 @@ mod id_map_tests {
             dns: None,
             nat: None,
             shared_agent_uid: shared,
+            pooled: false,
         }
     }
 

@@ -47,6 +47,8 @@ pub struct Server {
     conns: HashMap<RawFd, Conn>,
     /// Child pid (namespace) → connection fd.
     children: HashMap<i32, RawFd>,
+    /// A warm-pool jail not yet claimed: the size its `/tmp` was made with.
+    unclaimed: Option<u64>,
 }
 
 impl Server {
@@ -70,7 +72,51 @@ impl Server {
             agent_uid,
             conns: HashMap::new(),
             children: HashMap::new(),
+            unclaimed: None,
         })
+    }
+
+    /// Serve as a warm-pool jail: refuse `Exec` until a `Claim` arrives.
+    pub fn unclaimed(mut self, tmp_bytes: u64) -> Server {
+        self.unclaimed = Some(tmp_bytes);
+        self
+    }
+
+    /// Attach the claimed workspace and take the sandbox's identity.
+    fn claim(&mut self, hostname: &str, tmp_bytes: u64, fds: &[OwnedFd]) -> Result<(), String> {
+        let Some(made_with) = self.unclaimed else {
+            return Err("this sandbox is already claimed".into());
+        };
+        let [ws] = fds else {
+            return Err("a claim carries exactly one workspace mount".into());
+        };
+        let home = std::path::Path::new(godel_core::WORKSPACE_MOUNT);
+        crate::mounts::move_mount_fd(ws.as_raw_fd(), home).map_err(|e| e.to_string())?;
+        nix::unistd::sethostname(hostname).map_err(|e| format!("sethostname: {e}"))?;
+        let ids = std::path::Path::new(crate::mounts::IDENTITY_DIR);
+        for (name, body) in [
+            ("hostname", crate::mounts::hostname_file(hostname)),
+            ("hosts", crate::mounts::hosts_file(hostname)),
+        ] {
+            // In place: /etc/<name> is a bind of this very inode.
+            std::fs::write(ids.join(name), body).map_err(|e| format!("write {name}: {e}"))?;
+        }
+        let tmp_bytes = tmp_bytes.max(1 << 20);
+        if tmp_bytes != made_with.max(1 << 20) {
+            let data = format!("mode=1777,size={tmp_bytes}");
+            nix::mount::mount(
+                None::<&str>,
+                "/tmp",
+                None::<&str>,
+                nix::mount::MsFlags::MS_REMOUNT
+                    | nix::mount::MsFlags::MS_NOSUID
+                    | nix::mount::MsFlags::MS_NODEV,
+                Some(data.as_str()),
+            )
+            .map_err(|e| format!("resize /tmp: {e}"))?;
+        }
+        self.unclaimed = None;
+        Ok(())
     }
 
     /// Serve forever.
@@ -172,13 +218,25 @@ impl Server {
                     unsafe { libc::kill(-pid, sig) };
                 }
             }
+            Request::Claim {
+                hostname,
+                tmp_bytes,
+            } => {
+                let reply = match self.claim(&hostname, tmp_bytes, &msg.fds) {
+                    Ok(()) => Reply::Claimed,
+                    Err(message) => Reply::Failed { message },
+                };
+                let _ = proto::send_msg(fd, &reply, &[]);
+            }
             Request::Exec {
                 argv,
                 env,
                 cwd,
                 stdin,
             } => {
-                let already = self.conns.get(&fd).is_some_and(|c| c.child.is_some());
+                // A warm-pool jail runs nothing before it is claimed.
+                let already = self.unclaimed.is_some()
+                    || self.conns.get(&fd).is_some_and(|c| c.child.is_some());
                 let mut fds = msg.fds;
                 if already || fds.is_empty() {
                     return self.close(fd);

@@ -484,7 +484,8 @@ impl Jail for NamespaceJail {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        crate::namespace::release(&*self.ops, &self.run_dir, &self.cfg.id, self.handle.slot);
+        let name = self.handle.host_name(&self.cfg.id);
+        crate::namespace::release(&*self.ops, &self.run_dir, name, self.handle.slot);
         let _ = std::fs::remove_file(self.cfg.state_dir.join("sandbox.json"));
         last.map_err(|e| Error::io(format!("cannot remove the cgroups of {}", self.cfg.id), &e))
     }

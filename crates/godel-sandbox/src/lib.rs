@@ -32,6 +32,7 @@ pub mod launcher;
 pub mod mounts;
 pub mod namespace;
 pub mod nat;
+pub mod pool;
 pub mod proto;
 pub mod seccomp;
 

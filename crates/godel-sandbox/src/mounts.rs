@@ -107,7 +107,24 @@ pub struct PlanInput<'a> {
     pub agent_uid: u32,
     /// Lines for `/etc/resolv.conf` (nameservers); `None` keeps the host's file.
     pub dns: Option<&'a [String]>,
+    /// Attach the workspace now; `false` (a warm-pool jail) leaves an empty
+    /// `/home/user` for the claim to mount on.
+    pub workspace: bool,
 }
+
+/// The sandbox's `/etc/hostname`.
+pub fn hostname_file(hostname: &str) -> String {
+    format!("{hostname}\n")
+}
+
+/// The sandbox's `/etc/hosts`.
+pub fn hosts_file(hostname: &str) -> String {
+    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost {hostname}\n")
+}
+
+/// Where the init keeps the generated identity files (bound over `/etc`'s),
+/// as seen after the pivot.
+pub const IDENTITY_DIR: &str = "/run/godel";
 
 fn under(root: &Path, p: &str) -> PathBuf {
     root.join(p.trim_start_matches('/'))
@@ -150,14 +167,8 @@ pub fn plan(host: &HostView, input: &PlanInput<'_>) -> Vec<MountOp> {
     let mut files = vec![
         ("passwd", passwd(input.agent_uid)),
         ("group", group(input.agent_uid)),
-        ("hostname", format!("{}\n", input.hostname)),
-        (
-            "hosts",
-            format!(
-                "127.0.0.1\tlocalhost {h}\n::1\tlocalhost ip6-localhost {h}\n",
-                h = input.hostname
-            ),
-        ),
+        ("hostname", hostname_file(input.hostname)),
+        ("hosts", hosts_file(input.hostname)),
     ];
     if let Some(dns) = input.dns {
         let body: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
@@ -227,7 +238,16 @@ pub fn plan(host: &HostView, input: &PlanInput<'_>) -> Vec<MountOp> {
     }
     // A new /proc must be mounted while the host's is still visible.
     ops.push(MountOp::Proc(under(r, "/proc")));
-    ops.push(MountOp::Workspace(under(r, godel_core::WORKSPACE_MOUNT)));
+    let home = under(r, godel_core::WORKSPACE_MOUNT);
+    if input.workspace {
+        ops.push(MountOp::Workspace(home));
+    } else {
+        for d in home.ancestors().collect::<Vec<_>>().into_iter().rev() {
+            if d.starts_with(r) && d != r {
+                ops.push(MountOp::Mkdir(d.to_path_buf(), 0o755));
+            }
+        }
+    }
     ops.push(MountOp::PivotRoot(r.to_path_buf()));
     ops.push(MountOp::ReadOnly("/".into()));
     ops
@@ -458,7 +478,8 @@ fn mkdir_p(p: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(p).map_err(|e| ctx("mkdir", p, e))
 }
 
-fn move_mount_fd(fd: RawFd, target: &Path) -> std::io::Result<()> {
+/// Attach a detached mount (`open_tree(OPEN_TREE_CLONE)`) at `target`.
+pub fn move_mount_fd(fd: RawFd, target: &Path) -> std::io::Result<()> {
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
     let empty = CString::default();
     let t = cstr(target)?;
@@ -531,6 +552,7 @@ mod tests {
             tmp_bytes: 64 << 20,
             agent_uid: AGENT_UID,
             dns: None,
+            workspace: true,
         }
     }
 
@@ -593,6 +615,21 @@ mod tests {
         );
         assert!(ops.iter().any(|o| matches!(o, MountOp::Bind { target, file: true, .. } if target == &root.join("etc/passwd"))));
         assert!(ops.iter().any(|o| matches!(o, MountOp::Tmpfs { target, data, .. } if target == &root.join("tmp") && data.contains("size=67108864"))));
+    }
+
+    #[test]
+    fn a_pool_plan_leaves_an_empty_home_before_the_read_only_pivot() {
+        let root = Path::new("/r");
+        let mut i = input(root);
+        i.workspace = false;
+        let ops = plan(&debian(), &i);
+        assert!(!ops.iter().any(|o| matches!(o, MountOp::Workspace(_))));
+        let pos = |op: MountOp| ops.iter().position(|o| *o == op).unwrap();
+        let home = pos(MountOp::Mkdir(root.join("home"), 0o755));
+        let user = pos(MountOp::Mkdir(root.join("home/user"), 0o755));
+        let pivot = pos(MountOp::PivotRoot(root.to_path_buf()));
+        assert!(home < user && user < pivot);
+        assert_eq!(ops.last(), Some(&MountOp::ReadOnly("/".into())));
     }
 
     #[test]

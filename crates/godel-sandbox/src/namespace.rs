@@ -120,6 +120,10 @@ pub struct NamespaceOptions {
     /// Use a user namespace: `None` = when the kernel allows it. Without one
     /// agents run directly as the unprivileged host uid `uid_base + n*65536 + 1000`.
     pub user_namespace: Option<bool>,
+    /// Jails kept made ahead (namespaces, init, cgroups, root view; no
+    /// workspace) for sandboxes in network mode `none`; a create claims one
+    /// and attaches its workspace (see [`crate::pool`]). 0 turns the pool off.
+    pub warm_pool: usize,
     pub ops: Arc<dyn HostOps>,
 }
 
@@ -146,6 +150,7 @@ impl Default for NamespaceOptions {
             default_tmp_bytes: 512 << 20,
             nofile: 8192,
             user_namespace: None,
+            warm_pool: 2,
             ops: Arc::new(RealHostOps),
         }
     }
@@ -154,8 +159,15 @@ impl Default for NamespaceOptions {
 /// The `sandbox` isolator: namespaces, cgroups, seccomp, pivot_root.
 #[derive(Debug)]
 pub struct NamespaceIsolator {
-    opts: NamespaceOptions,
-    init: Option<InitProgram>,
+    core: Arc<Core>,
+}
+
+/// What the isolator and its warm pool's refill task share.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) opts: NamespaceOptions,
+    pub(crate) init: Option<InitProgram>,
+    pub(crate) pool: crate::pool::Pool,
 }
 
 /// What `handle()` returns and `adopt` reads.
@@ -177,12 +189,45 @@ pub struct JailHandle {
     /// Host uid of the agent user (absent in handles of older versions: `uid_base + 1000`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_host_uid: Option<u32>,
+    /// Name of the host-side state (run directory, cgroups, slot owner) when
+    /// it is not the sandbox id: a jail made ahead in the warm pool keeps its
+    /// pool name (`warm-…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_name: Option<String>,
+}
+
+impl JailHandle {
+    /// The name of this jail's run directory, cgroups and slot (`id` unless pooled).
+    pub fn host_name<'a>(&'a self, id: &'a str) -> &'a str {
+        self.host_name.as_deref().unwrap_or(id)
+    }
 }
 
 impl NamespaceIsolator {
     pub fn new(opts: NamespaceOptions) -> Self {
         let init = opts.init.clone().or_else(InitProgram::discover);
-        NamespaceIsolator { opts, init }
+        let pool = crate::pool::Pool::new(opts.warm_pool);
+        NamespaceIsolator {
+            core: Arc::new(Core { opts, init, pool }),
+        }
+    }
+
+    /// Fill the warm pool now (the first create would start that in the
+    /// background) and wait for it. Returns how many jails are warm.
+    pub async fn prewarm(&self) -> usize {
+        crate::pool::fill(&self.core).await;
+        self.core.pool.len()
+    }
+
+    /// Destroy the warm pool's jails (they are also killed when the isolator
+    /// is dropped, and a restarted daemon reaps any a crash left behind).
+    pub async fn drain(&self) {
+        crate::pool::drain(&self.core).await;
+    }
+
+    /// How many warm jails are ready.
+    pub fn warm(&self) -> usize {
+        self.core.pool.len()
     }
 
     /// Defaults, with OOM events going to `events`.
@@ -192,12 +237,14 @@ impl NamespaceIsolator {
             ..Default::default()
         })
     }
+}
 
-    fn user_namespace(&self) -> bool {
+impl Core {
+    pub(crate) fn user_namespace(&self) -> bool {
         self.opts.user_namespace.unwrap_or_else(userns_enabled)
     }
 
-    fn layout(&self) -> Result<CgroupLayout> {
+    pub(crate) fn layout(&self) -> Result<CgroupLayout> {
         CgroupLayout::detect_host(&*self.opts.ops).map_err(Error::unavailable)
     }
 
@@ -206,7 +253,7 @@ impl NamespaceIsolator {
     }
 
     /// Claim a free slot for `id` (O_EXCL files; stale ones reclaimed).
-    fn claim_slot(&self, id: &str) -> Result<u32> {
+    pub(crate) fn claim_slot(&self, id: &str) -> Result<u32> {
         let dir = self.slots_dir();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create the slots directory", &e))?;
         let n = self.opts.max_slots.max(1);
@@ -247,12 +294,17 @@ impl NamespaceIsolator {
         ))
     }
 
-    fn cleanup(&self, id: &str, slot: u32, cg: &JailCgroups) {
+    pub(crate) fn cleanup(&self, id: &str, slot: u32, cg: &JailCgroups) {
         let _ = cg.remove();
         release(&*self.opts.ops, &self.opts.run_dir, id, slot);
     }
 
-    fn sandbox(&self, cfg: JailConfig, handle: JailHandle, cgroups: JailCgroups) -> Arc<dyn Jail> {
+    pub(crate) fn sandbox(
+        &self,
+        cfg: JailConfig,
+        handle: JailHandle,
+        cgroups: JailCgroups,
+    ) -> Arc<dyn Jail> {
         let oom = Arc::new(OomWatch::new(
             cfg.id.clone(),
             cgroups.clone(),
@@ -268,7 +320,16 @@ impl NamespaceIsolator {
         ))
     }
 
-    async fn start(&self, cfg: &JailConfig, slot: u32, cg: &JailCgroups) -> Result<JailHandle> {
+    /// Make the cgroups, the network and the init of a jail. `name` names its
+    /// host-side state (the sandbox id, or a warm-pool name with `pooled`).
+    pub(crate) async fn start(
+        &self,
+        cfg: &JailConfig,
+        name: &str,
+        slot: u32,
+        cg: &JailCgroups,
+        pooled: bool,
+    ) -> Result<JailHandle> {
         let layout = cg.layout().clone();
         let init = self
             .init
@@ -298,7 +359,7 @@ impl NamespaceIsolator {
                 ));
             }
         };
-        let dir = self.opts.run_dir.join(&cfg.id);
+        let dir = self.opts.run_dir.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create the sandbox directory", &e))?;
         // The init looks its root mount point up as an unprivileged host uid.
         for d in [&self.opts.run_dir, &dir] {
@@ -321,6 +382,7 @@ impl NamespaceIsolator {
             dns: (!cfg.network.dns.is_empty()).then(|| cfg.network.dns.clone()),
             nat: nat_setup,
             shared_agent_uid: self.opts.shared_agent_uid,
+            pooled,
         };
         let input = serde_json::to_vec(&init_cfg).map_err(|e| Error::internal(e.to_string()))?;
         let mut child = init
@@ -364,12 +426,22 @@ impl NamespaceIsolator {
                 cgroup_version: layout.version(),
                 veth: init_cfg.nat.as_ref().map(|n| n.host_if.clone()),
                 agent_host_uid: Some(init_cfg.agent_host_uid()),
+                host_name: (name != cfg.id).then(|| name.to_string()),
             }),
             InitReady::Error { message } => Err(Error::spawn(format!(
                 "cannot create sandbox {}: {message}",
                 cfg.id
             ))),
         }
+    }
+}
+
+/// Write a jail's handle as `sandbox.json` in its state directory.
+fn record(cfg: &JailConfig, handle: &JailHandle) {
+    if std::fs::create_dir_all(&cfg.state_dir).is_ok()
+        && let Ok(json) = serde_json::to_vec_pretty(handle)
+    {
+        let _ = std::fs::write(cfg.state_dir.join("sandbox.json"), json);
     }
 }
 
@@ -418,9 +490,10 @@ impl Isolator for NamespaceIsolator {
 
     fn agent_owner(&self) -> Option<(u32, u32)> {
         let uid = self
+            .core
             .opts
             .shared_agent_uid
-            .filter(|_| self.user_namespace())?;
+            .filter(|_| self.core.user_namespace())?;
         Some((uid, uid))
     }
 
@@ -430,11 +503,11 @@ impl Isolator for NamespaceIsolator {
                 "the process sandbox needs root (it writes uid maps, cgroups and idmapped mounts); run the daemon as root or use --isolation none for trusted local use",
             );
         }
-        let layout = match self.layout() {
+        let layout = match self.core.layout() {
             Ok(l) => l,
             Err(e) => return Availability::no(e.message),
         };
-        let Some(init) = &self.init else {
+        let Some(init) = &self.core.init else {
             return Availability::no(
                 "cannot find godel-sandbox-init: install it next to godel, set GODEL_SANDBOX_INIT_BIN, or re-execute godel itself (InitProgram::SelfExe)",
             );
@@ -442,10 +515,10 @@ impl Isolator for NamespaceIsolator {
         Availability::yes("namespaces (user, mount, pid, net, ipc, uts, cgroup), cgroups, seccomp")
             .detail("cgroup_version", layout.version().to_string())
             .detail("init", format!("{init:?}"))
-            .detail("run_dir", self.opts.run_dir.display().to_string())
+            .detail("run_dir", self.core.opts.run_dir.display().to_string())
             .detail(
                 "user_namespace",
-                if self.user_namespace() {
+                if self.core.user_namespace() {
                     "on (agents are uid 1000 of their own user namespace)"
                 } else {
                     "off (user namespaces unavailable: agents run as a dedicated unprivileged host uid)"
@@ -460,22 +533,26 @@ impl Isolator for NamespaceIsolator {
                 cfg.workspace.display()
             )));
         }
-        let layout = self.layout()?;
-        let slot = self.claim_slot(&cfg.id)?;
-        let cg = JailCgroups::new(layout, &cfg.id, self.opts.ops.clone());
-        let handle = match self.start(&cfg, slot, &cg).await {
+        if crate::pool::serves(&self.core, &cfg) {
+            let claimed = crate::pool::claim(&self.core, &cfg).await;
+            crate::pool::refill(&self.core);
+            if let Some((handle, cg)) = claimed {
+                record(&cfg, &handle);
+                return Ok(self.core.sandbox(cfg, handle, cg));
+            }
+        }
+        let layout = self.core.layout()?;
+        let slot = self.core.claim_slot(&cfg.id)?;
+        let cg = JailCgroups::new(layout, &cfg.id, self.core.opts.ops.clone());
+        let handle = match self.core.start(&cfg, &cfg.id, slot, &cg, false).await {
             Ok(h) => h,
             Err(e) => {
-                self.cleanup(&cfg.id, slot, &cg);
+                self.core.cleanup(&cfg.id, slot, &cg);
                 return Err(e.with_runtime(cfg.id.clone()));
             }
         };
-        if std::fs::create_dir_all(&cfg.state_dir).is_ok()
-            && let Ok(json) = serde_json::to_vec_pretty(&handle)
-        {
-            let _ = std::fs::write(cfg.state_dir.join("sandbox.json"), json);
-        }
-        Ok(self.sandbox(cfg, handle, cg))
+        record(&cfg, &handle);
+        Ok(self.core.sandbox(cfg, handle, cg))
     }
 
     async fn adopt(
@@ -497,14 +574,15 @@ impl Isolator for NamespaceIsolator {
                 }
             }
         };
-        let cg = JailCgroups::new(self.layout()?, &cfg.id, self.opts.ops.clone());
+        let name = parsed.host_name(&cfg.id).to_string();
+        let cg = JailCgroups::new(self.core.layout()?, &name, self.core.opts.ops.clone());
         let alive = init_alive(parsed.init_pid, parsed.start_time)
             && ping(&parsed.dir.join("ctl.sock")).await.is_ok();
         if !alive {
-            self.cleanup(&cfg.id, parsed.slot, &cg);
+            self.core.cleanup(&name, parsed.slot, &cg);
             return Ok(None);
         }
-        Ok(Some(self.sandbox(cfg, parsed, cg)))
+        Ok(Some(self.core.sandbox(cfg, parsed, cg)))
     }
 }
 

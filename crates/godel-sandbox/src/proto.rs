@@ -44,6 +44,13 @@ pub enum Request {
     },
     /// Signal the process group of this connection's process.
     Kill { sig: i32 },
+    /// Hand a jail made ahead (a warm-pool jail, see [`crate::pool`]) to one
+    /// sandbox: the workspace mount rides along as a detached mount fd
+    /// (`open_tree(OPEN_TREE_CLONE)`, idmapped by the daemon) and is attached
+    /// at `/home/user`; the hostname and the size of `/tmp` are set. Answered
+    /// with `Claimed` or `Failed`. An init refuses `Exec` until claimed and
+    /// refuses a second `Claim`.
+    Claim { hostname: String, tmp_bytes: u64 },
 }
 
 /// A message from an init (or its freshly forked child) to the daemon.
@@ -59,6 +66,12 @@ pub enum Reply {
     Exit {
         code: i32,
         signal: Option<i32>,
+    },
+    /// The jail now belongs to the sandbox that claimed it.
+    Claimed,
+    /// A request could not be carried out (e.g. `Claim` twice).
+    Failed {
+        message: String,
     },
 }
 

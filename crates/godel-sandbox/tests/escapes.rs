@@ -1,6 +1,9 @@
 //! Escape attempts run inside a real sandbox (real namespaces, cgroups,
 //! seccomp). Each must fail, and each test asserts *how* it fails. They need
-//! root and skip with a printed reason otherwise.
+//! root and skip with a printed reason otherwise. The sandboxes are claimed
+//! from a warm pool (jails made ahead, the path most creates take); the cold
+//! path runs the same isolation setup with the workspace attached at once
+//! (tests/lifecycle.rs runs cold jails).
 
 mod common;
 
@@ -11,7 +14,7 @@ use godel_testkit::Need;
 #[tokio::test]
 async fn host_shadow_and_root_home_are_out_of_reach() {
     godel_testkit::require!(Need::Root);
-    let iso = isolator(&Events::default());
+    let iso = warm_isolator(&Events::default(), 2).await;
     let a = spawn(&iso, "shadow", JailLimits::default()).await;
     let out = sh(&*a.sb, "cat /etc/shadow").await;
     assert_eq!(out.code, 1);
@@ -66,7 +69,7 @@ async fn host_shadow_and_root_home_are_out_of_reach() {
 #[tokio::test]
 async fn writes_outside_the_workspace_fail() {
     godel_testkit::require!(Need::Root);
-    let iso = isolator(&Events::default());
+    let iso = warm_isolator(&Events::default(), 2).await;
     let a = spawn(&iso, "write", JailLimits::default()).await;
     for (path, why) in [
         ("/usr/escape", "Read-only file system"),
@@ -111,7 +114,7 @@ async fn writes_outside_the_workspace_fail() {
 #[tokio::test]
 async fn two_agents_cannot_see_or_signal_each_other() {
     godel_testkit::require!(Need::Root);
-    let iso = isolator(&Events::default());
+    let iso = warm_isolator(&Events::default(), 2).await;
     let a = spawn(&iso, "pair-a", JailLimits::default()).await;
     let b = spawn(&iso, "pair-b", JailLimits::default()).await;
     std::fs::write(b.cfg.workspace.join("secret-b"), "b").unwrap();
@@ -183,7 +186,7 @@ async fn two_agents_cannot_see_or_signal_each_other() {
 #[tokio::test]
 async fn no_network_beyond_loopback_in_none_mode() {
     godel_testkit::require!(Need::Root);
-    let iso = isolator(&Events::default());
+    let iso = warm_isolator(&Events::default(), 2).await;
     let a = spawn(&iso, "net", JailLimits::default()).await;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -219,7 +222,7 @@ async fn no_network_beyond_loopback_in_none_mode() {
 #[tokio::test]
 async fn fork_bomb_is_contained_by_the_pids_limit() {
     godel_testkit::require!(Need::Root);
-    let iso = isolator(&Events::default());
+    let iso = warm_isolator(&Events::default(), 2).await;
     let limits = JailLimits {
         pids: Some(48),
         ..Default::default()
@@ -278,7 +281,7 @@ async fn fork_bomb_is_contained_by_the_pids_limit() {
 async fn memory_hog_is_oom_killed_and_reported() {
     godel_testkit::require!(Need::Root);
     let events = Events::default();
-    let iso = isolator(&events);
+    let iso = warm_isolator(&events, 2).await;
     let limits = JailLimits {
         memory_bytes: Some(64 << 20),
         ..Default::default()
@@ -307,7 +310,7 @@ async fn memory_hog_is_oom_killed_and_reported() {
 #[tokio::test]
 async fn ptrace_mount_modules_and_friends_are_denied() {
     godel_testkit::require!(Need::Root);
-    let iso = isolator(&Events::default());
+    let iso = warm_isolator(&Events::default(), 2).await;
     let a = spawn(&iso, "seccomp", JailLimits::default()).await;
     let me = std::process::id();
     let sb: &dyn Jail = &*a.sb;
@@ -367,7 +370,7 @@ async fn ptrace_mount_modules_and_friends_are_denied() {
 #[tokio::test]
 async fn own_proc_and_hostname() {
     godel_testkit::require!(Need::Root);
-    let iso = isolator(&Events::default());
+    let iso = warm_isolator(&Events::default(), 2).await;
     let a = spawn(&iso, "proc", JailLimits::default()).await;
     let out = sh(
         &*a.sb,

@@ -486,6 +486,9 @@ pub struct BenchSpawnArgs {
     /// Isolation for the spawned runtimes: sandbox or none.
     #[arg(long, default_value = "sandbox")]
     pub isolation: String,
+    /// Forks of one snapshot in one request (`godel fork SNAP -n N`); 0 skips.
+    #[arg(long, default_value_t = 50)]
+    pub forks: usize,
     /// Workspace mode: cow or git-worktree.
     #[arg(long, default_value = "cow")]
     pub workspace: String,

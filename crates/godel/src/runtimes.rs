@@ -167,8 +167,10 @@ fn register_e2b(control: &Control, opts: &RuntimeOptions, events: EventSink) {
 }
 
 fn register_worktree(control: &Control, home: &Path, events: EventSink) {
+    // The small `godel-sandbox-init` next to godel (or on PATH) when there is
+    // one; else godel re-executes itself (see `early_init`).
     let sandbox = godel_sandbox::NamespaceIsolator::new(godel_sandbox::NamespaceOptions {
-        init: Some(godel_sandbox::InitProgram::SelfExe),
+        init: None,
         events: events.clone(),
         ..Default::default()
     });

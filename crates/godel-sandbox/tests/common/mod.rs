@@ -32,15 +32,34 @@ pub fn isolator(events: &Events) -> NamespaceIsolator {
 }
 
 /// `user_namespace: Some(false)` forces the fallback for kernels without user namespaces.
+/// Cold jails only (no warm pool).
 pub fn isolator_with(events: &Events, user_namespace: Option<bool>) -> NamespaceIsolator {
-    NamespaceIsolator::new(NamespaceOptions {
+    NamespaceIsolator::new(options(events, user_namespace, 0))
+}
+
+/// The options of a test isolator with `warm_pool` jails made ahead.
+pub fn options(
+    events: &Events,
+    user_namespace: Option<bool>,
+    warm_pool: usize,
+) -> NamespaceOptions {
+    NamespaceOptions {
         init: Some(InitProgram::Path(
             env!("CARGO_BIN_EXE_godel-sandbox-init").into(),
         )),
         events: events.sink(),
         user_namespace,
+        warm_pool,
         ..Default::default()
-    })
+    }
+}
+
+/// An isolator whose warm pool holds `n` jails made ahead: its next `n`
+/// creates claim them (the path most sandboxes take).
+pub async fn warm_isolator(events: &Events, n: usize) -> NamespaceIsolator {
+    let iso = NamespaceIsolator::new(options(events, None, n));
+    assert_eq!(iso.prewarm().await, n, "the warm pool filled");
+    iso
 }
 
 /// A unique id for this test.

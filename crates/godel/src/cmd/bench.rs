@@ -36,6 +36,7 @@ pub async fn run(ctx: &Ctx, cmd: BenchCmd) -> Result<i32> {
                 baseline: a.baseline,
                 isolation: a.isolation,
                 workspace: a.workspace,
+                forks: a.forks,
             };
             let register = async |control: &_, home: &Path, isolation, sink| {
                 let opts = RuntimeOptions {
