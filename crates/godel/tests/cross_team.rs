@@ -85,6 +85,7 @@ fn another_teams_token_reaches_nothing_on_any_route() {
                     r#"{"cmd":["rm","-rf","x"]}"#
                 }
                 ("POST", p) if p.ends_with("/fork") => r#"{"count":1}"#,
+                ("POST", p) if p.ends_with("/ttl") => r#"{"ttl_secs":1}"#,
                 ("POST", "/v1/teams") => r#"{"name":"alpha"}"#,
                 ("POST", "/v1/tokens") => r#"{"team":"alpha"}"#,
                 ("POST", p) if p.ends_with("/snapshots") => "{}",
