@@ -62,7 +62,7 @@ pub fn nanos_to_usd(n: i64) -> f64 {
 
 /// USD → whole nano-USD; refuses negative, NaN and absurd amounts.
 pub fn usd_to_nanos(key: &str, usd: f64) -> Result<i64> {
-    if !usd.is_finite() || usd < 0.0 || usd > 1e9 {
+    if !usd.is_finite() || !(0.0..=1e9).contains(&usd) {
         return Err(Error::invalid(format!(
             "{key}: {usd} is not an amount in USD between 0 and 1e9"
         )));
