@@ -8,9 +8,10 @@
 //! - `bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --unshare-all
 //!   --die-with-parent --new-session true` (a new bubblewrap sandbox per
 //!   command: create + run + destroy), when `bwrap` is installed,
-//! - `crun run` of `true` in a bundle whose root is the host's `/` read-only,
-//!   with pid, mount, IPC, UTS and network namespaces (create + start + wait
-//!   + delete), when `crun` is installed.
+//! - `crun run` of `true` in a bundle whose read-only root holds `/usr` and
+//!   `/etc` bound read-only (godel's view), with crun's default spec
+//!   otherwise: pid, mount, IPC, UTS and network namespaces, cgroups, `/proc`,
+//!   `/dev`, `/sys` (create + start + wait + delete), when `crun` is installed.
 //!
 //! Destroying a sandbox is not counted in godel's create figures.
 
@@ -101,16 +102,45 @@ async fn run_bwrap() -> Option<Duration> {
 
 async fn run_crun(bundle: &std::path::Path, id: &str) -> Option<Duration> {
     let t = Instant::now();
-    let st = tokio::process::Command::new("crun")
-        .arg("run")
+    let mut cmd = tokio::process::Command::new("crun");
+    cmd.arg("run")
         .arg("--bundle")
         .arg(bundle)
         .arg(id)
-        .stdin(std::process::Stdio::null())
-        .status()
-        .await
-        .ok()?;
+        .stdin(std::process::Stdio::null());
+    hide_hybrid_cgroup2(&mut cmd);
+    let st = cmd.status().await.ok()?;
     st.success().then(|| t.elapsed())
+}
+
+/// crun refuses hosts whose cgroup v2 mount in a hybrid layout holds a
+/// controller (Debian's v1 hosts with `hugetlb` there): run it in a private
+/// mount namespace without `/sys/fs/cgroup/unified`, so it uses v1 like
+/// godel does. Costs an `unshare` and two mount calls before the exec.
+#[allow(unsafe_code)]
+fn hide_hybrid_cgroup2(cmd: &mut tokio::process::Command) {
+    if !std::path::Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
+        return;
+    }
+    // SAFETY: between fork and exec the closure makes only raw syscalls
+    // (unshare, mount, umount2) on static C strings; it allocates nothing
+    // and takes no lock, so it is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            );
+            libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
+            Ok(())
+        });
+    }
 }
 
 /// A crun bundle running `true` with the host's `/` as a read-only root.
@@ -126,9 +156,27 @@ async fn crun_bundle(root: &std::path::Path) -> Option<std::path::PathBuf> {
     if !st.status.success() {
         return None;
     }
+    // A root like godel's: /usr and /etc bound read-only, the /bin-style
+    // symlinks of a merged-/usr host (crun cannot pivot into the host's `/`).
+    let rootfs = dir.join("rootfs");
+    for d in ["usr", "etc"] {
+        std::fs::create_dir_all(rootfs.join(d)).ok()?;
+    }
+    for l in ["bin", "lib", "lib64", "sbin"] {
+        let host = std::path::Path::new("/").join(l);
+        if let Ok(to) = std::fs::read_link(&host) {
+            let _ = std::os::unix::fs::symlink(to, rootfs.join(l));
+        }
+    }
     let path = dir.join("config.json");
     let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
-    spec["root"] = serde_json::json!({"path": "/", "readonly": true});
+    spec["root"] = serde_json::json!({"path": "rootfs", "readonly": true});
+    let mounts = spec["mounts"].as_array_mut()?;
+    for d in ["/usr", "/etc"] {
+        mounts.push(serde_json::json!({
+            "destination": d, "type": "bind", "source": d, "options": ["rbind", "ro"]
+        }));
+    }
     spec["process"]["terminal"] = false.into();
     spec["process"]["args"] = serde_json::json!(["true"]);
     std::fs::write(&path, serde_json::to_vec(&spec).ok()?).ok()?;

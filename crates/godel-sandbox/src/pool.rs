@@ -40,6 +40,9 @@ const MARKER: &str = "pool.json";
 /// Prefix of warm jails' host names.
 const PREFIX: &str = "warm-";
 
+/// How long after a claim the refill starts.
+const REFILL_DELAY: Duration = Duration::from_millis(20);
+
 /// Names are unique per process even with several isolators.
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -107,6 +110,9 @@ pub(crate) fn refill(core: &Arc<Core>) {
     }
     let c = core.clone();
     tokio::spawn(async move {
+        // Let the spawn that claimed finish first: on a small machine the
+        // new init would otherwise take the CPU from it.
+        tokio::time::sleep(REFILL_DELAY).await;
         fill(&c).await;
         c.pool.filling.store(false, Ordering::SeqCst);
     });
