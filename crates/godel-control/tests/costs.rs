@@ -159,6 +159,43 @@ async fn metering_charges_running_seconds_only_and_matches_the_price_table() {
             .collect::<Vec<_>>(),
         vec![("2026-12-04", 1_800_000), ("2026-12-05", 2_400_000)]
     );
+    // The views come from different tables (rollups and day rows): they agree.
+    let rt = c
+        .usage(
+            &ADMIN,
+            &UsageRequest {
+                by: Some("runtime".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let old = c
+        .usage(
+            &ADMIN,
+            &UsageRequest {
+                since: Some("2000-01-01".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    for other in [&d, &rt, &old] {
+        assert_eq!(
+            (
+                other.total.run_ms,
+                other.total.vcpu_milli_ms,
+                other.total.mem_kib_ms,
+                other.total.execs,
+                other.total.bytes
+            ),
+            (
+                r.total.run_ms,
+                r.total.vcpu_milli_ms,
+                r.total.mem_kib_ms,
+                r.total.execs,
+                r.total.bytes
+            )
+        );
+    }
     for rep in [&r, &d] {
         assert_eq!(
             rep.total.cost_nanos,

@@ -10,7 +10,9 @@
 //! - v2 → v3: metering, budgets and rollouts ([`V3_TABLES`]): `meters` (one
 //!   row per running sandbox: its allocation and the time it was last
 //!   accounted up to), `usage` (per sandbox and UTC day: running
-//!   milliseconds, milli-vCPU·ms, KiB·ms, execs, bytes), `budgets`,
+//!   milliseconds, milli-vCPU·ms, KiB·ms, execs, bytes) with two rollups
+//!   written in the same transactions (`usage_agent`: all-time per
+//!   sandbox; `usage_team_day`: per team, day and runtime), `budgets`,
 //!   `rollouts`. Sandboxes running at the upgrade start their meter then.
 
 use godel_core::{OnTimeout, RestartPolicy, Result, SpawnSpec};
@@ -56,8 +58,31 @@ CREATE TABLE IF NOT EXISTS usage (
     bytes INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (runtime_id, day, runtime)
 );
-CREATE INDEX IF NOT EXISTS usage_team_day ON usage(team, day);
-CREATE INDEX IF NOT EXISTS usage_day ON usage(day);
+CREATE INDEX IF NOT EXISTS usage_by_team_day ON usage(team, day);
+CREATE INDEX IF NOT EXISTS usage_by_day ON usage(day);
+CREATE TABLE IF NOT EXISTS usage_agent (
+    runtime_id TEXT NOT NULL,
+    runtime TEXT NOT NULL,
+    team TEXT NOT NULL,
+    run_ms INTEGER NOT NULL DEFAULT 0,
+    vcpu_milli_ms INTEGER NOT NULL DEFAULT 0,
+    mem_kib_ms INTEGER NOT NULL DEFAULT 0,
+    execs INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (runtime_id, runtime, team)
+);
+CREATE INDEX IF NOT EXISTS usage_agent_team ON usage_agent(team);
+CREATE TABLE IF NOT EXISTS usage_team_day (
+    team TEXT NOT NULL,
+    day TEXT NOT NULL,
+    runtime TEXT NOT NULL,
+    run_ms INTEGER NOT NULL DEFAULT 0,
+    vcpu_milli_ms INTEGER NOT NULL DEFAULT 0,
+    mem_kib_ms INTEGER NOT NULL DEFAULT 0,
+    execs INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (team, day, runtime)
+);
 CREATE TABLE IF NOT EXISTS budgets (
     team TEXT NOT NULL,
     agent TEXT NOT NULL DEFAULT '',

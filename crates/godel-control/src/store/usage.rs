@@ -106,43 +106,85 @@ fn meter_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OpenMeter> {
     })
 }
 
-/// Add running time (and counters) to a sandbox's day rows.
+/// Add `d` to a sandbox's day row and to both rollups.
+fn add(conn: &Connection, id: &str, day: &str, d: &UsagePart) -> Result<()> {
+    let vals = params![
+        id,
+        day,
+        d.team,
+        d.runtime,
+        d.run_ms as i64,
+        d.vcpu_milli_ms as i64,
+        d.mem_kib_ms as i64,
+        d.execs as i64,
+        d.bytes as i64
+    ];
+    const SET: &str = "run_ms = run_ms + excluded.run_ms,
+        vcpu_milli_ms = vcpu_milli_ms + excluded.vcpu_milli_ms,
+        mem_kib_ms = mem_kib_ms + excluded.mem_kib_ms,
+        execs = execs + excluded.execs, bytes = bytes + excluded.bytes";
+    for sql in [
+        format!(
+            "INSERT INTO usage (runtime_id, day, team, runtime, run_ms, vcpu_milli_ms, mem_kib_ms, execs, bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT(runtime_id, day, runtime) DO UPDATE SET team = excluded.team, {SET}"
+        ),
+        format!(
+            "INSERT INTO usage_agent (runtime_id, runtime, team, run_ms, vcpu_milli_ms, mem_kib_ms, execs, bytes)
+             VALUES (?1, ?4, ?3, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT(runtime_id, runtime, team) DO UPDATE SET {SET}"
+        ),
+        format!(
+            "INSERT INTO usage_team_day (team, day, runtime, run_ms, vcpu_milli_ms, mem_kib_ms, execs, bytes)
+             VALUES (?3, ?2, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT(team, day, runtime) DO UPDATE SET {SET}"
+        ),
+    ] {
+        let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+        stmt.execute(vals).map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Add running time to a sandbox's day rows.
 fn accrue(conn: &Connection, m: &OpenMeter, to_ms: i64) -> Result<()> {
-    let mut stmt = conn
-        .prepare_cached(
-            "INSERT INTO usage (runtime_id, day, team, runtime, run_ms, vcpu_milli_ms, mem_kib_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT(runtime_id, day, runtime) DO UPDATE SET team = excluded.team,
-                run_ms = run_ms + excluded.run_ms,
-                vcpu_milli_ms = vcpu_milli_ms + excluded.vcpu_milli_ms,
-                mem_kib_ms = mem_kib_ms + excluded.mem_kib_ms",
-        )
-        .map_err(db_err)?;
     for (day, ms) in split_days(m.since_ms, to_ms) {
-        stmt.execute(params![
-            m.runtime_id,
-            day,
-            m.team,
-            m.runtime,
-            ms,
-            ms * m.cpu_millis as i64,
-            ms * m.memory_kib as i64
-        ])
-        .map_err(db_err)?;
+        let ms = ms as u64;
+        let d = UsagePart {
+            key: String::new(),
+            team: m.team.clone(),
+            runtime: m.runtime.clone(),
+            run_ms: ms,
+            vcpu_milli_ms: ms * m.cpu_millis,
+            mem_kib_ms: ms * m.memory_kib,
+            execs: 0,
+            bytes: 0,
+        };
+        add(conn, &m.runtime_id, &day, &d)?;
     }
     Ok(())
 }
 
 fn count(conn: &Connection, id: &str, day: &str, execs: u64, bytes: u64) -> Result<()> {
-    conn.execute(
-        "INSERT INTO usage (runtime_id, day, team, runtime, execs, bytes)
-         SELECT id, ?2, team, runtime, ?3, ?4 FROM runtimes WHERE id = ?1
-         ON CONFLICT(runtime_id, day, runtime) DO UPDATE SET
-            execs = execs + excluded.execs, bytes = bytes + excluded.bytes",
-        params![id, day, execs as i64, bytes as i64],
-    )
-    .map_err(db_err)?;
-    Ok(())
+    let owner: Option<(String, String)> = conn
+        .query_row(
+            "SELECT team, runtime FROM runtimes WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db_err)?;
+    let Some((team, runtime)) = owner else {
+        return Ok(());
+    };
+    let d = UsagePart {
+        team,
+        runtime,
+        execs,
+        bytes,
+        ..Default::default()
+    };
+    add(conn, id, day, &d)
 }
 
 /// Start metering `id` (it just became running) at `now_ms`.
@@ -202,22 +244,53 @@ impl Store {
         open_meters(&self.conn())
     }
 
-    /// Usage grouped by `q.by` and runtime kind, from the stored rows.
+    /// Usage grouped by `q.by` and runtime kind, from the stored rows: the
+    /// per-team-and-day rollup for `runtime` and `day`, the per-sandbox
+    /// rollup for `agent` over all time, the day rows otherwise.
     pub fn usage_parts(&self, q: &UsageQuery) -> Result<Vec<UsagePart>> {
-        let key = match q.by.as_str() {
-            "runtime" => "runtime",
-            "day" => "day",
-            _ => "runtime_id",
+        let since = q.since.map(|d| d.format("%Y-%m-%d").to_string());
+        let (table, key) = match (q.by.as_str(), &q.agent, &since) {
+            (_, Some(_), _) => (
+                "usage",
+                if q.by == "day" {
+                    "day"
+                } else if q.by == "runtime" {
+                    "runtime"
+                } else {
+                    "runtime_id"
+                },
+            ),
+            ("runtime", None, _) => ("usage_team_day", "runtime"),
+            ("day", None, _) => ("usage_team_day", "day"),
+            (_, None, None) => ("usage_agent", "runtime_id"),
+            (_, None, Some(_)) => ("usage", "runtime_id"),
+        };
+        let mut cond = Vec::new();
+        let mut args: Vec<String> = Vec::new();
+        if let Some(t) = &q.team {
+            args.push(t.clone());
+            cond.push(format!("team = ?{}", args.len()));
+        }
+        if let (Some(s), true) = (&since, table != "usage_agent") {
+            args.push(s.clone());
+            cond.push(format!("day >= ?{}", args.len()));
+        }
+        if let Some(a) = &q.agent {
+            args.push(a.clone());
+            cond.push(format!("runtime_id = ?{}", args.len()));
+        }
+        let filter = if cond.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", cond.join(" AND "))
         };
         let sql = format!(
             "SELECT {key}, MIN(team), runtime, SUM(run_ms), SUM(vcpu_milli_ms), SUM(mem_kib_ms), SUM(execs), SUM(bytes)
-             FROM usage WHERE (?1 IS NULL OR team = ?1) AND (?2 IS NULL OR day >= ?2) AND (?3 IS NULL OR runtime_id = ?3)
-             GROUP BY {key}, runtime ORDER BY {key}, runtime"
+             FROM {table} {filter} GROUP BY {key}, runtime ORDER BY {key}, runtime"
         );
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
-        let since = q.since.map(|d| d.format("%Y-%m-%d").to_string());
-        stmt.query_map(params![q.team, since, q.agent], |r| {
+        stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
             Ok(UsagePart {
                 key: r.get(0)?,
                 team: r.get(1)?,
@@ -246,28 +319,13 @@ impl Store {
             .map_err(db_err)
     }
 
-    /// Write usage rows as they are, `(sandbox id, day, totals)`, in one
-    /// transaction (benchmarks and tests seed history with it).
+    /// Add usage rows, `(sandbox id, day, totals)`, in one transaction
+    /// (benchmarks and tests seed history with it).
     pub fn insert_usage(&self, rows: &[(String, String, UsagePart)]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db_err)?;
-        for (runtime_id, day, p) in rows {
-            tx.execute(
-                "INSERT OR REPLACE INTO usage (runtime_id, day, team, runtime, run_ms, vcpu_milli_ms, mem_kib_ms, execs, bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    runtime_id,
-                    day,
-                    p.team,
-                    p.runtime,
-                    p.run_ms as i64,
-                    p.vcpu_milli_ms as i64,
-                    p.mem_kib_ms as i64,
-                    p.execs as i64,
-                    p.bytes as i64
-                ],
-            )
-            .map_err(db_err)?;
+        for (id, day, p) in rows {
+            add(&tx, id, day, p)?;
         }
         tx.commit().map_err(db_err)
     }
