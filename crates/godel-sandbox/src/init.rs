@@ -78,6 +78,11 @@ pub struct InitConfig {
     /// the workspace, the hostname and the size of `/tmp`.
     #[serde(default)]
     pub pooled: bool,
+    /// Host pid of the daemon that made a pooled jail: until claimed, the
+    /// init exits when that process does (an unclaimed jail never outlives
+    /// its daemon; the next daemon removes what is left).
+    #[serde(default)]
+    pub creator_pid: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -179,6 +184,18 @@ fn write_file(path: &Path, s: &str) -> Result<(), String> {
     std::fs::write(path, s).map_err(|e| err(&format!("write {}", path.display()), e))
 }
 
+/// A pidfd of `pid` (close-on-exec), readable once the process exits.
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers; on success the kernel returns
+    // a new descriptor that we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// Start time (field 22 of `/proc/<pid>/stat`).
 pub fn proc_start_time(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -209,6 +226,10 @@ fn stage1(cfg: &InitConfig) -> Result<InitReady, String> {
     .map_err(|e| err("listen", e))?;
 
     std::fs::create_dir_all(cfg.root_path()).map_err(|e| err("mkdir root", e))?;
+    let creator = match cfg.creator_pid.filter(|_| cfg.pooled) {
+        Some(pid) => Some(pidfd_open(pid).map_err(|e| err("pidfd_open the daemon", e))?),
+        None => None,
+    };
     let ws_fd = if cfg.pooled {
         None
     } else {
@@ -259,7 +280,7 @@ fn stage1(cfg: &InitConfig) -> Result<InitReady, String> {
             Some(fd) => WorkspaceSource::Detached(fd.as_raw_fd()),
             None => WorkspaceSource::Path(&cfg.workspace),
         };
-        let e = match stage2(cfg, &host, go_r, &ready_w, listen_fd, ws) {
+        let e = match stage2(cfg, &host, go_r, &ready_w, listen_fd, ws, creator) {
             Ok(never) => match never {},
             Err(e) => e,
         };
@@ -509,6 +530,7 @@ fn stage2(
     ready_w: &OwnedFd,
     listen_fd: OwnedFd,
     ws: WorkspaceSource<'_>,
+    creator: Option<OwnedFd>,
 ) -> Result<std::convert::Infallible, String> {
     let mut b = [0u8; 1];
     match nix::unistd::read(&go_r, &mut b) {
@@ -562,7 +584,7 @@ fn stage2(
     let mut server =
         crate::initserve::Server::new(listen_fd, filters, cfg.nofile, cfg.agent_uid())?;
     if cfg.pooled {
-        server = server.unclaimed(cfg.tmp_bytes);
+        server = server.unclaimed(cfg.tmp_bytes, creator);
     }
     nix::unistd::write(ready_w, b"ok").map_err(|e| err("report ready", e))?;
     // SAFETY: `ready_w` is ours; closing it tells stage 1 we are ready. The
@@ -683,6 +705,7 @@ mod tests {
             nat: Some(crate::nat::nat_setup(2)),
             shared_agent_uid: None,
             pooled: false,
+            creator_pid: None,
         }
     }
 
@@ -791,6 +814,7 @@ mod id_map_tests {
             nat: None,
             shared_agent_uid: shared,
             pooled: false,
+            creator_pid: None,
         }
     }
 

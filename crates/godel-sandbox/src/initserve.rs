@@ -49,6 +49,9 @@ pub struct Server {
     children: HashMap<i32, RawFd>,
     /// A warm-pool jail not yet claimed: the size its `/tmp` was made with.
     unclaimed: Option<u64>,
+    /// Until claimed: a pidfd of the daemon that made this jail; the init
+    /// exits when it becomes readable (the daemon is gone).
+    creator: Option<OwnedFd>,
 }
 
 impl Server {
@@ -73,12 +76,14 @@ impl Server {
             conns: HashMap::new(),
             children: HashMap::new(),
             unclaimed: None,
+            creator: None,
         })
     }
 
     /// Serve as a warm-pool jail: refuse `Exec` until a `Claim` arrives.
-    pub fn unclaimed(mut self, tmp_bytes: u64) -> Server {
+    pub fn unclaimed(mut self, tmp_bytes: u64, creator: Option<OwnedFd>) -> Server {
         self.unclaimed = Some(tmp_bytes);
+        self.creator = creator;
         self
     }
 
@@ -116,6 +121,8 @@ impl Server {
             .map_err(|e| format!("resize /tmp: {e}"))?;
         }
         self.unclaimed = None;
+        // Claimed jails outlive daemon restarts.
+        self.creator = None;
         Ok(())
     }
 
@@ -125,12 +132,15 @@ impl Server {
             let mut fds: Vec<RawFd> = self.conns.keys().copied().collect();
             fds.sort_unstable();
             let (ready_listen, ready_sig, ready_conns) = {
-                let mut pfds = Vec::with_capacity(fds.len() + 2);
+                let mut pfds = Vec::with_capacity(fds.len() + 3);
                 pfds.push(PollFd::new(self.listen.as_fd(), PollFlags::POLLIN));
                 pfds.push(PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN));
                 for fd in &fds {
                     let c = &self.conns[fd];
                     pfds.push(PollFd::new(c.fd.as_fd(), PollFlags::POLLIN));
+                }
+                if let Some(c) = &self.creator {
+                    pfds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
                 }
                 match poll(&mut pfds, PollTimeout::NONE) {
                     Ok(_) => {}
@@ -139,6 +149,13 @@ impl Server {
                     Err(_) => continue,
                 }
                 let ready = |p: &PollFd| p.revents().is_some_and(|r| !r.is_empty());
+                if let Some(c) = &self.creator {
+                    let mut gone = [PollFd::new(c.as_fd(), PollFlags::POLLIN)];
+                    if poll(&mut gone, PollTimeout::ZERO).is_ok_and(|n| n > 0) {
+                        // The daemon that made this unclaimed jail is gone.
+                        std::process::exit(0);
+                    }
+                }
                 let conns: Vec<RawFd> = fds
                     .iter()
                     .zip(pfds.iter().skip(2))

@@ -383,6 +383,7 @@ impl Core {
             nat: nat_setup,
             shared_agent_uid: self.opts.shared_agent_uid,
             pooled,
+            creator_pid: pooled.then(std::process::id),
         };
         let input = serde_json::to_vec(&init_cfg).map_err(|e| Error::internal(e.to_string()))?;
         let mut child = init
@@ -515,6 +516,14 @@ impl Isolator for NamespaceIsolator {
         Availability::yes("namespaces (user, mount, pid, net, ipc, uts, cgroup), cgroups, seccomp")
             .detail("cgroup_version", layout.version().to_string())
             .detail("init", format!("{init:?}"))
+            .detail(
+                "warm_pool",
+                format!(
+                    "{} of {} jails ready (network mode none; made ahead, claimed by creates)",
+                    self.warm(),
+                    self.core.opts.warm_pool
+                ),
+            )
             .detail("run_dir", self.core.opts.run_dir.display().to_string())
             .detail(
                 "user_namespace",
