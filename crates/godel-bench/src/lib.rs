@@ -5,6 +5,7 @@
 //! - [`spawn`]: `godel bench spawn`, worktree runtimes through the API vs `git worktree add`
 //! - [`sandbox`]: `godel bench sandbox`, the process sandbox vs bwrap vs no isolation
 //! - [`microvm`]: `godel bench microvm`, boot, restore, claims, forks, density vs plain QEMU
+//! - [`microvm_restore`]: its restore breakdown, snapshot of a restored VM, fork of N
 //! - [`kube`]: `godel bench kube`, godel's overhead per pod against the fake API server
 //! - [`usage`]: `godel bench usage`, usage reports over 1,000 agents × 30 days of history
 //!
@@ -12,6 +13,7 @@
 
 pub mod kube;
 pub mod microvm;
+pub mod microvm_restore;
 pub mod sandbox;
 pub mod spawn;
 mod summary;

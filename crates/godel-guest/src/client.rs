@@ -115,6 +115,15 @@ impl GuestClient {
 
     /// Use an already connected socket (tests, socketpairs) and sync within `timeout`.
     pub async fn from_stream(stream: UnixStream, timeout: Duration) -> godel_core::Result<Self> {
+        let client = Self::from_stream_unsynced(stream);
+        client.sync(timeout).await?;
+        Ok(client)
+    }
+
+    /// Use an already connected socket without syncing: the caller runs
+    /// [`GuestClient::sync`] itself, possibly with requests queued right
+    /// behind it (a restore sends `restored` in the same round trip).
+    pub fn from_stream_unsynced(stream: UnixStream) -> Self {
         let (mut rd, mut wr) = stream.into_split();
         let (hello_tx, _) = watch::channel(None);
         let shared = Arc::new(Shared {
@@ -163,8 +172,7 @@ impl GuestClient {
                 tasks: vec![writer, reader],
             }),
         };
-        client.sync(timeout).await?;
-        Ok(client)
+        client
     }
 
     /// The same connection with another per-reply timeout.
@@ -193,15 +201,22 @@ impl GuestClient {
             self.send(Frame::new(CONTROL, Message::Sync { nonce }))
                 .await?;
             let step = (Instant::now() + Duration::from_millis(SYNC_INTERVAL_MS)).min(deadline);
+            let mut changed = false;
             loop {
                 let seen = rx.borrow_and_update().clone();
-                if let Some((n, hello)) = seen
-                    && n == nonce
-                {
-                    return Ok(hello);
+                match seen {
+                    Some((n, hello)) if n == nonce => return Ok(hello),
+                    // A new `Hello` (nonce 0): the guest has just (re)opened
+                    // its port, so a `Sync` sent before may be lost: send
+                    // again now instead of waiting out the interval.
+                    Some((0, _)) if changed => break,
+                    _ => {}
                 }
                 match timeout_at(step, rx.changed()).await {
-                    Ok(Ok(())) => continue,
+                    Ok(Ok(())) => {
+                        changed = true;
+                        continue;
+                    }
                     Ok(Err(_)) => return Err(closed_error()),
                     Err(_) => break,
                 }

@@ -151,19 +151,42 @@ pub fn sethostname(name: &str) -> io::Result<()> {
 
 /// Mix `bytes` into the kernel RNG and credit them as entropy
 /// (`RNDADDENTROPY` on `/dev/urandom`; needs CAP_SYS_ADMIN).
-pub fn add_entropy(bytes: &[u8]) -> io::Result<()> {
+/// `urandom` is `/dev/urandom` opened for writing, kept open by the caller
+/// so the call after a restore does no path lookup; the request is built in
+/// a stack buffer (no allocation), 256 bytes at a time.
+pub fn add_entropy(urandom: &std::fs::File, bytes: &[u8]) -> io::Result<()> {
     const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/urandom")?;
-    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
-    let mut info = Vec::with_capacity(8 + bytes.len());
-    info.extend_from_slice(&((bytes.len() * 8) as i32).to_ne_bytes());
-    info.extend_from_slice(&(bytes.len() as i32).to_ne_bytes());
-    info.extend_from_slice(bytes);
-    // SAFETY: `info` is laid out as struct rand_pool_info with `buf_size`
-    // bytes following the header, and lives for the call's duration.
-    check(unsafe { libc::ioctl(f.as_raw_fd(), RNDADDENTROPY, info.as_ptr()) }).map(|_| ())
+    const CHUNK: usize = 256;
+    for part in bytes.chunks(CHUNK) {
+        // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+        let mut info = [0u32; 2 + CHUNK / 4];
+        info[0] = (part.len() * 8) as u32;
+        info[1] = part.len() as u32;
+        let mut payload = [0u8; CHUNK];
+        payload[..part.len()].copy_from_slice(part);
+        for (w, b) in info[2..].iter_mut().zip(payload.chunks_exact(4)) {
+            *w = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        // SAFETY: `info` is laid out as struct rand_pool_info (two ints, then
+        // at least `buf_size` bytes) and lives for the call's duration.
+        check(unsafe { libc::ioctl(urandom.as_raw_fd(), RNDADDENTROPY, info.as_ptr()) })?;
+    }
+    Ok(())
+}
+
+/// Milliseconds since boot, suspend included (what `/proc/uptime` says),
+/// from the vDSO: no file to open on the agent's reply path.
+pub fn uptime_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
 /// Total and free bytes of the file system holding `path`.

@@ -3,6 +3,7 @@
 //! - [`provider`]: [`MicrovmProvider`] implements `godel_core::RuntimeProvider`
 //! - [`machine`]: cold boot, snapshot (migrate to file + RAM file + disk), restore
 //! - [`pool`]: the warm pool of restored VMs
+//! - [`vmm`]: pre-started QEMU processes waiting for a snapshot's restore
 //! - [`vm`]: one live VM (process, QMP, guest channel, supervision)
 //! - [`launch`]: the QEMU command line and launcher; [`qmp`]: the QMP client
 //! - [`accel`]: KVM probe with TCG fallback; [`tsc`]: host TSC frequency
@@ -33,6 +34,7 @@ pub mod provider;
 pub mod qmp;
 pub mod tsc;
 pub mod vm;
+pub mod vmm;
 
 pub use accel::{AccelVerdict, detect_accel};
 pub use launch::Accel;

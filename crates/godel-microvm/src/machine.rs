@@ -21,17 +21,19 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use godel_core::{Error, EventSink, Result, SnapshotArtifact};
 use godel_guest::GuestClient;
 use godel_image::ImageInfo;
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
 
 use crate::disk;
 use crate::launch::{self, Accel, Boot, LaunchSpec, Launcher};
 use crate::qmp::{Qmp, shell_quote};
 use crate::vm::{self, Vm, VmMeta};
+use crate::vmm::{self, Vmm};
 
 /// Snapshot format version written to `microvm.json`.
 pub const SNAPSHOT_FORMAT: u32 = 1;
@@ -109,7 +111,7 @@ pub fn read_snap_meta(dir: &Path) -> Result<SnapMeta> {
     Ok(m)
 }
 
-fn new_key() -> String {
+pub(crate) fn new_key() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
 
@@ -118,7 +120,7 @@ fn io(ctx: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 /// Kill a half-made VM and remove its files.
-async fn abort(run_dir: &Path, pid: Option<u32>, ram: Option<&Path>) {
+pub(crate) async fn abort(run_dir: &Path, pid: Option<u32>, ram: Option<&Path>) {
     if let Some(pid) = pid
         && vm::pid_alive(pid)
     {
@@ -136,7 +138,7 @@ async fn abort(run_dir: &Path, pid: Option<u32>, ram: Option<&Path>) {
     let _ = tokio::fs::remove_dir_all(run_dir).await;
 }
 
-fn with_console(e: Error, run_dir: &Path) -> Error {
+pub(crate) fn with_console(e: Error, run_dir: &Path) -> Error {
     let tail = vm::console_tail(run_dir, 8);
     if tail.is_empty() {
         e
@@ -238,116 +240,135 @@ async fn cold_boot_in(
     ))
 }
 
-/// Restore a new VM from a snapshot directory.
+/// Restore a new VM from a snapshot directory, starting its QEMU.
 pub async fn restore(host: &Host, snap_dir: &Path, p: &VmParams) -> Result<Arc<Vm>> {
-    let sm = read_snap_meta(snap_dir)?;
-    let key = new_key();
-    let run_dir = host.vms_dir().join(&key);
-    tokio::fs::create_dir_all(&run_dir)
-        .await
-        .map_err(io(format!("create {}", run_dir.display())))?;
-    match restore_in(host, snap_dir, &sm, p, &key, &run_dir).await {
-        Ok(vm) => Ok(vm),
-        Err((e, pid)) => {
+    restore_with(host, snap_dir, p, None).await
+}
+
+/// Restore a new VM from a snapshot directory into `spare`, a QEMU already
+/// waiting for this snapshot ([`crate::vmm`]), or a new one when `None`.
+pub async fn restore_with(
+    host: &Host,
+    snap_dir: &Path,
+    p: &VmParams,
+    spare: Option<Vmm>,
+) -> Result<Arc<Vm>> {
+    let t0 = Instant::now();
+    let prestarted = spare.is_some();
+    let vmm = match spare {
+        Some(v) => v,
+        None => {
+            let sm = read_snap_meta(snap_dir)?;
+            vmm::start(host, snap_dir, &sm).await?
+        }
+    };
+    let vmm_ms = ms(t0.elapsed());
+    let (run_dir, pid) = (vmm.run_dir.clone(), vmm.pid);
+    match finish_restore(host, vmm, p, t0).await {
+        Ok(vm) => {
+            if let Some(t) = vm.restore_timings.lock().as_mut() {
+                t.vmm_ms = vmm_ms;
+                t.prestarted = prestarted;
+            }
+            Ok(vm)
+        }
+        Err(e) => {
             let e = with_console(e, &run_dir);
-            abort(&run_dir, pid, None).await;
+            abort(&run_dir, Some(pid), None).await;
             Err(e)
         }
     }
 }
 
-async fn restore_in(
-    host: &Host,
-    snap_dir: &Path,
-    sm: &SnapMeta,
-    p: &VmParams,
-    key: &str,
-    run_dir: &Path,
-) -> std::result::Result<Arc<Vm>, (Error, Option<u32>)> {
-    let disk = run_dir.join("disk.qcow2");
-    disk::create_overlay(&disk, &snap_dir.join(SNAP_DISK), "qcow2", sm.disk_mib)
-        .await
-        .map_err(|e| (e, None))?;
-    let meta = VmMeta {
-        key: key.to_string(),
-        runtime_id: p.runtime_id.clone(),
-        image: sm.image.clone(),
-        accel: sm.accel,
-        vcpus: sm.vcpus,
-        mem_mib: sm.mem_mib,
-        disk_mib: sm.disk_mib,
-        ram_file: snap_dir.join(SNAP_RAM),
-        ram_shared: false,
-        disk: disk.clone(),
-        base: sm.base.clone(),
-        snapshot_base: Some(snap_dir.to_path_buf()),
-        env: p.env.clone(),
-        created_at: chrono::Utc::now(),
-    };
-    let spec = LaunchSpec {
-        qemu: host.qemu.clone(),
-        accel: sm.accel,
-        vcpus: sm.vcpus,
-        mem_mib: sm.mem_mib,
-        boot: None,
-        ram_file: meta.ram_file.clone(),
-        ram_shared: false,
-        disk: Some(disk),
-        run_dir: run_dir.to_path_buf(),
-        incoming: true,
-        start_paused: false,
-        name: meta.process_name(),
-    };
-    let t0 = std::time::Instant::now();
-    let pid = host.launcher.launch(&spec).await.map_err(|e| (e, None))?;
-    let t_launch = t0.elapsed();
-    let fail = |e: Error| (e, Some(pid));
-    let qmp = Qmp::connect(&launch::qmp_socket(run_dir), Duration::from_secs(10))
-        .await
-        .map_err(fail)?;
-    qmp.set_migration_capabilities(&[("x-ignore-shared", true)])
-        .await
-        .map_err(fail)?;
-    let state = snap_dir.join(SNAP_STATE);
-    let uri = format!("exec:cat {}", shell_quote(&state.display().to_string()));
-    qmp.migrate_incoming(&uri).await.map_err(fail)?;
-    let st = qmp
-        .wait_incoming(Duration::from_secs(60))
-        .await
-        .map_err(fail)?;
-    if st != "running" {
-        qmp.cont().await.map_err(fail)?;
-    }
-    let t_incoming = t0.elapsed();
-    let guest = GuestClient::connect(launch::agent_socket(run_dir), host.boot_timeout)
-        .await
-        .map_err(|e| {
-            let e = Error::spawn(format!("restored guest did not answer: {}", e.message));
-            (e, Some(pid))
-        })?;
-    let t_sync = t0.elapsed();
-    let entropy: [u8; 64] = rand::random();
-    guest
-        .restored(&entropy, SystemTime::now(), Some(&p.hostname))
-        .await
-        .map_err(fail)?;
-    tracing::debug!(
-        launch_ms = t_launch.as_millis() as u64,
-        incoming_ms = t_incoming.as_millis() as u64,
-        sync_ms = t_sync.as_millis() as u64,
-        ready_ms = t0.elapsed().as_millis() as u64,
-        "restored {}",
-        p.runtime_id
-    );
-    vm::write_meta(run_dir, &meta).map_err(fail)?;
-    Ok(Vm::new(
-        run_dir.to_path_buf(),
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Load the snapshot's device state into a waiting VMM and give the guest
+/// its new identity.
+async fn finish_restore(host: &Host, vmm: Vmm, p: &VmParams, t0: Instant) -> Result<Arc<Vm>> {
+    let Vmm {
+        run_dir,
         pid,
         qmp,
-        meta,
-        Some(guest),
-        host.events.clone(),
-    ))
+        mut meta,
+        agent,
+        snap_dir,
+    } = vmm;
+    meta.runtime_id = p.runtime_id.clone();
+    meta.env = p.env.clone();
+    meta.created_at = chrono::Utc::now();
+    // The device state (~60 KiB) goes over a Unix socket QEMU listens on:
+    // no `sh -c cat` to fork and exec on the critical path.
+    let state = tokio::fs::read(snap_dir.join(SNAP_STATE))
+        .await
+        .map_err(io(format!("read {}", snap_dir.join(SNAP_STATE).display())))?;
+    let mig = run_dir.join("mig.sock");
+    let mut events = qmp.events();
+    qmp.migrate_incoming(&format!("unix:{}", mig.display()))
+        .await?;
+    let mut sock = tokio::net::UnixStream::connect(&mig)
+        .await
+        .map_err(io("connect to the incoming migration socket"))?;
+    sock.write_all(&state)
+        .await
+        .map_err(io("send the device state"))?;
+    sock.shutdown().await.map_err(io("send the device state"))?;
+    let st = qmp
+        .wait_incoming_events(&mut events, Duration::from_secs(60))
+        .await?;
+    drop(sock);
+    if st != "running" {
+        qmp.cont().await?;
+    }
+    let incoming_ms = ms(t0.elapsed());
+    let entropy: [u8; 64] = rand::random();
+    let no_answer =
+        |e: Error| Error::spawn(format!("restored guest did not answer: {}", e.message));
+    let (guest, sync_ms) = match agent {
+        // Connected while the VMM waited: the guest's port stayed open, no
+        // byte can be lost, so `restored` rides right behind the first
+        // `Sync` and the two replies cost one round trip.
+        Some(stream) => {
+            let guest = GuestClient::from_stream_unsynced(stream);
+            let sync = async {
+                let r = guest.sync(host.boot_timeout).await;
+                (r, ms(t0.elapsed()))
+            };
+            let restored = async {
+                tokio::task::yield_now().await;
+                guest
+                    .restored(&entropy, SystemTime::now(), Some(&p.hostname))
+                    .await
+            };
+            let ((synced, sync_ms), restored) = tokio::join!(sync, restored);
+            synced.map_err(no_answer)?;
+            restored?;
+            (guest, sync_ms)
+        }
+        None => {
+            let guest = GuestClient::connect(launch::agent_socket(&run_dir), host.boot_timeout)
+                .await
+                .map_err(no_answer)?;
+            let sync_ms = ms(t0.elapsed());
+            guest
+                .restored(&entropy, SystemTime::now(), Some(&p.hostname))
+                .await?;
+            (guest, sync_ms)
+        }
+    };
+    let ready_ms = ms(t0.elapsed());
+    tracing::debug!(incoming_ms, sync_ms, ready_ms, "restored {}", p.runtime_id);
+    vm::write_meta(&run_dir, &meta)?;
+    let vm = Vm::new(run_dir, pid, qmp, meta, Some(guest), host.events.clone());
+    *vm.restore_timings.lock() = Some(vm::RestoreTimings {
+        vmm_ms: 0.0,
+        incoming_ms,
+        sync_ms,
+        ready_ms,
+        prestarted: false,
+    });
+    Ok(vm)
 }
 
 /// Snapshot a VM into `target` (an empty directory). The VM keeps running

@@ -186,7 +186,7 @@ impl WarmPool {
     }
 }
 
-/// Stop VMs of a dead daemon's warm pool, template builds and helpers.
+/// Stop VMs of a dead daemon's warm pool, spare VMMs, template builds and helpers.
 pub(crate) fn reap_orphans(vms_dir: &Path) {
     let Ok(rd) = std::fs::read_dir(vms_dir) else {
         return;
@@ -196,7 +196,11 @@ pub(crate) fn reap_orphans(vms_dir: &Path) {
         let name = e.file_name().to_string_lossy().into_owned();
         let meta = vm::read_meta(&dir).ok();
         let internal = match &meta {
-            Some(m) => m.runtime_id.starts_with("pool-") || m.runtime_id.starts_with("template-"),
+            Some(m) => {
+                m.runtime_id.starts_with("pool-")
+                    || m.runtime_id.starts_with("template-")
+                    || m.runtime_id.starts_with(crate::vmm::SPARE_PREFIX)
+            }
             None => name.ends_with("-helper"),
         };
         if !internal {

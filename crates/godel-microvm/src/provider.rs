@@ -34,6 +34,7 @@ use crate::launch::{self, Accel, Launcher, QemuLauncher};
 use crate::machine::{self, Host, VmParams};
 use crate::pool::{PoolShape, WarmPool};
 use crate::vm::{self, Life, Vm};
+use crate::vmm::{self as vmm_mod, VmmPool};
 
 /// Default guest memory when the spec gives none.
 pub const DEFAULT_MEMORY_MIB: u64 = 256;
@@ -66,6 +67,15 @@ pub struct MicrovmConfig {
     pub boot_timeout: Duration,
     /// How long `terminate` waits for a graceful guest power-off.
     pub shutdown_grace: Duration,
+    /// Spare QEMU processes kept waiting per recently restored snapshot
+    /// ([`crate::vmm`]; 0 = off). Each costs one idle QEMU (see docs/microvm.md).
+    pub prestart_per_snapshot: usize,
+    /// How many recently restored snapshots keep spares.
+    pub prestart_snapshots: usize,
+    /// Restores (and forks) made at once; more wait their turn. Under TCG a
+    /// restoring guest's first replies are CPU-bound, so a fork of 50 on two
+    /// cores finishes sooner paced than all at once.
+    pub restore_concurrency: usize,
 }
 
 impl MicrovmConfig {
@@ -84,6 +94,9 @@ impl MicrovmConfig {
             default_memory_mib: DEFAULT_MEMORY_MIB,
             boot_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_millis(500),
+            prestart_per_snapshot: 1,
+            prestart_snapshots: 4,
+            restore_concurrency: default_restore_concurrency(),
         }
     }
     pub fn with_events(mut self, events: EventSink) -> Self {
@@ -112,6 +125,8 @@ pub(crate) struct Inner {
     tsc_khz: Option<u64>,
     pub(crate) pool: WarmPool,
     pub(crate) fill_lock: tokio::sync::Mutex<()>,
+    pub(crate) vmms: VmmPool,
+    restore_gate: tokio::sync::Semaphore,
 }
 
 /// The `microvm` runtime provider. Cheap to clone.
@@ -152,6 +167,8 @@ impl MicrovmProvider {
             tsc_khz: crate::tsc::host_tsc_khz().or_else(godel_image::host_tsc_khz),
             pool,
             fill_lock: tokio::sync::Mutex::new(()),
+            vmms: VmmPool::new(cfg.prestart_per_snapshot, cfg.prestart_snapshots),
+            restore_gate: tokio::sync::Semaphore::new(cfg.restore_concurrency.max(1)),
             cfg,
         });
         if inner.cfg.warm_pool > 0 && tokio::runtime::Handle::try_current().is_ok() {
@@ -190,6 +207,42 @@ impl MicrovmProvider {
         self.inner.get(id)
     }
 
+    /// The pool of pre-started QEMU processes.
+    pub fn vmms(&self) -> &VmmPool {
+        &self.inner.vmms
+    }
+
+    /// Start the spare QEMU processes of `snapshot` now and wait for them
+    /// (restores of it then skip QEMU's start-up).
+    pub async fn prepare_restores(&self, snapshot: &SnapshotInfo) -> Result<()> {
+        let i = &self.inner;
+        let deadline = tokio::time::Instant::now() + i.cfg.boot_timeout;
+        loop {
+            i.vmms.take_none(&snapshot.dir);
+            refill_spares(i, &snapshot.dir).await?;
+            // A background refill may still be starting one.
+            if i.vmms.ready(&snapshot.dir) >= i.vmms.per_snapshot()
+                || i.vmms.starting(&snapshot.dir) == 0
+                || tokio::time::Instant::now() >= deadline
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stop the spare QEMU processes of `snapshot`.
+    pub async fn drop_spares(&self, snapshot: &SnapshotInfo) {
+        for v in self.inner.vmms.drain(&snapshot.dir) {
+            v.discard().await;
+        }
+    }
+
+    /// Restores made at once (see [`MicrovmConfig::restore_concurrency`]).
+    pub fn restore_concurrency(&self) -> usize {
+        self.inner.cfg.restore_concurrency.max(1)
+    }
+
     /// Stop the warm pool's VMs and forget (`stop_runtimes = false`) or stop
     /// every runtime. Daemon shutdown calls it with `false`: runtimes keep
     /// running and are adopted by the next daemon.
@@ -201,6 +254,9 @@ impl MicrovmProvider {
         for vm in pooled {
             vm.terminate(Duration::ZERO).await;
         }
+        for v in self.inner.vmms.drain_all() {
+            v.discard().await;
+        }
         let vms: Vec<Arc<Vm>> = self.inner.vms.lock().drain().map(|(_, v)| v).collect();
         for vm in vms {
             if stop_runtimes {
@@ -210,6 +266,12 @@ impl MicrovmProvider {
             }
         }
     }
+}
+
+/// Two restores per host core, at least four.
+fn default_restore_concurrency() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (2 * cores).max(4)
 }
 
 fn default_ram_dir(root: &Path) -> PathBuf {
@@ -719,13 +781,33 @@ impl RuntimeProvider for MicrovmProvider {
             disk_mib: sm.disk_mib,
             env: spec.env.clone(),
         };
-        let vm = machine::restore(&host, &snapshot.dir, &params)
+        let _turn = i
+            .restore_gate
+            .acquire()
             .await
-            .map_err(|e| e.with_runtime(id))?;
+            .map_err(|_| Error::unavailable("the microvm provider is shutting down"))?;
+        let (spare, dead) = i.vmms.take(&snapshot.dir);
+        for v in dead {
+            v.discard().await;
+        }
+        let res = machine::restore_with(&host, &snapshot.dir, &params, spare).await;
+        if i.vmms.per_snapshot() > 0 {
+            let inner = self.inner.clone();
+            let dir = snapshot.dir.clone();
+            tokio::spawn(async move {
+                if let Err(e) = refill_spares(&inner, &dir).await {
+                    tracing::warn!("pre-starting QEMU for {}: {e}", dir.display());
+                }
+            });
+        }
+        let vm = res.map_err(|e| e.with_runtime(id))?;
         Ok(i.register(id, vm))
     }
 
     async fn delete_snapshot(&self, snapshot: &SnapshotInfo) -> Result<()> {
+        for v in self.inner.vmms.drain(&snapshot.dir) {
+            v.discard().await;
+        }
         let users: Vec<String> = self
             .inner
             .vms
@@ -748,6 +830,47 @@ impl RuntimeProvider for MicrovmProvider {
             )))
         }
     }
+}
+
+/// Start the spares `snap` lacks (one at a time: they compete with the
+/// restores for the CPU) and stop those of snapshots no longer recent.
+async fn refill_spares(inner: &Inner, snap: &Path) -> Result<()> {
+    let (want, evicted) = inner.vmms.plan_refill(snap);
+    for v in evicted {
+        v.discard().await;
+    }
+    if want == 0 {
+        return Ok(());
+    }
+    let started: Result<(crate::machine::Host, crate::machine::SnapMeta)> =
+        async { Ok((inner.host().await?, machine::read_snap_meta(snap)?)) }.await;
+    let (host, sm) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            for _ in 0..want {
+                inner.vmms.arrived(snap, None);
+            }
+            return Err(e);
+        }
+    };
+    let mut result = Ok(());
+    for _ in 0..want {
+        let v = if result.is_ok() {
+            match vmm_mod::start(&host, snap, &sm).await {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    result = Err(e);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(v) = inner.vmms.arrived(snap, v) {
+            v.discard().await;
+        }
+    }
+    result
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {

@@ -319,6 +319,55 @@ impl Qmp {
     }
 }
 
+impl Qmp {
+    /// Like [`Qmp::wait_incoming`], but woken by QMP events (`RESUME`,
+    /// `MIGRATION` with the `events` capability on) instead of sleeping
+    /// between polls: `events` must be subscribed before `migrate-incoming`.
+    pub async fn wait_incoming_events(
+        &self,
+        events: &mut broadcast::Receiver<QmpEvent>,
+        timeout: Duration,
+    ) -> Result<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let st = self.status().await?;
+            if st != "inmigrate" {
+                if st == "shutdown" || st == "internal-error" || st == "guest-panicked" {
+                    return Err(Error::internal(format!("incoming migration ended in {st}")));
+                }
+                return Ok(st);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::timeout(format!(
+                    "incoming migration not done after {} ms",
+                    timeout.as_millis()
+                )));
+            }
+            let tick = (now + Duration::from_millis(20)).min(deadline);
+            loop {
+                match tokio::time::timeout_at(tick, events.recv()).await {
+                    Ok(Ok(ev)) if ev.event == "MIGRATION" => {
+                        let s = ev.data["status"].as_str().unwrap_or("");
+                        if s == "failed" {
+                            return Err(Error::internal("incoming migration failed"));
+                        }
+                        if s == "completed" {
+                            break;
+                        }
+                    }
+                    Ok(Ok(ev)) if ev.event == "RESUME" => break,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => break,
+                    Ok(Err(broadcast::error::RecvError::Closed)) => {
+                        return Err(Error::unavailable("QMP connection closed: QEMU exited"));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Quote a path for QEMU's `exec:` migration URIs (run through `/bin/sh -c`).
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))

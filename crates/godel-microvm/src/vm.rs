@@ -57,6 +57,22 @@ impl VmMeta {
     }
 }
 
+/// Where the time of one restore went (milliseconds from the start of the
+/// restore call; each field is cumulative).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RestoreTimings {
+    /// QEMU started and its QMP socket answered (≈0 for a pre-started VMM).
+    pub vmm_ms: f64,
+    /// The incoming migration finished and the vCPUs run.
+    pub incoming_ms: f64,
+    /// The guest agent answered the channel's sync.
+    pub sync_ms: f64,
+    /// The guest acknowledged `restored` (new entropy, clock, hostname): ready.
+    pub ready_ms: f64,
+    /// The QEMU process was taken from the pre-started VMM pool.
+    pub prestarted: bool,
+}
+
 /// Where a VM is in its life, as the host sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Life {
@@ -78,6 +94,8 @@ pub struct Vm {
     stopping: AtomicBool,
     /// Serialises lifecycle operations (snapshot, pause, terminate) on this VM.
     pub op: tokio::sync::Mutex<()>,
+    /// How the restore that made this VM spent its time (restored VMs only).
+    pub restore_timings: Mutex<Option<RestoreTimings>>,
 }
 
 impl std::fmt::Debug for Vm {
@@ -108,6 +126,7 @@ impl Vm {
             life: Mutex::new(Life::Running),
             stopping: AtomicBool::new(false),
             op: tokio::sync::Mutex::new(()),
+            restore_timings: Mutex::new(None),
         });
         let closed = vm.qmp.closed_signal();
         let weak: Weak<Vm> = Arc::downgrade(&vm);

@@ -1,10 +1,11 @@
 //! End to end against real QEMU (TCG here): spawn, exec, files, pause,
 //! snapshot → change → restore (files and a running process's memory),
-//! fork, snapshot of a restored VM, death detection, adoption by a new
+//! fork, restore into a pre-started QEMU, snapshot of a restored VM, death detection, adoption by a new
 //! provider instance, and the warm pool.
 //!
 //! VM boots are the expensive part, so one scenario shares its guests
-//! across assertions: 2 cold boots, 6 restores. Skips (passing, with the
+//! across assertions: 2 cold boots, 7 restores (one into a pre-started
+//! QEMU). Skips (passing, with the
 //! reason printed) when QEMU is not installed.
 
 mod common;
@@ -264,6 +265,24 @@ async fn microvm_lifecycle_snapshot_fork_adopt() {
         "{ids:?}"
     );
 
+    // ---- pre-started QEMU: after a restore a spare waits for the snapshot,
+    // and the next restore uses it (same guest state, new identity) ----
+    p.prepare_restores(&s1).await.unwrap();
+    assert_eq!(p.vmms().ready(&s1.dir), 1);
+    let spare_pid = p.vmms().pids(&s1.dir)[0];
+    p.restore("rt-f4", &s1, &SpawnSpec::default())
+        .await
+        .unwrap();
+    let vm4 = p.vm("rt-f4").unwrap();
+    assert_eq!(vm4.pid, spare_pid, "the restore used the waiting QEMU");
+    let timings = vm4.restore_timings.lock().unwrap();
+    assert!(timings.prestarted, "{timings:?}");
+    eprintln!("restore into a pre-started QEMU: {timings:?}");
+    assert_eq!(counter(&p, "rt-f4").await, 3);
+    assert_eq!(sh(&p, "rt-f4", "hostname").await.stdout, "rt-f4\n");
+    assert_eq!(sh(&p, "rt-f4", "cat state.txt").await.stdout, "before\n");
+    p.terminate("rt-f4").await.unwrap();
+
     // The snapshot is in use: deleting it is refused.
     assert_eq!(
         p.delete_snapshot(&s1).await.unwrap_err().code,
@@ -327,7 +346,16 @@ async fn microvm_lifecycle_snapshot_fork_adopt() {
     p.terminate("rt-f1").await.unwrap();
     p.terminate("rt-f2").await.unwrap();
     p.terminate("rt-two").await.unwrap();
+    // Spares of a snapshot never block its deletion: they are stopped.
+    p.prepare_restores(&s1).await.unwrap();
+    let spares = p.vmms().pids(&s1.dir);
+    assert_eq!(spares.len(), 1);
     p.delete_snapshot(&s1).await.unwrap();
+    assert_eq!(p.vmms().ready(&s1.dir), 0);
+    assert!(
+        spares.iter().all(|pid| !godel_microvm::vm::pid_alive(*pid)),
+        "spare QEMU stopped"
+    );
     p.shutdown(false).await;
     drop(p);
     let p2 = MicrovmProvider::new(cfg.clone()).unwrap();

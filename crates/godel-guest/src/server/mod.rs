@@ -112,6 +112,14 @@ pub struct Shared {
     pub(crate) procs: Procs,
     pub(crate) restores: AtomicU64,
     pub(crate) stop: AtomicBool,
+    /// Read once at start: `Sync` after a restore is answered without
+    /// touching a file (the reply path runs on a cold translation cache
+    /// under TCG, so every avoided syscall path counts).
+    pub(crate) boot_id: String,
+    /// The hostname as last set or read (`None` until first needed).
+    pub(crate) hostname: Mutex<Option<String>>,
+    /// `/dev/urandom` open for writing (system mode), for the restore reseed.
+    pub(crate) urandom: Option<std::fs::File>,
 }
 
 impl Shared {
@@ -202,6 +210,14 @@ pub struct Server {
 impl Server {
     pub fn new(cfg: ServerConfig) -> Self {
         let procs = Procs::new(cfg.reap_all);
+        let urandom = if cfg.system {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/urandom")
+                .ok()
+        } else {
+            None
+        };
         Server {
             shared: Arc::new(Shared {
                 cfg,
@@ -210,6 +226,9 @@ impl Server {
                 procs,
                 restores: AtomicU64::new(0),
                 stop: AtomicBool::new(false),
+                boot_id: system::read_trim("/proc/sys/kernel/random/boot_id"),
+                hostname: Mutex::new(None),
+                urandom,
             }),
         }
     }

@@ -12,36 +12,36 @@ use crate::protocol::frame::PROTOCOL_VERSION;
 use crate::protocol::{AGENT_VERSION, GuestUsage, Hello, Message, errno_error};
 use crate::sys;
 
-fn read_trim(path: &str) -> String {
+pub(crate) fn read_trim(path: &str) -> String {
     fs::read_to_string(path)
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
 }
 
 fn uptime_ms() -> u64 {
-    read_trim("/proc/uptime")
-        .split_whitespace()
-        .next()
-        .and_then(|s| s.parse::<f64>().ok())
-        .map(|s| (s * 1000.0) as u64)
-        .unwrap_or(0)
+    sys::uptime_ms()
 }
 
 fn hostname(sh: &Shared) -> String {
-    let etc = sh.cfg.root.join("etc/hostname");
-    if !sh.cfg.system
-        && let Ok(h) = fs::read_to_string(etc)
-    {
-        return h.trim().to_owned();
+    let mut cached = sh.hostname.lock();
+    if let Some(h) = cached.as_ref() {
+        return h.clone();
     }
-    read_trim("/proc/sys/kernel/hostname")
+    let etc = sh.cfg.root.join("etc/hostname");
+    let h = match fs::read_to_string(etc) {
+        Ok(h) if !sh.cfg.system => h.trim().to_owned(),
+        _ => read_trim("/proc/sys/kernel/hostname"),
+    };
+    *cached = Some(h.clone());
+    h
 }
 
+/// Who the agent is: no file is read once the hostname is cached.
 pub(crate) fn hello(sh: &Shared) -> Hello {
     Hello {
         agent_version: AGENT_VERSION.to_owned(),
         protocol: PROTOCOL_VERSION,
-        boot_id: read_trim("/proc/sys/kernel/random/boot_id"),
+        boot_id: sh.boot_id.clone(),
         uptime_ms: uptime_ms(),
         hostname: hostname(sh),
         restores: sh.restores.load(Ordering::SeqCst),
@@ -116,10 +116,17 @@ fn valid_hostname(h: &str) -> bool {
         && !h.starts_with('-')
 }
 
+/// "You were restored": reseed, step the clock, take the new hostname; the
+/// reply goes out as soon as the kernel has all three, and `/etc/hostname`
+/// is written after it (before the next request is read: requests are
+/// handled in order on this thread).
 pub(crate) fn restored(sh: &Shared, id: u32, entropy: &[u8], unix_ns: u64, host: Option<&str>) {
     let r = (|| -> godel_core::Result<()> {
         if !entropy.is_empty() {
-            let credited = sh.cfg.system && sys::add_entropy(entropy).is_ok();
+            let credited = sh
+                .urandom
+                .as_ref()
+                .is_some_and(|f| sys::add_entropy(f, entropy).is_ok());
             if !credited {
                 // Writing mixes the bytes in without crediting them.
                 fs::write("/dev/urandom", entropy)
@@ -136,11 +143,7 @@ pub(crate) fn restored(sh: &Shared, id: u32, entropy: &[u8], unix_ns: u64, host:
             if sh.cfg.system {
                 sys::sethostname(h).map_err(|e| errno_error("sethostname", &e))?;
             }
-            let etc = sh.cfg.root.join("etc");
-            if etc.is_dir() {
-                fs::write(etc.join("hostname"), format!("{h}\n"))
-                    .map_err(|e| errno_error("write /etc/hostname", &e))?;
-            }
+            *sh.hostname.lock() = Some(h.to_owned());
         }
         Ok(())
     })();
@@ -149,7 +152,15 @@ pub(crate) fn restored(sh: &Shared, id: u32, entropy: &[u8], unix_ns: u64, host:
             sh.restores.fetch_add(1, Ordering::SeqCst);
             sh.reply(id, Message::Ok);
         }
-        Err(e) => sh.error(id, e),
+        Err(e) => return sh.error(id, e),
+    }
+    if let Some(h) = host {
+        let etc = sh.cfg.root.join("etc");
+        if etc.is_dir()
+            && let Err(e) = fs::write(etc.join("hostname"), format!("{h}\n"))
+        {
+            eprintln!("godel-guest: write /etc/hostname: {e}");
+        }
     }
 }
 

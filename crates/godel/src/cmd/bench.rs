@@ -73,7 +73,9 @@ pub async fn run(ctx: &Ctx, cmd: BenchCmd) -> Result<i32> {
                     eprintln!("… {m}");
                 }
             };
-            crate::output::json(&godel_bench::microvm::run_benchmark(o, &log).await?);
+            godel_bench::microvm::run_benchmark(o, &log)
+                .await?
+                .print(json);
         }
         BenchCmd::Usage {
             agents,
