@@ -2,7 +2,8 @@
 //! `agents` sandboxes × `days` days of metered rows (1,000 × 30 by
 //! default) spread over 10 teams, in-process (`Control::usage`) and
 //! through the real API on a scratch Unix socket (`GET /v1/usage`), for
-//! every grouping, admin (all teams) and one team.
+//! every grouping, admin (all teams) and one team, over all time and
+//! `since` a month ago (which reads every day row rather than a rollup).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -70,23 +71,35 @@ where
         },
     ));
     let mut cases = Vec::new();
-    for (name, team, by) in [
-        ("all teams by agent", None, "agent"),
-        ("all teams by day", None, "day"),
-        ("all teams by runtime", None, "runtime"),
-        ("one team by agent", Some("team-3"), "agent"),
+    let month_ago = (today - chrono::Duration::days(days as i64))
+        .format("%Y-%m-%d")
+        .to_string();
+    for (name, team, by, since) in [
+        ("all teams by agent", None, "agent", None),
+        (
+            "all teams by agent since",
+            None,
+            "agent",
+            Some(month_ago.as_str()),
+        ),
+        ("all teams by day", None, "day", None),
+        ("all teams by runtime", None, "runtime", None),
+        ("one team by agent", Some("team-3"), "agent", None),
     ] {
         let req = godel_control::control::UsageRequest {
             team: team.map(String::from),
-            since: None,
+            since: since.map(String::from),
             by: Some(by.into()),
         };
         let mut direct = Vec::with_capacity(iterations);
         let mut http = Vec::with_capacity(iterations);
-        let path = match team {
-            Some(t) => format!("/v1/usage?by={by}&team={t}"),
-            None => format!("/v1/usage?by={by}"),
-        };
+        let mut path = format!("/v1/usage?by={by}");
+        if let Some(t) = team {
+            path.push_str(&format!("&team={t}"));
+        }
+        if let Some(s) = since {
+            path.push_str(&format!("&since={s}"));
+        }
         for _ in 0..iterations {
             let t = Instant::now();
             let r = control.usage(&Caller::Admin, &req)?;

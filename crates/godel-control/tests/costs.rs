@@ -818,3 +818,59 @@ async fn canary_routing_follows_the_steps_and_an_error_burst_rolls_back() {
         .unwrap_err();
     assert!(err.message.starts_with("to:"), "{}", err.message);
 }
+
+#[test]
+fn agent_reports_since_a_day_agree_whichever_table_they_read() {
+    use godel_control::store::{UsagePart, UsageQuery};
+    let s = godel_control::Store::open_in_memory().unwrap();
+    let part = |team: &str, ms: u64| UsagePart {
+        team: team.into(),
+        runtime: "worktree".into(),
+        run_ms: ms,
+        vcpu_milli_ms: ms * 1000,
+        mem_kib_ms: ms * 1024,
+        execs: 1,
+        bytes: 10,
+        ..Default::default()
+    };
+    let mut rows = Vec::new();
+    for (i, day) in ["2026-12-01", "2026-12-02", "2026-12-03"]
+        .iter()
+        .enumerate()
+    {
+        rows.push((
+            "rt-a".to_string(),
+            day.to_string(),
+            part("t", 1000 * (i as u64 + 1)),
+        ));
+    }
+    rows.push(("rt-b".to_string(), "2026-12-01".to_string(), part("t", 7)));
+    s.insert_usage(&rows).unwrap();
+    let q = |since: &str| {
+        let mut v = s
+            .usage_parts(&UsageQuery {
+                team: Some("t".into()),
+                since: Some(chrono::NaiveDate::parse_from_str(since, "%Y-%m-%d").unwrap()),
+                by: "agent".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v.iter()
+            .map(|p| (p.key.clone(), p.run_ms, p.execs))
+            .collect::<Vec<_>>()
+    };
+    // 2 rows before and 2 after: the day rows; none before: the rollup.
+    assert_eq!(q("2026-12-02"), vec![("rt-a".into(), 5000, 2)]);
+    assert_eq!(
+        q("2026-11-01"),
+        vec![("rt-a".into(), 6000, 3), ("rt-b".into(), 7, 1)]
+    );
+    s.insert_usage(&[("rt-c".into(), "2026-12-03".into(), part("t", 5))])
+        .unwrap();
+    // Now 2 before and 3 after: all time minus the two earlier rows.
+    assert_eq!(
+        q("2026-12-02"),
+        vec![("rt-a".into(), 5000, 2), ("rt-c".into(), 5, 1)]
+    );
+}

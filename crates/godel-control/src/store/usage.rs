@@ -246,37 +246,102 @@ impl Store {
 
     /// Usage grouped by `q.by` and runtime kind, from the stored rows: the
     /// per-team-and-day rollup for `runtime` and `day`, the per-sandbox
-    /// rollup for `agent` over all time, the day rows otherwise.
+    /// rollup for `agent` (minus the day rows before `since`, when those are
+    /// fewer than the rows after it), the day rows otherwise.
     pub fn usage_parts(&self, q: &UsageQuery) -> Result<Vec<UsagePart>> {
         let since = q.since.map(|d| d.format("%Y-%m-%d").to_string());
-        let (table, key) = match (q.by.as_str(), &q.agent, &since) {
-            (_, Some(_), _) => (
-                "usage",
-                if q.by == "day" {
-                    "day"
-                } else if q.by == "runtime" {
-                    "runtime"
-                } else {
-                    "runtime_id"
-                },
-            ),
-            ("runtime", None, _) => ("usage_team_day", "runtime"),
-            ("day", None, _) => ("usage_team_day", "day"),
-            (_, None, None) => ("usage_agent", "runtime_id"),
-            (_, None, Some(_)) => ("usage", "runtime_id"),
+        let team = q.team.as_deref();
+        let agent = q.agent.as_deref();
+        let by_key = match q.by.as_str() {
+            "day" => "day",
+            "runtime" => "runtime",
+            _ => "runtime_id",
         };
+        if agent.is_some() {
+            return self.grouped(
+                "usage",
+                by_key,
+                team,
+                since.as_deref().map(|s| (">=", s)),
+                agent,
+            );
+        }
+        match (by_key, since.as_deref()) {
+            ("runtime_id", None) => self.grouped("usage_agent", "runtime_id", team, None, None),
+            ("runtime_id", Some(s)) => {
+                let (before, after) = self.count_around(team, s)?;
+                if after <= before {
+                    return self.grouped("usage", "runtime_id", team, Some((">=", s)), None);
+                }
+                // All time minus what came before `since`: fewer rows to read.
+                let minus = self.grouped("usage", "runtime_id", team, Some(("<", s)), None)?;
+                let minus: std::collections::HashMap<(String, String), UsagePart> = minus
+                    .into_iter()
+                    .map(|p| ((p.key.clone(), p.runtime.clone()), p))
+                    .collect();
+                let mut out = Vec::new();
+                for mut p in self.grouped("usage_agent", "runtime_id", team, None, None)? {
+                    if let Some(m) = minus.get(&(p.key.clone(), p.runtime.clone())) {
+                        p.run_ms -= m.run_ms.min(p.run_ms);
+                        p.vcpu_milli_ms -= m.vcpu_milli_ms.min(p.vcpu_milli_ms);
+                        p.mem_kib_ms -= m.mem_kib_ms.min(p.mem_kib_ms);
+                        p.execs -= m.execs.min(p.execs);
+                        p.bytes -= m.bytes.min(p.bytes);
+                        if p.run_ms == 0 && p.execs == 0 && p.bytes == 0 {
+                            continue;
+                        }
+                    }
+                    out.push(p);
+                }
+                Ok(out)
+            }
+            (key, s) => self.grouped("usage_team_day", key, team, s.map(|s| (">=", s)), None),
+        }
+    }
+
+    /// Day rows of `team` (or all) before and from `since`.
+    fn count_around(&self, team: Option<&str>, since: &str) -> Result<(u64, u64)> {
+        let conn = self.conn();
+        let count = |op: &str| -> Result<u64> {
+            let n: i64 = match team {
+                Some(t) => conn.query_row(
+                    &format!("SELECT COUNT(*) FROM usage WHERE team = ?1 AND day {op} ?2"),
+                    params![t, since],
+                    |r| r.get(0),
+                ),
+                None => conn.query_row(
+                    &format!("SELECT COUNT(*) FROM usage WHERE day {op} ?1"),
+                    params![since],
+                    |r| r.get(0),
+                ),
+            }
+            .map_err(db_err)?;
+            Ok(n as u64)
+        };
+        Ok((count("<")?, count(">=")?))
+    }
+
+    /// `SELECT key, totals FROM table WHERE filters GROUP BY key, runtime`.
+    fn grouped(
+        &self,
+        table: &str,
+        key: &str,
+        team: Option<&str>,
+        day: Option<(&str, &str)>,
+        agent: Option<&str>,
+    ) -> Result<Vec<UsagePart>> {
         let mut cond = Vec::new();
         let mut args: Vec<String> = Vec::new();
-        if let Some(t) = &q.team {
-            args.push(t.clone());
+        if let Some(t) = team {
+            args.push(t.to_string());
             cond.push(format!("team = ?{}", args.len()));
         }
-        if let (Some(s), true) = (&since, table != "usage_agent") {
-            args.push(s.clone());
-            cond.push(format!("day >= ?{}", args.len()));
+        if let Some((op, d)) = day {
+            args.push(d.to_string());
+            cond.push(format!("day {op} ?{}", args.len()));
         }
-        if let Some(a) = &q.agent {
-            args.push(a.clone());
+        if let Some(a) = agent {
+            args.push(a.to_string());
             cond.push(format!("runtime_id = ?{}", args.len()));
         }
         let filter = if cond.is_empty() {
