@@ -163,7 +163,7 @@ impl GuestClient {
             rshared.streams.lock().clear();
             rshared.hello.send_replace(None);
         });
-        let client = GuestClient {
+        GuestClient {
             inner: Arc::new(Inner {
                 shared,
                 tx,
@@ -171,8 +171,7 @@ impl GuestClient {
                 request_timeout: DEFAULT_REQUEST_TIMEOUT,
                 tasks: vec![writer, reader],
             }),
-        };
-        client
+        }
     }
 
     /// The same connection with another per-reply timeout.

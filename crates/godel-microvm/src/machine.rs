@@ -8,16 +8,18 @@
 //!   2. a VM with `share=on` RAM migrates with `x-ignore-shared`, so the
 //!      state file holds only device state (~60 KiB) and the RAM file is
 //!      copied sparsely next to it as `ram`;
-//!      a restored VM (private copy-on-write RAM) migrates in full to a
-//!      scratch stream, which a paused helper QEMU loads into a new
-//!      `share=on` file and re-saves with `x-ignore-shared`: every snapshot
-//!      has the same `ram` + `state` + `disk.qcow2` shape;
+//!      a restored VM (private copy-on-write RAM) migrates in full over a
+//!      Unix socket straight into a paused helper QEMU whose RAM is a new
+//!      `share=on` file, which re-saves with `x-ignore-shared`: every
+//!      snapshot has the same `ram` + `state` + `disk.qcow2` shape;
 //!   3. the disk overlay is copied and rebased onto the image base;
 //!   4. `cont` if it was running.
-//! - **Restore**: QEMU with `-incoming defer`, RAM mapped `share=off` from
-//!   the snapshot's `ram`, a new overlay on the snapshot's `disk.qcow2`,
-//!   `x-ignore-shared` + `migrate-incoming exec:cat state`; then the guest
-//!   is told `restored(entropy, time, hostname)` over a freshly synced channel.
+//! - **Restore**: a QEMU waiting with `-incoming defer` (pre-started, see
+//!   [`crate::vmm`], or started now), RAM mapped `share=off` from the
+//!   snapshot's `ram`, a new overlay on the snapshot's `disk.qcow2`;
+//!   `x-ignore-shared` + `migrate-incoming unix:` fed the `state` file; then
+//!   the guest is synced and told `restored(entropy, time, hostname)` in one
+//!   round trip.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -441,22 +443,22 @@ async fn snapshot_stopped(host: &Host, vm: &Vm, meta: &VmMeta, target: &Path) ->
         disk::freeze_overlay(&meta.disk, &target.join(SNAP_DISK), &meta.base).await?;
         return Ok(());
     }
-    // Private copy-on-write RAM: migrate everything, then re-home it in a shared file.
-    let full = target.join("state.full");
-    vm.qmp
-        .set_migration_capabilities(&[("x-ignore-shared", false)])
-        .await?;
-    vm.qmp.migrate(&to_file(&full)).await?;
-    vm.qmp.wait_migration(Duration::from_secs(300)).await?;
-    disk::freeze_overlay(&meta.disk, &target.join(SNAP_DISK), &meta.base).await?;
-    let res = rehome_ram(host, meta, target, &full).await;
-    let _ = tokio::fs::remove_file(&full).await;
-    res
+    // Private copy-on-write RAM: migrate everything straight into a paused
+    // helper QEMU whose RAM is a new `share=on` file (no full stream written
+    // to disk and read back), then save the helper's device state only.
+    let frozen = target.join(SNAP_DISK);
+    let (disk_res, ram_res) = tokio::join!(
+        disk::freeze_overlay(&meta.disk, &frozen, &meta.base),
+        rehome_ram(host, vm, meta, target)
+    );
+    disk_res?;
+    ram_res
 }
 
-/// Load a full migration stream into a paused helper QEMU whose RAM is a
-/// new `share=on` file in `target`, then save its device state only.
-async fn rehome_ram(host: &Host, meta: &VmMeta, target: &Path, full: &Path) -> Result<()> {
+/// Move the RAM of `vm` (stopped) into `target/ram` through a helper QEMU
+/// started with `-incoming defer -S`, then write `target/state` with
+/// `x-ignore-shared` from the helper.
+async fn rehome_ram(host: &Host, vm: &Vm, meta: &VmMeta, target: &Path) -> Result<()> {
     let key = new_key();
     let run_dir = host.vms_dir().join(format!("{key}-helper"));
     tokio::fs::create_dir_all(&run_dir)
@@ -464,8 +466,6 @@ async fn rehome_ram(host: &Host, meta: &VmMeta, target: &Path, full: &Path) -> R
         .map_err(io("create helper dir"))?;
     let mut pid = None;
     let res = async {
-        let disk = run_dir.join("disk.qcow2");
-        disk::create_overlay(&disk, &target.join(SNAP_DISK), "qcow2", None).await?;
         let spec = LaunchSpec {
             qemu: host.qemu.clone(),
             accel: meta.accel,
@@ -474,16 +474,32 @@ async fn rehome_ram(host: &Host, meta: &VmMeta, target: &Path, full: &Path) -> R
             boot: None,
             ram_file: target.join(SNAP_RAM),
             ram_shared: true,
-            disk: Some(disk),
+            // The helper never runs the guest: it needs the same devices
+            // (a virtio-blk of the same size), not the disk's data, so a
+            // throw-away overlay on the image base will do.
+            disk: Some(run_dir.join("disk.qcow2")),
             run_dir: run_dir.clone(),
             incoming: true,
             start_paused: true,
             name: format!("godel-vm-{key}-helper"),
         };
+        disk::create_overlay(
+            &run_dir.join("disk.qcow2"),
+            &meta.base,
+            "raw",
+            meta.disk_mib,
+        )
+        .await?;
         pid = Some(host.launcher.launch(&spec).await?);
         let qmp = Qmp::connect(&launch::qmp_socket(&run_dir), Duration::from_secs(10)).await?;
-        let uri = format!("exec:cat {}", shell_quote(&full.display().to_string()));
+        let sock = run_dir.join("mig.sock");
+        let uri = format!("unix:{}", sock.display());
         qmp.migrate_incoming(&uri).await?;
+        vm.qmp
+            .set_migration_capabilities(&[("x-ignore-shared", false)])
+            .await?;
+        vm.qmp.migrate(&uri).await?;
+        vm.qmp.wait_migration(Duration::from_secs(300)).await?;
         qmp.wait_incoming(Duration::from_secs(300)).await?;
         qmp.set_migration_capabilities(&[("x-ignore-shared", true)])
             .await?;
