@@ -436,6 +436,13 @@ impl Control {
             Err(e) if e.code == ErrorCode::NotFound && rec.state == SandboxState::Running => {
                 rec = self.mark_dead(id, "the provider no longer knows this runtime")?;
             }
+            // Mid-transition (being created or terminated): the record says it.
+            Err(e)
+                if e.code == ErrorCode::NotFound
+                    && matches!(
+                        rec.state,
+                        SandboxState::Creating | SandboxState::Terminating
+                    ) => {}
             Err(e) => return Err(e),
         }
         Ok(rec)
