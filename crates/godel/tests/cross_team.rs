@@ -63,6 +63,7 @@ fn another_teams_token_reaches_nothing_on_any_route() {
         .unwrap(),
     )
     .unwrap();
+    let migrate_alpha = format!(r#"{{"agents":["{rt}"],"to":"worktree"}}"#);
     let mut checked = 0;
     for (path, ops) in doc["paths"].as_object().unwrap() {
         for (method, _) in ops.as_object().unwrap() {
@@ -71,6 +72,8 @@ fn another_teams_token_reaches_nothing_on_any_route() {
                 .replace("/v1/runtimes/{id}", &format!("/v1/runtimes/{rt}"))
                 .replace("/v1/snapshots/{id}", &format!("/v1/snapshots/{snap}"))
                 .replace("{name}", "alpha")
+                .replace("{team}", "alpha")
+                .replace("{action}", "pause")
                 .replace("/v1/tokens/{id}", &format!("/v1/tokens/{alpha_tok_id}"));
             let query = match path.rsplit('/').next().unwrap() {
                 "files" | "ls" | "stat" | "mkdir" | "tar" => "?path=x",
@@ -87,6 +90,11 @@ fn another_teams_token_reaches_nothing_on_any_route() {
                 ("POST", p) if p.ends_with("/fork") => r#"{"count":1}"#,
                 ("POST", p) if p.ends_with("/ttl") => r#"{"ttl_secs":1}"#,
                 ("POST", "/v1/teams") => r#"{"name":"alpha"}"#,
+                ("POST", "/v1/migrations") => migrate_alpha.as_str(),
+                ("POST", "/v1/budgets") => r#"{"team":"alpha","limit_usd":1}"#,
+                ("POST", "/v1/rollouts") => {
+                    r#"{"team":"alpha","to":"worktree","steps":"1,100","interval":"1m","max_error_rate":"2%"}"#
+                }
                 ("POST", "/v1/tokens") => r#"{"team":"alpha"}"#,
                 ("POST", p) if p.ends_with("/snapshots") => "{}",
                 ("PUT", _) => "overwrite",
@@ -105,11 +113,18 @@ fn another_teams_token_reaches_nothing_on_any_route() {
                 {
                     status == 404
                 }
+                // Moving alpha's agent: it does not exist for beta.
+                ("POST", "/v1/migrations") => status == 404,
                 // Acting for alpha or as admin: refused.
-                ("POST", "/v1/runtimes") | ("POST", "/v1/teams") | ("POST", "/v1/tokens") => {
-                    status == 403
-                }
+                ("POST", "/v1/runtimes")
+                | ("POST", "/v1/teams")
+                | ("POST", "/v1/tokens")
+                | ("POST", "/v1/budgets")
+                | ("POST", "/v1/rollouts") => status == 403,
+                // Alpha's rollout: as invisible as a missing one.
+                ("POST", "/v1/rollouts/{team}/{action}") => status == 404,
                 ("DELETE", "/v1/teams/{name}")
+                | ("DELETE", "/v1/budgets/{team}")
                 | ("DELETE", "/v1/tokens/{id}")
                 | ("GET", "/metrics") => status == 403,
                 // Listings and the rest: allowed, but nothing of alpha's in them.
