@@ -1,6 +1,7 @@
 //! The spine's CLI on microVM runtimes, against a real daemon, under
 //! whatever accelerator the host offers (TCG here): spawn, exec, files,
-//! status with the VMM's pid, snapshot → change → restore, fork, rm.
+//! status with the VMM's pid, snapshot → change → restore, fork, rm, and
+//! `godel migrate` of a worktree agent into a microVM with its content.
 
 mod common;
 
@@ -88,6 +89,34 @@ fn microvm_runtime_through_the_cli() {
         d.ok(&["rm", r]);
     }
     d.ok(&["snapshot", "rm", &snap]);
+
+    // A worktree agent moved into a microVM: the workspace arrives, checked.
+    let wt = d.last_line(&["spawn", "--runtime", "worktree"]);
+    d.ok(&[
+        "exec",
+        &wt,
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p src && echo body > src/a.txt && echo top > b.txt",
+    ]);
+    let r: serde_json::Value =
+        serde_json::from_str(&d.ok(&["migrate", "--agents", &wt, "--to", "microvm", "--json"]))
+            .unwrap();
+    let m = &r["moves"][0];
+    assert_eq!(m["ok"], true, "{r}");
+    assert!(m["checksum"].is_string(), "{r}");
+    let moved = m["new_id"].as_str().unwrap().to_string();
+    let st: serde_json::Value = serde_json::from_str(&d.ok(&["status", &moved, "--json"])).unwrap();
+    assert_eq!(st["runtime"], "microvm", "{st}");
+    assert_eq!(d.ok(&["read", &moved, "src/a.txt"]), "body\n");
+    assert_eq!(
+        d.ok(&["exec", &moved, "--", "cat", "/home/user/b.txt"]),
+        "top\n"
+    );
+    let src: serde_json::Value = serde_json::from_str(&d.ok(&["status", &wt, "--json"])).unwrap();
+    assert_eq!(src["state"], "terminated", "{src}");
+    d.ok(&["rm", &moved]);
     // The VMM exits (a zombie has an empty command line until it is reaped).
     let gone = (0..100).any(|_| {
         let alive = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
