@@ -257,6 +257,7 @@ impl Control {
                 self.policy
                     .metrics
                     .inc_spawn(&rt, if out.is_ok() { "ok" } else { "error" });
+                self.activity.spawned(&team, out.is_ok());
                 out
             }
             Err(e) => {
@@ -266,6 +267,7 @@ impl Control {
                     .map(|r| r.runtime)
                     .unwrap_or_default();
                 self.policy.metrics.inc_spawn(&rt, "error");
+                self.activity.spawned(&team, false);
                 let out = match self.provider(&rt) {
                     Ok(p) => self.confirm_spawn(&id, p.as_ref(), Err(e), started).await,
                     Err(_) => Err(e),
@@ -426,6 +428,9 @@ impl Control {
                     let reason = st.reason.clone().unwrap_or_else(|| "runtime died".into());
                     rec = self.mark_dead(id, &reason)?;
                 } else {
+                    if let Some(u) = &st.usage {
+                        self.activity.sample(id, self.now(), u);
+                    }
                     rec.usage = st.usage;
                     rec.pid = st.pid.or(rec.pid);
                     for (k, v) in st.details {

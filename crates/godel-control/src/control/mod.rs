@@ -3,6 +3,7 @@
 //! enforces team scoping: a team caller sees only its own runtimes and
 //! snapshots; anything else is `NOT_FOUND`, exactly as if it did not exist.
 
+mod activity;
 mod budget;
 mod expiry;
 mod health;
@@ -18,6 +19,7 @@ mod rollout;
 mod snapshots;
 mod teams;
 
+pub use activity::{Activity, ExecRecord, PoolFill, SpawnRates, UsageSample};
 pub use budget::{BudgetRequest, BudgetStatus};
 pub use metering::{UsageReport, UsageRequest, UsageRow};
 pub use migrate::{MigrateRequest, MigrationMove, MigrationReport};
@@ -144,6 +146,8 @@ pub struct Control {
     meter_pending: metering::Pending,
     /// Rollouts by team (mirrored in the store).
     rollouts: Mutex<BTreeMap<String, rollout::Rollout>>,
+    /// Recent commands, usage samples and spawn outcomes (in memory).
+    activity: Arc<activity::Activity>,
 }
 
 /// A sink for providers plus the receiver the control plane drains.
@@ -171,6 +175,7 @@ impl Control {
             me: me.clone(),
             meter_pending: Default::default(),
             rollouts: Mutex::new(rollouts),
+            activity: Default::default(),
             policy,
             internal_events: Mutex::new(Some(irx)),
             health: std::sync::OnceLock::new(),
@@ -373,6 +378,11 @@ impl Control {
             Some(r) if caller.sees(&r.team) => Ok(r),
             _ => Err(Error::not_found(format!("runtime {id} not found")).with_runtime(id)),
         }
+    }
+
+    /// Recent commands, usage samples and spawn outcomes.
+    pub fn activity(&self) -> &activity::Activity {
+        &self.activity
     }
 
     pub fn snapshot_store(&self) -> &SnapshotStore {

@@ -11,7 +11,9 @@ impl Control {
         req.validate()?;
         let (_, p) = self.live(caller, id)?;
         let stdin = req.stdin.as_ref().map(|s| s.len() as u64).unwrap_or(0);
+        let cmd = req.cmd.clone();
         let h = p.exec(id, req).await.map_err(|e| e.with_runtime(id))?;
+        let h = self.activity.track_exec(id, &cmd, h);
         Ok(self.meter_exec(id, stdin, h))
     }
 
