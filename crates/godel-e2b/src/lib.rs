@@ -1,6 +1,7 @@
 //! godel-e2b: E2B's wire protocol and the `e2b` runtime.
 //!
-//! - [`wire`]: the control-plane REST shapes; [`pb`]: the envd protobuf
+//! - [`wire`]: the control-plane REST shapes ([`platform`]: fork,
+//!   snapshots, volumes); [`pb`]: the envd protobuf
 //!   types (generated at build time); [`connect`]: the Connect protocol codec
 //!   (unary and streaming, JSON and binary, error codes, deadlines).
 //! - [`provider`]: the `e2b` runtime, a [`godel_core::RuntimeProvider`] that
@@ -12,6 +13,7 @@
 
 pub mod connect;
 pub mod pb;
+pub mod platform;
 pub mod provider;
 pub mod wire;
 

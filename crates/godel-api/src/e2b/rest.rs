@@ -41,11 +41,13 @@ pub(super) fn routes() -> Router<Arc<State>> {
         .route("/sandboxes/{id}/connect", post(connect))
         .route("/v2/sandboxes/{id}/connect", post(connect))
         .route("/sandboxes/{id}/metrics", get(metrics))
+        .route("/templates/{id}", axum::routing::delete(delete_template))
+        .merge(super::snapshots::routes())
 }
 
 /// The caller, from `X-API-Key` (or `Authorization: Bearer`): always a
 /// team (an admin token acts for the default team, as E2B keys are per team).
-fn caller(state: &State, headers: &HeaderMap) -> Result<Caller, Response> {
+pub(super) fn caller(state: &State, headers: &HeaderMap) -> Result<Caller, Response> {
     let key = headers
         .get(API_KEY_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -81,7 +83,7 @@ fn caller(state: &State, headers: &HeaderMap) -> Result<Caller, Response> {
     }
 }
 
-fn parse_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Response> {
+pub(super) fn parse_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Response> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -111,7 +113,7 @@ macro_rules! trb {
     };
 }
 
-fn clamp_timeout(state: &State, secs: Option<i64>) -> ChronoDuration {
+pub(super) fn clamp_timeout(state: &State, secs: Option<i64>) -> ChronoDuration {
     let max = state.cfg.max_timeout.as_secs() as i64;
     let secs = secs.unwrap_or(state.cfg.default_timeout.as_secs() as i64);
     ChronoDuration::seconds(secs.clamp(0, max))
@@ -125,7 +127,7 @@ fn e2b_state(s: SandboxState) -> Option<E2bState> {
     }
 }
 
-fn sandbox_response(state: &State, info: &SandboxInfo, e: &Entry) -> Sandbox {
+pub(super) fn sandbox_response(state: &State, info: &SandboxInfo, e: &Entry) -> Sandbox {
     Sandbox {
         template_id: SandboxView::of(info).template,
         sandbox_id: e.id.clone(),
@@ -170,7 +172,7 @@ fn detail(
 }
 
 /// Move a sandbox's deadline (best effort: it may have stopped meanwhile).
-fn set_deadline(state: &State, caller: &Caller, id: &str, end_at: DateTime<Utc>) {
+pub(super) fn set_deadline(state: &State, caller: &Caller, id: &str, end_at: DateTime<Utc>) {
     if let Err(err) = state.control.set_expiry(caller, id, Some(end_at)) {
         tracing::warn!(sandbox = %id, error = %err, "e2b: cannot move the deadline");
     }
@@ -211,12 +213,15 @@ async fn create(AxState(state): S, headers: HeaderMap, body: Bytes) -> Response 
         hops,
         ..Default::default()
     };
-    if template != DEFAULT_TEMPLATE {
-        spec.template = Some(template);
-    }
     spec.env = req.env_vars.clone().unwrap_or_default();
     for (k, v) in req.metadata.clone().unwrap_or_default() {
         spec.labels.insert(format!("{META_PREFIX}{k}"), v);
+    }
+    if template != DEFAULT_TEMPLATE {
+        if let Some(snap) = trb!(super::snapshots::resolve(&state, &caller, &template)) {
+            return from_snapshot(&state, &caller, &snap.id, spec, &req).await;
+        }
+        spec.template = Some(template);
     }
     trb!(spec.validate());
     let info = trb!(state.control.spawn(&caller, spec).await);
@@ -226,6 +231,58 @@ async fn create(AxState(state): S, headers: HeaderMap, body: Bytes) -> Response 
         axum::Json(sandbox_response(&state, &info, &e)),
     )
         .into_response()
+}
+
+/// A create whose template is a snapshot: restore it with the request's
+/// time to live, metadata and env added.
+async fn from_snapshot(
+    state: &State,
+    caller: &Caller,
+    snap: &str,
+    spec: SpawnSpec,
+    req: &NewSandbox,
+) -> Response {
+    let id = godel_core::new_sandbox_id();
+    let info = trb!(
+        state
+            .control
+            .restore_with(caller, snap, id, |s| {
+                s.ttl_secs = spec.ttl_secs;
+                s.on_timeout = spec.on_timeout;
+                s.env.extend(spec.env.clone());
+                s.labels.retain(|k, _| !k.starts_with(META_PREFIX));
+                s.labels.extend(spec.labels.clone());
+            })
+            .await
+    );
+    if let Some(t) = req.timeout {
+        set_deadline(
+            state,
+            caller,
+            &info.id,
+            Utc::now() + clamp_timeout(state, Some(t)),
+        );
+    }
+    let e = state.registry.learn(&info, &state.cfg.token_secret);
+    (
+        StatusCode::CREATED,
+        axum::Json(sandbox_response(state, &info, &e)),
+    )
+        .into_response()
+}
+
+/// `DELETE /templates/{id}`: a snapshot of the caller's team (the SDK's
+/// `delete_snapshot`) or a template.
+async fn delete_template(
+    AxState(state): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let caller = tri!(caller(&state, &headers));
+    if let Some(r) = super::snapshots::delete(&state, &caller, &id).await {
+        return r;
+    }
+    api_error_status(StatusCode::NOT_FOUND, &format!("template {id} not found"))
 }
 
 /// A create field the SDKs may send that godel cannot honour, set to

@@ -128,6 +128,19 @@ impl Control {
 
     /// Restore under a given runtime id (used to keep ids stable, e.g. E2B resume).
     pub async fn restore_as(&self, caller: &Caller, snap: &str, id: String) -> Result<SandboxInfo> {
+        self.restore_with(caller, snap, id, |_| {}).await
+    }
+
+    /// Restore under a given id with the snapshotted spec changed by `edit`
+    /// first (time to live, labels, env of the new sandbox); the runtime and
+    /// team stay the snapshot's.
+    pub async fn restore_with(
+        &self,
+        caller: &Caller,
+        snap: &str,
+        id: String,
+        edit: impl FnOnce(&mut SpawnSpec),
+    ) -> Result<SandboxInfo> {
         let info = self.get_snapshot(caller, snap)?;
         let provider = self.provider(&info.runtime)?;
         let mut spec: SpawnSpec = info
@@ -135,6 +148,8 @@ impl Control {
             .get(SPEC_KEY)
             .and_then(|v| serde_json::from_value(v.clone()).ok())
             .unwrap_or_default();
+        edit(&mut spec);
+        spec.validate()?;
         spec.runtime = Some(info.runtime.clone());
         spec.team = Some(info.team.clone());
         if self.store.get_sandbox(&id)?.is_some() {
