@@ -7,13 +7,26 @@
 //! - [`microvm`]: `godel bench microvm`, boot, restore, claims, forks, density vs plain QEMU
 //! - [`microvm_restore`]: its restore breakdown, snapshot of a restored VM, fork of N
 //! - [`kube`]: `godel bench kube`, godel's overhead per pod against the fake API server
+//! - [`chaos`], [`chaos_faults`]: `godel chaos`, faults under load and the tally
+//! - [`report`]: `godel bench report`, Markdown and SVG plots of the latest results
+//! - [`daemon`]: a real `godel serve` child process and a small client of its socket
+//! - [`load`]: `godel bench exec|files|api` and the mixed API load generator
+//! - [`scale`]: `godel bench scale`, N agents alive at once under API load
+//! - [`results`]: the latest result of each suite, for `godel bench report`
 //! - [`usage`]: `godel bench usage`, usage reports over 1,000 agents × 30 days of history
 //!
 //! The numbers are printed, never asserted.
 
+pub mod chaos;
+pub mod chaos_faults;
+pub mod daemon;
 pub mod kube;
+pub mod load;
 pub mod microvm;
 pub mod microvm_restore;
+pub mod report;
+pub mod results;
+pub mod scale;
 pub mod sandbox;
 pub mod spawn;
 mod summary;

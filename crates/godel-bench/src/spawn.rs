@@ -463,7 +463,7 @@ fn check(what: &str, st: std::io::Result<std::process::ExitStatus>) -> Result<()
 /// Create (or reuse an empty directory as) a git repository at `path` with
 /// one commit on `main` holding `files` small files in nested directories
 /// (`d<NN>/s<N>/f<N>.txt`, 100 per leaf directory), checked out.
-fn generate_repo(path: &Path, files: usize) -> Result<()> {
+pub(crate) fn generate_repo(path: &Path, files: usize) -> Result<()> {
     std::fs::create_dir_all(path)
         .map_err(|e| Error::io(format!("cannot create {}", path.display()), &e))?;
     check(

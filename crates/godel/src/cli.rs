@@ -112,6 +112,8 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Fault injection under load, then a tally; non-zero exit when anything is unaccounted for.
+    Chaos(ChaosArgs),
     /// Configuration file tools.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -279,6 +281,10 @@ pub struct ServeArgs {
     /// Serve the E2B-compatible API on this address.
     #[arg(long)]
     pub e2b_listen: Option<String>,
+    /// Domain of sandbox hosts on the E2B listener: port URLs are
+    /// `<port>-<sandbox-id>.<domain>` (E2B's `get_host`).
+    #[arg(long, default_value = "localhost")]
+    pub e2b_domain: String,
     /// Configuration file (default: $GODEL_HOME/godel.toml if present).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -458,6 +464,16 @@ pub enum BenchCmd {
         #[arg(long, short = 'n', default_value_t = 50)]
         iterations: usize,
     },
+    /// Exec `true` through a real daemon against host `sh -c true`.
+    Exec(BenchExecArgs),
+    /// File write + read through a real daemon against the host file system.
+    Files(BenchFilesArgs),
+    /// List/status/exec latency at a request rate with N live agents.
+    Api(BenchApiArgs),
+    /// N agents alive at once: spawn, API load, exec in all, teardown; RSS and CPU.
+    Scale(BenchScaleArgs),
+    /// Render the latest results as docs/benchmarks/<name>.md with SVG plots.
+    Report(BenchReportArgs),
     /// godel's own overhead per pod spawn against the in-repo fake API server.
     Kube {
         #[arg(long, default_value_t = 1000)]
@@ -492,4 +508,100 @@ pub struct BenchSpawnArgs {
     /// Workspace mode: cow or git-worktree.
     #[arg(long, default_value = "cow")]
     pub workspace: String,
+}
+
+/// Flags of the benchmarks that start their own `godel serve`.
+#[derive(Debug, Args)]
+pub struct BenchDaemonArgs {
+    /// Isolation of the daemon's local runtimes: sandbox or none.
+    #[arg(long, default_value = "sandbox")]
+    pub isolation: String,
+    /// Files in the generated repository.
+    #[arg(long, default_value_t = 100)]
+    pub files: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchExecArgs {
+    #[command(flatten)]
+    pub daemon: BenchDaemonArgs,
+    #[arg(long, short = 'n', default_value_t = 200)]
+    pub iterations: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchFilesArgs {
+    #[command(flatten)]
+    pub daemon: BenchDaemonArgs,
+    #[arg(long, short = 'n', default_value_t = 100)]
+    pub iterations: usize,
+    /// Bytes per file.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchApiArgs {
+    #[command(flatten)]
+    pub daemon: BenchDaemonArgs,
+    /// Live agents.
+    #[arg(long, short = 'n', default_value_t = 50)]
+    pub agents: usize,
+    /// Requests per second (list 40 %, status 40 %, exec 20 %).
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    #[arg(long, default_value_t = 10.0)]
+    pub secs: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchScaleArgs {
+    #[command(flatten)]
+    pub daemon: BenchDaemonArgs,
+    /// worktree or microvm.
+    #[arg(long, default_value = "worktree")]
+    pub runtime: String,
+    #[arg(long, short = 'n', default_value_t = 1000)]
+    pub agents: usize,
+    /// Spawns in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Seconds of API load with all agents alive.
+    #[arg(long, default_value_t = 20.0)]
+    pub secs: f64,
+    /// Stop spawning after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub spawn_timeout: u64,
+    /// Built microVM images to use (default ~/.godel/images, else built).
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchReportArgs {
+    /// The report's name: docs/benchmarks/<name>.md.
+    #[arg(long, default_value = "latest")]
+    pub name: String,
+    /// Output directory.
+    #[arg(long, default_value = "docs/benchmarks")]
+    pub out: PathBuf,
+}
+
+/// `godel chaos`: faults under load, then the tally.
+#[derive(Debug, Args)]
+pub struct ChaosArgs {
+    /// The bounded CI mode (a few minutes, fewer agents).
+    #[arg(long)]
+    pub short: bool,
+    /// Agents to run through the faults (default 12 short, 60 full).
+    #[arg(long, short = 'n')]
+    pub agents: Option<usize>,
+    /// Isolation of the daemon's local runtimes: sandbox or none.
+    #[arg(long, default_value = "sandbox")]
+    pub isolation: String,
+    /// Built microVM images for the VM faults (default ~/.godel/images); none skips them.
+    #[arg(long)]
+    pub images: Option<PathBuf>,
 }

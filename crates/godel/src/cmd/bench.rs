@@ -27,6 +27,11 @@ pub async fn run(ctx: &Ctx, cmd: BenchCmd) -> Result<i32> {
         }
     };
     match cmd {
+        c @ (BenchCmd::Exec(_)
+        | BenchCmd::Files(_)
+        | BenchCmd::Api(_)
+        | BenchCmd::Scale(_)
+        | BenchCmd::Report(_)) => return super::suites::run(ctx, c).await,
         BenchCmd::Spawn(a) => {
             let opts = godel_bench::spawn::SpawnOptions {
                 runtime: a.runtime,

@@ -8,6 +8,7 @@ pub mod files;
 pub mod runtime;
 pub mod serve;
 pub mod snapshot;
+pub mod suites;
 
 use godel_core::Result;
 
@@ -47,6 +48,7 @@ pub async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
         Command::Rollout(r) => costs::rollout(ctx, r).await,
         Command::Doctor => admin::doctor(ctx).await,
         Command::Bench(b) => bench::run(ctx, b).await,
+        Command::Chaos(a) => suites::chaos(ctx, a).await,
         Command::Image(i) => extra::image(ctx, i).await,
         Command::Kube(k) => extra::kube(ctx, k),
         Command::Config(crate::cli::ConfigCmd::Check { config }) => {
