@@ -65,13 +65,15 @@ pub async fn serve_unix(
         .await
 }
 
-/// Serve on a TCP listener until `shutdown` resolves.
+/// Serve on a TCP listener until `shutdown` resolves. Handlers see the
+/// peer's address (`ConnectInfo`), which the failed-authentication limit keys on.
 pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
     control: Arc<Control>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, tcp_app(control))
+    let app = tcp_app(control).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
