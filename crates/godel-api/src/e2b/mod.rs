@@ -26,10 +26,12 @@
 mod envd;
 mod files;
 pub(crate) mod filesystem;
+mod port_header;
 pub(crate) mod process;
 mod registry;
 mod rest;
 mod snapshots;
+mod templates;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -175,6 +177,11 @@ impl E2bServer {
             // Bounds the JSON bodies of the REST routes (read before auth);
             // envd routes stream their bodies and apply their own limits.
             .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+            // Header-addressed ports (`E2b-Sandbox-Port`) become port URLs first.
+            .layer(axum::middleware::from_fn_with_state(
+                self.state.cfg.domain.clone(),
+                port_header::layer,
+            ))
             .with_state(self.state.clone())
     }
 

@@ -223,8 +223,18 @@ async fn create(AxState(state): S, headers: HeaderMap, body: Bytes) -> Response 
         }
         spec.template = Some(template);
     }
+    let server = super::templates::builtin(spec.template.as_deref().unwrap_or_default());
+    if let Some(t) = &server {
+        trb!(super::templates::installed(t));
+    }
     trb!(spec.validate());
     let info = trb!(state.control.spawn(&caller, spec).await);
+    if let Some(t) = &server
+        && let Err(err) = super::templates::start(&state, &caller, &info.id, t).await
+    {
+        let _ = state.control.terminate(&caller, &info.id).await;
+        return api_error(&err);
+    }
     let e = state.registry.learn(&info, &state.cfg.token_secret);
     (
         StatusCode::CREATED,
