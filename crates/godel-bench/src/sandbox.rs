@@ -198,6 +198,7 @@ fn config(root: &std::path::Path, id: &str) -> Result<JailConfig> {
         limits: JailLimits::default(),
         network: Default::default(),
         env: Default::default(),
+        volumes: Vec::new(),
     })
 }
 

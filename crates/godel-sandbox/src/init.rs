@@ -83,6 +83,9 @@ pub struct InitConfig {
     /// its daemon; the next daemon removes what is left).
     #[serde(default)]
     pub creator_pid: Option<u32>,
+    /// Host directories mounted read-write (volumes), idmapped like the workspace.
+    #[serde(default)]
+    pub volumes: Vec<crate::launcher::JailVolume>,
 }
 
 fn yes() -> bool {
@@ -235,6 +238,7 @@ fn stage1(cfg: &InitConfig) -> Result<InitReady, String> {
     } else {
         mounts::open_tree_clone(&cfg.workspace).ok()
     };
+    let volumes = open_volumes(cfg)?;
 
     let me = std::process::id().to_string();
     for f in &cfg.cgroup_procs {
@@ -280,7 +284,11 @@ fn stage1(cfg: &InitConfig) -> Result<InitReady, String> {
             Some(fd) => WorkspaceSource::Detached(fd.as_raw_fd()),
             None => WorkspaceSource::Path(&cfg.workspace),
         };
-        let e = match stage2(cfg, &host, go_r, &ready_w, listen_fd, ws, creator) {
+        let vols: Vec<(RawFd, PathBuf)> = volumes
+            .iter()
+            .map(|(fd, target)| (fd.as_raw_fd(), target.clone()))
+            .collect();
+        let e = match stage2(cfg, &host, go_r, &ready_w, listen_fd, ws, creator, &vols) {
             Ok(never) => match never {},
             Err(e) => e,
         };
@@ -358,6 +366,25 @@ impl ChildSetup for RealChildSetup<'_> {
             .map_err(|e| err("wait for init", e))?;
         Ok(msg)
     }
+}
+
+/// Detached clones of the volumes, each owned by the agent inside: idmapped
+/// (on-disk root becomes the agent's host uid, as for the workspace), or,
+/// where the host cannot idmap, handed to the agent's host uid.
+fn open_volumes(cfg: &InitConfig) -> Result<Vec<(OwnedFd, PathBuf)>, String> {
+    let mut out = Vec::new();
+    for v in &cfg.volumes {
+        let what = format!("volume {}", v.source.display());
+        mounts::check_volume_target(&v.target)?;
+        let fd = mounts::open_tree_clone(&v.source).map_err(|e| err(&what, e))?;
+        let host_id = cfg.agent_host_uid();
+        let mapped = cfg.user_namespace && idmap(&fd, host_id).is_ok();
+        if !mapped {
+            chown_tree(&v.source, host_id)?;
+        }
+        out.push((fd, v.target.clone()));
+    }
+    Ok(out)
 }
 
 fn stage1_parent(
@@ -523,6 +550,8 @@ pub(crate) fn chown_tree(root: &Path, id: u32) -> Result<(), String> {
 }
 
 /// Stage 2: PID 1 of the sandbox. Returns only on a setup error.
+// Each argument is a descriptor or view stage 1 prepared for this one call.
+#[allow(clippy::too_many_arguments)]
 fn stage2(
     cfg: &InitConfig,
     host: &HostView,
@@ -531,6 +560,7 @@ fn stage2(
     listen_fd: OwnedFd,
     ws: WorkspaceSource<'_>,
     creator: Option<OwnedFd>,
+    volumes: &[(RawFd, PathBuf)],
 ) -> Result<std::convert::Infallible, String> {
     let mut b = [0u8; 1];
     match nix::unistd::read(&go_r, &mut b) {
@@ -555,6 +585,7 @@ fn stage2(
             agent_uid: cfg.agent_uid(),
             dns: cfg.dns.as_deref(),
             workspace: !cfg.pooled,
+            volumes,
         },
     );
     for op in &plan {
@@ -706,6 +737,7 @@ mod tests {
             shared_agent_uid: None,
             pooled: false,
             creator_pid: None,
+            volumes: Vec::new(),
         }
     }
 
@@ -815,6 +847,7 @@ mod id_map_tests {
             shared_agent_uid: shared,
             pooled: false,
             creator_pid: None,
+            volumes: Vec::new(),
         }
     }
 

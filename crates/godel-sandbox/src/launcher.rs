@@ -35,6 +35,16 @@ pub struct JailConfig {
     pub network: NetworkConfig,
     /// Environment every process starts with (before the exec's own env).
     pub env: BTreeMap<String, String>,
+    /// Host directories mounted read-write at their targets (volumes).
+    pub volumes: Vec<JailVolume>,
+}
+
+/// A host directory mounted read-write into a jail, owned there by the agent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JailVolume {
+    pub source: PathBuf,
+    /// Absolute path inside the jail, outside the workspace and system dirs.
+    pub target: PathBuf,
 }
 
 /// One process to start inside a sandbox.

@@ -39,7 +39,8 @@ pub mod seccomp;
 pub use host::HostIsolator;
 pub use jail::NamespaceJail;
 pub use launcher::{
-    Isolator, Jail, JailConfig, JailLimits, Process, ProcessExit, ProcessSpec, Signaller,
+    Isolator, Jail, JailConfig, JailLimits, JailVolume, Process, ProcessExit, ProcessSpec,
+    Signaller,
 };
 pub use namespace::{InitProgram, JailHandle, NamespaceIsolator, NamespaceOptions};
 

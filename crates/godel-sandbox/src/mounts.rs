@@ -58,6 +58,11 @@ pub enum MountOp {
     /// Attach the prepared workspace mount (a detached, idmapped clone) here;
     /// or bind the host path when the host cannot idmap.
     Workspace(PathBuf),
+    /// Attach a prepared detached mount (a volume) at this path.
+    Attach {
+        fd: RawFd,
+        target: PathBuf,
+    },
     /// `pivot_root` into this directory and detach the old root.
     PivotRoot(PathBuf),
     /// Make an already mounted path read-only.
@@ -110,6 +115,39 @@ pub struct PlanInput<'a> {
     /// Attach the workspace now; `false` (a warm-pool jail) leaves an empty
     /// `/home/user` for the claim to mount on.
     pub workspace: bool,
+    /// Prepared volume mounts and where they go (after the workspace).
+    pub volumes: &'a [(RawFd, PathBuf)],
+}
+
+/// Where a volume may be mounted: an absolute, normal path outside the
+/// workspace, the system directories and the sandbox's own mounts.
+pub fn check_volume_target(target: &Path) -> Result<(), String> {
+    use std::path::Component;
+    let normal = target.is_absolute()
+        && target
+            .components()
+            .skip(1)
+            .all(|c| matches!(c, Component::Normal(_)))
+        && target.components().count() > 1;
+    if !normal {
+        return Err(format!(
+            "volume path {:?} must be an absolute path without '..' (and not /)",
+            target.display().to_string()
+        ));
+    }
+    let reserved = SYSTEM_DIRS
+        .iter()
+        .chain(&["/proc", "/dev", "/sys", "/run", "/tmp", "/var/tmp"])
+        .chain(&[godel_core::WORKSPACE_MOUNT]);
+    for r in reserved {
+        if target.starts_with(r) || Path::new(r).starts_with(target) {
+            return Err(format!(
+                "volume path {:?} overlaps {r}, which the sandbox provides itself; mount volumes elsewhere (e.g. /mnt/NAME or /data)",
+                target.display().to_string()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The sandbox's `/etc/hostname`.
@@ -241,6 +279,12 @@ pub fn plan(host: &HostView, input: &PlanInput<'_>) -> Vec<MountOp> {
     let home = under(r, godel_core::WORKSPACE_MOUNT);
     if input.workspace {
         ops.push(MountOp::Workspace(home));
+        for (fd, target) in input.volumes {
+            ops.push(MountOp::Attach {
+                fd: *fd,
+                target: under(r, &target.to_string_lossy()),
+            });
+        }
     } else {
         for d in home.ancestors().collect::<Vec<_>>().into_iter().rev() {
             if d.starts_with(r) && d != r {
@@ -450,6 +494,10 @@ pub fn apply(op: &MountOp, ws: WorkspaceSource<'_>) -> std::io::Result<()> {
             )
             .map_err(|e| ctx("mount devpts", target, e))
         }
+        MountOp::Attach { fd, target } => {
+            mkdir_p(target)?;
+            move_mount_fd(*fd, target)
+        }
         MountOp::Workspace(target) => {
             mkdir_p(target)?;
             match ws {
@@ -553,6 +601,7 @@ mod tests {
             agent_uid: AGENT_UID,
             dns: None,
             workspace: true,
+            volumes: &[],
         }
     }
 
@@ -615,6 +664,57 @@ mod tests {
         );
         assert!(ops.iter().any(|o| matches!(o, MountOp::Bind { target, file: true, .. } if target == &root.join("etc/passwd"))));
         assert!(ops.iter().any(|o| matches!(o, MountOp::Tmpfs { target, data, .. } if target == &root.join("tmp") && data.contains("size=67108864"))));
+    }
+
+    #[test]
+    fn volumes_attach_after_the_workspace_before_the_pivot() {
+        let root = Path::new("/r");
+        let vols = [(7, PathBuf::from("/mnt/data")), (8, PathBuf::from("/data"))];
+        let mut i = input(root);
+        i.volumes = &vols;
+        let ops = plan(&debian(), &i);
+        let pos = |o: &MountOp| ops.iter().position(|x| x == o).unwrap();
+        let ws = pos(&MountOp::Workspace(root.join("home/user")));
+        let a = pos(&MountOp::Attach {
+            fd: 7,
+            target: root.join("mnt/data"),
+        });
+        let b = pos(&MountOp::Attach {
+            fd: 8,
+            target: root.join("data"),
+        });
+        let pivot = pos(&MountOp::PivotRoot(root.to_path_buf()));
+        assert!(ws < a && a < b && b < pivot);
+        // A pooled jail has no workspace yet, and so no volumes either.
+        i.workspace = false;
+        assert!(
+            !plan(&debian(), &i)
+                .iter()
+                .any(|o| matches!(o, MountOp::Attach { .. }))
+        );
+    }
+
+    #[test]
+    fn volume_targets_stay_out_of_what_the_sandbox_provides() {
+        for ok in ["/mnt/data", "/data", "/srv/x/y", "/home/other"] {
+            assert_eq!(check_volume_target(Path::new(ok)), Ok(()), "{ok}");
+        }
+        for bad in [
+            "/",
+            "data",
+            "/usr/local",
+            "/etc",
+            "/home/user",
+            "/home/user/data",
+            "/home",
+            "/proc/x",
+            "/tmp/v",
+            "/mnt/../etc",
+            "/dev",
+        ] {
+            let e = check_volume_target(Path::new(bad)).unwrap_err();
+            assert!(e.contains("volume path"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -384,6 +384,7 @@ impl Core {
             shared_agent_uid: self.opts.shared_agent_uid,
             pooled,
             creator_pid: pooled.then(std::process::id),
+            volumes: cfg.volumes.clone(),
         };
         let input = serde_json::to_vec(&init_cfg).map_err(|e| Error::internal(e.to_string()))?;
         let mut child = init
@@ -686,6 +687,7 @@ mod tests {
                 dns: vec![],
             },
             env: Default::default(),
+            volumes: Vec::new(),
         };
         let err = iso.create(cfg).await.err().unwrap();
         assert_eq!(err.code, godel_core::ErrorCode::SpawnError, "{err}");
@@ -749,6 +751,7 @@ mod tests {
             limits: Default::default(),
             network: Default::default(),
             env: Default::default(),
+            volumes: Vec::new(),
         };
         cfg.network.mode = NetworkMode::Host;
         let err = iso.create(cfg).await.err().unwrap();

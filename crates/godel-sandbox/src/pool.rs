@@ -93,7 +93,10 @@ impl Pool {
 /// Whether the pool is on and can serve `cfg` (loopback-only network, user
 /// namespaces: NAT jails need their per-slot veth and allowlist at creation).
 pub(crate) fn serves(core: &Core, cfg: &JailConfig) -> bool {
-    enabled(core) && cfg.network.mode == NetworkMode::None && cfg.network.dns.is_empty()
+    enabled(core)
+        && cfg.network.mode == NetworkMode::None
+        && cfg.network.dns.is_empty()
+        && cfg.volumes.is_empty()
 }
 
 fn enabled(core: &Core) -> bool {
@@ -156,6 +159,7 @@ async fn make(core: &Core) -> Result<Warm> {
         limits: JailLimits::default(),
         network: Default::default(),
         env: Default::default(),
+        volumes: Vec::new(),
     };
     // Marked before the init starts: a fill cancelled half-way (daemon
     // shutdown) leaves a jail the next daemon can still find and reap.

@@ -392,6 +392,7 @@ async fn overlay_workspace_is_writable_and_owned_by_the_agent() {
         limits: JailLimits::default(),
         network: Default::default(),
         env: Default::default(),
+        volumes: Vec::new(),
     };
     let sb = iso.create(cfg).await.unwrap();
     let _g = Guard(sb.clone());

@@ -24,7 +24,9 @@ use godel_core::{
     SnapshotInfo, SnapshotRequest, SnapshotTarget, SpawnSpec, Spawned, WorkspaceMode, null_sink,
     workspace_relative,
 };
-use godel_sandbox::{HostIsolator, Isolator, Jail, JailConfig, JailLimits, ProcessSpec};
+use godel_sandbox::{
+    HostIsolator, Isolator, Jail, JailConfig, JailLimits, JailVolume, ProcessSpec,
+};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
@@ -263,6 +265,14 @@ impl WorktreeProvider {
             },
             network: spec.network.clone(),
             env: spec.env.clone(),
+            volumes: spec
+                .volumes
+                .iter()
+                .map(|v| JailVolume {
+                    source: v.source.clone().into(),
+                    target: v.destination.clone().into(),
+                })
+                .collect(),
         }
     }
 
@@ -378,6 +388,34 @@ fn open_root(path: &Path) -> Result<Dir> {
         .map_err(|e| Error::io(format!("cannot open workspace {}", path.display()), &e))
 }
 
+/// Volumes are host directories the jail mounts read-write: only the
+/// process sandbox can (isolation `none` runs on the host's own view).
+fn check_volumes(spec: &SpawnSpec) -> Result<()> {
+    for v in &spec.volumes {
+        if spec.isolation == godel_core::Isolation::None {
+            return Err(Error::invalid(format!(
+                "volume {:?}: the worktree runtime mounts volumes only with isolation 'sandbox'",
+                v.name
+            )));
+        }
+        if v.read_only {
+            return Err(Error::invalid(format!(
+                "volume {:?}: read_only is not supported by the worktree runtime; volumes are mounted read-write",
+                v.name
+            )));
+        }
+        godel_sandbox::mounts::check_volume_target(Path::new(&v.destination))
+            .map_err(|e| Error::invalid(format!("volume {:?}: {e}", v.name)))?;
+        if !Path::new(&v.source).is_dir() {
+            return Err(Error::not_found(format!(
+                "volume {:?}: {} is not a directory",
+                v.name, v.source
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl RuntimeProvider for WorktreeProvider {
     fn name(&self) -> &str {
@@ -435,11 +473,7 @@ impl RuntimeProvider for WorktreeProvider {
         let _making = self.making.read().await;
         validate_id(id)?;
         spec.validate()?;
-        if !spec.volumes.is_empty() {
-            return Err(Error::invalid(
-                "the worktree runtime does not mount volumes",
-            ));
-        }
+        check_volumes(spec)?;
         self.isolator(spec.isolation)?;
         if self.get(id).is_ok() {
             return Err(Error::conflict(format!("runtime {id} already exists")));

@@ -86,6 +86,7 @@ pub fn config(dir: &tempfile::TempDir, id: &str, limits: JailLimits) -> JailConf
         limits,
         network: Default::default(),
         env: Default::default(),
+        volumes: Vec::new(),
     }
 }
 
