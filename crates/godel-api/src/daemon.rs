@@ -30,6 +30,9 @@ pub struct DaemonConfig {
     pub listen: Option<String>,
     /// TCP address of the E2B-compatible API.
     pub e2b_listen: Option<String>,
+    /// Domain of sandbox hosts on the E2B listener (`<port>-<id>.<domain>`
+    /// port URLs, returned as `domain` by create); `None` = `localhost`.
+    pub e2b_domain: Option<String>,
     /// Park every running sandbox at shutdown and restore it at the next start.
     pub preserve: bool,
     /// How often the reaper looks for sandboxes whose time to live ran out.
@@ -83,6 +86,11 @@ pub async fn run(
         let tcp = bind_tcp(addr, "E2B API").await?;
         let e2b = crate::e2b::ServeConfig {
             token_secret: e2b_secret(home)?,
+            domain: Some(
+                cfg.e2b_domain
+                    .clone()
+                    .unwrap_or_else(|| "localhost".to_string()),
+            ),
             ..Default::default()
         };
         tracing::info!(

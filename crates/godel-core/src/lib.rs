@@ -6,12 +6,15 @@
 //! - [`spec`]: what to spawn; [`quantity`]: `0.5` CPUs, `512Mi`
 //! - [`state::SandboxState`]: the state machine
 //! - [`error`]: one error type with stable codes and `retryable`
+//! - [`port`]: a connected stream to a port inside a sandbox
 //! - [`exec`], [`files`], [`snapshot`], [`event`], [`runtime`]: the rest of the vocabulary
 
 pub mod error;
 pub mod event;
 pub mod exec;
 pub mod files;
+pub mod netrule;
+pub mod port;
 pub mod provider;
 pub mod quantity;
 pub mod runtime;
@@ -23,6 +26,8 @@ pub use error::{Error, ErrorCode, Result};
 pub use event::{Event, EventKind, EventSink, null_sink};
 pub use exec::{ExecEvent, ExecHandle, ExecOutput, ExecRequest, ExitStatus};
 pub use files::{FileEntry, FileKind, WORKSPACE_MOUNT, workspace_relative};
+pub use netrule::{NetRule, parse_net_rule, parse_net_rules};
+pub use port::{PortIo, PortStream};
 pub use provider::RuntimeProvider;
 pub use quantity::{Bytes as ByteQuantity, Cpu, parse_bytes, parse_cpu};
 pub use runtime::{

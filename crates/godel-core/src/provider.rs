@@ -20,9 +20,10 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::exec::{ExecHandle, ExecOutput, ExecRequest};
 use crate::files::FileEntry;
+use crate::port::PortStream;
 use crate::runtime::{Availability, Capabilities, SandboxStatus, Spawned};
 use crate::snapshot::{SnapshotArtifact, SnapshotInfo, SnapshotRequest, SnapshotTarget};
-use crate::spec::SpawnSpec;
+use crate::spec::{NetworkConfig, SpawnSpec};
 use crate::state::SandboxState;
 
 /// The runtime contract. Object safe: the control plane holds `Arc<dyn RuntimeProvider>`.
@@ -95,6 +96,29 @@ pub trait RuntimeProvider: Send + Sync + 'static {
     async fn upload_tar(&self, id: &str, path: &str, tar: Bytes) -> Result<()>;
     /// Pack a directory (or a single file) into a tar archive.
     async fn download_tar(&self, id: &str, path: &str) -> Result<Bytes>;
+
+    // ---- ports ----
+
+    /// Open a TCP connection to `port` on the sandbox's own loopback, as a
+    /// process inside would (no host port is opened). A closed port is
+    /// `UNAVAILABLE` with a message saying so; a runtime that cannot reach
+    /// sandbox ports refuses with its name.
+    async fn connect_port(&self, id: &str, port: u16) -> Result<PortStream> {
+        Err(Error::invalid(format!(
+            "runtime {} cannot reach ports inside its sandboxes (sandbox {id}, port {port})",
+            self.name()
+        )))
+    }
+
+    /// Replace the egress rules of a running sandbox (its network mode
+    /// stays). Runtimes that cannot change them live refuse with their name.
+    async fn update_network(&self, id: &str, network: &NetworkConfig) -> Result<()> {
+        let _ = network;
+        Err(Error::invalid(format!(
+            "runtime {} cannot change the network rules of a running sandbox ({id})",
+            self.name()
+        )))
+    }
 
     // ---- snapshots ----
 

@@ -45,11 +45,38 @@ pub enum NetworkMode {
 pub struct NetworkConfig {
     #[serde(default)]
     pub mode: NetworkMode,
-    /// Egress allowlist entries, `CIDR` or `CIDR:PORT` (NAT mode only).
+    /// Egress entries accepted first, `CIDR` or `CIDR:PORT` (NAT mode only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<String>,
+    /// Egress entries rejected next, same form (NAT mode only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    /// What happens to egress neither list matched: reachable (`true`, as
+    /// E2B sandboxes have it) or rejected (`false`, the default).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internet: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<String>,
+}
+
+impl NetworkConfig {
+    /// Every entry parses, and rules come with network mode `nat`.
+    pub fn validate(&self) -> Result<()> {
+        let rules = !self.allow.is_empty() || !self.deny.is_empty() || self.internet;
+        if self.mode != NetworkMode::Nat && rules {
+            let field = if !self.allow.is_empty() {
+                "network.allow"
+            } else if !self.deny.is_empty() {
+                "network.deny"
+            } else {
+                "network.internet"
+            };
+            return Err(Error::invalid(format!("{field} needs network.mode = nat")));
+        }
+        crate::netrule::parse_net_rules("network.allow", &self.allow)?;
+        crate::netrule::parse_net_rules("network.deny", &self.deny)?;
+        Ok(())
+    }
 }
 
 /// A host directory mounted into the runtime.
@@ -229,9 +256,7 @@ impl SpawnSpec {
         if let Some(t) = &self.team {
             validate_name("team", t)?;
         }
-        if self.network.mode != NetworkMode::Nat && !self.network.allow.is_empty() {
-            return Err(Error::invalid("network.allow needs network.mode = nat"));
-        }
+        self.network.validate()?;
         Ok(())
     }
 }

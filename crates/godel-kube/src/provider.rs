@@ -314,6 +314,12 @@ impl Inner {
     pub async fn spawn(&self, id: &str, spec: &SpawnSpec) -> Result<Spawned> {
         let t0 = Instant::now();
         spec.validate()?;
+        if !spec.network.allow.is_empty() || !spec.network.deny.is_empty() {
+            return Err(Error::invalid(
+                "network.allow/network.deny: runtime kata applies its team's network policy, not per-sandbox egress rules",
+            )
+            .with_runtime(id));
+        }
         let client = self.client()?;
         let team = spec.team.clone().unwrap_or_else(|| "default".to_string());
         let t_team = Instant::now();

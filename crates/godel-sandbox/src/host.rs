@@ -35,6 +35,27 @@ pub fn host_cwd(workspace: &std::path::Path, cwd: Option<&str>) -> Result<PathBu
     Ok(workspace.join(rel))
 }
 
+/// Processes on the host use the host's network: egress rules cannot be
+/// enforced there, so asking for them is refused (plain `nat` with internet
+/// is what the host's network already gives).
+fn refuse_rules(net: &godel_core::NetworkConfig) -> Result<()> {
+    let field = if !net.allow.is_empty() {
+        Some("network.allow")
+    } else if !net.deny.is_empty() {
+        Some("network.deny")
+    } else if net.mode == godel_core::NetworkMode::Nat && !net.internet {
+        Some("network.mode nat without internet")
+    } else {
+        None
+    };
+    match field {
+        Some(f) => Err(Error::invalid(format!(
+            "{f}: isolation 'none' runs processes on the host's network and cannot enforce egress rules; use isolation 'sandbox'"
+        ))),
+        None => Ok(()),
+    }
+}
+
 #[async_trait]
 impl Isolator for HostIsolator {
     fn name(&self) -> &str {
@@ -53,6 +74,7 @@ impl Isolator for HostIsolator {
             runtime = %cfg.id,
             "isolation 'none': this agent's processes run unsandboxed as the daemon's user"
         );
+        refuse_rules(&cfg.network)?;
         Ok(Arc::new(HostJail { cfg }))
     }
 
@@ -77,6 +99,10 @@ impl Jail for HostJail {
 
     fn init_pid(&self) -> Option<u32> {
         None
+    }
+
+    async fn connect_port(&self, port: u16) -> Result<tokio::net::TcpStream> {
+        crate::portfwd::connect_host(port, &self.cfg.id).await
     }
 
     fn workspace_view(&self) -> String {

@@ -233,6 +233,14 @@ impl Jail for NamespaceJail {
         Some(self.handle.init_pid)
     }
 
+    async fn connect_port(&self, port: u16) -> Result<tokio::net::TcpStream> {
+        crate::portfwd::connect_in_netns(self.handle.init_pid, port, &self.cfg.id).await
+    }
+
+    async fn update_network(&self, network: &godel_core::NetworkConfig) -> Result<()> {
+        crate::nat::update(&*self.ops, &self.handle, &self.cfg, network)
+    }
+
     fn workspace_view(&self) -> String {
         godel_core::WORKSPACE_MOUNT.to_string()
     }

@@ -109,6 +109,22 @@ pub trait Jail: Send + Sync {
     fn workspace_owner(&self) -> Option<(u32, u32)> {
         None
     }
+    /// A TCP connection to `port` on the sandbox's loopback, made from
+    /// inside its network namespace (`crate::portfwd`).
+    async fn connect_port(&self, port: u16) -> Result<tokio::net::TcpStream> {
+        Err(godel_core::Error::invalid(format!(
+            "sandbox {}: this isolation cannot reach sandbox ports (port {port})",
+            self.id()
+        )))
+    }
+    /// Replace the egress rules (allow/deny lists) of a running sandbox.
+    async fn update_network(&self, network: &NetworkConfig) -> Result<()> {
+        let _ = network;
+        Err(godel_core::Error::invalid(format!(
+            "sandbox {}: network rules can only change with isolation 'sandbox' and network mode 'nat'",
+            self.id()
+        )))
+    }
 }
 
 /// Creates sandboxes of one kind.

@@ -33,6 +33,7 @@ pub mod mounts;
 pub mod namespace;
 pub mod nat;
 pub mod pool;
+pub mod portfwd;
 pub mod proto;
 pub mod seccomp;
 

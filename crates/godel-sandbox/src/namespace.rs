@@ -342,15 +342,9 @@ impl Core {
         let nat_setup = match cfg.network.mode {
             NetworkMode::None => None,
             NetworkMode::Nat => {
-                let mut allow = Vec::new();
-                for a in &cfg.network.allow {
-                    allow.push(nat::parse_allow(a)?);
-                }
-                for d in &cfg.network.dns {
-                    allow.push(nat::parse_allow(&format!("{d}:53"))?);
-                }
+                let rules = nat::Rules::of(&cfg.network)?;
                 let setup = nat::nat_setup(slot);
-                nat::install(&*self.opts.ops, slot, &setup, &allow)?;
+                nat::install(&*self.opts.ops, slot, &setup, &rules)?;
                 Some(setup)
             }
             NetworkMode::Host => {
@@ -684,7 +678,7 @@ mod tests {
             network: NetworkConfig {
                 mode: NetworkMode::Nat,
                 allow: vec!["10.0.0.0/8:443".into()],
-                dns: vec![],
+                ..Default::default()
             },
             env: Default::default(),
             volumes: Vec::new(),

@@ -6,19 +6,28 @@
 //! 3. nothing reaches another agent: any destination in `10.200.0.0/14`
 //!    except the agent's own gateway is rejected;
 //! 4. the allowlist (`CIDR` or `CIDR:PORT`, TCP and UDP) is accepted;
-//! 5. everything else is rejected (`admin-prohibited`, so callers fail fast);
+//! 5. with `internet` (E2B's default), the deny list is rejected and
+//!    everything else forwarded; without it (the native default) everything
+//!    else is rejected (`admin-prohibited`, so callers fail fast). Traffic
+//!    to the host itself only ever passes the allowlist;
 //! 6. nothing from elsewhere may open a connection into the agent;
 //! 7. egress is masqueraded.
 //!
 //! The same rules hook `input` (traffic to the host itself) and `forward`.
 //! Removing the table and the veth undoes everything. IPv6 is not routed.
+//! A running agent's lists are replaced in one nftables transaction
+//! ([`update`]).
 
 use std::net::Ipv4Addr;
 
-use godel_core::{Error, Result};
+use godel_core::{
+    Error, NetRule, NetworkConfig, NetworkMode, Result, parse_net_rule, parse_net_rules,
+};
 
 use crate::hostops::HostOps;
 use crate::init::NatSetup;
+use crate::launcher::JailConfig;
+use crate::namespace::JailHandle;
 
 /// The block agents' /30s come from.
 pub const NAT_BASE: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 0);
@@ -35,75 +44,129 @@ pub fn nat_setup(slot: u32) -> NatSetup {
     }
 }
 
-/// One allowlist entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllowRule {
-    pub net: Ipv4Addr,
-    pub prefix: u8,
-    pub port: Option<u16>,
-}
+/// One egress entry (see [`godel_core::netrule`]).
+pub type AllowRule = NetRule;
 
 /// Parse `CIDR`, `CIDR:PORT`, `ADDR` or `ADDR:PORT` (IPv4).
 pub fn parse_allow(s: &str) -> Result<AllowRule> {
-    let bad = || {
-        Error::invalid(format!(
-            "network.allow entry {s:?}: expected an IPv4 CIDR, optionally with :PORT (e.g. 10.0.0.0/8:443)"
-        ))
-    };
-    let (net, port) = match s.rsplit_once(':') {
-        Some((n, p)) => (n, Some(p.parse::<u16>().map_err(|_| bad())?)),
-        None => (s, None),
-    };
-    let (addr, prefix) = match net.split_once('/') {
-        Some((a, p)) => (a, p.parse::<u8>().map_err(|_| bad())?),
-        None => (net, 32),
-    };
-    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
-    if prefix > 32 || port == Some(0) {
-        return Err(bad());
+    parse_net_rule("network.allow entry", s)
+}
+
+/// The egress rules of one agent, parsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// Accepted first (the allowlist, plus the DNS servers on port 53).
+    pub allow: Vec<NetRule>,
+    /// Rejected next.
+    pub deny: Vec<NetRule>,
+    /// The rest of the outside world is reachable (the host itself never is,
+    /// except through `allow`).
+    pub internet: bool,
+}
+
+impl Rules {
+    /// Parse a network config's lists (errors name the field).
+    pub fn of(net: &NetworkConfig) -> Result<Rules> {
+        let mut allow = parse_net_rules("network.allow", &net.allow)?;
+        for d in &net.dns {
+            allow.push(parse_allow(&format!("{d}:53"))?);
+        }
+        Ok(Rules {
+            allow,
+            deny: parse_net_rules("network.deny", &net.deny)?,
+            internet: net.internet,
+        })
     }
-    Ok(AllowRule {
-        net: addr,
-        prefix,
-        port,
-    })
+}
+
+fn matches(r: &NetRule, verdict: &str, out: &mut String) {
+    let dst = format!("ip daddr {}/{}", r.net, r.prefix);
+    match r.port {
+        Some(p) => {
+            out.push_str(&format!("  {dst} tcp dport {p} {verdict}\n"));
+            out.push_str(&format!("  {dst} udp dport {p} {verdict}\n"));
+        }
+        None => out.push_str(&format!("  {dst} {verdict}\n")),
+    }
+}
+
+const REJECT: &str = "reject with icmpx type admin-prohibited";
+
+/// One chain of agent rules; `outside` is whether the final verdict lets
+/// unmatched traffic through (forwarded traffic with `internet`).
+fn agent_chain(name: &str, nat: &NatSetup, rules: &Rules, outside: bool) -> String {
+    let mut c = format!(
+        " chain {name} {{\n  ip saddr != {a} drop\n  ct state established,related accept\n  ip daddr {NAT_BASE}/{NAT_PREFIX} ip daddr != {g} {REJECT}\n  meta nfproto ipv6 {REJECT}\n",
+        a = nat.agent_ip,
+        g = nat.host_ip
+    );
+    for r in &rules.allow {
+        matches(r, "accept", &mut c);
+    }
+    if outside {
+        for r in &rules.deny {
+            matches(r, REJECT, &mut c);
+        }
+        c.push_str("  accept\n");
+    } else {
+        c.push_str(&format!("  {REJECT}\n"));
+    }
+    c.push_str(" }\n");
+    c
 }
 
 /// The nftables table for one agent.
-pub fn ruleset(slot: u32, nat: &NatSetup, allow: &[AllowRule]) -> String {
+pub fn ruleset(slot: u32, nat: &NatSetup, rules: &Rules) -> String {
     let t = format!("godel_{slot}");
     let i = &nat.host_if;
-    let mut agent_rules = String::new();
-    agent_rules.push_str(&format!(
-        "  ip saddr != {a} drop\n  ct state established,related accept\n  ip daddr {NAT_BASE}/{NAT_PREFIX} ip daddr != {g} reject with icmpx type admin-prohibited\n  meta nfproto ipv6 reject with icmpx type admin-prohibited\n",
-        a = nat.agent_ip,
-        g = nat.host_ip
-    ));
-    for r in allow {
-        let dst = format!("ip daddr {}/{}", r.net, r.prefix);
-        match r.port {
-            Some(p) => {
-                agent_rules.push_str(&format!("  {dst} tcp dport {p} accept\n"));
-                agent_rules.push_str(&format!("  {dst} udp dport {p} accept\n"));
-            }
-            None => agent_rules.push_str(&format!("  {dst} accept\n")),
-        }
-    }
-    agent_rules.push_str("  reject with icmpx type admin-prohibited\n");
     format!(
-        "table inet {t} {{\n chain agent {{\n{agent_rules} }}\n chain forward {{\n  type filter hook forward priority 0; policy accept;\n  iifname \"{i}\" jump agent\n  oifname \"{i}\" ct state established,related accept\n  oifname \"{i}\" drop\n }}\n chain input {{\n  type filter hook input priority 0; policy accept;\n  iifname \"{i}\" jump agent\n }}\n chain postrouting {{\n  type nat hook postrouting priority srcnat; policy accept;\n  ip saddr {a} oifname != \"{i}\" masquerade\n }}\n}}\n",
+        "table inet {t} {{\n{agent}{host} chain forward {{\n  type filter hook forward priority 0; policy accept;\n  iifname \"{i}\" jump agent\n  oifname \"{i}\" ct state established,related accept\n  oifname \"{i}\" drop\n }}\n chain input {{\n  type filter hook input priority 0; policy accept;\n  iifname \"{i}\" jump agent_host\n }}\n chain postrouting {{\n  type nat hook postrouting priority srcnat; policy accept;\n  ip saddr {a} oifname != \"{i}\" masquerade\n }}\n}}\n",
+        agent = agent_chain("agent", nat, rules, rules.internet),
+        host = agent_chain("agent_host", nat, rules, false),
         a = nat.agent_ip
     )
 }
 
 /// Install the agent's table (daemon side, before the init starts).
-pub fn install(ops: &dyn HostOps, slot: u32, nat: &NatSetup, allow: &[AllowRule]) -> Result<()> {
+pub fn install(ops: &dyn HostOps, slot: u32, nat: &NatSetup, rules: &Rules) -> Result<()> {
     remove(ops, slot);
-    ops.run(&["nft", &ruleset(slot, nat, allow)])
+    ops.run(&["nft", &ruleset(slot, nat, rules)])
         .map_err(|e| Error::spawn(format!("cannot install the network allowlist: {e}")))?;
     // Egress needs forwarding on; godel never turns it off again (other users may rely on it).
     ops.write(std::path::Path::new("/proc/sys/net/ipv4/ip_forward"), "1")
         .map_err(|e| Error::io("enable IPv4 forwarding", &e))?;
+    Ok(())
+}
+
+/// Replace a running agent's rules in one nftables transaction (no moment
+/// without rules). The jail must have been made in network mode `nat`.
+pub fn update(
+    ops: &dyn HostOps,
+    handle: &JailHandle,
+    cfg: &JailConfig,
+    network: &NetworkConfig,
+) -> Result<()> {
+    if cfg.network.mode != NetworkMode::Nat || handle.veth.is_none() {
+        return Err(Error::invalid(format!(
+            "sandbox {}: its network rules cannot change because it was made without network (mode none); create it with network mode nat",
+            cfg.id
+        )));
+    }
+    if network.mode != NetworkMode::Nat {
+        return Err(Error::invalid(
+            "network.mode cannot change on a running sandbox (it stays nat)",
+        ));
+    }
+    let mut net = network.clone();
+    net.dns = cfg.network.dns.clone();
+    let rules = Rules::of(&net)?;
+    let slot = handle.slot;
+    let script = format!(
+        "add table inet godel_{slot}\ndelete table inet godel_{slot}\n{}",
+        ruleset(slot, &nat_setup(slot), &rules)
+    );
+    ops.run(&["nft", &script])
+        .map_err(|e| Error::internal(format!("cannot replace the network rules: {e}")))?;
     Ok(())
 }
 
@@ -209,8 +272,11 @@ mod tests {
     #[test]
     fn ruleset_blocks_other_agents_before_the_allowlist() {
         let nat = nat_setup(3);
-        let allow = vec![parse_allow("10.0.0.0/8").unwrap()];
-        let rs = ruleset(3, &nat, &allow);
+        let rules = Rules {
+            allow: vec![parse_allow("10.0.0.0/8").unwrap()],
+            ..Default::default()
+        };
+        let rs = ruleset(3, &nat, &rules);
         let other = rs
             .find("ip daddr 10.200.0.0/14 ip daddr != 10.200.0.13 reject")
             .unwrap();
@@ -227,7 +293,7 @@ mod tests {
     fn install_and_remove_sequence() {
         let ops = RecordingHostOps::new();
         let nat = nat_setup(1);
-        install(&ops, 1, &nat, &[]).unwrap();
+        install(&ops, 1, &nat, &Rules::default()).unwrap();
         let rec = ops.recorded();
         assert_eq!(
             rec[0],

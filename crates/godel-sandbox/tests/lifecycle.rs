@@ -275,7 +275,7 @@ async fn nat_mode_allows_only_the_allowlist_and_never_other_agents() {
         cfg.network = NetworkConfig {
             mode: NetworkMode::Nat,
             allow,
-            dns: vec![],
+            ..Default::default()
         };
         (dir, cfg)
     };

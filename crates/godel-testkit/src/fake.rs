@@ -528,6 +528,18 @@ impl RuntimeProvider for FakeRuntime {
         Ok(h)
     }
 
+    /// The fake's processes run on the host: its sandbox ports are the
+    /// host's loopback ports.
+    async fn connect_port(&self, id: &str, port: u16) -> Result<godel_core::PortStream> {
+        self.dir_of(id)?;
+        let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| {
+                Error::unavailable(format!("port {port} of sandbox {id} is not open: {e}"))
+            })?;
+        Ok(Box::new(s))
+    }
+
     async fn read_file(&self, id: &str, path: &str) -> Result<Bytes> {
         let (p, rel) = self.path_in(id, path)?;
         std::fs::read(p)

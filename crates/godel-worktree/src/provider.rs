@@ -429,7 +429,7 @@ impl RuntimeProvider for WorktreeProvider {
             workspace_snapshots: true,
             fork: true,
             pause: sandboxed,
-            network_policy: false,
+            network_policy: sandboxed,
             streaming_exec: true,
             stdin: true,
             resource_limits: sandboxed,
@@ -679,6 +679,18 @@ impl RuntimeProvider for WorktreeProvider {
             .await
             .map_err(|e| e.with_runtime(id))?;
         Ok(exec::pump(process, &req, rt.processes.clone()))
+    }
+
+    async fn connect_port(&self, id: &str, port: u16) -> Result<godel_core::PortStream> {
+        let rt = self.get(id)?;
+        if rt.paused.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::conflict(format!("runtime {id} is paused")).with_runtime(id));
+        }
+        Ok(Box::new(rt.sandbox.connect_port(port).await?))
+    }
+
+    async fn update_network(&self, id: &str, network: &godel_core::NetworkConfig) -> Result<()> {
+        self.get(id)?.sandbox.update_network(network).await
     }
 
     async fn read_file(&self, id: &str, path: &str) -> Result<Bytes> {

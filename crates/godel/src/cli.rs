@@ -285,6 +285,10 @@ pub struct ServeArgs {
     /// `<port>-<sandbox-id>.<domain>` (E2B's `get_host`).
     #[arg(long, default_value = "localhost")]
     pub e2b_domain: String,
+    /// Domain of sandbox hosts on the E2B listener: port URLs are
+    /// `<port>-<sandbox-id>.<domain>` (E2B's `get_host`).
+    #[arg(long, default_value = "localhost")]
+    pub e2b_domain: String,
     /// Configuration file (default: $GODEL_HOME/godel.toml if present).
     #[arg(long)]
     pub config: Option<PathBuf>,

@@ -26,8 +26,10 @@
 mod envd;
 mod files;
 pub(crate) mod filesystem;
+mod network;
 mod port_header;
 pub(crate) mod process;
+pub(crate) mod proxy;
 mod registry;
 mod rest;
 mod snapshots;
@@ -46,14 +48,16 @@ use godel_e2b::wire::{ApiError, ENVD_VERSION};
 use registry::Registry;
 
 pub use files::signature;
+pub use proxy::{PRIVATE_TRAFFIC_LABEL, TRAFFIC_TOKEN_HEADER, traffic_token};
 pub use registry::{META_PREFIX, access_token};
 
 /// How the E2B surface behaves. `Debug` leaves the token secret out.
 #[derive(Clone)]
 pub struct ServeConfig {
     /// Sandbox domain returned in create/connect responses and accepted in
-    /// `49983-{id}.{domain}` Host headers. `None` returns `domain: null`
-    /// (clients then use `E2B_SANDBOX_URL` or their own `E2B_DOMAIN`).
+    /// `{port}-{id}.{domain}` Host headers (envd on 49983, port URLs on the
+    /// others). `None` returns `domain: null` (clients then use
+    /// `E2B_SANDBOX_URL` or their own `E2B_DOMAIN`) and accepts any domain.
     pub domain: Option<String>,
     /// The advertised envd version (≥ 0.6.4 unlocks every SDK feature).
     pub envd_version: String,
@@ -177,6 +181,11 @@ impl E2bServer {
             // Bounds the JSON bodies of the REST routes (read before auth);
             // envd routes stream their bodies and apply their own limits.
             .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+            // Port URLs (`<port>-<id>.<domain>`) go to the sandbox, whatever the path.
+            .layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                proxy::layer,
+            ))
             // Header-addressed ports (`E2b-Sandbox-Port`) become port URLs first.
             .layer(axum::middleware::from_fn_with_state(
                 self.state.cfg.domain.clone(),

@@ -41,6 +41,7 @@ pub(super) fn routes() -> Router<Arc<State>> {
         .route("/sandboxes/{id}/connect", post(connect))
         .route("/v2/sandboxes/{id}/connect", post(connect))
         .route("/sandboxes/{id}/metrics", get(metrics))
+        .merge(super::network::routes())
         .route("/templates/{id}", axum::routing::delete(delete_template))
         .merge(super::snapshots::routes())
 }
@@ -135,7 +136,7 @@ pub(super) fn sandbox_response(state: &State, info: &SandboxInfo, e: &Entry) -> 
         client_id: state.cfg.client_id.clone(),
         envd_version: state.cfg.envd_version.clone(),
         envd_access_token: Some(e.token.clone()),
-        traffic_access_token: None,
+        traffic_access_token: super::proxy::traffic_token_of(state, info),
         domain: state.cfg.domain.clone(),
     }
 }
@@ -217,6 +218,7 @@ async fn create(AxState(state): S, headers: HeaderMap, body: Bytes) -> Response 
     for (k, v) in req.metadata.clone().unwrap_or_default() {
         spec.labels.insert(format!("{META_PREFIX}{k}"), v);
     }
+    tri!(super::network::apply_create(&body, &mut spec));
     if template != DEFAULT_TEMPLATE {
         if let Some(snap) = trb!(super::snapshots::resolve(&state, &caller, &template)) {
             return from_snapshot(&state, &caller, &snap.id, spec, &req).await;

@@ -7,6 +7,7 @@ mod admin;
 mod costs;
 mod events;
 mod files;
+mod ports;
 mod runtimes;
 mod snapshots;
 
@@ -389,6 +390,14 @@ pub const ROUTES: &[RouteDoc] = &[
     ),
     r!(
         "get",
+        "/v1/runtimes/{id}/ports/{port}",
+        "Whether a port inside a runtime answers; with Connection: upgrade and Upgrade: tcp, a raw byte tunnel to it (101)",
+        "",
+        "PortInfo",
+        200
+    ),
+    r!(
+        "get",
         "/metrics",
         "Prometheus/OpenMetrics metrics (admin)",
         "",
@@ -428,6 +437,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/runtimes/{id}/stat", get(files::stat))
         .route("/v1/runtimes/{id}/mkdir", post(files::mkdir))
         .route("/v1/runtimes/{id}/rename", post(files::rename))
+        .route("/v1/runtimes/{id}/ports/{port}", get(ports::port))
         .route("/v1/runtimes/{id}/snapshots", post(snapshots::create))
         .route("/v1/snapshots", get(snapshots::list))
         .route(

@@ -136,6 +136,19 @@ impl Control {
                 chain.push(REPO_RUNTIME.to_string());
             }
         }
+        // A network asked for goes where it is given: egress rules only to
+        // runtimes that enforce them, plain egress not to microVMs (no
+        // network device yet, they refuse it), so the plan skips them.
+        if spec.network.mode == godel_core::NetworkMode::Nat && spec.runtime.is_none() {
+            let n = &spec.network;
+            let rules = !n.allow.is_empty() || !n.deny.is_empty() || !n.internet;
+            chain.retain(|r| {
+                let policy = self
+                    .provider(r)
+                    .is_ok_and(|p| p.capabilities().network_policy);
+                policy || (!rules && r != "microvm")
+            });
+        }
         let names: Vec<String> = match &spec.runtime {
             Some(r) => vec![r.clone()],
             None => chain.clone(),

@@ -10,6 +10,7 @@ mod health;
 mod lifecycle;
 mod metering;
 mod migrate;
+mod network;
 mod ops;
 mod park;
 mod policy;

@@ -56,6 +56,7 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> Result<()> {
         settings,
         listen: args.listen.clone(),
         e2b_listen: args.e2b_listen.clone(),
+        e2b_domain: Some(args.e2b_domain.clone()),
         preserve: args.preserve,
         reaper_interval: Duration::from_secs(1),
     };
