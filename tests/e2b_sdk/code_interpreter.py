@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The unchanged `e2b-code-interpreter` Python SDK (pinned in
 scripts/setup.d/45-code-interpreter.sh) against godel's `code-interpreter-v1`
-template, plus the `e2b` SDK's fork and snapshots.
+template, plus the `e2b` SDK's fork, snapshots and volumes.
 
 Environment: E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY point at godel
 (`godel serve --e2b-listen ADDR`). Prints one line per check and a final
@@ -21,6 +21,7 @@ import time
 import traceback
 
 from e2b import Sandbox as BaseSandbox
+from e2b import Volume
 from e2b_code_interpreter import Sandbox
 
 results = []
@@ -167,6 +168,17 @@ def main():
             assert s2.files.read("/home/user/snap.txt") == "snapshotted"
             s2.kill()
             assert BaseSandbox.delete_snapshot(info.snapshot_id) is True
+
+        @check("a volume is shared by sandboxes and outlives them")
+        def _():
+            vol = Volume.create(f"data-{os.getpid()}")
+            a = BaseSandbox.create(volume_mounts={"/mnt/data": vol}, timeout=60)
+            a.commands.run("echo kept > /mnt/data/f.txt")
+            a.kill()
+            b = BaseSandbox.create(volume_mounts={"/mnt/data": vol.name}, timeout=60)
+            assert b.commands.run("cat /mnt/data/f.txt").stdout == "kept\n"
+            b.kill()
+            assert Volume.destroy(vol.volume_id) is True
 
         @check("kill")
         def _():

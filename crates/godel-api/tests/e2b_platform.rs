@@ -287,3 +287,135 @@ async fn snapshot_requests_godel_cannot_honour_are_refused() {
     .await;
     assert_eq!(st, 404);
 }
+
+async fn call(
+    s: &TestServer,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = reqwest::Client::new()
+        .request(method, format!("{}{path}", s.url))
+        .header("x-api-key", key);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn volumes_are_team_directories_mounted_on_create() {
+    use reqwest::Method;
+    let s = TestServer::start(ServeConfig::default()).await;
+    let (st, v) = call(
+        &s,
+        &s.key,
+        Method::POST,
+        "/volumes",
+        Some(json!({"name":"data"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let id = v["volumeID"].as_str().unwrap().to_string();
+    assert!(v["token"].as_str().is_some_and(|t| !t.is_empty()));
+    assert_eq!(v["name"], "data");
+    let (st, _) = call(
+        &s,
+        &s.key,
+        Method::POST,
+        "/volumes",
+        Some(json!({"name":"data"})),
+    )
+    .await;
+    assert_eq!(st, 409, "a second volume of the same name");
+    for bad in [
+        json!({"name":"a/b"}),
+        json!({"name":""}),
+        json!({}),
+        json!({"name":"x","size":1}),
+    ] {
+        let (st, _) = call(&s, &s.key, Method::POST, "/volumes", Some(bad.clone())).await;
+        assert_eq!(st, 400, "{bad}");
+    }
+    let (_, l) = call(&s, &s.key, Method::GET, "/volumes", None).await;
+    assert_eq!(l, json!([{"volumeID": id, "name": "data"}]));
+    let (st, v) = call(&s, &s.key, Method::GET, &format!("/volumes/{id}"), None).await;
+    assert_eq!((st, v["name"].as_str()), (200, Some("data")));
+    // Another team neither sees nor uses it; its own "data" is another directory.
+    let (_, l) = call(&s, &s.other_key, Method::GET, "/volumes", None).await;
+    assert_eq!(l, json!([]));
+    let (st, _) = call(
+        &s,
+        &s.other_key,
+        Method::GET,
+        &format!("/volumes/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 404);
+
+    // volumeMounts become the spawn's volumes: the team's directory, read-write, at the path.
+    let sb = create(
+        &s,
+        json!({"templateID":"base","volumeMounts":[{"name":"data","path":"/mnt/data"}]}),
+    )
+    .await;
+    let rec = s
+        .control
+        .visible_sandbox(&godel_control::Caller::Admin, &sb.id)
+        .unwrap();
+    assert_eq!(rec.spec.volumes.len(), 1);
+    let vol = &rec.spec.volumes[0];
+    assert_eq!(
+        (vol.name.as_str(), vol.destination.as_str(), vol.read_only),
+        ("data", "/mnt/data", false)
+    );
+    assert!(std::path::Path::new(&vol.source).is_dir());
+    assert!(vol.source.contains("alpha"), "{}", vol.source);
+    // Unknown volumes, another team's, bad shapes and a path twice are refused.
+    for (key, body) in [
+        (
+            &s.key,
+            json!({"templateID":"base","volumeMounts":[{"name":"nope","path":"/mnt/x"}]}),
+        ),
+        (
+            &s.other_key,
+            json!({"templateID":"base","volumeMounts":[{"name":"data","path":"/mnt/x"}]}),
+        ),
+        (
+            &s.key,
+            json!({"templateID":"base","volumeMounts":{"name":"data"}}),
+        ),
+        (
+            &s.key,
+            json!({"templateID":"base","volumeMounts":[{"name":"data","path":"/a"},{"name":"data","path":"/a"}]}),
+        ),
+    ] {
+        let (st, v) = call(&s, key, Method::POST, "/v2/sandboxes", Some(body.clone())).await;
+        assert_eq!(st, 400, "{body} -> {v}");
+        assert!(
+            v["message"].as_str().unwrap().starts_with("volumeMounts"),
+            "{v}"
+        );
+    }
+    // A mounted volume is not deleted under its sandbox.
+    let (st, v) = call(&s, &s.key, Method::DELETE, &format!("/volumes/{id}"), None).await;
+    assert_eq!(st, 409, "{v}");
+    assert!(v["message"].as_str().unwrap().contains(&sb.id));
+    let (st, _) = call(
+        &s,
+        &s.key,
+        Method::DELETE,
+        &format!("/sandboxes/{}", sb.id),
+        None,
+    )
+    .await;
+    assert_eq!(st, 204);
+    let (st, _) = call(&s, &s.key, Method::DELETE, &format!("/volumes/{id}"), None).await;
+    assert_eq!(st, 204);
+    let (st, _) = call(&s, &s.key, Method::DELETE, &format!("/volumes/{id}"), None).await;
+    assert_eq!(st, 404);
+}

@@ -314,6 +314,13 @@ impl Inner {
     pub async fn spawn(&self, id: &str, spec: &SpawnSpec) -> Result<Spawned> {
         let t0 = Instant::now();
         spec.validate()?;
+        if let Some(v) = spec.volumes.first() {
+            return Err(Error::invalid(format!(
+                "volume {:?}: runtime kata does not mount host directories; use the worktree runtime for volumes",
+                v.name
+            ))
+            .with_runtime(id));
+        }
         if !spec.network.allow.is_empty() || !spec.network.deny.is_empty() {
             return Err(Error::invalid(
                 "network.allow/network.deny: runtime kata applies its team's network policy, not per-sandbox egress rules",

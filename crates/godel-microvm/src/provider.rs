@@ -448,7 +448,10 @@ fn check_supported(spec: &SpawnSpec) -> Result<()> {
         ));
     }
     if !spec.volumes.is_empty() {
-        return Err(Error::invalid("microvm does not support volume mounts yet"));
+        return Err(Error::invalid(format!(
+            "volume {:?}: runtime microvm does not mount host directories; use the worktree runtime for volumes",
+            spec.volumes[0].name
+        )));
     }
     Ok(())
 }

@@ -34,6 +34,7 @@ mod registry;
 mod rest;
 mod snapshots;
 mod templates;
+mod volumes;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;

@@ -44,6 +44,7 @@ pub(super) fn routes() -> Router<Arc<State>> {
         .merge(super::network::routes())
         .route("/templates/{id}", axum::routing::delete(delete_template))
         .merge(super::snapshots::routes())
+        .merge(super::volumes::routes())
 }
 
 /// The caller, from `X-API-Key` (or `Authorization: Bearer`): always a
@@ -219,6 +220,7 @@ async fn create(AxState(state): S, headers: HeaderMap, body: Bytes) -> Response 
         spec.labels.insert(format!("{META_PREFIX}{k}"), v);
     }
     tri!(super::network::apply_create(&body, &mut spec));
+    tri!(super::volumes::apply_create(&state, &caller, &body, &mut spec));
     if template != DEFAULT_TEMPLATE {
         if let Some(snap) = trb!(super::snapshots::resolve(&state, &caller, &template)) {
             return from_snapshot(&state, &caller, &snap.id, spec, &req).await;
@@ -318,7 +320,6 @@ fn unsupported_create_field(body: &[u8]) -> Option<String> {
         ),
         ("mcp", "godel runs no MCP gateway in sandboxes"),
         ("iam", "godel issues no IAM tokens to sandboxes"),
-        ("volumeMounts", "godel has no E2B volumes"),
     ];
     why.iter()
         .find(|(k, _)| set(k))
