@@ -20,6 +20,7 @@ E2B_JS_VERSIONS="${E2B_JS_VERSIONS-2.51.0 2.45.0 2.0.1}"
 export E2B_PY_VERSIONS E2B_JS_VERSIONS
 sdk="${GODEL_CACHE:-$HOME/.cache/godel}/e2b-sdk"
 bash "$here/../../scripts/setup.d/40-e2b.sh" >/dev/null || echo "run.sh: some SDK versions did not install" >&2
+bash "$here/../../scripts/setup.d/45-code-interpreter.sh" >/dev/null 2>&1 || echo "run.sh: the code interpreter did not install" >&2
 
 # shellcheck source=serve.sh
 . "$here/serve.sh"
@@ -57,6 +58,13 @@ for v in $E2B_PY_VERSIONS; do
     run_one "python e2b $v" "$logs/py-$v.log" "$py" "$here/scenario.py"
   fi
 done
+# The unchanged e2b-code-interpreter SDK (code-interpreter-v1), fork, snapshots, volumes.
+ci_py="$sdk/code-interpreter/bin/python"
+if [ -x "$ci_py" ]; then
+  run_one "python e2b-code-interpreter" "$logs/code-interpreter.log" "$ci_py" "$here/code_interpreter.py"
+else
+  echo "python e2b-code-interpreter: 0 passed, 1 failed (not installed)"; failed=$((failed + 1))
+fi
 if command -v node >/dev/null; then
   for v in $E2B_JS_VERSIONS; do
     if [ ! -f "$sdk/js/$v/.installed" ]; then
