@@ -23,7 +23,7 @@ trap skip_summary EXIT
 # CI runs as root with the setup scripts' packages: there a missing need is a
 # failure, not a skip. A non-root machine still passes by skipping.
 if [ "${CI:-}" = true ] && [ "$(id -u)" = 0 ]; then
-  export GODEL_REQUIRE=root,qemu,nft,mkfs
+  export GODEL_REQUIRE=root,qemu,nft,mkfs,chromium
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -13,6 +13,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod ui;
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -30,10 +31,12 @@ pub fn socket_app(control: Arc<Control>) -> Router {
         .layer(map_response(error::normalize_errors))
 }
 
-/// The app served on TCP: a bearer token is required on every route.
+/// The app served on TCP: a bearer token is required on every route but
+/// the dashboard's static assets under `/ui` (see [`ui`] for why).
 pub fn tcp_app(control: Arc<Control>) -> Router {
     routes::router(control.clone())
         .layer(from_fn_with_state(control, auth::bearer))
+        .merge(ui::router())
         .layer(map_response(error::normalize_errors))
 }
 

@@ -74,6 +74,7 @@ fn another_teams_token_reaches_nothing_on_any_route() {
                 .replace("{name}", "alpha")
                 .replace("{team}", "alpha")
                 .replace("{action}", "pause")
+                .replace("{port}", "8080")
                 .replace("/v1/tokens/{id}", &format!("/v1/tokens/{alpha_tok_id}"));
             let query = match path.rsplit('/').next().unwrap() {
                 "files" | "ls" | "stat" | "mkdir" | "tar" => "?path=x",

@@ -5,6 +5,7 @@
 
 mod admin;
 mod costs;
+mod dashboard;
 mod events;
 mod files;
 mod ports;
@@ -347,6 +348,30 @@ pub const ROUTES: &[RouteDoc] = &[
         "Rollout",
         200
     ),
+    r!(
+        "get",
+        "/v1/overview",
+        "Agents by team, runtime and state; spawn and error rates (?window_secs=300); circuit breakers, warm-pool fill, queue depth",
+        "",
+        "Overview",
+        200
+    ),
+    r!(
+        "get",
+        "/v1/runtimes/{id}/activity",
+        "One agent's status, state history, recent commands, usage samples and events",
+        "",
+        "AgentActivity",
+        200
+    ),
+    r!(
+        "get",
+        "/v1/benchmarks",
+        "The latest `godel bench` result of each suite",
+        "",
+        "BenchResult[]",
+        200
+    ),
     r!("get", "/v1/teams", "List teams", "", "TeamRecord[]", 200),
     r!(
         "post",
@@ -460,6 +485,9 @@ pub fn router(control: Arc<Control>) -> Router {
             get(costs::list_rollouts).post(costs::start_rollout),
         )
         .route("/v1/rollouts/{team}/{action}", post(costs::control_rollout))
+        .route("/v1/overview", get(dashboard::overview))
+        .route("/v1/runtimes/{id}/activity", get(dashboard::activity))
+        .route("/v1/benchmarks", get(dashboard::benchmarks))
         .route("/v1/teams", get(admin::list_teams).post(admin::create_team))
         .route("/v1/teams/{name}", delete(admin::delete_team))
         .route(
