@@ -25,7 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let home = tempfile::tempdir()?;
     let settings = Settings {
         config: godel_policy::config::from_toml_str_with(
-            "[prices.worktree]\nvcpu_second = 0.001\ngib_second = 0.001\n",
+            "[defaults]\nfallback = [\"worktree\"]\n[prices.worktree]\nvcpu_second = 0.001\ngib_second = 0.001\n",
             &Default::default(),
             &["worktree"],
         )?,
