@@ -9,7 +9,8 @@
 # The checkout's packages/python-sdk gives the tests and the version: the
 # `e2b` of that version comes from PyPI, with the pytest plugins its tests
 # use, into ${GODEL_CACHE:-$HOME/.cache/godel}/e2b-sdk/upstream-VERSION.
-# Groups (the sync tests): commands, files, api, create, kill, connect, timeout.
+# Groups (the sync tests): commands, files, api, create, kill, connect, timeout
+# (the default set); also fork, snapshot, snapshot-list, volume.
 # Prints one `GROUP: N passed, M failed, K skipped` line per group and the total.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -40,6 +41,10 @@ declare -A paths=(
   [kill]=tests/sync/sandbox_sync/test_kill.py
   [connect]=tests/sync/sandbox_sync/test_connect.py
   [timeout]=tests/sync/sandbox_sync/test_timeout.py
+  [fork]=tests/sync/sandbox_sync/test_fork.py
+  [snapshot]=tests/sync/sandbox_sync/test_snapshot_api.py
+  [snapshot-list]=tests/sync/api_sync/test_sbx_snapshot.py
+  [volume]=tests/sync/volume_sync
 )
 groups=("$@")
 [ ${#groups[@]} -gt 0 ] || groups=(commands files api create kill connect timeout)

@@ -419,3 +419,25 @@ async fn volumes_are_team_directories_mounted_on_create() {
     let (st, _) = call(&s, &s.key, Method::DELETE, &format!("/volumes/{id}"), None).await;
     assert_eq!(st, 404);
 }
+
+#[tokio::test]
+async fn template_builds_are_refused_by_name() {
+    use reqwest::Method;
+    let s = TestServer::start(ServeConfig::default()).await;
+    for (m, path) in [
+        (Method::POST, "/v3/templates"),
+        (Method::POST, "/v2/templates"),
+        (Method::GET, "/templates/t/builds/b/status"),
+        (Method::GET, "/templates/t/builds/b/logs"),
+    ] {
+        let (st, v) = call(&s, &s.key, m, path, Some(json!({"name":"x"}))).await;
+        assert_eq!(st, 501, "{path}");
+        assert!(
+            v["message"].as_str().unwrap().contains("template builds"),
+            "{v}"
+        );
+    }
+    // Deleting a template that is not a snapshot: 404.
+    let (st, _) = call(&s, &s.key, Method::DELETE, "/templates/nope", None).await;
+    assert_eq!(st, 404);
+}

@@ -45,6 +45,7 @@ pub(super) fn routes() -> Router<Arc<State>> {
         .route("/templates/{id}", axum::routing::delete(delete_template))
         .merge(super::snapshots::routes())
         .merge(super::volumes::routes())
+        .merge(super::templates::routes())
 }
 
 /// The caller, from `X-API-Key` (or `Authorization: Bearer`): always a

@@ -149,3 +149,25 @@ pub async fn start(state: &State, caller: &Caller, id: &str, t: &ServerTemplate)
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// E2B's template build API: refused by name (godel builds no templates
+/// from Dockerfiles yet), rather than answered with a bare "no such route".
+pub(super) fn routes() -> axum::Router<Arc<State>> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/v3/templates", post(build_refused))
+        .route("/v2/templates", post(build_refused))
+        .route("/templates", post(build_refused))
+        .route("/v2/templates/{id}/builds/{build}", post(build_refused))
+        .route("/templates/{id}/builds/{build}", post(build_refused))
+        .route("/templates/{id}/builds/{build}/status", get(build_refused))
+        .route("/templates/{id}/builds/{build}/logs", get(build_refused))
+        .route("/templates/{id}/files/{hash}", get(build_refused))
+}
+
+async fn build_refused() -> axum::response::Response {
+    super::api_error_status(
+        axum::http::StatusCode::NOT_IMPLEMENTED,
+        "template builds are not supported by godel yet: start from a snapshot instead (POST /sandboxes/{id}/snapshots, then create with its snapshotID); the built-in template is code-interpreter-v1",
+    )
+}
