@@ -73,6 +73,15 @@ pub enum Command {
         #[arg(short = 'n', long = "count", default_value_t = 1)]
         count: usize,
     },
+    /// Whether a port inside a runtime answers (a server a process runs there).
+    Port { id: String, port: u32 },
+    /// Forward a local TCP port to a port inside a runtime (Ctrl-C stops).
+    Forward {
+        id: String,
+        port: u32,
+        /// Local PORT or ADDR:PORT (default: the same port on 127.0.0.1).
+        local: Option<String>,
+    },
     /// API tokens: create, ls, revoke.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -285,10 +294,6 @@ pub struct ServeArgs {
     /// `<port>-<sandbox-id>.<domain>` (E2B's `get_host`).
     #[arg(long, default_value = "localhost")]
     pub e2b_domain: String,
-    /// Domain of sandbox hosts on the E2B listener: port URLs are
-    /// `<port>-<sandbox-id>.<domain>` (E2B's `get_host`).
-    #[arg(long, default_value = "localhost")]
-    pub e2b_domain: String,
     /// Configuration file (default: $GODEL_HOME/godel.toml if present).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -338,6 +343,14 @@ pub struct SpawnArgs {
     /// Egress allowlist for nat (CIDR or CIDR:PORT), repeatable.
     #[arg(long = "allow")]
     pub allow: Vec<String>,
+    /// Egress to allow (IPv4 address or CIDR, optionally :PORT), repeatable;
+    /// implies --network nat. Alone, nothing else is reachable.
+    #[arg(long = "allow-out", value_name = "CIDR")]
+    pub allow_out: Vec<String>,
+    /// Egress to deny, repeatable; implies --network nat with the rest of
+    /// the internet reachable (--allow-out entries are matched first).
+    #[arg(long = "deny-out", value_name = "CIDR")]
+    pub deny_out: Vec<String>,
     /// Isolation: sandbox (default) or none.
     #[arg(long)]
     pub isolation: Option<String>,

@@ -121,6 +121,65 @@ impl Client {
         }
     }
 
+    /// `GET path` with `Upgrade: tcp`: the connection becomes a raw byte
+    /// tunnel (`godel forward`), or the daemon's error comes back.
+    pub async fn tunnel(&self, path: &str) -> Result<hyper::upgrade::Upgraded> {
+        let unreachable = |e: &dyn std::fmt::Display| {
+            Error::unavailable(format!(
+                "cannot reach the godel daemon at {}: {e} (is `godel serve` running?)",
+                self.where_()
+            ))
+        };
+        let host = match &self.target {
+            Target::Unix(_) => "localhost".to_string(),
+            Target::Tcp { authority } => authority.clone(),
+        };
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(header::HOST, host)
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "tcp");
+        if let Some(t) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| Error::invalid(format!("bad request: {e}")))?;
+        macro_rules! go {
+            ($stream:expr) => {{
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new($stream))
+                        .await
+                        .map_err(|e| unreachable(&e))?;
+                tokio::spawn(async move {
+                    let _ = conn.with_upgrades().await;
+                });
+                sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| unreachable(&e))?
+            }};
+        }
+        let resp = match &self.target {
+            Target::Unix(p) => go!(tokio::net::UnixStream::connect(p)
+                .await
+                .map_err(|e| unreachable(&e))?),
+            Target::Tcp { authority } => go!(tokio::net::TcpStream::connect(authority)
+                .await
+                .map_err(|e| unreachable(&e))?),
+        };
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            Self::check(resp).await?;
+            return Err(Error::internal(
+                "the daemon answered a tunnel request without switching protocols",
+            ));
+        }
+        hyper::upgrade::on(resp)
+            .await
+            .map_err(|e| Error::internal(format!("tunnel: {e}")))
+    }
+
     /// Turn a non-success response into a godel error.
     async fn check(resp: hyper::Response<Incoming>) -> Result<hyper::Response<Incoming>> {
         if resp.status().is_success() {

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod costs;
 pub mod extra;
 pub mod files;
+pub mod ports;
 pub mod runtime;
 pub mod serve;
 pub mod snapshot;
@@ -33,6 +34,10 @@ pub async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
         Command::Snapshot(s) => snapshot::run(ctx, s).await,
         Command::Restore { snapshot } => snapshot::restore(ctx, &snapshot).await,
         Command::Fork { snapshot, count } => snapshot::fork(ctx, &snapshot, count).await,
+        Command::Port { id, port } => ports::port(ctx, &id, port).await,
+        Command::Forward { id, port, local } => {
+            ports::forward(ctx, &id, port, local.as_deref()).await
+        }
         Command::Token(t) => admin::token(ctx, t).await,
         Command::Team(t) => admin::team(ctx, t).await,
         Command::Events {

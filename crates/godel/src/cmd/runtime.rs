@@ -64,6 +64,16 @@ pub fn spec_from_args(a: &SpawnArgs) -> Result<SpawnSpec> {
         };
     }
     spec.network.allow = a.allow.clone();
+    if !a.allow_out.is_empty() || !a.deny_out.is_empty() {
+        if a.network.is_none() {
+            spec.network.mode = NetworkMode::Nat;
+        }
+        spec.network.allow.extend(a.allow_out.iter().cloned());
+        spec.network.deny = a.deny_out.clone();
+        spec.network.internet = !a.deny_out.is_empty();
+        godel_core::parse_net_rules("--allow-out", &a.allow_out)?;
+        godel_core::parse_net_rules("--deny-out", &a.deny_out)?;
+    }
     if let Some(i) = &a.isolation {
         spec.isolation = match i.as_str() {
             "sandbox" => Isolation::Sandbox,
