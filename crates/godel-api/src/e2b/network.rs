@@ -47,9 +47,9 @@ fn strings(obj: &Map<String, Value>, key: &str) -> Result<Vec<String>, Error> {
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                v.as_str().map(str::to_string).ok_or_else(|| {
-                    Error::invalid(format!("network.{key}[{i}]: expected a string"))
-                })
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::invalid(format!("network.{key}[{i}]: expected a string")))
             })
             .collect(),
         Some(_) => Err(Error::invalid(format!(
@@ -270,13 +270,25 @@ mod tests {
     #[test]
     fn bad_and_unsupported_settings_are_refused_by_name() {
         for (body, field) in [
-            (r#"{"network":{"allowOut":["example.com"]}}"#, "network.allowOut[0]"),
-            (r#"{"network":{"denyOut":["1.2.3.4","10.0.0.0/40"]}}"#, "network.denyOut[1]"),
+            (
+                r#"{"network":{"allowOut":["example.com"]}}"#,
+                "network.allowOut[0]",
+            ),
+            (
+                r#"{"network":{"denyOut":["1.2.3.4","10.0.0.0/40"]}}"#,
+                "network.denyOut[1]",
+            ),
             (r#"{"network":{"denyOut":"1.2.3.4"}}"#, "network.denyOut"),
-            (r#"{"network":{"egressProxy":{"address":"p:1080"}}}"#, "network.egressProxy"),
+            (
+                r#"{"network":{"egressProxy":{"address":"p:1080"}}}"#,
+                "network.egressProxy",
+            ),
             (r#"{"network":{"httpsPorts":[3000]}}"#, "network.httpsPorts"),
             (r#"{"network":{"bogus":1}}"#, "network.bogus"),
-            (r#"{"network":{"dnsServers":["10.0.0.0/8"]}}"#, "network.dnsServers[0]"),
+            (
+                r#"{"network":{"dnsServers":["10.0.0.0/8"]}}"#,
+                "network.dnsServers[0]",
+            ),
             (r#"{"allow_internet_access":"no"}"#, "allow_internet_access"),
             (r#"{"autoPauseMemory":true}"#, "autoPauseMemory"),
         ] {

@@ -47,8 +47,13 @@ pub fn traffic_token(secret: &[u8], id: &str) -> String {
 /// The traffic token a create or connect answer shows: only for sandboxes
 /// whose URLs are private.
 pub(crate) fn traffic_token_of(state: &State, info: &godel_core::SandboxInfo) -> Option<String> {
-    (info.spec.labels.get(PRIVATE_TRAFFIC_LABEL).map(String::as_str) == Some("false"))
-        .then(|| traffic_token(&state.cfg.token_secret, &info.id))
+    (info
+        .spec
+        .labels
+        .get(PRIVATE_TRAFFIC_LABEL)
+        .map(String::as_str)
+        == Some("false"))
+    .then(|| traffic_token(&state.cfg.token_secret, &info.id))
 }
 
 /// `(port, sandbox id)` of a `<port>-<id>.<domain>` Host for a port other
@@ -77,7 +82,11 @@ pub(crate) fn port_host(domain: Option<&str>, headers: &HeaderMap) -> Option<(u1
 }
 
 /// Middleware in front of every route of the E2B listener.
-pub(crate) async fn layer(AxState(state): AxState<Arc<State>>, req: Request, next: Next) -> Response {
+pub(crate) async fn layer(
+    AxState(state): AxState<Arc<State>>,
+    req: Request,
+    next: Next,
+) -> Response {
     match port_host(state.cfg.domain.as_deref(), req.headers()) {
         Some((port, id)) => proxy(&state, &id, port, req).await,
         None => next.run(req).await,
@@ -107,7 +116,13 @@ async fn proxy(state: &Arc<State>, id: &str, port: u16, mut req: Request) -> Res
             "The sandbox is paused; resume it (connect) to reach its ports",
         );
     }
-    if rec.spec.labels.get(PRIVATE_TRAFFIC_LABEL).map(String::as_str) == Some("false") {
+    if rec
+        .spec
+        .labels
+        .get(PRIVATE_TRAFFIC_LABEL)
+        .map(String::as_str)
+        == Some("false")
+    {
         let want = traffic_token(&state.cfg.token_secret, id);
         let got = req
             .headers()
@@ -116,7 +131,12 @@ async fn proxy(state: &Arc<State>, id: &str, port: u16, mut req: Request) -> Res
         match got {
             Some(t) if constant_time_eq(t.trim().as_bytes(), want.as_bytes()) => {}
             Some(_) => {
-                return answer(StatusCode::FORBIDDEN, id, port, "Invalid traffic access token");
+                return answer(
+                    StatusCode::FORBIDDEN,
+                    id,
+                    port,
+                    "Invalid traffic access token",
+                );
             }
             None => {
                 return answer(
@@ -135,7 +155,10 @@ async fn proxy(state: &Arc<State>, id: &str, port: u16, mut req: Request) -> Res
                 StatusCode::BAD_GATEWAY,
                 id,
                 port,
-                &format!("The sandbox is running but port is not open: {port} ({})", e.message),
+                &format!(
+                    "The sandbox is running but port is not open: {port} ({})",
+                    e.message
+                ),
             );
         }
         Err(e) if e.code == ErrorCode::NotFound => {
@@ -197,8 +220,8 @@ async fn proxy(state: &Arc<State>, id: &str, port: u16, mut req: Request) -> Res
         let upstream = hyper::upgrade::on(&mut resp);
         tokio::spawn(async move {
             if let (Ok(c), Ok(u)) = (client.await, upstream.await) {
-                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u))
-                    .await;
+                let _ =
+                    tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
             }
         });
         let (parts, _) = resp.into_parts();
@@ -262,17 +285,29 @@ mod tests {
             port_host(Some("localhost"), &host("8000-rt-ab12.localhost")),
             Some((8000, "rt-ab12".into()))
         );
-        assert_eq!(port_host(Some("localhost"), &host("49983-rt-ab12.localhost")), None);
-        assert_eq!(port_host(Some("localhost"), &host("8000-rt-ab12.other.dev")), None);
+        assert_eq!(
+            port_host(Some("localhost"), &host("49983-rt-ab12.localhost")),
+            None
+        );
+        assert_eq!(
+            port_host(Some("localhost"), &host("8000-rt-ab12.other.dev")),
+            None
+        );
         assert_eq!(port_host(Some("localhost"), &host("127.0.0.1:3000")), None);
-        assert_eq!(port_host(None, &host("80-rt-x.e2b.example")), Some((80, "rt-x".into())));
+        assert_eq!(
+            port_host(None, &host("80-rt-x.e2b.example")),
+            Some((80, "rt-x".into()))
+        );
         assert_eq!(port_host(None, &host("api.example.com")), None);
     }
 
     #[test]
     fn hop_headers_go_but_upgrade_stays_when_asked() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade, X-Hop"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, X-Hop"),
+        );
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("x-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("5"));
