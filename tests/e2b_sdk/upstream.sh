@@ -10,7 +10,8 @@
 # `e2b` of that version comes from PyPI, with the pytest plugins its tests
 # use, into ${GODEL_CACHE:-$HOME/.cache/godel}/e2b-sdk/upstream-VERSION.
 # Groups (the sync tests): commands, files, api, create, kill, connect, timeout
-# (the default set); also fork, snapshot, snapshot-list, volume.
+# (the default set); also fork, snapshot, snapshot-list, volume, and all
+# (every sync test).
 # Prints one `GROUP: N passed, M failed, K skipped` line per group and the total.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -45,6 +46,7 @@ declare -A paths=(
   [snapshot]=tests/sync/sandbox_sync/test_snapshot_api.py
   [snapshot-list]=tests/sync/api_sync/test_sbx_snapshot.py
   [volume]=tests/sync/volume_sync
+  [all]=tests/sync
 )
 groups=("$@")
 [ ${#groups[@]} -gt 0 ] || groups=(commands files api create kill connect timeout)
