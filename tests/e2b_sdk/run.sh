@@ -58,6 +58,12 @@ for v in $E2B_PY_VERSIONS; do
     run_one "python e2b $v" "$logs/py-$v.log" "$py" "$here/scenario.py"
   fi
 done
+# Port URLs (get_host, WebSocket) and network rules (allowOut/denyOut against
+# servers in namespaces the scenario makes) with the newest Python SDK.
+newest_py="$(printf '%s\n' $E2B_PY_VERSIONS | sort -V | tail -1)"
+if [ -n "$newest_py" ] && [ -f "$sdk/py/$newest_py/.installed" ]; then
+  run_one "python e2b $newest_py ports + network" "$logs/ports-network.log" "$sdk/py/$newest_py/bin/python" "$here/ports_network.py"
+fi
 # The unchanged e2b-code-interpreter SDK (code-interpreter-v1), fork, snapshots, volumes.
 ci_py="$sdk/code-interpreter/bin/python"
 if [ -x "$ci_py" ]; then
