@@ -146,11 +146,13 @@ def main():
         @check("fork of 3 keeps the files")
         def _():
             sbx.files.write("/home/user/fork.txt", "from the parent")
-            forks = BaseSandbox.fork(sbx.sandbox_id, count=3, timeout=60)
+            forks = sbx.fork(count=3, timeout=60)
             assert len(forks) == 3, forks
             for f in forks:
                 assert not isinstance(f, Exception), f
                 assert f.files.read("/home/user/fork.txt") == "from the parent"
+            # A fork's interpreter runs (files are forked, kernel memory is not).
+            assert forks[0].run_code("open('fork.txt').read()").text == "'from the parent'"
             ids = {f.sandbox_id for f in forks}
             assert len(ids) == 3 and sbx.sandbox_id not in ids
             for f in forks:
@@ -179,6 +181,12 @@ def main():
             assert b.commands.run("cat /mnt/data/f.txt").stdout == "kept\n"
             b.kill()
             assert Volume.destroy(vol.volume_id) is True
+
+        @check("pause, then connect: the interpreter answers again")
+        def _():
+            sbx.pause()
+            again = Sandbox.connect(sbx.sandbox_id)
+            assert again.run_code("2 * 21").text == "42"
 
         @check("kill")
         def _():

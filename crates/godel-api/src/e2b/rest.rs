@@ -270,6 +270,10 @@ async fn from_snapshot(
             })
             .await
     );
+    if let Err(err) = super::templates::restart_after_restore(state, caller, &info).await {
+        let _ = state.control.terminate(caller, &info.id).await;
+        return api_error(&err);
+    }
     if let Some(t) = req.timeout {
         set_deadline(
             state,
@@ -593,6 +597,9 @@ async fn connect_inner(
         }
         _ => {
             let info = trb!(state.control.resume(&caller, id).await);
+            // A paused sandbox comes back with its files, not its processes:
+            // a template's server is started again.
+            trb!(super::templates::restart_after_restore(state, &caller, &info).await);
             let e = state.registry.learn(&info, &state.cfg.token_secret);
             set_deadline(state, &caller, id, want);
             (

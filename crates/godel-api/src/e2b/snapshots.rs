@@ -119,7 +119,23 @@ async fn fork(
             })
     });
     let results = futures::future::join_all(restores).await;
-    let out: Vec<ForkResult> = results
+    // A fork of a template with a server gets its server back (the files
+    // are copied, not the processes); a fork whose server fails is an error.
+    let started = futures::future::join_all(results.into_iter().map(|r| {
+        let (state, caller) = (&state, &caller);
+        async move {
+            let info = r?;
+            match super::templates::restart_after_restore(state, caller, &info).await {
+                Ok(()) => Ok(info),
+                Err(e) => {
+                    let _ = state.control.terminate(caller, &info.id).await;
+                    Err(e)
+                }
+            }
+        }
+    }))
+    .await;
+    let out: Vec<ForkResult> = started
         .into_iter()
         .map(|r| match r {
             Ok(info) => {

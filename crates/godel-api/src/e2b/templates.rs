@@ -171,3 +171,17 @@ async fn build_refused() -> axum::response::Response {
         "template builds are not supported by godel yet: start from a snapshot instead (POST /sandboxes/{id}/snapshots, then create with its snapshotID); the built-in template is code-interpreter-v1",
     )
 }
+
+/// Start the server of a sandbox's template again after a restore (resume,
+/// fork, create from a snapshot): a restored worktree sandbox has its files
+/// but none of its processes. Nothing for templates without a server.
+pub async fn restart_after_restore(
+    state: &State,
+    caller: &Caller,
+    info: &godel_core::SandboxInfo,
+) -> Result<()> {
+    match info.spec.template.as_deref().and_then(builtin) {
+        Some(t) => start(state, caller, &info.id, &t).await,
+        None => Ok(()),
+    }
+}
