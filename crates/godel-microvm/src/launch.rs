@@ -12,6 +12,10 @@
 //! - QMP on a second Unix socket; `migration.store-global-state=off` so a
 //!   restored VM starts running instead of inheriting the source's `paused`.
 //!
+//! QEMU runs with transparent huge pages disabled (`PR_SET_THP_DISABLE`):
+//! under TCG most of an idle VM's private memory was 2 MiB pages of a
+//! translation buffer that holds a few hundred KiB of code per region.
+//!
 //! QEMU is started with `-daemonize`: it forks, calls `setsid` and detaches,
 //! and the parent only exits once the sockets listen. The VM therefore does
 //! not die with the daemon (it is re-adopted by pid file + QMP socket), and a
@@ -193,7 +197,23 @@ impl Launcher for QemuLauncher {
                 spec.run_dir.display()
             )));
         }
-        let out = tokio::process::Command::new(&spec.qemu)
+        let mut cmd = tokio::process::Command::new(&spec.qemu);
+        #[allow(unsafe_code)]
+        // SAFETY: the closure runs in the forked child before `execve` and
+        // only makes one `prctl` system call (async-signal-safe, no
+        // allocation, no lock).
+        unsafe {
+            cmd.pre_exec(|| {
+                // Transparent huge pages off for QEMU (inherited through its
+                // `-daemonize` fork): TCG asks for huge pages on its
+                // translation buffer, so each of its 8 regions a VM touches
+                // costs 2 MiB (16 MiB of an idle restored VM's PSS) where 4 KiB
+                // pages cost what the code uses.
+                let _ = nix::sys::prctl::set_thp_disable(true);
+                Ok(())
+            })
+        };
+        let out = cmd
             .args(spec.args())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -458,9 +458,16 @@ async fn snapshot_stopped(host: &Host, vm: &Vm, meta: &VmMeta, target: &Path) ->
 /// Move the RAM of `vm` (stopped) into `target/ram` through a helper QEMU
 /// started with `-incoming defer -S`, then write `target/state` with
 /// `x-ignore-shared` from the helper.
+///
+/// The helper's RAM file is in the RAM directory (`/dev/shm`), like a
+/// cold-booted VM's, and is sparse-copied into the snapshot at the end: the
+/// incoming side reads every page it is sent (zero pages too), and on a
+/// disk file system each of those faults went through the file system's
+/// page-fault and block-allocation paths (most of the helper's time).
 async fn rehome_ram(host: &Host, vm: &Vm, meta: &VmMeta, target: &Path) -> Result<()> {
     let key = new_key();
     let run_dir = host.vms_dir().join(format!("{key}-helper"));
+    let ram_file = host.ram_dir.join(format!("godel-{key}-helper.ram"));
     tokio::fs::create_dir_all(&run_dir)
         .await
         .map_err(io("create helper dir"))?;
@@ -472,7 +479,7 @@ async fn rehome_ram(host: &Host, vm: &Vm, meta: &VmMeta, target: &Path) -> Resul
             vcpus: meta.vcpus,
             mem_mib: meta.mem_mib,
             boot: None,
-            ram_file: target.join(SNAP_RAM),
+            ram_file: ram_file.clone(),
             ram_shared: true,
             // The helper never runs the guest: it needs the same devices
             // (a virtio-blk of the same size), not the disk's data, so a
@@ -512,9 +519,9 @@ async fn rehome_ram(host: &Host, vm: &Vm, meta: &VmMeta, target: &Path) -> Resul
         qmp.wait_migration(Duration::from_secs(60)).await?;
         qmp.quit().await?;
         qmp.closed().await;
-        Ok(())
+        disk::sparse_copy(&ram_file, &target.join(SNAP_RAM)).await
     }
     .await;
-    abort(&run_dir, pid, None).await;
+    abort(&run_dir, pid, Some(&ram_file)).await;
     res
 }

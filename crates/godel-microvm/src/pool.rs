@@ -186,8 +186,9 @@ impl WarmPool {
     }
 }
 
-/// Stop VMs of a dead daemon's warm pool, spare VMMs, template builds and helpers.
-pub(crate) fn reap_orphans(vms_dir: &Path) {
+/// Stop VMs of a dead daemon's warm pool, spare VMMs, template builds and
+/// snapshot helpers (whose RAM file is `godel-<dir name>.ram` in `ram_dir`).
+pub(crate) fn reap_orphans(vms_dir: &Path, ram_dir: &Path) {
     let Ok(rd) = std::fs::read_dir(vms_dir) else {
         return;
     };
@@ -216,10 +217,14 @@ pub(crate) fn reap_orphans(vms_dir: &Path) {
         {
             vm::kill9(pid);
         }
-        if let Some(m) = &meta
-            && m.ram_shared
-        {
-            let _ = std::fs::remove_file(&m.ram_file);
+        match &meta {
+            Some(m) if m.ram_shared => {
+                let _ = std::fs::remove_file(&m.ram_file);
+            }
+            Some(_) => {}
+            None => {
+                let _ = std::fs::remove_file(ram_dir.join(format!("godel-{name}.ram")));
+            }
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -344,7 +349,14 @@ pub(crate) async fn fill_pool(inner: &Inner) -> Result<()> {
             let shape = inner.pool.shape().clone();
             let mut params = inner.params(&id, &shape, &SpawnSpec::default()).await?;
             params.hostname = "godel".into();
-            machine::restore(&host, &template, &params).await
+            let vm = machine::restore(&host, &template, &params).await?;
+            // The guest finishes `restored` after its reply (the hostname
+            // file): one more round trip lets that happen here, not in a claim.
+            if let Err(e) = vm.guest().await?.sync(Duration::from_secs(10)).await {
+                vm.terminate(Duration::ZERO).await;
+                return Err(e);
+            }
+            Ok(vm)
         }
         .await;
         match r {

@@ -152,7 +152,11 @@ impl MicrovmProvider {
         let vms = root(&cfg.home).join("vms");
         std::fs::create_dir_all(&vms)
             .map_err(|e| Error::io(format!("create {}", vms.display()), &e))?;
-        crate::pool::reap_orphans(&vms);
+        let ram_dir = cfg
+            .ram_dir
+            .clone()
+            .unwrap_or_else(|| default_ram_dir(&root(&cfg.home)));
+        crate::pool::reap_orphans(&vms, &ram_dir);
         let shape = PoolShape {
             image: cfg.image.clone(),
             vcpus: cfg.default_vcpus.max(1),
