@@ -260,8 +260,8 @@ pub struct LoadReport {
     pub achieved_per_s: f64,
 }
 
-/// Open loop: every `1/rate` s a request starts on its own task (list 40 %,
-/// status 40 %, exec `true` 20 %, over `ids` round robin), plus a health
+/// Open loop: every `1/rate` s a request starts on its own task (list of
+/// every agent 10 %, status 45 %, exec `true` 45 %, over `ids` round robin), plus a health
 /// request every tenth tick; for `secs` seconds, then waits for stragglers
 /// (30 s at most). Latency is from the request's scheduled start.
 pub async fn mixed_load(sock: &Path, ids: &[String], rate: f64, secs: f64) -> LoadReport {
@@ -283,11 +283,11 @@ pub async fn mixed_load(sock: &Path, ids: &[String], rate: f64, secs: f64) -> Lo
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for i in 0..total {
         tick.tick().await;
-        let kinds: &[Kind] = match (i % 5, i % 10 == 9) {
+        let kinds: &[Kind] = match (i % 20, i % 10 == 9) {
             (0 | 1, h) if h => &[Kind::List, Kind::Health],
             (0 | 1, _) => &[Kind::List],
-            (2 | 3, h) if h => &[Kind::Status, Kind::Health],
-            (2 | 3, _) => &[Kind::Status],
+            (2..=10, h) if h => &[Kind::Status, Kind::Health],
+            (2..=10, _) => &[Kind::Status],
             (_, h) if h => &[Kind::Exec, Kind::Health],
             _ => &[Kind::Exec],
         };
@@ -378,7 +378,7 @@ pub async fn api(
     }
     let cpu0 = s.daemon.cpu_secs();
     progress(&format!(
-        "{rate} req/s for {secs} s: list 40 %, status 40 %, exec 20 %, health 10 % on top"
+        "{rate} req/s for {secs} s: list 10 %, status 45 %, exec 45 %, health 10 % on top"
     ));
     let t = Instant::now();
     let rep = mixed_load(&s.daemon.socket(), &ids, rate, secs).await;
