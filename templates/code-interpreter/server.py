@@ -44,18 +44,6 @@ MIME_KEYS = {
     "application/javascript": "javascript",
 }
 
-# Runs once in every kernel: figures render as PNG display data.
-SETUP = """
-import os as __godel_os
-__godel_os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-try:
-    get_ipython().run_line_magic("matplotlib", "inline")
-except Exception:
-    pass
-del __godel_os
-"""
-
-
 class Context:
     def __init__(self, language, cwd):
         self.id = str(uuid.uuid4())
@@ -68,6 +56,8 @@ class Context:
 
     def start(self):
         env = dict(os.environ)
+        # Figures render as PNG display data when shown (matplotlib is only
+        # imported by the code that uses it, not at start).
         env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
         self.km = KernelManager(kernel_name="python3")
         # The kernel is this venv's interpreter, not whatever `python3` is first on PATH.
@@ -82,7 +72,6 @@ class Context:
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
-        self.run_silent(SETUP)
 
     def run_silent(self, code):
         msg_id = self.kc.execute(code, silent=True, store_history=False)
