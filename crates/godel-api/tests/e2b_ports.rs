@@ -75,7 +75,11 @@ async fn upstream() -> u16 {
                 let line = head.lines().next().unwrap_or("").to_string();
                 let host = head
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("host:").map(|h| h.trim().to_string()))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("host:")
+                            .map(|h| h.trim().to_string())
+                    })
                     .unwrap_or_default();
                 let token = lower.contains("e2b-traffic-access-token");
                 let out = format!(
@@ -129,7 +133,10 @@ async fn a_port_url_reaches_the_server_in_the_sandbox() {
         let (st, body, h) = through(&s, &host, reqwest::Method::GET, path, "", None).await;
         assert_eq!(st, 200, "{path}: {body}");
         assert_eq!(h["x-upstream"], "yes");
-        assert!(body.starts_with(&format!("GET {path} HTTP/1.1|{host}|")), "{body}");
+        assert!(
+            body.starts_with(&format!("GET {path} HTTP/1.1|{host}|")),
+            "{body}"
+        );
     }
     // A body goes through (4 MiB: more than the listener's JSON limit).
     let big = "x".repeat(4 << 20);
@@ -261,7 +268,10 @@ async fn private_sandboxes_need_their_traffic_token() {
     assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
     let id = v["sandboxID"].as_str().unwrap().to_string();
-    let token = v["trafficAccessToken"].as_str().expect("a traffic token").to_string();
+    let token = v["trafficAccessToken"]
+        .as_str()
+        .expect("a traffic token")
+        .to_string();
     let port = upstream().await;
     let host = format!("{port}-{id}.localhost");
     let (st, body, _) = through(&s, &host, reqwest::Method::GET, "/", "", None).await;
@@ -292,10 +302,22 @@ async fn private_sandboxes_need_their_traffic_token() {
 async fn bad_network_settings_are_refused_naming_the_field() {
     let s = TestServer::start(cfg()).await;
     for (body, field) in [
-        (json!({"templateID":"base","network":{"denyOut":["10.0.0.0/99"]}}), "network.denyOut[0]"),
-        (json!({"templateID":"base","network":{"allowOut":["example.com"],"denyOut":["0.0.0.0/0"]}}), "network.allowOut[0]"),
-        (json!({"templateID":"base","network":{"egressProxy":{"address":"p:1080"}}}), "network.egressProxy"),
-        (json!({"templateID":"base","autoPauseMemory":false,"autoPause":true}), "autoPauseMemory"),
+        (
+            json!({"templateID":"base","network":{"denyOut":["10.0.0.0/99"]}}),
+            "network.denyOut[0]",
+        ),
+        (
+            json!({"templateID":"base","network":{"allowOut":["example.com"],"denyOut":["0.0.0.0/0"]}}),
+            "network.allowOut[0]",
+        ),
+        (
+            json!({"templateID":"base","network":{"egressProxy":{"address":"p:1080"}}}),
+            "network.egressProxy",
+        ),
+        (
+            json!({"templateID":"base","autoPauseMemory":false,"autoPause":true}),
+            "autoPauseMemory",
+        ),
     ] {
         let r = reqwest::Client::new()
             .post(format!("{}/v2/sandboxes", s.url))
@@ -338,5 +360,11 @@ async fn bad_network_settings_are_refused_naming_the_field() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
-    assert!(v["message"].as_str().unwrap().contains("network.denyOut[0]"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("network.denyOut[0]"),
+        "{v}"
+    );
 }

@@ -24,6 +24,7 @@ pub mod kube;
 pub mod load;
 pub mod microvm;
 pub mod microvm_restore;
+pub mod ports;
 pub mod report;
 pub mod results;
 pub mod scale;

@@ -30,7 +30,8 @@ impl std::fmt::Display for NetRule {
 /// Parse one entry; `field` names it in the error (`network.allow[2]`).
 pub fn parse_net_rule(field: &str, s: &str) -> Result<NetRule> {
     let bad = |why: &str| Error::invalid(format!("{field} {s:?}: {why}"));
-    let shape = "expected an IPv4 address or CIDR, optionally with :PORT (e.g. 10.0.0.0/8 or 1.2.3.4:443)";
+    let shape =
+        "expected an IPv4 address or CIDR, optionally with :PORT (e.g. 10.0.0.0/8 or 1.2.3.4:443)";
     let t = s.trim();
     if t.is_empty() {
         return Err(bad(shape));

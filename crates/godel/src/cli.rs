@@ -491,6 +491,11 @@ pub enum BenchCmd {
     Scale(BenchScaleArgs),
     /// Render the latest results as docs/benchmarks/<name>.md with SVG plots.
     Report(BenchReportArgs),
+    /// First byte through a port URL vs direct in the sandbox's namespace.
+    Ports {
+        #[arg(long, short = 'n', default_value_t = 200)]
+        iterations: usize,
+    },
     /// godel's own overhead per pod spawn against the in-repo fake API server.
     Kube {
         #[arg(long, default_value_t = 1000)]

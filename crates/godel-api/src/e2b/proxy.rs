@@ -148,7 +148,7 @@ async fn proxy(state: &Arc<State>, id: &str, port: u16, mut req: Request) -> Res
             }
         }
     }
-    let stream = match state.control.connect_port(&Caller::Admin, id, port).await {
+    let stream = match state.control.connect_port_of(&rec, port).await {
         Ok(s) => s,
         Err(e) if e.code == ErrorCode::Unavailable => {
             return answer(

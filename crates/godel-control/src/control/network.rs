@@ -17,7 +17,25 @@ impl Control {
             return Err(Error::invalid("port 0: expected 1-65535"));
         }
         let (_, p) = self.live(caller, id)?;
-        p.connect_port(id, port).await.map_err(|e| e.with_runtime(id))
+        p.connect_port(id, port)
+            .await
+            .map_err(|e| e.with_runtime(id))
+    }
+
+    /// [`Control::connect_port`] for a record the caller already read and
+    /// checked (the E2B port proxy reads it once for its own checks).
+    pub async fn connect_port_of(&self, rec: &SandboxInfo, port: u16) -> Result<PortStream> {
+        if rec.state != godel_core::SandboxState::Running {
+            return Err(Error::conflict(format!(
+                "runtime {} is {}, not running",
+                rec.id, rec.state
+            ))
+            .with_runtime(&rec.id));
+        }
+        let p = self.provider(&rec.runtime)?;
+        p.connect_port(&rec.id, port)
+            .await
+            .map_err(|e| e.with_runtime(&rec.id))
     }
 
     /// Replace the egress rules of a running sandbox made in network mode

@@ -104,6 +104,16 @@ pub async fn run(ctx: &Ctx, cmd: BenchCmd) -> Result<i32> {
                 }
             }
         }
+        BenchCmd::Ports { iterations } => {
+            let bin = std::env::current_exe().map_err(|e| godel_core::Error::io("own path", &e))?;
+            let o = godel_bench::ports::PortsOptions { bin, iterations };
+            let r = godel_bench::ports::run(&o, &progress).await?;
+            if ctx.json {
+                crate::output::json(&r);
+            } else {
+                godel_bench::ports::print(&r);
+            }
+        }
         BenchCmd::Kube { pods, concurrency } => {
             progress(&format!(
                 "{pods} pods, {concurrency} at once, against the in-repo fake API server (measures godel's own overhead)"
