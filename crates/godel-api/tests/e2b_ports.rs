@@ -368,3 +368,31 @@ async fn bad_network_settings_are_refused_naming_the_field() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn a_paused_sandbox_answers_409_until_it_is_resumed() {
+    let s = TestServer::start(cfg()).await;
+    let sbx = create(&s, json!({"templateID":"base"})).await;
+    let port = upstream().await;
+    let host = format!("{port}-{}.localhost", sbx.id);
+    let r = reqwest::Client::new()
+        .post(format!("{}/sandboxes/{}/pause", s.url, sbx.id))
+        .header("x-api-key", &s.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (st, body, _) = through(&s, &host, reqwest::Method::GET, "/", "", None).await;
+    assert_eq!(st, 409, "{body}");
+    assert!(body.contains("paused"), "{body}");
+    let r = reqwest::Client::new()
+        .post(format!("{}/sandboxes/{}/connect", s.url, sbx.id))
+        .header("x-api-key", &s.key)
+        .json(&json!({"timeout": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let (st, _, _) = through(&s, &host, reqwest::Method::GET, "/", "", None).await;
+    assert_eq!(st, 200);
+}

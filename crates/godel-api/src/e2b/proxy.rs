@@ -105,16 +105,19 @@ fn answer(status: StatusCode, id: &str, port: u16, message: &str) -> Response {
 
 async fn proxy(state: &Arc<State>, id: &str, port: u16, mut req: Request) -> Response {
     let rec = match state.control.visible_sandbox(&Caller::Admin, id) {
-        Ok(r) if !r.state.is_terminal() => r,
-        _ => return answer(StatusCode::NOT_FOUND, id, port, "The sandbox was not found"),
+        Ok(r) => r,
+        Err(_) => return answer(StatusCode::NOT_FOUND, id, port, "The sandbox was not found"),
     };
-    if rec.state == SandboxState::Paused {
+    if rec.state == SandboxState::Paused || (rec.state.is_terminal() && rec.parked.is_some()) {
         return answer(
             StatusCode::CONFLICT,
             id,
             port,
             "The sandbox is paused; resume it (connect) to reach its ports",
         );
+    }
+    if rec.state.is_terminal() {
+        return answer(StatusCode::NOT_FOUND, id, port, "The sandbox was not found");
     }
     if rec
         .spec
