@@ -143,3 +143,55 @@ async fn sandboxed_workspace_end_to_end() {
     p.terminate("rt-back").await.unwrap();
     p.terminate("rt-snap").await.unwrap();
 }
+
+#[tokio::test]
+async fn volumes_are_mounted_read_write_and_refused_where_they_cannot_be() {
+    let e = Env::new();
+    let Some(p) = sandboxed(&e) else { return };
+    let vol = e.tmp.path().join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    let mut spec = e.spec(WorkspaceMode::Cow);
+    spec.isolation = Isolation::Sandbox;
+    spec.volumes = vec![godel_core::VolumeMount {
+        name: "data".into(),
+        source: vol.display().to_string(),
+        destination: "/mnt/data".into(),
+        read_only: false,
+    }];
+    p.spawn("rt-vol", &spec).await.unwrap();
+    let out = sh(
+        &p,
+        "rt-vol",
+        "echo kept > /mnt/data/f.txt && cat /mnt/data/f.txt",
+    )
+    .await;
+    assert_eq!(
+        (out.exit_code, out.stdout.as_str()),
+        (0, "kept\n"),
+        "{out:?}"
+    );
+    p.terminate("rt-vol").await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(vol.join("f.txt")).unwrap(),
+        "kept\n"
+    );
+    // Refused, naming the volume: isolation none, read-only, a target over
+    // the workspace, a missing source.
+    let mut cases = Vec::new();
+    let mut s = spec.clone();
+    s.isolation = Isolation::None;
+    cases.push(s);
+    let mut s = spec.clone();
+    s.volumes[0].read_only = true;
+    cases.push(s);
+    let mut s = spec.clone();
+    s.volumes[0].destination = "/home/user/data".into();
+    cases.push(s);
+    let mut s = spec.clone();
+    s.volumes[0].source = e.tmp.path().join("nope").display().to_string();
+    cases.push(s);
+    for (i, s) in cases.into_iter().enumerate() {
+        let err = p.spawn(&format!("rt-badvol{i}"), &s).await.unwrap_err();
+        assert!(err.message.contains("\"data\""), "case {i}: {err}");
+    }
+}
