@@ -221,7 +221,9 @@ async fn create(AxState(state): S, headers: HeaderMap, body: Bytes) -> Response 
         spec.labels.insert(format!("{META_PREFIX}{k}"), v);
     }
     tri!(super::network::apply_create(&body, &mut spec));
-    tri!(super::volumes::apply_create(&state, &caller, &body, &mut spec));
+    tri!(super::volumes::apply_create(
+        &state, &caller, &body, &mut spec
+    ));
     if template != DEFAULT_TEMPLATE {
         if let Some(snap) = trb!(super::snapshots::resolve(&state, &caller, &template)) {
             return from_snapshot(&state, &caller, &snap.id, spec, &req).await;
