@@ -5,7 +5,9 @@
 # read-only (it is under the host's /usr), so sandboxes start it without
 # copying anything. Also the `e2b-code-interpreter` SDK, pinned, in its own
 # venv under ${GODEL_CACHE:-$HOME/.cache/godel}/e2b-sdk/code-interpreter for
-# tests/e2b_sdk/code_interpreter.py. Idempotent (a marker written after a
+# tests/e2b_sdk/code_interpreter.py, and (when npm is there) the
+# `@e2b/code-interpreter` npm package under e2b-sdk/code-interpreter-js for
+# tests/e2b_sdk/code_interpreter.mjs. Idempotent (a marker written after a
 # complete install; the server file is refreshed every run).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -47,5 +49,14 @@ if [ "$(cat "$sdk/.installed" 2>/dev/null)" != "$sdk_pkgs" ]; then
   # shellcheck disable=SC2086
   timeout "$limit" "$sdk/bin/pip" install -q --disable-pip-version-check $sdk_pkgs
   echo "$sdk_pkgs" >"$sdk/.installed"
+fi
+js="${GODEL_CACHE:-$HOME/.cache/godel}/e2b-sdk/code-interpreter-js"
+js_pkg="@e2b/code-interpreter@2.8.0"
+if command -v npm >/dev/null && [ "$(cat "$js/.installed" 2>/dev/null)" != "$js_pkg" ]; then
+  rm -rf "$js"
+  mkdir -p "$js"
+  echo '{"private":true,"type":"module"}' >"$js/package.json"
+  (cd "$js" && timeout "$limit" npm install --silent --no-audit --no-fund "$js_pkg")
+  echo "$js_pkg" >"$js/.installed"
 fi
 echo "45-code-interpreter: server in $dir ($pkgs); SDK in $sdk" >&2

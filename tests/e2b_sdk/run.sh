@@ -71,6 +71,10 @@ if [ -x "$ci_py" ]; then
 else
   echo "python e2b-code-interpreter: 0 passed, 1 failed (not installed)"; failed=$((failed + 1))
 fi
+if command -v node >/dev/null && [ -f "$sdk/code-interpreter-js/.installed" ]; then
+  run_one "npm @e2b/code-interpreter" "$logs/code-interpreter-js.log" \
+    env E2B_CI_JS_DIR="$sdk/code-interpreter-js" node "$here/code_interpreter.mjs"
+fi
 if command -v node >/dev/null; then
   for v in $E2B_JS_VERSIONS; do
     if [ ! -f "$sdk/js/$v/.installed" ]; then
