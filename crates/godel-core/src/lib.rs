@@ -15,6 +15,7 @@ pub mod exec;
 pub mod files;
 pub mod netrule;
 pub mod port;
+pub mod port_exec;
 pub mod provider;
 pub mod quantity;
 pub mod runtime;

@@ -9,7 +9,8 @@
 //!    (ext4) on `/newroot`, move the API mounts over and switch into it
 //!    (`MS_MOVE` + `chroot`). Without a disk the initramfs stays the root.
 //! 4. Mount `/tmp`, `/dev/pts`, `/dev/shm`; make sure `/home/user` exists and
-//!    belongs to `user`; set the hostname (`godel.hostname=` or `/etc/hostname`).
+//!    belongs to `user`; set the hostname (`godel.hostname=` or `/etc/hostname`);
+//!    bring `lo` up.
 //! 5. Find the virtio-serial port named `agent`, start the reaper, serve.
 //!
 //! Kernel command line keys read: `godel.root`, `godel.hostname`,
@@ -238,6 +239,9 @@ pub fn run() -> ! {
     );
     prepare_workspace();
     set_hostname(&args);
+    if let Err(e) = sys::loopback_up() {
+        log(format_args!("loopback up: {e}"));
+    }
 
     let server = Server::new(ServerConfig {
         root: PathBuf::from("/"),

@@ -149,6 +149,29 @@ pub fn sethostname(name: &str) -> io::Result<()> {
     check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(|_| ())
 }
 
+/// Bring the loopback interface up (the guest has no other network device;
+/// servers in the sandbox and the port bridge use `127.0.0.1`).
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: plain socket(2) call; the fd is closed below.
+    let fd =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq naming `lo`; the kernel fills the flags.
+    let r = check(unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) }).and_then(|_| {
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        // SAFETY: as above, with the flags to set.
+        check(unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) }).map(|_| ())
+    });
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    r
+}
+
 /// Mix `bytes` into the kernel RNG and credit them as entropy
 /// (`RNDADDENTROPY` on `/dev/urandom`; needs CAP_SYS_ADMIN).
 /// `urandom` is `/dev/urandom` opened for writing, kept open by the caller

@@ -702,6 +702,12 @@ impl RuntimeProvider for MicrovmProvider {
             .map_err(|e| e.with_runtime(id))
     }
 
+    /// Through the guest agent: a bridge exec'd in the guest connects to
+    /// the port on the guest's loopback (the VM has no network device).
+    async fn connect_port(&self, id: &str, port: u16) -> Result<godel_core::PortStream> {
+        godel_core::port_exec::via_exec(self, id, port).await
+    }
+
     async fn read_file(&self, id: &str, path: &str) -> Result<Bytes> {
         self.inner.live(id)?.guest().await?.read_file(path).await
     }
