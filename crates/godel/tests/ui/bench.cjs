@@ -40,7 +40,7 @@ async function main() {
       const times = [];
       for (let i = 0; i < K + 2; i++) {
         await page.evaluate(() => { location.hash = "#/none"; });
-        await page.waitForFunction(() => document.querySelector("#page").getAttribute("aria-busy") === "false");
+        await page.waitForSelector('#page[aria-busy="false"]', { state: "attached" });
         const ms = await page.evaluate((h) => new Promise((res) => {
           const t0 = performance.now();
           const page = document.querySelector("#page");
@@ -57,7 +57,7 @@ async function main() {
       }
       out[name] = summary(times);
     }
-    out.agents_rows_drawn = await page.evaluate(() => { location.hash = "#/overview"; return null; });
+    await page.evaluate(() => { location.hash = "#/overview"; });
     await page.waitForSelector("#ov-agents tr[data-id]");
     out.agents_rows_drawn = await page.$$eval("#ov-agents tr[data-id]", (r) => r.length);
     out.agents_total = await page.textContent("#card-agents .v");

@@ -69,8 +69,22 @@ async function main() {
 
     step("an agent spawned through the CLI appears live");
     const t0 = Date.now();
-    const seen = page.waitForFunction(() => { const ids = [...document.querySelectorAll("#ov-agents tr[data-id]")].map((r) => r.dataset.id); return ids.length ? ids : null; }, null, { timeout: WAIT, polling: 20 })
-      .then(async (h) => ({ at: Date.now(), ids: await h.jsonValue() }));
+    // Watch the agents table from inside the page (a MutationObserver: the
+    // page's CSP forbids the string evaluation waitForFunction polls with).
+    const seen = Promise.race([
+      page.evaluate(() => new Promise((res) => {
+        const box = document.querySelector("#ov-agents");
+        const check = () => {
+          const ids = [...box.querySelectorAll("tr[data-id]")].map((r) => r.dataset.id);
+          if (ids.length) res({ at: Date.now(), ids });
+          return ids.length > 0;
+        };
+        if (check()) return;
+        const obs = new MutationObserver(() => { if (check()) obs.disconnect(); });
+        obs.observe(box, { childList: true, subtree: true });
+      })),
+      new Promise((_, rej) => setTimeout(() => rej(new Error("no agent row appeared")), WAIT)),
+    ]);
     const id = (await cliAsync("spawn", "--repo", process.env.GODEL_UI_REPO, "--team", "alpha")).split("\n").pop().trim();
     const cliDone = Date.now();
     const first = await seen;

@@ -37,6 +37,7 @@
   G.loadAgents = async function () {
     const list = await G.get("/v1/runtimes");
     G.agents = new Map(list.map((a) => [a.id, a]));
+    G.agentsLoaded = true;
   };
 
   function onEvent(ev) {
@@ -61,6 +62,9 @@
   }
 
   function setLive(on) {
+    // Events may have been missed while the stream was down: reload the agents.
+    if (on && G.wasOff) G.loadAgents().then(() => current && current.onEvent && current.onEvent({})).catch(G.fail);
+    G.wasOff = !on;
     const l = $("#live");
     l.hidden = false;
     l.classList.toggle("off", !on);
@@ -124,6 +128,7 @@
     if (current && current.leave) current.leave();
     current = null;
     G.agents = new Map();
+    G.agentsLoaded = false;
     showLogin(msg);
   }
 

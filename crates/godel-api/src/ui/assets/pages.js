@@ -25,7 +25,8 @@
       '<input id="ov-filter" type="search" placeholder="id, team, runtime or state">' +
       '<span id="ov-count" class="muted" aria-live="polite"></span></div><div id="ov-agents"></div></section>';
     $("#ov-filter").addEventListener("input", () => ov.drawAgents());
-    await Promise.all([ov.loadOverview(), G.loadAgents()]);
+    // The agents are loaded once per sign-in and kept current by the event stream.
+    await Promise.all([ov.loadOverview(), G.agentsLoaded ? null : G.loadAgents()]);
     ov.draw();
     ov.timers.push(every(() => ov.loadOverview().then(() => ov.drawSummary()).catch(G.fail), 5000));
   };
@@ -240,8 +241,15 @@
   }
   tm.load = async function () {
     const since30 = day(new Date(Date.now() - 29 * 86400000));
+    const now = new Date();
+    // Each budget's spend by day this period, fetched as soon as the budgets are known.
+    const withUsage = G.get("/v1/budgets").then((bs) => Promise.all(bs.map(async (b) => {
+      const start = periodStart(b.period, now);
+      const u = b.agent ? null : await G.get("/v1/usage?by=day&team=" + encodeURIComponent(b.team) + "&since=" + day(start));
+      return { b, start, u };
+    })));
     const [o, budgets, byRt, byDay] = await Promise.all([
-      G.get("/v1/overview"), G.get("/v1/budgets"), G.get("/v1/usage?by=runtime"), G.get("/v1/usage?by=day&since=" + since30),
+      G.get("/v1/overview"), withUsage, G.get("/v1/usage?by=runtime"), G.get("/v1/usage?by=day&since=" + since30),
     ]);
     if (!$("#tm-quota")) return;
     const cores = (v) => G.num(v, v % 1 ? 1 : 0);
@@ -251,11 +259,7 @@
           G.meter(t.team + " vCPUs", t.cpu.used, t.cpu.limit, cores) + "</td><td>" + G.meter(t.team + " memory", t.memory_bytes.used, t.memory_bytes.limit, G.bytes) +
           "</td><td>" + G.meter(t.team + " disk", t.disk_bytes.used, t.disk_bytes.limit, G.bytes) + "</td></tr>").join("") + "</tbody></table>"
       : '<p class="empty">No teams.</p>';
-    const now = new Date();
-    const charts = await Promise.all(budgets.map(async (b) => {
-      const start = periodStart(b.period, now);
-      const q = "/v1/usage?by=day&team=" + encodeURIComponent(b.team) + "&since=" + day(start);
-      const u = b.agent ? null : await G.get(q);
+    const charts = budgets.map(({ b, start, u }) => {
       const pts = [[start.getTime(), 0]];
       let sum = 0;
       if (u) {
@@ -274,7 +278,7 @@
           xFmt: (t) => new Date(t).toISOString().slice(5, 16).replace("T", " "),
           hLines: [{ y: 0.8 * b.limit_usd, label: "80% " + G.usd(0.8 * b.limit_usd), color: "#8a5300" }, { y: b.limit_usd, label: "100% " + G.usd(b.limit_usd), color: "#b3261e" }] }) +
         "</section>";
-    }));
+    });
     $("#tm-budgets").innerHTML = charts.length ? charts.join("") : '<p class="empty">No budgets set (<code>godel budget set TEAM LIMIT</code>).</p>';
     $("#tm-rt").innerHTML = G.barChart({ title: "Cost by runtime", labels: byRt.rows.map((r) => r.key), series: [{ name: "cost", values: byRt.rows.map((r) => r.cost) }], yFmt: G.usd, empty: "No usage yet." }) +
       usageTable(byRt, "runtime");
