@@ -525,6 +525,10 @@ impl BenchReport {
         );
         println!("{}", f.restore.line("  each fork's restore to ready"));
         println!(
+            "{:<40} {:.0} ms",
+            "  QEMU CPU per fork (to answered exec)", f.cpu_ms_per_fork
+        );
+        println!(
             "{:<40} {:.1} MiB PSS, {:.1} MiB RSS ({:.0} MiB PSS in total)",
             "  idle fork memory (median)", f.idle_pss_mib, f.idle_rss_mib, f.total_pss_mib
         );

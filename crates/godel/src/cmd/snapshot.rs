@@ -85,6 +85,7 @@ pub async fn restore(ctx: &Ctx, snap: &str) -> Result<i32> {
 }
 
 pub async fn fork(ctx: &Ctx, snap: &str, count: usize) -> Result<i32> {
+    let t = std::time::Instant::now();
     let list: Vec<SandboxInfo> = ctx
         .client
         .json(
@@ -93,12 +94,25 @@ pub async fn fork(ctx: &Ctx, snap: &str, count: usize) -> Result<i32> {
             Some(&json!({"count": count})),
         )
         .await?;
+    let total_ms = t.elapsed().as_secs_f64() * 1e3;
+    let per_fork_ms = total_ms / list.len().max(1) as f64;
     if ctx.json {
-        output::json(&list);
+        output::json(&json!({
+            "snapshot": snap,
+            "count": list.len(),
+            "total_ms": (total_ms * 10.0).round() / 10.0,
+            "per_fork_ms": (per_fork_ms * 10.0).round() / 10.0,
+            "runtimes": list,
+        }));
     } else {
-        for i in list {
+        // Ids on stdout (one a line, for scripts); the timing on stderr.
+        for i in &list {
             println!("{}", i.id);
         }
+        eprintln!(
+            "{} forks of {snap} in {total_ms:.0} ms ({per_fork_ms:.1} ms per fork)",
+            list.len()
+        );
     }
     Ok(0)
 }
