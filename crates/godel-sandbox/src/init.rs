@@ -86,6 +86,9 @@ pub struct InitConfig {
     /// Host directories mounted read-write (volumes), idmapped like the workspace.
     #[serde(default)]
     pub volumes: Vec<crate::launcher::JailVolume>,
+    /// A root from template layers (see [`crate::launcher::JailRoot`]).
+    #[serde(default)]
+    pub root: Option<crate::launcher::JailRoot>,
 }
 
 fn yes() -> bool {
@@ -95,7 +98,9 @@ fn yes() -> bool {
 impl InitConfig {
     /// The agent's uid as its processes see it.
     pub fn agent_uid(&self) -> u32 {
-        if self.user_namespace {
+        if self.building() {
+            0
+        } else if self.user_namespace {
             AGENT_UID
         } else {
             self.uid_base + AGENT_UID
@@ -125,6 +130,11 @@ impl InitConfig {
             ),
             _ => format!("0 {} {}\n", self.uid_base, self.uid_count),
         }
+    }
+
+    /// A template build: processes run as root of the user namespace.
+    pub fn building(&self) -> bool {
+        self.user_namespace && self.root.as_ref().is_some_and(|r| r.upper.is_some())
     }
 
     pub fn socket_path(&self) -> PathBuf {
@@ -239,6 +249,10 @@ fn stage1(cfg: &InitConfig) -> Result<InitReady, String> {
         mounts::open_tree_clone(&cfg.workspace).ok()
     };
     let volumes = open_volumes(cfg)?;
+    let layered = match &cfg.root {
+        Some(root) => Some(crate::layers::open(root, &host, &cfg.dir.join("stage"))?),
+        None => None,
+    };
 
     let me = std::process::id().to_string();
     for f in &cfg.cgroup_procs {
@@ -288,7 +302,10 @@ fn stage1(cfg: &InitConfig) -> Result<InitReady, String> {
             .iter()
             .map(|(fd, target)| (fd.as_raw_fd(), target.clone()))
             .collect();
-        let e = match stage2(cfg, &host, go_r, &ready_w, listen_fd, ws, creator, &vols) {
+        let root = layered.as_ref().map(|l| &l.plan);
+        let e = match stage2(
+            cfg, &host, go_r, &ready_w, listen_fd, ws, creator, &vols, root,
+        ) {
             Ok(never) => match never {},
             Err(e) => e,
         };
@@ -300,7 +317,8 @@ fn stage1(cfg: &InitConfig) -> Result<InitReady, String> {
     drop(go_r);
     drop(ready_w);
     drop(listen_fd);
-    let outcome = stage1_parent(cfg, pid, ws_fd.as_ref(), &go_w, ready_r);
+    let root_fds = layered.as_ref().map(|l| l.fds.as_slice()).unwrap_or(&[]);
+    let outcome = stage1_parent(cfg, pid, ws_fd.as_ref(), root_fds, &go_w, ready_r);
     if outcome.is_err() {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
@@ -326,6 +344,8 @@ pub trait ChildSetup {
     /// Idmap the detached workspace so on-disk 0 is `host_id`.
     fn idmap_workspace(&self, host_id: u32) -> Result<(), String>;
     fn chown_tree(&self, root: &Path, id: u32) -> Result<(), String>;
+    /// Idmap a build's layer clones with the init's user namespace.
+    fn idmap_root(&self, pid: u32) -> Result<(), String>;
     fn setup_veth(&self, nat: &NatSetup, pid: u32) -> Result<(), String>;
     /// Let the child go on and wait for its verdict (`ok` or an error message).
     fn release_and_wait(&self) -> Result<String, String>;
@@ -333,6 +353,7 @@ pub trait ChildSetup {
 
 struct RealChildSetup<'a> {
     ws_fd: Option<&'a OwnedFd>,
+    root_fds: &'a [OwnedFd],
     go_w: &'a OwnedFd,
     ready_r: std::cell::RefCell<Option<OwnedFd>>,
 }
@@ -349,6 +370,9 @@ impl ChildSetup for RealChildSetup<'_> {
     }
     fn chown_tree(&self, root: &Path, id: u32) -> Result<(), String> {
         chown_tree(root, id)
+    }
+    fn idmap_root(&self, pid: u32) -> Result<(), String> {
+        crate::layers::idmap_all(self.root_fds, pid)
     }
     fn setup_veth(&self, nat: &NatSetup, pid: u32) -> Result<(), String> {
         crate::nat::setup_veth(nat, pid)
@@ -391,11 +415,13 @@ fn stage1_parent(
     cfg: &InitConfig,
     pid: u32,
     ws_fd: Option<&OwnedFd>,
+    root_fds: &[OwnedFd],
     go_w: &OwnedFd,
     ready_r: OwnedFd,
 ) -> Result<(bool, Option<String>), String> {
     let real = RealChildSetup {
         ws_fd,
+        root_fds,
         go_w,
         ready_r: std::cell::RefCell::new(Some(ready_r)),
     };
@@ -433,6 +459,9 @@ pub fn prepare_child(
         // Fallback: hand the tree to the agent's host uid (on overlayfs this
         // copies up every file; mount it with metacopy=on to copy metadata only).
         ops.chown_tree(&cfg.workspace, agent_host_id)?;
+    }
+    if cfg.building() {
+        ops.idmap_root(pid)?;
     }
     if let Some(nat) = &cfg.nat {
         ops.setup_veth(nat, pid)?;
@@ -561,6 +590,7 @@ fn stage2(
     ws: WorkspaceSource<'_>,
     creator: Option<OwnedFd>,
     volumes: &[(RawFd, PathBuf)],
+    root: Option<&crate::layers::RootPlan>,
 ) -> Result<std::convert::Infallible, String> {
     let mut b = [0u8; 1];
     match nix::unistd::read(&go_r, &mut b) {
@@ -575,17 +605,18 @@ fn stage2(
     let zero_u = nix::unistd::Uid::from_raw(0);
     nix::unistd::setresgid(zero_g, zero_g, zero_g).map_err(|e| err("setresgid", e))?;
     nix::unistd::setresuid(zero_u, zero_u, zero_u).map_err(|e| err("setresuid", e))?;
-    let root = cfg.root_path();
+    let new_root = cfg.root_path();
     let plan = mounts::plan(
         host,
         &PlanInput {
-            new_root: &root,
+            new_root: &new_root,
             hostname: &cfg.hostname,
             tmp_bytes: cfg.tmp_bytes,
             agent_uid: cfg.agent_uid(),
             dns: cfg.dns.as_deref(),
-            workspace: !cfg.pooled,
+            workspace: !cfg.pooled && !cfg.building(),
             volumes,
+            root,
         },
     );
     for op in &plan {
@@ -593,7 +624,11 @@ fn stage2(
     }
     nix::unistd::sethostname(&cfg.hostname).map_err(|e| err("sethostname", e))?;
     loopback_up().map_err(|e| err("bring up lo", e))?;
-    drop_bounding_set();
+    // A template build runs as root of its user namespace, with the
+    // capabilities it has there (none on the host).
+    if !cfg.building() {
+        drop_bounding_set();
+    }
     // One descriptor per live exec connection: allow as many as the hard limit.
     if let Ok((_, hard)) =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
@@ -706,6 +741,10 @@ mod tests {
                 Ok(())
             }
         }
+        fn idmap_root(&self, pid: u32) -> Result<(), String> {
+            self.log(format!("idmap root {pid}"));
+            Ok(())
+        }
         fn chown_tree(&self, root: &Path, id: u32) -> Result<(), String> {
             self.log(format!("chown {} {id}", root.display()));
             Ok(())
@@ -738,6 +777,7 @@ mod tests {
             pooled: false,
             creator_pid: None,
             volumes: Vec::new(),
+            root: None,
         }
     }
 
@@ -848,6 +888,7 @@ mod id_map_tests {
             pooled: false,
             creator_pid: None,
             volumes: Vec::new(),
+            root: None,
         }
     }
 

@@ -47,6 +47,21 @@ pub struct JailVolume {
     pub target: PathBuf,
 }
 
+/// A root made of template layers instead of the host's system directories
+/// alone (see [`crate::mounts::RootPlan`]). Each layer directory holds
+/// `root/` (its files outside the system directories) and `sys/<dir>` (its
+/// copy of each system directory, e.g. `sys/usr`), laid over the host's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JailRoot {
+    /// Layer directories, top first; mounted read-only.
+    pub layers: Vec<PathBuf>,
+    /// Build mode: a directory holding `layer/` (`root/`, `sys/<dir>`: the
+    /// new layer, written through overlayfs) and `work/` (overlayfs' work
+    /// dirs). Processes then run as root of the jail's user namespace (with
+    /// its capabilities there, none on the host) and the root stays writable.
+    pub upper: Option<PathBuf>,
+}
+
 /// One process to start inside a sandbox.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessSpec {
@@ -139,6 +154,15 @@ pub trait Isolator: Send + Sync {
     /// trees (checkouts) owned by the agent once. `None`: per sandbox.
     fn agent_owner(&self) -> Option<(u32, u32)> {
         None
+    }
+    /// Create a jail whose root comes from template layers (see [`JailRoot`]).
+    /// Isolators that cannot refuse with `INVALID_ARGUMENT`.
+    async fn create_rooted(&self, cfg: JailConfig, root: JailRoot) -> Result<Arc<dyn Jail>> {
+        let _ = (cfg, root);
+        Err(godel_core::Error::invalid(format!(
+            "isolation '{}' cannot start a sandbox from a built template: use isolation 'sandbox'",
+            self.name()
+        )))
     }
     /// Re-attach to a sandbox after a daemon restart; `None` when it is gone.
     async fn adopt(

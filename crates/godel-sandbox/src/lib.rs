@@ -29,6 +29,7 @@ pub mod init;
 pub mod initserve;
 pub mod jail;
 pub mod launcher;
+pub mod layers;
 pub mod mounts;
 pub mod namespace;
 pub mod nat;
@@ -40,8 +41,8 @@ pub mod seccomp;
 pub use host::HostIsolator;
 pub use jail::NamespaceJail;
 pub use launcher::{
-    Isolator, Jail, JailConfig, JailLimits, JailVolume, Process, ProcessExit, ProcessSpec,
-    Signaller,
+    Isolator, Jail, JailConfig, JailLimits, JailRoot, JailVolume, Process, ProcessExit,
+    ProcessSpec, Signaller,
 };
 pub use namespace::{InitProgram, JailHandle, NamespaceIsolator, NamespaceOptions};
 

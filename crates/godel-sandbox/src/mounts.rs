@@ -67,6 +67,13 @@ pub enum MountOp {
     PivotRoot(PathBuf),
     /// Make an already mounted path read-only.
     ReadOnly(PathBuf),
+    /// Mount overlayfs at `target`: `lowers` top first, and an upper and work
+    /// dir when writable (read-only otherwise).
+    Overlay {
+        target: PathBuf,
+        lowers: Vec<PathBuf>,
+        upper: Option<(PathBuf, PathBuf)>,
+    },
 }
 
 /// What the host looks like where it matters to the plan.
@@ -117,6 +124,8 @@ pub struct PlanInput<'a> {
     pub workspace: bool,
     /// Prepared volume mounts and where they go (after the workspace).
     pub volumes: &'a [(RawFd, PathBuf)],
+    /// A root from template layers instead of a tmpfs with the host's dirs.
+    pub root: Option<&'a crate::layers::RootPlan>,
 }
 
 /// Where a volume may be mounted: an absolute, normal path outside the
@@ -172,15 +181,17 @@ fn under(root: &Path, p: &str) -> PathBuf {
 pub fn plan(host: &HostView, input: &PlanInput<'_>) -> Vec<MountOp> {
     let r = input.new_root;
     let nosuid_nodev: u64 = libc::MS_NOSUID | libc::MS_NODEV;
-    let mut ops = vec![
-        MountOp::PrivateRoot,
-        MountOp::Tmpfs {
+    let mut ops = vec![MountOp::PrivateRoot];
+    if let Some(layers) = input.root {
+        ops.extend(crate::layers::plan_root(host, layers, r));
+    } else {
+        ops.push(MountOp::Tmpfs {
             target: r.to_path_buf(),
             data: "mode=0755,size=1m".into(),
             flags: nosuid_nodev,
-        },
-    ];
-    for (dir, link) in &host.system {
+        });
+    }
+    for (dir, link) in host.system.iter().filter(|_| input.root.is_none()) {
         match link {
             Some(to) => ops.push(MountOp::Symlink {
                 link: under(r, dir),
@@ -293,7 +304,10 @@ pub fn plan(host: &HostView, input: &PlanInput<'_>) -> Vec<MountOp> {
         }
     }
     ops.push(MountOp::PivotRoot(r.to_path_buf()));
-    ops.push(MountOp::ReadOnly("/".into()));
+    // A build writes its new layer through the root: it stays writable.
+    if input.root.is_none_or(|l| l.upper.is_none()) {
+        ops.push(MountOp::ReadOnly("/".into()));
+    }
     ops
 }
 
@@ -467,8 +481,17 @@ pub fn apply(op: &MountOp, ws: WorkspaceSource<'_>) -> std::io::Result<()> {
             if let Some(parent) = link.parent() {
                 mkdir_p(parent)?;
             }
+            // A template layer below may already hold the same link.
+            if std::fs::read_link(link).is_ok_and(|t| t == *to) {
+                return Ok(());
+            }
             std::os::unix::fs::symlink(to, link).map_err(|e| ctx("symlink", link, e))
         }
+        MountOp::Overlay {
+            target,
+            lowers,
+            upper,
+        } => crate::layers::mount_overlay(target, lowers, upper.as_ref()),
         MountOp::WriteFile { path, contents } => {
             std::fs::write(path, contents).map_err(|e| ctx("write", path, e))
         }
@@ -602,6 +625,7 @@ mod tests {
             dns: None,
             workspace: true,
             volumes: &[],
+            root: None,
         }
     }
 

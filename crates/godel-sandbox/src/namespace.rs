@@ -329,6 +329,7 @@ impl Core {
         slot: u32,
         cg: &JailCgroups,
         pooled: bool,
+        root: Option<&crate::launcher::JailRoot>,
     ) -> Result<JailHandle> {
         let layout = cg.layout().clone();
         let init = self
@@ -379,6 +380,7 @@ impl Core {
             pooled,
             creator_pid: pooled.then(std::process::id),
             volumes: cfg.volumes.clone(),
+            root: root.cloned(),
         };
         let input = serde_json::to_vec(&init_cfg).map_err(|e| Error::internal(e.to_string()))?;
         let mut child = init
@@ -453,6 +455,7 @@ pub(crate) fn release(ops: &dyn HostOps, run_dir: &Path, id: &str, slot: u32) {
     let dir = run_dir.join(id);
     let _ = std::fs::remove_file(dir.join("ctl.sock"));
     let _ = std::fs::remove_dir(dir.join("root"));
+    let _ = std::fs::remove_dir(dir.join("stage"));
     let _ = std::fs::remove_dir(&dir);
 }
 
@@ -548,7 +551,42 @@ impl Isolator for NamespaceIsolator {
         let layout = self.core.layout()?;
         let slot = self.core.claim_slot(&cfg.id)?;
         let cg = JailCgroups::new(layout, &cfg.id, self.core.opts.ops.clone());
-        let handle = match self.core.start(&cfg, &cfg.id, slot, &cg, false).await {
+        let handle = match self.core.start(&cfg, &cfg.id, slot, &cg, false, None).await {
+            Ok(h) => h,
+            Err(e) => {
+                self.core.cleanup(&cfg.id, slot, &cg);
+                return Err(e.with_runtime(cfg.id.clone()));
+            }
+        };
+        record(&cfg, &handle);
+        Ok(self.core.sandbox(cfg, handle, cg))
+    }
+
+    async fn create_rooted(
+        &self,
+        cfg: JailConfig,
+        root: crate::launcher::JailRoot,
+    ) -> Result<Arc<dyn Jail>> {
+        if !cfg.workspace.is_dir() {
+            return Err(Error::invalid(format!(
+                "workspace {} is not a directory",
+                cfg.workspace.display()
+            )));
+        }
+        if !self.core.user_namespace() {
+            return Err(Error::unavailable(
+                "templates need user namespaces (their layers are mounted with overlayfs inside the jail's user namespace)",
+            ));
+        }
+        // Never from the warm pool: its jails were made with the host's root.
+        let layout = self.core.layout()?;
+        let slot = self.core.claim_slot(&cfg.id)?;
+        let cg = JailCgroups::new(layout, &cfg.id, self.core.opts.ops.clone());
+        let handle = match self
+            .core
+            .start(&cfg, &cfg.id, slot, &cg, false, Some(&root))
+            .await
+        {
             Ok(h) => h,
             Err(e) => {
                 self.core.cleanup(&cfg.id, slot, &cg);
@@ -580,9 +618,25 @@ impl Isolator for NamespaceIsolator {
         };
         let name = parsed.host_name(&cfg.id).to_string();
         let cg = JailCgroups::new(self.core.layout()?, &name, self.core.opts.ops.clone());
-        let alive = init_alive(parsed.init_pid, parsed.start_time)
-            && ping(&parsed.dir.join("ctl.sock")).await.is_ok();
+        let sock = parsed.dir.join("ctl.sock");
+        let mut alive = init_alive(parsed.init_pid, parsed.start_time) && ping(&sock).await.is_ok();
+        // A daemon killed while the group was frozen (mid-snapshot, or a
+        // paused sandbox) leaves it frozen: a frozen init cannot answer.
+        // Thaw and ask again; the caller freezes it again if it is paused.
+        if !alive && cg.frozen() && cg.freeze(false).is_ok() {
+            alive = init_alive(parsed.init_pid, parsed.start_time) && ping(&sock).await.is_ok();
+        }
         if !alive {
+            // Nothing of it may stay behind (a process in a frozen group
+            // would also catch the next init put there).
+            let _ = cg.freeze(false);
+            for p in cg.pids() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            wait_empty(&cg, Duration::from_secs(2)).await;
             self.core.cleanup(&name, parsed.slot, &cg);
             return Ok(None);
         }

@@ -166,7 +166,7 @@ async fn make(core: &Core) -> Result<Warm> {
     let dir = core.opts.run_dir.join(&name);
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(dir.join(MARKER), "{}");
-    let handle = match core.start(&cfg, &name, slot, &cgroups, true).await {
+    let handle = match core.start(&cfg, &name, slot, &cgroups, true, None).await {
         Ok(h) => h,
         Err(e) => {
             let _ = std::fs::remove_file(dir.join(MARKER));
