@@ -22,6 +22,7 @@ pub mod runtime;
 pub mod snapshot;
 pub mod spec;
 pub mod state;
+pub mod template;
 
 pub use error::{Error, ErrorCode, Result};
 pub use event::{Event, EventKind, EventSink, null_sink};
@@ -41,3 +42,7 @@ pub use spec::{
     VolumeMount, WorkspaceMode, parse_key_values, validate_name,
 };
 pub use state::SandboxState;
+pub use template::{
+    BUILTIN_TEMPLATES, TemplateBuild, TemplateBuildRequest, TemplateBuilder, TemplateInfo,
+    TemplateResolver, TemplateStep,
+};

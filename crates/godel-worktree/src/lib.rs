@@ -22,6 +22,7 @@
 //! ```
 
 pub mod delta;
+pub mod dockerfile;
 pub mod exec;
 pub mod files;
 pub mod git;
@@ -33,6 +34,7 @@ pub mod overlay;
 pub mod provider;
 pub mod snapshot;
 pub mod tarball;
+pub mod template;
 pub mod workspace;
 
 pub use provider::{WorktreeConfig, WorktreeProvider};

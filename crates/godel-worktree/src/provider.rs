@@ -46,6 +46,9 @@ pub struct WorktreeConfig {
     /// Isolator for `Isolation::None` (the host isolator by default).
     pub host: Arc<dyn Isolator>,
     pub events: EventSink,
+    /// Finds built templates (the control plane's registry) for spawns
+    /// that name one; `None`: only built-in template names are accepted.
+    pub templates: Option<godel_core::TemplateResolver>,
 }
 
 impl WorktreeConfig {
@@ -56,11 +59,17 @@ impl WorktreeConfig {
             sandbox: None,
             host: Arc::new(HostIsolator),
             events: null_sink(),
+            templates: None,
         }
     }
 
     pub fn with_sandbox(mut self, isolator: Arc<dyn Isolator>) -> Self {
         self.sandbox = Some(isolator);
+        self
+    }
+
+    pub fn with_templates(mut self, resolver: godel_core::TemplateResolver) -> Self {
+        self.templates = Some(resolver);
         self
     }
 
@@ -134,11 +143,14 @@ pub struct WorktreeProvider {
     probe: tokio::sync::OnceCell<Probe>,
     /// Held shared while a workspace is being made, exclusively by `prune_checkouts`.
     making: tokio::sync::RwLock<()>,
+    templates: Option<godel_core::TemplateResolver>,
+    template_dirs: crate::template::TemplateDirs,
 }
 
 impl WorktreeProvider {
     /// Create the provider; makes the directories under `home`.
     pub fn new(cfg: WorktreeConfig) -> Result<Self> {
+        let template_dirs = crate::template::TemplateDirs::new(&cfg.home);
         let layout = Layout::new(cfg.home);
         layout.create()?;
         Ok(WorktreeProvider {
@@ -152,7 +164,60 @@ impl WorktreeProvider {
             runtimes: RwLock::new(HashMap::new()),
             probe: tokio::sync::OnceCell::new(),
             making: tokio::sync::RwLock::new(()),
+            templates: cfg.templates,
+            template_dirs,
         })
+    }
+
+    /// The built template a spawn names, if any: `None` for no template or a
+    /// built-in one; `NOT_FOUND` for a name nobody built for the spawn's team.
+    fn template_of(
+        &self,
+        spec: &SpawnSpec,
+    ) -> Result<Option<(godel_core::TemplateInfo, Vec<PathBuf>)>> {
+        let Some(name) = spec.template.as_deref() else {
+            return Ok(None);
+        };
+        if godel_core::BUILTIN_TEMPLATES.contains(&name) {
+            return Ok(None);
+        }
+        let team = spec.team.as_deref().unwrap_or("default");
+        let found = self.templates.as_ref().and_then(|r| r(team, name));
+        let Some(t) = found else {
+            return Err(Error::not_found(format!(
+                "template {name} not found: it is not built in ({}) and team {team} has built no template of that name (godel template build)",
+                godel_core::BUILTIN_TEMPLATES.join(", ")
+            )));
+        };
+        if spec.isolation != Isolation::Sandbox {
+            return Err(Error::invalid(format!(
+                "template {name} needs isolation 'sandbox' (its layers are mounted by the process sandbox)"
+            )));
+        }
+        let layers = self.template_dirs.layers_of(&t)?;
+        Ok(Some((t, layers)))
+    }
+
+    /// Put the template's `/home/user` (its layers' `root/home/user`, lowest
+    /// first) into a new workspace.
+    fn seed_workspace(layers: &[PathBuf], ws: &Path) -> Result<()> {
+        for l in layers.iter().rev() {
+            let home = l
+                .join("root")
+                .join(godel_core::WORKSPACE_MOUNT.trim_start_matches('/'));
+            if home.is_dir() {
+                copy_merge(&home, ws).map_err(|e| {
+                    Error::io(
+                        format!(
+                            "copy the template's {} into the workspace",
+                            godel_core::WORKSPACE_MOUNT
+                        ),
+                        &e,
+                    )
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Remove shared checkouts and snapshot deltas that no runtime uses (in
@@ -253,6 +318,11 @@ impl WorktreeProvider {
     }
 
     fn sandbox_config(&self, id: &str, spec: &SpawnSpec, workspace: &Path) -> JailConfig {
+        let mut env = BTreeMap::new();
+        if let Ok(Some((t, _))) = self.template_of(spec) {
+            env.extend(t.env);
+        }
+        env.extend(spec.env.clone());
         JailConfig {
             id: id.to_string(),
             workspace: workspace.to_path_buf(),
@@ -264,7 +334,7 @@ impl WorktreeProvider {
                 disk_bytes: spec.resources.disk.map(|d| d.get()),
             },
             network: spec.network.clone(),
-            env: spec.env.clone(),
+            env,
             volumes: spec
                 .volumes
                 .iter()
@@ -287,9 +357,18 @@ impl WorktreeProvider {
     ) -> Result<Spawned> {
         let res = async {
             let isolator = self.isolator(spec.isolation)?;
-            let sandbox = isolator
-                .create(self.sandbox_config(id, spec, &info.path))
-                .await?;
+            let cfg = self.sandbox_config(id, spec, &info.path);
+            let sandbox = match self.template_of(spec)? {
+                Some((_, layers)) => {
+                    Self::seed_workspace(&layers, &info.path)?;
+                    let root = godel_sandbox::JailRoot {
+                        layers,
+                        upper: None,
+                    };
+                    isolator.create_rooted(cfg, root).await?
+                }
+                None => isolator.create(cfg).await?,
+            };
             let root = match open_root(&info.path) {
                 Ok(r) => r,
                 Err(e) => {
@@ -381,6 +460,32 @@ impl WorktreeProvider {
         }
         Ok(())
     }
+}
+
+/// Copy `src`'s contents over `dst` (kept ownership and modes; overlay
+/// whiteouts, character devices 0/0, are skipped).
+fn copy_merge(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        let (from, to) = (e.path(), dst.join(e.file_name()));
+        let m = std::fs::symlink_metadata(&from)?;
+        if m.file_type().is_char_device() {
+            continue;
+        }
+        if m.is_dir() {
+            std::fs::create_dir_all(&to)?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(m.mode()))?;
+            copy_merge(&from, &to)?;
+        } else if m.file_type().is_symlink() {
+            let _ = std::fs::remove_file(&to);
+            std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
+        } else {
+            std::fs::copy(&from, &to)?;
+        }
+        std::os::unix::fs::lchown(&to, Some(m.uid()), Some(m.gid()))?;
+    }
+    Ok(())
 }
 
 fn open_root(path: &Path) -> Result<Dir> {
@@ -475,6 +580,7 @@ impl RuntimeProvider for WorktreeProvider {
         spec.validate()?;
         check_volumes(spec)?;
         self.isolator(spec.isolation)?;
+        self.template_of(spec)?;
         if self.get(id).is_ok() {
             return Err(Error::conflict(format!("runtime {id} already exists")));
         }
@@ -817,5 +923,16 @@ impl RuntimeProvider for WorktreeProvider {
     async fn delete_snapshot(&self, snap: &SnapshotInfo) -> Result<()> {
         let rec = snapshot::load(snap)?;
         snapshot::delete(&rec).await
+    }
+}
+
+#[async_trait]
+impl godel_core::TemplateBuilder for WorktreeProvider {
+    async fn build(
+        &self,
+        req: godel_core::TemplateBuildRequest,
+    ) -> Result<godel_core::TemplateBuild> {
+        let isolator = self.isolator(Isolation::Sandbox)?;
+        crate::template::build(&self.template_dirs, isolator, req).await
     }
 }
