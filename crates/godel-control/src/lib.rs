@@ -9,6 +9,7 @@ pub mod snapshot_store;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use control::templates::{BuildTemplate, TEMPLATE_RUNTIME};
 pub use control::{
     Caller, Control, POOL_TEAM, PreserveReport, RuntimeReport, Settings, SpawnOptions,
     event_channel,

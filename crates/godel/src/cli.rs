@@ -65,6 +65,9 @@ pub enum Command {
     /// Snapshots: create, ls, rm.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// Templates from a Dockerfile: build, ls, rm.
+    #[command(subcommand)]
+    Template(TemplateCmd),
     /// A new runtime from a snapshot; prints its id.
     Restore { snapshot: String },
     /// N new runtimes from a snapshot; prints their ids, one a line.
@@ -407,6 +410,33 @@ pub enum SnapshotCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TemplateCmd {
+    /// Build a template from a Dockerfile (FROM host or a template, RUN,
+    /// COPY/ADD, ENV, WORKDIR, ARG, USER root, CMD); prints its name last.
+    Build {
+        /// The Dockerfile (default: CONTEXT_DIR/Dockerfile).
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+        /// Template name (default: the context directory's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Give RUN steps NAT network access (default: no network).
+        #[arg(long)]
+        network: bool,
+        /// Team (admin tokens only; team tokens build for their own team).
+        #[arg(long)]
+        team: Option<String>,
+        /// The build context: the directory COPY reads from.
+        #[arg(default_value = ".")]
+        context: PathBuf,
+    },
+    /// List templates.
+    Ls,
+    /// Remove a template (its layers stay as build cache).
+    Rm { name: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TokenCmd {
     /// Create a token; prints it as the last line (shown once).
     Create {
@@ -569,7 +599,7 @@ pub struct BenchApiArgs {
     /// Live agents.
     #[arg(long, short = 'n', default_value_t = 50)]
     pub agents: usize,
-    /// Requests per second (list 40 %, status 40 %, exec 20 %).
+    /// Requests per second (list 10 %, status 45 %, exec 45 %; health on top).
     #[arg(long, default_value_t = 200.0)]
     pub rate: f64,
     #[arg(long, default_value_t = 10.0)]

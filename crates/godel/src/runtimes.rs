@@ -176,9 +176,15 @@ fn register_worktree(control: &Control, home: &Path, events: EventSink) {
     });
     let cfg = godel_worktree::WorktreeConfig::new(home)
         .with_events(events)
-        .with_sandbox(std::sync::Arc::new(sandbox));
+        .with_sandbox(std::sync::Arc::new(sandbox))
+        .with_templates(control.template_resolver());
     match godel_worktree::WorktreeProvider::new(cfg) {
-        Ok(p) => control.register(std::sync::Arc::new(p)),
+        Ok(p) => {
+            // The worktree runtime also builds templates (Dockerfiles).
+            let p = std::sync::Arc::new(p);
+            control.set_template_builder(p.clone());
+            control.register(p)
+        }
         Err(e) => control.note_unregistered("worktree", e.message),
     }
 }

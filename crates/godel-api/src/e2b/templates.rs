@@ -150,8 +150,9 @@ pub async fn start(state: &State, caller: &Caller, id: &str, t: &ServerTemplate)
     }
 }
 
-/// E2B's template build API: refused by name (godel builds no templates
-/// from Dockerfiles yet), rather than answered with a bare "no such route".
+/// E2B's template build API: refused with a message pointing at godel's own
+/// (`godel template build`, `POST /v1/templates`), rather than answered with
+/// a bare "no such route".
 pub(super) fn routes() -> axum::Router<Arc<State>> {
     use axum::routing::{get, post};
     axum::Router::new()
@@ -168,7 +169,7 @@ pub(super) fn routes() -> axum::Router<Arc<State>> {
 async fn build_refused() -> axum::response::Response {
     super::api_error_status(
         axum::http::StatusCode::NOT_IMPLEMENTED,
-        "template builds are not supported by godel yet: start from a snapshot instead (POST /sandboxes/{id}/snapshots, then create with its snapshotID); the built-in template is code-interpreter-v1",
+        "E2B's template build API is not supported by godel: build a template from a Dockerfile with `godel template build --name NAME DIR` (or POST /v1/templates), then create sandboxes with templateID NAME; or start from a snapshot (its snapshotID); the built-in template is code-interpreter-v1",
     )
 }
 

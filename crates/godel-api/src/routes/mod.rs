@@ -11,6 +11,7 @@ mod files;
 mod ports;
 mod runtimes;
 mod snapshots;
+mod templates;
 
 use std::sync::Arc;
 
@@ -430,6 +431,38 @@ pub const ROUTES: &[RouteDoc] = &[
         200
     ),
     r!("get", "/v1/openapi.json", "This document", "", "json", 200),
+    r!(
+        "post",
+        "/v1/templates",
+        "Build a template from a Dockerfile: the body is the build context as a tar holding the Dockerfile (query: name, dockerfile, team, network); answers when the build is done, with its steps and log",
+        "bytes",
+        "TemplateBuild",
+        201
+    ),
+    r!(
+        "get",
+        "/v1/templates",
+        "List the templates the caller's team built (all for an admin)",
+        "",
+        "TemplateInfo[]",
+        200
+    ),
+    r!(
+        "get",
+        "/v1/templates/{name}",
+        "One template of the caller's team",
+        "",
+        "TemplateInfo",
+        200
+    ),
+    r!(
+        "delete",
+        "/v1/templates/{name}",
+        "Remove a template (its layers stay as build cache)",
+        "",
+        "",
+        204
+    ),
 ];
 
 /// The `/v1` router (without auth layers).
@@ -443,8 +476,13 @@ pub fn router(control: Arc<Control>) -> Router {
             "/v1/runtimes/{id}/tar",
             get(files::download_tar).put(files::upload_tar),
         )
+        .route("/v1/templates", post(templates::build).get(templates::list))
         .layer(DefaultBodyLimit::max(FILE_BODY_LIMIT));
     Router::new()
+        .route(
+            "/v1/templates/{name}",
+            get(templates::get).delete(templates::remove),
+        )
         .route("/v1/health", get(admin::health))
         .route("/v1/doctor", get(admin::doctor))
         .route("/v1/runtimes", post(runtimes::spawn).get(runtimes::list))

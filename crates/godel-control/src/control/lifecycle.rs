@@ -60,6 +60,7 @@ impl Control {
         }
         spec.resources = tp.limits.apply(&spec.resources)?;
         spec.team = Some(team.clone());
+        self.check_template(&team, &tp.runtime, &mut spec)?;
         if let Some(iso) = self.settings.isolation_override {
             spec.isolation = iso;
         }

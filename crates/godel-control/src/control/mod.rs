@@ -19,6 +19,7 @@ mod reconcile;
 mod rollout;
 mod snapshots;
 mod teams;
+pub mod templates;
 
 pub use activity::{Activity, ExecRecord, PoolFill, SpawnRates, UsageSample};
 pub use budget::{BudgetRequest, BudgetStatus};
@@ -149,6 +150,8 @@ pub struct Control {
     rollouts: Mutex<BTreeMap<String, rollout::Rollout>>,
     /// Recent commands, usage samples and spawn outcomes (in memory).
     activity: Arc<activity::Activity>,
+    /// The runtime that builds templates (see [`templates`]).
+    templates: std::sync::OnceLock<Arc<dyn godel_core::TemplateBuilder>>,
 }
 
 /// A sink for providers plus the receiver the control plane drains.
@@ -181,6 +184,7 @@ impl Control {
             internal_events: Mutex::new(Some(irx)),
             health: std::sync::OnceLock::new(),
             pools: std::sync::OnceLock::new(),
+            templates: std::sync::OnceLock::new(),
             home: home.to_path_buf(),
             store,
             snapshots,

@@ -13,6 +13,7 @@ mod events;
 mod migrate;
 mod runtimes;
 mod snapshots;
+mod templates;
 mod usage;
 
 use parking_lot::{Mutex, MutexGuard, RwLock};
@@ -145,6 +146,7 @@ impl Store {
         }
         conn.execute_batch(SCHEMA).map_err(db_err)?;
         conn.execute_batch(migrate::V3_TABLES).map_err(db_err)?;
+        conn.execute_batch(templates::TABLE).map_err(db_err)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(db_err)?;
         Ok(Store {

@@ -10,6 +10,7 @@ pub mod runtime;
 pub mod serve;
 pub mod snapshot;
 pub mod suites;
+pub mod template;
 
 use godel_core::Result;
 
@@ -32,6 +33,7 @@ pub async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
         Command::Resume { id } => runtime::pause_resume(ctx, &id, "resume").await,
         Command::Ttl { id, secs } => runtime::ttl(ctx, &id, &secs).await,
         Command::Snapshot(s) => snapshot::run(ctx, s).await,
+        Command::Template(t) => template::run(ctx, t).await,
         Command::Restore { snapshot } => snapshot::restore(ctx, &snapshot).await,
         Command::Fork { snapshot, count } => snapshot::fork(ctx, &snapshot, count).await,
         Command::Port { id, port } => ports::port(ctx, &id, port).await,
