@@ -64,6 +64,18 @@ newest_py="$(printf '%s\n' $E2B_PY_VERSIONS | sort -V | tail -1)"
 if [ -n "$newest_py" ] && [ -f "$sdk/py/$newest_py/.installed" ]; then
   run_one "python e2b $newest_py ports + network" "$logs/ports-network.log" "$sdk/py/$newest_py/bin/python" "$here/ports_network.py"
 fi
+# A template built from tests/e2b_sdk/template/Dockerfile with the CLI (for
+# the key's team), started by name with the newest Python SDK.
+if [ -n "$newest_py" ] && [ -f "$sdk/py/$newest_py/.installed" ]; then
+  if [ -n "$serve_home" ] && [ -z "${E2B_TEMPLATE:-}" ]; then
+    GODEL_HOME="$serve_home" "$godel" template build --team e2b-sdk --name sdk-template \
+      "$here/template" >"$logs/template-build.log" 2>&1 \
+      || { echo "run.sh: godel template build failed:" >&2; tail -20 "$logs/template-build.log" >&2; }
+    # Set even when the build failed: the scenario then fails on the create.
+    export E2B_TEMPLATE=sdk-template
+  fi
+  run_one "python e2b $newest_py template" "$logs/template.log" "$sdk/py/$newest_py/bin/python" "$here/template.py"
+fi
 # The unchanged e2b-code-interpreter SDK (code-interpreter-v1), fork, snapshots, volumes.
 ci_py="$sdk/code-interpreter/bin/python"
 if [ -x "$ci_py" ]; then

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""A template built from a Dockerfile, used through the official, unpatched
+`e2b` Python SDK against a real `godel serve --e2b-listen` (run by run.sh,
+which builds it first with `godel template build --team <the key's team>`
+from tests/e2b_sdk/template/ and passes its name in E2B_TEMPLATE).
+
+- `Sandbox.create(E2B_TEMPLATE)` sees what the Dockerfile's RUN made (a
+  file under /opt and one under /usr/local), the COPY into /home/user, and
+  its ENV; the template's system directories are read-only;
+- an unknown template name is refused (404, naming it);
+- the default template `base` still starts a plain sandbox.
+
+Without E2B_TEMPLATE (an existing server run.sh did not start) it prints
+SKIPPED (a failure when GODEL_REQUIRE is set).
+"""
+
+import os
+import sys
+import time
+import traceback
+
+from e2b import Sandbox
+
+results = []
+
+
+def check(name):
+    def wrap(fn):
+        t0 = time.monotonic()
+        try:
+            fn()
+            results.append((name, True))
+            print(f"ok   {name} ({(time.monotonic() - t0) * 1000:.0f} ms)", flush=True)
+        except Exception as e:  # noqa: BLE001 - report every failure and go on
+            results.append((name, False))
+            print(f"FAIL {name}: {e!r}", flush=True)
+            traceback.print_exc()
+        return fn
+
+    return wrap
+
+
+def main():
+    name = os.environ.get("E2B_TEMPLATE")
+    if not name:
+        if os.environ.get("GODEL_REQUIRE"):
+            results.append(("template", False))
+        else:
+            print("SKIPPED template: E2B_TEMPLATE is not set (run.sh builds it)")
+    else:
+
+        @check("Sandbox.create(built template) sees the RUN's and COPY's effects")
+        def _():
+            sb = Sandbox.create(name)
+            try:
+                r = sb.commands.run(
+                    "cat /opt/sdk-template/made-by-run /usr/local/share/sdk-template.txt "
+                    "/home/user/hello.txt; echo $SDK_TEMPLATE_ENV"
+                )
+                want = "made by RUN\nrun as 0\nhello from the context\nfrom-env\n"
+                assert r.stdout == want, repr(r.stdout)
+                r = sb.commands.run(
+                    "touch /opt/sdk-template/x 2>/dev/null && echo writable || echo read-only"
+                )
+                assert r.stdout.strip() == "read-only", r.stdout
+                sb.files.write("/home/user/mine.txt", "ok")
+                assert sb.files.read("/home/user/mine.txt") == "ok"
+            finally:
+                sb.kill()
+
+        @check("an unknown template is refused naming it")
+        def _():
+            try:
+                sb = Sandbox.create("no-such-template-xyz")
+                sb.kill()
+            except Exception as e:  # noqa: BLE001 - the SDK's NotFound class varies by version
+                assert "no-such-template-xyz" in str(e), str(e)
+                return
+            raise AssertionError("create with an unknown template succeeded")
+
+        @check("the default template base still works")
+        def _():
+            sb = Sandbox.create()
+            try:
+                r = sb.commands.run("test -e /opt/sdk-template && echo leaked || echo clean")
+                assert r.stdout.strip() == "clean", r.stdout
+            finally:
+                sb.kill()
+
+    passed = sum(1 for _, ok in results if ok)
+    failed = len(results) - passed
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
