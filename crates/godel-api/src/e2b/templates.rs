@@ -169,7 +169,7 @@ pub(super) fn routes() -> axum::Router<Arc<State>> {
 async fn build_refused() -> axum::response::Response {
     super::api_error_status(
         axum::http::StatusCode::NOT_IMPLEMENTED,
-        "E2B's template build API is not supported by godel: build a template from a Dockerfile with `godel template build --name NAME DIR` (or POST /v1/templates), then create sandboxes with templateID NAME; or start from a snapshot (its snapshotID); the built-in template is code-interpreter-v1",
+        "E2B's API for template builds is not supported by godel: build a template from a Dockerfile with `godel template build --name NAME DIR` (or POST /v1/templates), then create sandboxes with templateID NAME; or start from a snapshot (its snapshotID); the built-in template is code-interpreter-v1",
     )
 }
 
