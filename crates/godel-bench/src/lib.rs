@@ -13,6 +13,7 @@
 //! - [`load`]: `godel bench exec|files|api` and the mixed API load generator
 //! - [`scale`]: `godel bench scale`, N agents alive at once under API load
 //! - [`results`]: the latest result of each suite, for `godel bench report`
+//! - [`template`]: `godel bench template`, template builds cold and cached vs the same RUNs as one exec
 //! - [`usage`]: `godel bench usage`, usage reports over 1,000 agents × 30 days of history
 //!
 //! The numbers are printed, never asserted.
@@ -31,6 +32,7 @@ pub mod sandbox;
 pub mod scale;
 pub mod spawn;
 mod summary;
+pub mod template;
 pub mod usage;
 
 pub use summary::{LatencySummary, ms};

@@ -526,6 +526,11 @@ pub enum BenchCmd {
         #[arg(long, short = 'n', default_value_t = 200)]
         iterations: usize,
     },
+    /// Template builds from a Dockerfile, cold and cached, vs the same RUNs as one exec.
+    Template {
+        #[arg(long, short = 'n', default_value_t = 10)]
+        iterations: usize,
+    },
     /// godel's own overhead per pod spawn against the in-repo fake API server.
     Kube {
         #[arg(long, default_value_t = 1000)]

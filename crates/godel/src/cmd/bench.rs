@@ -114,6 +114,16 @@ pub async fn run(ctx: &Ctx, cmd: BenchCmd) -> Result<i32> {
                 godel_bench::ports::print(&r);
             }
         }
+        BenchCmd::Template { iterations } => {
+            let bin = std::env::current_exe().map_err(|e| godel_core::Error::io("own path", &e))?;
+            let o = godel_bench::template::TemplateOptions { bin, iterations };
+            let r = godel_bench::template::run(&o, &progress).await?;
+            if ctx.json {
+                crate::output::json(&r);
+            } else {
+                godel_bench::template::print(&r);
+            }
+        }
         BenchCmd::Kube { pods, concurrency } => {
             progress(&format!(
                 "{pods} pods, {concurrency} at once, against the in-repo fake API server (measures godel's own overhead)"
