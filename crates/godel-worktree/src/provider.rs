@@ -359,13 +359,18 @@ impl WorktreeProvider {
             let isolator = self.isolator(spec.isolation)?;
             let cfg = self.sandbox_config(id, spec, &info.path);
             let sandbox = match self.template_of(spec)? {
-                Some((_, layers)) => {
+                Some((t, layers)) => {
                     Self::seed_workspace(&layers, &info.path)?;
                     let root = godel_sandbox::JailRoot {
                         layers,
                         upper: None,
                     };
-                    isolator.create_rooted(cfg, root).await?
+                    let jail = isolator.create_rooted(cfg, root).await?;
+                    if let Err(e) = start_command(&*jail, &t).await {
+                        let _ = jail.destroy().await;
+                        return Err(e);
+                    }
+                    jail
                 }
                 None => isolator.create(cfg).await?,
             };
@@ -451,6 +456,16 @@ impl WorktreeProvider {
                 workspace::destroy(&self.layout, &h.workspace).await?;
             }
             None => {
+                // A spawn cut off before its handle was written may still
+                // have made its jail: the isolator's own record of it (the
+                // jail config's state dir) finds it, alive or not.
+                if let Some(iso) = self.sandbox_isolator.clone() {
+                    let path = self.layout.workspace(id);
+                    let cfg = self.sandbox_config(id, &SpawnSpec::default(), &path);
+                    if let Ok(Some(sb)) = iso.adopt(cfg, &serde_json::Value::Null).await {
+                        let _ = sb.destroy().await;
+                    }
+                }
                 let path = self.layout.workspace(id);
                 overlay::unmount(&path)?;
                 remove_tree(&path)?;
@@ -460,6 +475,39 @@ impl WorktreeProvider {
         }
         Ok(())
     }
+}
+
+/// Start a template's `CMD`/`ENTRYPOINT` in the background (as the agent,
+/// in the template's `WORKDIR`), as E2B starts a template's start command;
+/// its output is drained and logged at debug level.
+async fn start_command(jail: &dyn godel_sandbox::Jail, t: &godel_core::TemplateInfo) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let Some(argv) = t.start_cmd.clone() else {
+        return Ok(());
+    };
+    let p = jail
+        .launch(ProcessSpec {
+            argv,
+            env: t.env.clone(),
+            cwd: t.workdir.clone(),
+            stdin: false,
+        })
+        .await
+        .map_err(|e| {
+            Error::new(
+                e.code,
+                format!("template {}: its start command: {}", t.name, e.message),
+            )
+        })?;
+    let name = t.name.clone();
+    tokio::spawn(async move {
+        let (mut out, mut err) = (p.stdout, p.stderr);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let _ = tokio::join!(out.read_to_end(&mut a), err.read_to_end(&mut b));
+        let st = p.exit.await;
+        tracing::debug!(template = %name, exit = ?st.map(|s| s.code).ok(), "template start command ended");
+    });
+    Ok(())
 }
 
 /// Copy `src`'s contents over `dst` (kept ownership and modes; overlay

@@ -126,11 +126,28 @@ async fn build_then_spawn_cache_and_refusals() {
     let mut child = request(
         "child",
         "team-a",
-        "FROM tpl\nRUN test -f /opt/app/made-by-run && echo $GREETING > /opt/child\n",
+        "FROM tpl\nRUN test -f /opt/app/made-by-run && echo $GREETING > /opt/child\nWORKDIR /home/user\nCMD [\"sh\", \"-c\", \"cat /opt/child > started\"]\n",
     );
     child.templates.insert("tpl".into(), built.template.clone());
     let c = p.build(child).await.unwrap();
     assert_eq!(c.template.layers.len(), 5);
+    // Its CMD is the start command: it runs when a sandbox starts.
+    assert!(c.template.start_cmd.is_some());
+    reg.lock()
+        .insert(("team-a".into(), "child".into()), c.template.clone());
+    let mut cs = spec.clone();
+    cs.template = Some("child".into());
+    p.spawn("child-sb", &cs).await.unwrap();
+    let mut seen = String::new();
+    for _ in 0..600 {
+        seen = sh(&p, "child-sb", "cat started 2>/dev/null").await.stdout;
+        if !seen.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, "hello\n");
+    p.terminate("child-sb").await.unwrap();
 
     // A failing RUN: the step, its line, exit code and output.
     let bad = "FROM host\nRUN echo first-step\nRUN echo about-to-fail && exit 3\n";
