@@ -169,55 +169,12 @@ impl WorktreeProvider {
         })
     }
 
-    /// The built template a spawn names, if any: `None` for no template or a
-    /// built-in one; `NOT_FOUND` for a name nobody built for the spawn's team.
+    /// The built template a spawn names (see [`crate::template::resolve`]).
     fn template_of(
         &self,
         spec: &SpawnSpec,
     ) -> Result<Option<(godel_core::TemplateInfo, Vec<PathBuf>)>> {
-        let Some(name) = spec.template.as_deref() else {
-            return Ok(None);
-        };
-        if godel_core::BUILTIN_TEMPLATES.contains(&name) {
-            return Ok(None);
-        }
-        let team = spec.team.as_deref().unwrap_or("default");
-        let found = self.templates.as_ref().and_then(|r| r(team, name));
-        let Some(t) = found else {
-            return Err(Error::not_found(format!(
-                "template {name} not found: it is not built in ({}) and team {team} has built no template of that name (godel template build)",
-                godel_core::BUILTIN_TEMPLATES.join(", ")
-            )));
-        };
-        if spec.isolation != Isolation::Sandbox {
-            return Err(Error::invalid(format!(
-                "template {name} needs isolation 'sandbox' (its layers are mounted by the process sandbox)"
-            )));
-        }
-        let layers = self.template_dirs.layers_of(&t)?;
-        Ok(Some((t, layers)))
-    }
-
-    /// Put the template's `/home/user` (its layers' `root/home/user`, lowest
-    /// first) into a new workspace.
-    fn seed_workspace(layers: &[PathBuf], ws: &Path) -> Result<()> {
-        for l in layers.iter().rev() {
-            let home = l
-                .join("root")
-                .join(godel_core::WORKSPACE_MOUNT.trim_start_matches('/'));
-            if home.is_dir() {
-                copy_merge(&home, ws).map_err(|e| {
-                    Error::io(
-                        format!(
-                            "copy the template's {} into the workspace",
-                            godel_core::WORKSPACE_MOUNT
-                        ),
-                        &e,
-                    )
-                })?;
-            }
-        }
-        Ok(())
+        crate::template::resolve(self.templates.as_ref(), &self.template_dirs, spec)
     }
 
     /// Remove shared checkouts and snapshot deltas that no runtime uses (in
@@ -360,13 +317,13 @@ impl WorktreeProvider {
             let cfg = self.sandbox_config(id, spec, &info.path);
             let sandbox = match self.template_of(spec)? {
                 Some((t, layers)) => {
-                    Self::seed_workspace(&layers, &info.path)?;
+                    crate::template::seed_workspace(&layers, &info.path)?;
                     let root = godel_sandbox::JailRoot {
                         layers,
                         upper: None,
                     };
                     let jail = isolator.create_rooted(cfg, root).await?;
-                    if let Err(e) = start_command(&*jail, &t).await {
+                    if let Err(e) = crate::template::start_command(&*jail, &t).await {
                         let _ = jail.destroy().await;
                         return Err(e);
                     }
@@ -475,65 +432,6 @@ impl WorktreeProvider {
         }
         Ok(())
     }
-}
-
-/// Start a template's `CMD`/`ENTRYPOINT` in the background (as the agent,
-/// in the template's `WORKDIR`), as E2B starts a template's start command;
-/// its output is drained and logged at debug level.
-async fn start_command(jail: &dyn godel_sandbox::Jail, t: &godel_core::TemplateInfo) -> Result<()> {
-    use tokio::io::AsyncReadExt;
-    let Some(argv) = t.start_cmd.clone() else {
-        return Ok(());
-    };
-    let p = jail
-        .launch(ProcessSpec {
-            argv,
-            env: t.env.clone(),
-            cwd: t.workdir.clone(),
-            stdin: false,
-        })
-        .await
-        .map_err(|e| {
-            Error::new(
-                e.code,
-                format!("template {}: its start command: {}", t.name, e.message),
-            )
-        })?;
-    let name = t.name.clone();
-    tokio::spawn(async move {
-        let (mut out, mut err) = (p.stdout, p.stderr);
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        let _ = tokio::join!(out.read_to_end(&mut a), err.read_to_end(&mut b));
-        let st = p.exit.await;
-        tracing::debug!(template = %name, exit = ?st.map(|s| s.code).ok(), "template start command ended");
-    });
-    Ok(())
-}
-
-/// Copy `src`'s contents over `dst` (kept ownership and modes; overlay
-/// whiteouts, character devices 0/0, are skipped).
-fn copy_merge(src: &Path, dst: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-    for e in std::fs::read_dir(src)? {
-        let e = e?;
-        let (from, to) = (e.path(), dst.join(e.file_name()));
-        let m = std::fs::symlink_metadata(&from)?;
-        if m.file_type().is_char_device() {
-            continue;
-        }
-        if m.is_dir() {
-            std::fs::create_dir_all(&to)?;
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(m.mode()))?;
-            copy_merge(&from, &to)?;
-        } else if m.file_type().is_symlink() {
-            let _ = std::fs::remove_file(&to);
-            std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
-        } else {
-            std::fs::copy(&from, &to)?;
-        }
-        std::os::unix::fs::lchown(&to, Some(m.uid()), Some(m.gid()))?;
-    }
-    Ok(())
 }
 
 fn open_root(path: &Path) -> Result<Dir> {

@@ -476,6 +476,121 @@ async fn run_step(
     Ok((code, out, step.join("upper/layer")))
 }
 
+/// The built template a spawn names, if any, with its layer directories:
+/// `None` for no template or a built-in one; `NOT_FOUND` for a name nobody
+/// built for the spawn's team.
+pub(crate) fn resolve(
+    resolver: Option<&godel_core::TemplateResolver>,
+    dirs: &TemplateDirs,
+    spec: &godel_core::SpawnSpec,
+) -> Result<Option<(TemplateInfo, Vec<PathBuf>)>> {
+    let Some(name) = spec.template.as_deref() else {
+        return Ok(None);
+    };
+    if godel_core::BUILTIN_TEMPLATES.contains(&name) {
+        return Ok(None);
+    }
+    let team = spec.team.as_deref().unwrap_or("default");
+    let found = resolver.and_then(|r| r(team, name));
+    let Some(t) = found else {
+        return Err(Error::not_found(format!(
+            "template {name} not found: it is not built in ({}) and team {team} has built no template of that name (godel template build)",
+            godel_core::BUILTIN_TEMPLATES.join(", ")
+        )));
+    };
+    if spec.isolation != godel_core::Isolation::Sandbox {
+        return Err(Error::invalid(format!(
+            "template {name} needs isolation 'sandbox' (its layers are mounted by the process sandbox)"
+        )));
+    }
+    let layers = dirs.layers_of(&t)?;
+    Ok(Some((t, layers)))
+}
+
+/// Put the template's `/home/user` (its layers' `root/home/user`, lowest
+/// first) into a new workspace.
+pub(crate) fn seed_workspace(layers: &[PathBuf], ws: &Path) -> Result<()> {
+    for l in layers.iter().rev() {
+        let home = l
+            .join("root")
+            .join(godel_core::WORKSPACE_MOUNT.trim_start_matches('/'));
+        if home.is_dir() {
+            copy_merge(&home, ws).map_err(|e| {
+                Error::io(
+                    format!(
+                        "copy the template's {} into the workspace",
+                        godel_core::WORKSPACE_MOUNT
+                    ),
+                    &e,
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Start a template's `CMD`/`ENTRYPOINT` in the background (as the agent,
+/// in the template's `WORKDIR`), as E2B starts a template's start command;
+/// its output is drained and logged at debug level.
+pub(crate) async fn start_command(
+    jail: &dyn godel_sandbox::Jail,
+    t: &godel_core::TemplateInfo,
+) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let Some(argv) = t.start_cmd.clone() else {
+        return Ok(());
+    };
+    let p = jail
+        .launch(ProcessSpec {
+            argv,
+            env: t.env.clone(),
+            cwd: t.workdir.clone(),
+            stdin: false,
+        })
+        .await
+        .map_err(|e| {
+            Error::new(
+                e.code,
+                format!("template {}: its start command: {}", t.name, e.message),
+            )
+        })?;
+    let name = t.name.clone();
+    tokio::spawn(async move {
+        let (mut out, mut err) = (p.stdout, p.stderr);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let _ = tokio::join!(out.read_to_end(&mut a), err.read_to_end(&mut b));
+        let st = p.exit.await;
+        tracing::debug!(template = %name, exit = ?st.map(|s| s.code).ok(), "template start command ended");
+    });
+    Ok(())
+}
+
+/// Copy `src`'s contents over `dst` (kept ownership and modes; overlay
+/// whiteouts, character devices 0/0, are skipped).
+fn copy_merge(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        let (from, to) = (e.path(), dst.join(e.file_name()));
+        let m = std::fs::symlink_metadata(&from)?;
+        if m.file_type().is_char_device() {
+            continue;
+        }
+        if m.is_dir() {
+            std::fs::create_dir_all(&to)?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(m.mode()))?;
+            copy_merge(&from, &to)?;
+        } else if m.file_type().is_symlink() {
+            let _ = std::fs::remove_file(&to);
+            std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
+        } else {
+            std::fs::copy(&from, &to)?;
+        }
+        std::os::unix::fs::lchown(&to, Some(m.uid()), Some(m.gid()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
