@@ -164,8 +164,52 @@ pub async fn run(o: &ChaosOptions, progress: &dyn Fn(&str)) -> Result<Tally> {
             .status();
     }
     r?;
+    demand_required(
+        &mut tally.faults,
+        &std::env::var("GODEL_REQUIRE").unwrap_or_default(),
+    );
     tally.secs = t0.elapsed().as_secs_f64();
     Ok(tally)
+}
+
+/// `n` distinct entries of `from` picked with a xorshift generator seeded
+/// by `seed` (printed, so a run can be retold).
+fn pick_random(from: &[String], n: usize, seed: u64) -> Vec<String> {
+    let mut pool = from.to_vec();
+    let mut x = seed.max(1);
+    let mut out = Vec::new();
+    while out.len() < n && !pool.is_empty() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push(pool.swap_remove((x % pool.len() as u64) as usize));
+    }
+    out
+}
+
+/// Where `$GODEL_REQUIRE` demands what a skipped fault lacked (`qemu` for
+/// the microVM fault, `root` for the size-limited mount; `all` for both),
+/// the skip is a failure, as with `godel_testkit::require!` in the tests.
+fn demand_required(faults: &mut [Fault], req: &str) {
+    let wants = |key: &str| {
+        req.split(',')
+            .map(str::trim)
+            .any(|k| k == key || k == "all")
+    };
+    for f in faults.iter_mut() {
+        let key = if f.name.contains("microVM") {
+            "qemu"
+        } else {
+            "root"
+        };
+        if wants(key)
+            && let Some(why) = f.skipped.take()
+        {
+            f.failures.push(format!(
+                "not injected, and GODEL_REQUIRE demands {key}: {why}"
+            ));
+        }
+    }
 }
 
 async fn run_in(
@@ -257,18 +301,20 @@ async fn run_in(
     };
 
     let mut killed: BTreeSet<String> = BTreeSet::new();
-    // 1. SIGKILL a quarter of the agents' processes.
-    let victims: Vec<String> = ids
-        .iter()
-        .skip(2)
-        .step_by(4)
-        .take((o.agents / 4).max(1))
-        .cloned()
-        .collect();
-    progress(&format!("SIGKILL {} agents' processes", victims.len()));
-    tally
-        .faults
-        .push(faults::kill_processes(&mut api, &victims, "SIGKILL agent processes").await);
+    // 1. SIGKILL a random quarter of the agents' processes (not the two
+    // snapshotted first: their snapshots are checked at the end anyway).
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    let victims = pick_random(&ids[2.min(ids.len())..], (o.agents / 4).max(1), seed);
+    progress(&format!(
+        "SIGKILL {} random agents' processes (seed {seed})",
+        victims.len()
+    ));
+    let mut f = faults::kill_processes(&mut api, &victims, "SIGKILL agent processes").await;
+    f.detail.push_str(&format!(" (random pick, seed {seed})"));
+    tally.faults.push(f);
     killed.extend(victims.iter().cloned());
 
     // 2. VMs.
@@ -366,7 +412,7 @@ async fn run_in(
         .filter_map(|r| r["id"].as_str().map(str::to_string))
         .chain(ids.iter().cloned())
         .collect();
-    tally.orphans = orphans(home, &every).await;
+    tally.orphans = orphans(home, &every, &d.pids_seen).await;
     let (ok, text) = store_integrity(home);
     tally.store_ok = ok;
     tally.store_integrity = text;
@@ -516,10 +562,12 @@ async fn check_snapshots(api: &mut Api, tally: &mut Tally) {
     }
 }
 
-/// Processes left behind: in a cgroup named after one of `ids`, or with
+/// Processes left behind: in a cgroup named after one of `ids` or after a
+/// warm-pool jail of one of the `daemons` (`warm-<pid>-<n>`), or with
 /// `home` on their command line. Waits up to 15 s for them to go.
-pub async fn orphans(home: &Path, ids: &[String]) -> Vec<String> {
+pub async fn orphans(home: &Path, ids: &[String], daemons: &[u32]) -> Vec<String> {
     let home_s = home.display().to_string();
+    let pools: Vec<String> = daemons.iter().map(|p| format!("/warm-{p}-")).collect();
     let me = std::process::id();
     let t = Instant::now();
     loop {
@@ -538,7 +586,8 @@ pub async fn orphans(home: &Path, ids: &[String]) -> Vec<String> {
                 let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
                 let in_cg = ids
                     .iter()
-                    .any(|id| !id.is_empty() && cg.contains(id.as_str()));
+                    .any(|id| !id.is_empty() && cg.contains(id.as_str()))
+                    || pools.iter().any(|w| cg.contains(w.as_str()));
                 if in_cg || cmd.contains(&home_s) {
                     found.push(format!("pid {pid}: {}", cmd.trim()));
                 }
@@ -589,4 +638,41 @@ pub fn store_integrity(home: &Path) -> (bool, String) {
             missing.len()
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_pick_is_distinct_and_bounded() {
+        let ids: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
+        let got = pick_random(&ids, 4, 42);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got.iter().collect::<BTreeSet<_>>().len(), 4);
+        assert_eq!(got, pick_random(&ids, 4, 42), "same seed, same pick");
+        assert_eq!(pick_random(&ids[..2], 5, 7).len(), 2);
+    }
+
+    #[test]
+    fn a_skipped_fault_fails_the_run_only_when_required() {
+        let mut tally = Tally {
+            store_ok: true,
+            faults: vec![Fault {
+                name: "SIGKILL microVM VMMs".into(),
+                skipped: Some("no images".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(tally.ok(), "a visible skip alone is not a failure");
+        tally.unaccounted = 1;
+        assert!(!tally.ok(), "an unaccounted agent fails the run");
+        tally.unaccounted = 0;
+        demand_required(&mut tally.faults, "nft");
+        assert!(tally.ok(), "qemu not demanded");
+        demand_required(&mut tally.faults, "root,qemu");
+        assert!(tally.faults[0].skipped.is_none());
+        assert!(!tally.ok(), "{:?}", tally.faults);
+    }
 }

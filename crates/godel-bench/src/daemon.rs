@@ -21,6 +21,9 @@ pub struct Daemon {
     pub home: PathBuf,
     pub isolation: String,
     pub extra: Vec<String>,
+    /// Every pid this daemon had (one per start), for the orphan check:
+    /// its warm-pool jails are named after it.
+    pub pids_seen: Vec<u32>,
     child: Option<tokio::process::Child>,
 }
 
@@ -32,6 +35,7 @@ impl Daemon {
             home: home.to_path_buf(),
             isolation: isolation.to_string(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            pids_seen: Vec::new(),
             child: None,
         };
         d.restart().await?;
@@ -74,6 +78,7 @@ impl Daemon {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| Error::io(format!("start {} serve", self.bin.display()), &e))?;
+        self.pids_seen.extend(child.id());
         self.child = Some(child);
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(60) {

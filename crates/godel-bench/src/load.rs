@@ -279,6 +279,7 @@ pub async fn mixed_load(sock: &Path, ids: &[String], rate: f64, secs: f64) -> Lo
     // A pool of kept-alive connections, handed out per request.
     let pool: Arc<std::sync::Mutex<Vec<Api>>> = Arc::new(std::sync::Mutex::new(Vec::new()));
     let start = Instant::now();
+    let mut issued = 0usize;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for i in 0..total {
@@ -292,6 +293,7 @@ pub async fn mixed_load(sock: &Path, ids: &[String], rate: f64, secs: f64) -> Lo
             _ => &[Kind::Exec],
         };
         for &k in kinds {
+            issued += 1;
             let (tx, ids, pool, sock) = (tx.clone(), ids.clone(), pool.clone(), sock.to_path_buf());
             let scheduled = Instant::now();
             tokio::spawn(async move {
@@ -348,6 +350,15 @@ pub async fn mixed_load(sock: &Path, ids: &[String], rate: f64, secs: f64) -> Lo
             }
         }
         by[k as usize].push(took);
+    }
+    // Requests still unanswered 30 s after the last one started are errors.
+    let unanswered = issued.saturating_sub(rep.sent);
+    if unanswered > 0 {
+        rep.errors += unanswered;
+        rep.sent = issued;
+        rep.error_samples.push(format!(
+            "{unanswered} requests unanswered 30 s after the load ended"
+        ));
     }
     let wall = start.elapsed().as_secs_f64();
     let all: Vec<Duration> = by[..3].iter().flatten().copied().collect();

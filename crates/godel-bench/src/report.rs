@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use crate::results;
 
-const SUITES: [&str; 8] = [
+const SUITES: [&str; 9] = [
+    "spawn-worktree",
     "exec",
     "files",
     "api",
@@ -73,9 +74,16 @@ pub fn write(home: &Path, out: &Path, name: &str) -> Result<Vec<PathBuf>> {
     md.push_str("\nOther engineers were compiling on the same machine while these ran; the load averages above say how busy it was.\n\n");
 
     // Latency table and plot.
-    md.push_str("## Latency (godel through the API, baseline in the same run)\n\n| suite | godel P50 / P95 / P99 ms | baseline P50 / P95 / P99 ms | baseline is |\n|---|---|---|---|\n");
+    md.push_str("## Latency (godel through the API, baseline in the same run)\n\n| suite | godel P50 / P95 / P99 ms | baseline P50 / P95 / P99 ms | baseline is | target | |\n|---|---|---|---|---|---|\n");
     let mut series: Vec<(String, [f64; 3], [f64; 3])> = Vec::new();
-    for s in ["exec", "files", "api", "scale-worktree", "scale-microvm"] {
+    for s in [
+        "spawn-worktree",
+        "exec",
+        "files",
+        "api",
+        "scale-worktree",
+        "scale-microvm",
+    ] {
         let Some(v) = get(s) else { continue };
         let g = [f(v, "/p50_ms"), f(v, "/p95_ms"), f(v, "/p99_ms")];
         let b = [
@@ -84,19 +92,34 @@ pub fn write(home: &Path, out: &Path, name: &str) -> Result<Vec<PathBuf>> {
             f(v, "/baseline/p99_ms"),
         ];
         let what = match s {
+            "spawn-worktree" => format!(
+                "spawn worktree, one at a time ({} files, isolation {})",
+                v["files"],
+                v["isolation"].as_str().unwrap_or("?")
+            ),
             "files" => format!("files (write+read {} KiB)", f(v, "/size_bytes") / 1024.0),
-            s if s.starts_with("scale") => format!("{s} spawn"),
+            "api" => format!(
+                "api mix at {} req/s, {} agents",
+                v["load"]["rate_per_s"], v["agents"]
+            ),
+            s if s.starts_with("scale") => format!("{s} spawn, concurrent"),
             s => s.to_string(),
         };
+        let (target, ok) = match s {
+            "spawn-worktree" => ("P95 < 100 ms (phase gate; 10 ms goal)", Some(g[1] < 100.0)),
+            "api" => ("P95 < 200 ms (phase gate)", Some(g[1] < 200.0)),
+            _ => ("—", None),
+        };
         md.push_str(&format!(
-            "| {what} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {} |\n",
+            "| {what} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {} | {target} | {} |\n",
             g[0],
             g[1],
             g[2],
             b[0],
             b[1],
             b[2],
-            v["baseline_is"].as_str().unwrap_or("")
+            v["baseline_is"].as_str().unwrap_or(""),
+            ok.map_or("", met)
         ));
         series.push((what, g, b));
     }

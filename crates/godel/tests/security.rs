@@ -229,6 +229,16 @@ fn path_traversal_on_every_file_route_stays_in_the_workspace() {
     assert_eq!(d.ok(&["read", &rt, "sub/in.txt"]), "in\n");
 }
 
+/// method, path, body, content type, accepted statuses, expected code ("" any).
+type BodyCase = (
+    &'static str,
+    String,
+    Vec<u8>,
+    &'static str,
+    &'static [u16],
+    &'static str,
+);
+
 #[test]
 fn oversized_malformed_and_unknown_field_bodies_are_refused_with_codes() {
     let d = Daemon::start_tcp(&[]);
@@ -242,7 +252,7 @@ fn oversized_malformed_and_unknown_field_bodies_are_refused_with_codes() {
         "a".repeat(2 << 20)
     );
     let exec = format!("/v1/runtimes/{rt}/exec");
-    let cases: Vec<(&str, String, Vec<u8>, &str, &[u16], &str)> = vec![
+    let cases: Vec<BodyCase> = vec![
         (
             "POST",
             "/v1/runtimes".into(),

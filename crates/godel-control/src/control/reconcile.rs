@@ -64,6 +64,13 @@ impl Control {
                     };
                     match provider.adopt(&id, &rec.spec, &handle).await {
                         Ok(Some(sp)) => {
+                            // Adoption may thaw (a frozen init cannot
+                            // answer): a paused sandbox is frozen again.
+                            if rec.state == SandboxState::Paused
+                                && let Err(e) = provider.pause(&id).await
+                            {
+                                tracing::warn!(runtime = %id, error = %e, "cannot pause an adopted paused sandbox again");
+                            }
                             self.store.set_handle(&id, &sp.handle, sp.pid)?;
                             self.emit(
                                 Event::new(godel_core::EventKind::Adopted)

@@ -1,4 +1,4 @@
-//! `godel bench spawn|sandbox|microvm|kube|usage`: the command-line side of the
+//! `godel bench spawn|sandbox|microvm|kube|usage|ports`: the command-line side of the
 //! benchmarks in godel-bench (cargo feature `bench`, on by default; a build
 //! without it says so instead of running them).
 
@@ -56,6 +56,8 @@ pub async fn run(ctx: &Ctx, cmd: BenchCmd) -> Result<i32> {
             };
             let r = godel_bench::spawn::run(&opts, register, api, &progress).await?;
             r.print(ctx.json);
+            let saved = godel_bench::results::save(&ctx.home, "spawn-worktree", &r.to_json())?;
+            progress(&format!("saved {}", saved.display()));
         }
         BenchCmd::Sandbox { iterations } => {
             progress(&format!(
