@@ -8,7 +8,10 @@ from tests/e2b_sdk/template/ and passes its name in E2B_TEMPLATE).
   file under /opt and one under /usr/local), the COPY into /home/user, and
   its ENV; the template's system directories are read-only;
 - an unknown template name is refused (404, naming it);
-- the default template `base` still starts a plain sandbox.
+- the default template `base` still starts a plain sandbox;
+- `Template.build()` (E2B's build API: file upload links, steps, status
+  polling) on top of that template, then `Sandbox.create` of the result;
+  `from_image("ubuntu:22.04")` is refused naming the image.
 
 Without E2B_TEMPLATE (an existing server run.sh did not start) it prints
 SKIPPED (a failure when GODEL_REQUIRE is set).
@@ -67,6 +70,42 @@ def main():
                 assert sb.files.read("/home/user/mine.txt") == "ok"
             finally:
                 sb.kill()
+
+        @check("Template.build() with RUN, COPY, ENV, WORKDIR, then Sandbox.create")
+        def _():
+            import tempfile
+
+            from e2b import Template
+
+            ctx = tempfile.mkdtemp()
+            with open(os.path.join(ctx, "up.txt"), "w") as f:
+                f.write("uploaded\n")
+            t = (
+                Template(file_context_path=ctx)
+                .from_template(name)
+                .set_envs({"BUILT": "by sdk"})
+                .set_workdir("/opt/sdk-built")
+                .run_cmd("cat /opt/sdk-template/made-by-run > from-base && echo $((6*7)) > n")
+                .copy("up.txt", "/opt/sdk-built/")
+            )
+            Template.build(t, "sdk-built")
+            sb = Sandbox.create("sdk-built")
+            try:
+                r = sb.commands.run("cd /opt/sdk-built && cat from-base n up.txt; echo $BUILT")
+                assert r.stdout == "made by RUN\n42\nuploaded\nby sdk\n", repr(r.stdout)
+            finally:
+                sb.kill()
+
+        @check("Template.build() from a registry image is refused naming it")
+        def _():
+            from e2b import Template
+
+            try:
+                Template.build(Template().from_image("ubuntu:22.04").run_cmd("true"), "bad")
+            except Exception as e:  # noqa: BLE001 - BuildException in every version
+                assert "ubuntu:22.04" in str(e), str(e)
+                return
+            raise AssertionError("a registry image was accepted")
 
         @check("an unknown template is refused naming it")
         def _():

@@ -425,9 +425,7 @@ async fn template_builds_are_refused_by_name() {
     use reqwest::Method;
     let s = TestServer::start(ServeConfig::default()).await;
     for (m, path) in [
-        (Method::POST, "/v3/templates"),
         (Method::POST, "/v2/templates"),
-        (Method::GET, "/templates/t/builds/b/status"),
         (Method::GET, "/templates/t/builds/b/logs"),
     ] {
         let (st, v) = call(&s, &s.key, m, path, Some(json!({"name":"x"}))).await;
@@ -437,6 +435,50 @@ async fn template_builds_are_refused_by_name() {
             "{v}"
         );
     }
+    // Template.build()'s routes are served: a build nobody opened is 404,
+    // a registry image and tags are refused naming them.
+    let (st, v) = call(
+        &s,
+        &s.key,
+        Method::GET,
+        "/templates/t/builds/b/status",
+        None,
+    )
+    .await;
+    assert_eq!(st, 404, "{v}");
+    let (st, v) = call(
+        &s,
+        &s.key,
+        Method::POST,
+        "/v3/templates",
+        Some(json!({"name": "x:v1"})),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("tags"), "{v}");
+    let (st, v) = call(
+        &s,
+        &s.key,
+        Method::POST,
+        "/v3/templates",
+        Some(json!({"name": "x"})),
+    )
+    .await;
+    assert_eq!(st, 202, "{v}");
+    let build = v["buildID"].as_str().unwrap().to_string();
+    let (st, v) = call(
+        &s,
+        &s.key,
+        Method::POST,
+        &format!("/v2/templates/x/builds/{build}"),
+        Some(json!({"fromImage": "ubuntu:22.04", "steps": [{"type": "RUN", "args": ["true"]}]})),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("ubuntu:22.04"),
+        "{v}"
+    );
     // Deleting a template that is not a snapshot: 404.
     let (st, _) = call(&s, &s.key, Method::DELETE, "/templates/nope", None).await;
     assert_eq!(st, 404);

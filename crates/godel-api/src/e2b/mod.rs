@@ -33,6 +33,7 @@ pub(crate) mod proxy;
 mod registry;
 mod rest;
 mod snapshots;
+mod template_build;
 mod templates;
 mod volumes;
 

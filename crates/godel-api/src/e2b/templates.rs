@@ -150,20 +150,28 @@ pub async fn start(state: &State, caller: &Caller, id: &str, t: &ServerTemplate)
     }
 }
 
-/// E2B's template build API: refused with a message pointing at godel's own
-/// (`godel template build`, `POST /v1/templates`), rather than answered with
-/// a bare "no such route".
+/// E2B's template build API: `Template.build()`'s routes are served by
+/// [`super::template_build`]; the older ones (v1/v2 creates, build logs)
+/// are refused with a message pointing at godel's own (`godel template
+/// build`, `POST /v1/templates`), rather than answered with a bare "no such
+/// route".
 pub(super) fn routes() -> axum::Router<Arc<State>> {
+    use super::template_build as tb;
     use axum::routing::{get, post};
     axum::Router::new()
-        .route("/v3/templates", post(build_refused))
+        .route("/v3/templates", post(tb::create))
         .route("/v2/templates", post(build_refused))
         .route("/templates", post(build_refused))
-        .route("/v2/templates/{id}/builds/{build}", post(build_refused))
+        .route("/v2/templates/{id}/builds/{build}", post(tb::start))
         .route("/templates/{id}/builds/{build}", post(build_refused))
-        .route("/templates/{id}/builds/{build}/status", get(build_refused))
+        .route("/templates/{id}/builds/{build}/status", get(tb::status))
         .route("/templates/{id}/builds/{build}/logs", get(build_refused))
-        .route("/templates/{id}/files/{hash}", get(build_refused))
+        .route(
+            "/templates/{id}/files/{hash}",
+            get(tb::file_link)
+                .put(tb::file_upload)
+                .layer(axum::extract::DefaultBodyLimit::max(1 << 30)),
+        )
 }
 
 async fn build_refused() -> axum::response::Response {
