@@ -222,6 +222,7 @@ pub fn open(root: &JailRoot, host: &HostView, stage: &Path) -> Result<Opened, St
             return Err(format!("template layer {} is incomplete", l.display()));
         }
         let fd = crate::mounts::open_tree_clone(l).map_err(|e| e.to_string())?;
+        read_only(&fd)?;
         plan.layer_fds.push(fd.as_raw_fd());
         plan.layer_sys.push(
             real.iter()
@@ -246,11 +247,29 @@ pub fn open(root: &JailRoot, host: &HostView, stage: &Path) -> Result<Opened, St
         for d in &real {
             let fd =
                 crate::mounts::open_tree_clone(Path::new(d.as_str())).map_err(|e| e.to_string())?;
+            read_only(&fd)?;
             plan.host_fds.push((d.to_string(), fd.as_raw_fd()));
             fds.push(fd);
         }
     }
     Ok(Opened { plan, fds })
+}
+
+/// Make a detached clone read-only: lower layers and the host's directories
+/// are only ever read through overlayfs (and a build's idmapped clone of
+/// `/usr` must never be writable as root).
+fn read_only(fd: &OwnedFd) -> Result<(), String> {
+    let attr = crate::mounts::MountAttr {
+        attr_set: 0x1, // MOUNT_ATTR_RDONLY
+        ..Default::default()
+    };
+    crate::mounts::mount_setattr(
+        fd.as_raw_fd(),
+        &std::ffi::CString::default(),
+        libc::AT_EMPTY_PATH as libc::c_uint,
+        &attr,
+    )
+    .map_err(|e| format!("make a template layer read-only: {e}"))
 }
 
 /// Idmap every clone with the user namespace of the jail's init `pid`: what
