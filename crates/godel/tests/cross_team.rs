@@ -81,6 +81,7 @@ fn another_teams_token_reaches_nothing_on_any_route() {
                 "rename" => "?from=x&to=y",
                 "wait" => "?state=running&timeout_ms=10",
                 "events" => "?since=0",
+                "templates" if m == "POST" => "?name=x&team=alpha",
                 _ => "",
             };
             let body = match (m.as_str(), path.as_str()) {
@@ -122,6 +123,11 @@ fn another_teams_token_reaches_nothing_on_any_route() {
                 | ("POST", "/v1/tokens")
                 | ("POST", "/v1/budgets")
                 | ("POST", "/v1/rollouts") => status == 403,
+                // Building a template for alpha: refused (a body that is
+                // not a build context may be refused first, as 400).
+                ("POST", "/v1/templates") => matches!(status, 400 | 403) && !leaks,
+                // Templates are per team: beta has none named alpha.
+                (_, "/v1/templates/{name}") => status == 404 && !leaks,
                 // Alpha's rollout: as invisible as a missing one.
                 ("POST", "/v1/rollouts/{team}/{action}") => status == 404,
                 ("DELETE", "/v1/teams/{name}")
