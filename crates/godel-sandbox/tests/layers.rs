@@ -30,6 +30,15 @@ async fn a_build_layer_is_seen_by_a_sandbox_over_it() {
     .await;
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout.trim(), "0");
+    // Root of the build's user namespace is nobody on the host: host-global
+    // knobs stay closed ('h' would only print sysrq help), and the host's
+    // own directories are reached only through the overlay.
+    let out = sh(
+        &*sb,
+        "echo h > /proc/sysrq-trigger 2>/dev/null && echo open; echo 1 > /proc/sys/vm/drop_caches 2>/dev/null && echo open; echo done",
+    )
+    .await;
+    assert_eq!(out.stdout, "done\n", "{out:?}");
     sb.destroy().await.unwrap();
     use std::os::unix::fs::MetadataExt;
     let made = upper.join("layer/sys/usr/local/from-run");
