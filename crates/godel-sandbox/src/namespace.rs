@@ -219,7 +219,7 @@ impl NamespaceIsolator {
         self.core.pool.len()
     }
 
-    /// Destroy the warm pool's jails (they are also killed when the isolator
+    /// Destroy the warm pool's jails and make no more (they are also killed when the isolator
     /// is dropped, and a restarted daemon reaps any a crash left behind).
     pub async fn drain(&self) {
         crate::pool::drain(&self.core).await;

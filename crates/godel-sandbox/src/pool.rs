@@ -59,6 +59,8 @@ pub(crate) struct Pool {
     ready: Mutex<Vec<Warm>>,
     filling: AtomicBool,
     reaped: AtomicBool,
+    /// Set by [`drain`]: no warm jail is made after it.
+    closed: AtomicBool,
     fill_lock: tokio::sync::Mutex<()>,
     /// Idmapping user namespaces by host id, made once.
     userns: Mutex<HashMap<u32, Arc<OwnedFd>>>,
@@ -80,6 +82,7 @@ impl Pool {
             ready: Mutex::new(Vec::new()),
             filling: AtomicBool::new(false),
             reaped: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             fill_lock: tokio::sync::Mutex::new(()),
             userns: Mutex::new(HashMap::new()),
         }
@@ -100,7 +103,10 @@ pub(crate) fn serves(core: &Core, cfg: &JailConfig) -> bool {
 }
 
 fn enabled(core: &Core) -> bool {
-    core.pool.target > 0 && core.init.is_some() && core.user_namespace()
+    !core.pool.closed.load(Ordering::SeqCst)
+        && core.pool.target > 0
+        && core.init.is_some()
+        && core.user_namespace()
 }
 
 /// Top the pool up in the background (one filler at a time).
@@ -130,7 +136,7 @@ pub(crate) async fn fill(core: &Arc<Core>) {
     if !core.pool.reaped.swap(true, Ordering::SeqCst) {
         reap_stale(core).await;
     }
-    while core.pool.len() < core.pool.target {
+    while enabled(core) && core.pool.len() < core.pool.target {
         match make(core).await {
             Ok(w) => core.pool.ready.lock().push(w),
             Err(e) => {
@@ -304,8 +310,11 @@ fn kill_init(h: &JailHandle) {
     }
 }
 
-/// Destroy every warm jail of this pool.
+/// Destroy every warm jail of this pool and make no more: a fill under way
+/// finishes its current jail first, which is then destroyed too.
 pub(crate) async fn drain(core: &Core) {
+    core.pool.closed.store(true, Ordering::SeqCst);
+    let _no_fill = core.pool.fill_lock.lock().await;
     let all: Vec<Warm> = std::mem::take(&mut *core.pool.ready.lock());
     for w in all {
         destroy(core, w).await;
