@@ -140,7 +140,9 @@ pub struct WorktreeProvider {
     host_isolator: Arc<dyn Isolator>,
     events: EventSink,
     runtimes: RwLock<HashMap<String, Arc<Runtime>>>,
-    probe: tokio::sync::OnceCell<Probe>,
+    /// What the host can do, once known (a probe that failed for want of
+    /// space is not kept).
+    probe: parking_lot::Mutex<Option<Arc<Probe>>>,
     /// Held shared while a workspace is being made, exclusively by `prune_checkouts`.
     making: tokio::sync::RwLock<()>,
     templates: Option<godel_core::TemplateResolver>,
@@ -162,7 +164,7 @@ impl WorktreeProvider {
             host_isolator: cfg.host,
             events: cfg.events,
             runtimes: RwLock::new(HashMap::new()),
-            probe: tokio::sync::OnceCell::new(),
+            probe: parking_lot::Mutex::new(None),
             making: tokio::sync::RwLock::new(()),
             templates: cfg.templates,
             template_dirs,
@@ -244,18 +246,25 @@ impl WorktreeProvider {
         (self.events)(Event::new(kind).runtime(id).data(data));
     }
 
-    async fn probe(&self) -> &Probe {
-        self.probe
-            .get_or_init(|| async {
-                let git = git::version().await.map_err(|e| e.message);
-                let scratch = self.layout.tmp();
-                let overlay = tokio::task::spawn_blocking(move || overlay::probe(&scratch))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| e.message));
-                Probe { git, overlay }
-            })
+    async fn probe(&self) -> Arc<Probe> {
+        if let Some(p) = self.probe.lock().clone() {
+            return p;
+        }
+        let git = git::version().await.map_err(|e| e.message);
+        let scratch = self.layout.tmp();
+        let overlay = tokio::task::spawn_blocking(move || overlay::probe(&scratch))
             .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.message));
+        let p = Arc::new(Probe { git, overlay });
+        // A full $GODEL_HOME says nothing about overlayfs: ask again next time.
+        let transient = p.overlay.as_ref().err().is_some_and(|e| {
+            e.contains("No space left") || e.contains("Disk quota") || e.contains("os error 28")
+        });
+        if !transient {
+            *self.probe.lock() = Some(p.clone());
+        }
+        p
     }
 
     async fn require(&self, mode: WorkspaceMode) -> Result<()> {
