@@ -527,7 +527,7 @@ memory = "8Gi"
 memory = "2Gi"
 [[pool]]
 runtime = "worktree"
-template = "app"
+template = "code-interpreter-v1"
 size = 1
 [retry]
 max_attempts = 2
@@ -554,7 +554,7 @@ max_attempts = 2
     let warm_ids = warm();
     let t0 = tokio::time::Instant::now();
     let got = c
-        .spawn(&alpha, spec(r#"{"template":"app"}"#))
+        .spawn(&alpha, spec(r#"{"template":"code-interpreter-v1"}"#))
         .await
         .unwrap();
     assert_eq!(t0.elapsed(), Duration::ZERO);
@@ -571,7 +571,10 @@ max_attempts = 2
     // 2. A spawn with env cannot use the pool: kata fails twice (1 s apart), then worktree.
     let t0 = tokio::time::Instant::now();
     let b = c
-        .spawn(&alpha, spec(r#"{"template":"app","env":{"A":"1"}}"#))
+        .spawn(
+            &alpha,
+            spec(r#"{"template":"code-interpreter-v1","env":{"A":"1"}}"#),
+        )
         .await
         .unwrap();
     assert_eq!(b.runtime, "worktree");

@@ -653,6 +653,23 @@ mod tests {
     }
 
     #[test]
+    fn pool_templates_are_built_in_names_or_forwarded() {
+        let e = err("[[pool]]\nruntime = \"worktree\"\ntemplate = \"app\"\nsize = 1\n");
+        assert!(
+            e.message
+                .starts_with("pool[0].template: \"app\" is not a built-in template"),
+            "{}",
+            e.message
+        );
+        for ok in [
+            "[[pool]]\nruntime = \"worktree\"\ntemplate = \"base\"\nsize = 1\n",
+            "[[pool]]\nruntime = \"e2b\"\ntemplate = \"python\"\nsize = 1\n",
+        ] {
+            from_toml_str(ok, &HashMap::new()).unwrap();
+        }
+    }
+
+    #[test]
     fn cross_field_rules() {
         let e = err("[teams.a.quota]\ncpu = \"1\"\n");
         assert!(

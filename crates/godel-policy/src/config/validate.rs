@@ -149,6 +149,18 @@ impl Config {
                     "{key}: a pool needs a repo or a template"
                 )));
             }
+            // A built template pins its spawns to the worktree runtime
+            // without the warm pool, and pools fill as no team: only
+            // built-in names (or names an `e2b` runtime forwards) can pool.
+            if let Some(t) = &p.template
+                && p.runtime != "e2b"
+                && !godel_core::BUILTIN_TEMPLATES.contains(&t.as_str())
+            {
+                return Err(Error::invalid(format!(
+                    "{key}.template: {t:?} is not a built-in template ({}); warm pools of built templates are not supported (runtime e2b forwards any name)",
+                    godel_core::BUILTIN_TEMPLATES.join(", ")
+                )));
+            }
             if p.size > 256 {
                 return Err(Error::invalid(format!(
                     "{key}.size: {} is above the maximum of 256",
