@@ -18,29 +18,12 @@ import os
 import statistics
 import sys
 import time
-import traceback
 
 from e2b import Sandbox as BaseSandbox
 from e2b import Volume
 from e2b_code_interpreter import Sandbox
 
-results = []
-
-
-def check(name):
-    def wrap(fn):
-        t0 = time.monotonic()
-        try:
-            fn()
-            results.append((name, True))
-            print(f"ok   {name} ({(time.monotonic() - t0) * 1000:.0f} ms)", flush=True)
-        except Exception as e:  # noqa: BLE001 - report every failure and go on
-            results.append((name, False))
-            print(f"FAIL {name}: {e!r}", flush=True)
-            traceback.print_exc()
-        return fn
-
-    return wrap
+from checks import check, finish
 
 
 def pct(xs, p):
@@ -192,10 +175,7 @@ def main():
         def _():
             sbx.kill()
 
-    passed = sum(1 for _, ok in results if ok)
-    failed = len(results) - passed
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return finish()
 
 
 if __name__ == "__main__":

@@ -27,14 +27,14 @@ import socket
 import subprocess
 import sys
 import time
-import traceback
 import uuid
 from urllib.parse import urlparse
 
 from e2b import Sandbox
 
+from checks import check, finish, results
+
 HOME = "/home/user"
-results = []
 API = urlparse(os.environ.get("E2B_API_URL", "http://127.0.0.1:3000"))
 
 NETNS = {  # name: (host side, namespace side)
@@ -78,21 +78,6 @@ while True:
     c.close()
 '''
 
-
-def check(name):
-    def wrap(fn):
-        t0 = time.monotonic()
-        try:
-            fn()
-            results.append((name, True))
-            print(f"ok   {name} ({(time.monotonic() - t0) * 1000:.0f} ms)", flush=True)
-        except Exception as e:  # noqa: BLE001 - report every failure and go on
-            results.append((name, False))
-            print(f"FAIL {name}: {e!r}", flush=True)
-            traceback.print_exc()
-        return fn
-
-    return wrap
 
 
 def via_port_url(sbx, port, path="/", headers=None):
@@ -328,12 +313,6 @@ def main():
                 pass
     return finish()
 
-
-def finish():
-    passed = sum(1 for _, ok in results if ok)
-    failed = len(results) - passed
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 and passed > 0 else 1
 
 
 if __name__ == "__main__":

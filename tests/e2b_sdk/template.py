@@ -19,28 +19,10 @@ SKIPPED (a failure when GODEL_REQUIRE is set).
 
 import os
 import sys
-import time
-import traceback
 
 from e2b import Sandbox
 
-results = []
-
-
-def check(name):
-    def wrap(fn):
-        t0 = time.monotonic()
-        try:
-            fn()
-            results.append((name, True))
-            print(f"ok   {name} ({(time.monotonic() - t0) * 1000:.0f} ms)", flush=True)
-        except Exception as e:  # noqa: BLE001 - report every failure and go on
-            results.append((name, False))
-            print(f"FAIL {name}: {e!r}", flush=True)
-            traceback.print_exc()
-        return fn
-
-    return wrap
+from checks import check, finish, results
 
 
 def main():
@@ -126,10 +108,7 @@ def main():
             finally:
                 sb.kill()
 
-    passed = sum(1 for _, ok in results if ok)
-    failed = len(results) - passed
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+    return finish()
 
 
 if __name__ == "__main__":
