@@ -230,6 +230,27 @@ impl NamespaceIsolator {
         self.core.pool.len()
     }
 
+    /// A jail made now (not claimed from the warm pool), with the host's
+    /// system dirs or a template's layers as its root.
+    async fn create_cold(
+        &self,
+        cfg: JailConfig,
+        root: Option<&crate::launcher::JailRoot>,
+    ) -> Result<Arc<dyn Jail>> {
+        let layout = self.core.layout()?;
+        let slot = self.core.claim_slot(&cfg.id)?;
+        let cg = JailCgroups::new(layout, &cfg.id, self.core.opts.ops.clone());
+        let handle = match self.core.start(&cfg, &cfg.id, slot, &cg, false, root).await {
+            Ok(h) => h,
+            Err(e) => {
+                self.core.cleanup(&cfg.id, slot, &cg);
+                return Err(e.with_runtime(cfg.id.clone()));
+            }
+        };
+        record(&cfg, &handle);
+        Ok(self.core.sandbox(cfg, handle, cg))
+    }
+
     /// Defaults, with OOM events going to `events`.
     pub fn with_events(events: EventSink) -> Self {
         Self::new(NamespaceOptions {
@@ -548,18 +569,7 @@ impl Isolator for NamespaceIsolator {
                 return Ok(self.core.sandbox(cfg, handle, cg));
             }
         }
-        let layout = self.core.layout()?;
-        let slot = self.core.claim_slot(&cfg.id)?;
-        let cg = JailCgroups::new(layout, &cfg.id, self.core.opts.ops.clone());
-        let handle = match self.core.start(&cfg, &cfg.id, slot, &cg, false, None).await {
-            Ok(h) => h,
-            Err(e) => {
-                self.core.cleanup(&cfg.id, slot, &cg);
-                return Err(e.with_runtime(cfg.id.clone()));
-            }
-        };
-        record(&cfg, &handle);
-        Ok(self.core.sandbox(cfg, handle, cg))
+        self.create_cold(cfg, None).await
     }
 
     async fn create_rooted(
@@ -579,22 +589,7 @@ impl Isolator for NamespaceIsolator {
             ));
         }
         // Never from the warm pool: its jails were made with the host's root.
-        let layout = self.core.layout()?;
-        let slot = self.core.claim_slot(&cfg.id)?;
-        let cg = JailCgroups::new(layout, &cfg.id, self.core.opts.ops.clone());
-        let handle = match self
-            .core
-            .start(&cfg, &cfg.id, slot, &cg, false, Some(&root))
-            .await
-        {
-            Ok(h) => h,
-            Err(e) => {
-                self.core.cleanup(&cfg.id, slot, &cg);
-                return Err(e.with_runtime(cfg.id.clone()));
-            }
-        };
-        record(&cfg, &handle);
-        Ok(self.core.sandbox(cfg, handle, cg))
+        self.create_cold(cfg, Some(&root)).await
     }
 
     async fn adopt(
@@ -612,7 +607,17 @@ impl Isolator for NamespaceIsolator {
                     .and_then(|b| serde_json::from_slice(&b).ok())
                 {
                     Some(h) => h,
-                    None => return Ok(None),
+                    None => {
+                        // No record: a create cut off (the daemon killed)
+                        // before it wrote one. Whatever runs in the group
+                        // named after the sandbox cannot be reached: kill it.
+                        if let Ok(layout) = self.core.layout() {
+                            let cg = JailCgroups::new(layout, &cfg.id, self.core.opts.ops.clone());
+                            kill_group(&cg).await;
+                            let _ = cg.remove();
+                        }
+                        return Ok(None);
+                    }
                 }
             }
         };
@@ -629,19 +634,24 @@ impl Isolator for NamespaceIsolator {
         if !alive {
             // Nothing of it may stay behind (a process in a frozen group
             // would also catch the next init put there).
-            let _ = cg.freeze(false);
-            for p in cg.pids() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(p as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            wait_empty(&cg, Duration::from_secs(2)).await;
+            kill_group(&cg).await;
             self.core.cleanup(&name, parsed.slot, &cg);
             return Ok(None);
         }
         Ok(Some(self.core.sandbox(cfg, parsed, cg)))
     }
+}
+
+/// Thaw a group and SIGKILL everything in it; wait (bounded) until empty.
+async fn kill_group(cg: &JailCgroups) {
+    let _ = cg.freeze(false);
+    for p in cg.pids() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    wait_empty(cg, Duration::from_secs(2)).await;
 }
 
 /// Ask an init whether it answers.
