@@ -93,9 +93,15 @@ async fn fork_of_three_copies_the_files_and_keeps_the_source() {
     let (st, d) = get(&s, &format!("/sandboxes/{}", src.id)).await;
     assert_eq!((st, d["state"].as_str()), (200, Some("running")));
     assert_eq!(s.live(), 4);
-    // The snapshot behind the fork is not listed as one of the team's.
+    // The snapshot behind the fork is not listed as one of the team's, and
+    // is not kept once the forks exist (this runtime's forks do not read it).
     let (st, l) = get(&s, "/snapshots").await;
     assert_eq!((st, l.as_array().map(Vec::len)), (200, Some(0)));
+    let kept = s
+        .control
+        .list_snapshots(&godel_control::Caller::Admin, None)
+        .unwrap();
+    assert!(kept.is_empty(), "{kept:?}");
     // A default fork: one, with E2B's 15 s time to live.
     let (st, v) = post(
         &s,

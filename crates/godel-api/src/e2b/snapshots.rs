@@ -155,6 +155,13 @@ async fn fork(
             },
         })
         .collect();
+    // The fork's snapshot is godel's own means, not something the caller
+    // asked to keep: drop it once the forks exist. A runtime whose forks
+    // still read it (microVM RAM files) refuses with CONFLICT; it is then
+    // kept, listed with its fork label, until deleted.
+    if let Err(e) = state.control.delete_snapshot(&caller, &snap.id).await {
+        tracing::debug!(snapshot = %snap.id, error = %e, "fork snapshot kept");
+    }
     (StatusCode::CREATED, axum::Json(out)).into_response()
 }
 
