@@ -345,7 +345,13 @@ async fn run_in(
     }
 
     // 4. Daemon killed mid-snapshot.
-    let snap_ids: Vec<String> = ids.iter().skip(3).step_by(4).take(4).cloned().collect();
+    // Faults below act on agents not killed above (those may be gone).
+    let alive: Vec<String> = ids
+        .iter()
+        .filter(|i| !killed.contains(*i))
+        .cloned()
+        .collect();
+    let snap_ids: Vec<String> = alive.iter().skip(3).step_by(4).take(4).cloned().collect();
     progress("SIGKILL the daemon during 4 snapshots");
     tally
         .faults
@@ -367,7 +373,7 @@ async fn run_in(
 
     // 6. Connections dropped mid-exec.
     progress("dropping connections mid-exec");
-    let drop_ids: Vec<String> = ids.iter().skip(1).step_by(5).take(4).cloned().collect();
+    let drop_ids: Vec<String> = alive.iter().skip(1).step_by(5).take(4).cloned().collect();
     tally
         .faults
         .push(faults::drop_mid_exec(&d, &drop_ids).await);
