@@ -302,6 +302,8 @@ pub async fn spawn_vms(
             "no built microVM images (run `godel image build` or pass --images)".into(),
         ));
     };
+    // The link lives in the daemon's home: a relative path would not resolve.
+    let src = std::fs::canonicalize(&src).unwrap_or(src);
     let dst = d.home.join("images");
     if !dst.exists() {
         std::os::unix::fs::symlink(&src, &dst)

@@ -3,6 +3,7 @@
 //! latency percentiles of godel next to each baseline, the scale curve
 //! (agents alive against time, and each spawn's latency), and the chaos
 //! tally. Every number is shown next to its target, met or not.
+//! `<out>/<name>-notes.md`, when present, is appended as the notes.
 
 use std::path::{Path, PathBuf};
 
@@ -171,6 +172,14 @@ pub fn write(home: &Path, out: &Path, name: &str) -> Result<Vec<PathBuf>> {
                 t["crashes"]
             ));
         }
+        md.push('\n');
+    }
+    // Notes by whoever ran the suites (earlier runs, why a number is what
+    // it is), kept beside the report and appended as they are.
+    let notes = out.join(format!("{name}-notes.md"));
+    if let Ok(text) = std::fs::read_to_string(&notes) {
+        md.push_str("## Notes\n\n");
+        md.push_str(text.trim());
         md.push('\n');
     }
     let p = out.join(format!("{name}.md"));

@@ -422,6 +422,8 @@ async fn link_images(d: &Daemon, images: Option<&Path>, progress: &dyn Fn(&str))
     let src = images.map(Path::to_path_buf).or(default);
     let dst = d.home.join("images");
     if let Some(src) = src.filter(|p| p.is_dir()) {
+        // The link lives in the daemon's home: a relative path would not resolve.
+        let src = std::fs::canonicalize(&src).unwrap_or(src);
         progress(&format!("linking microVM images from {}", src.display()));
         let _ = std::fs::remove_dir_all(&dst);
         std::os::unix::fs::symlink(&src, &dst).map_err(|e| Error::io("link images", &e))?;
