@@ -472,6 +472,42 @@ async fn template_builds_are_refused_by_name() {
     .await;
     assert_eq!(st, 202, "{v}");
     let build = v["buildID"].as_str().unwrap().to_string();
+    // A COPY step's files go to a signed URL, PUT without a key (as the SDKs
+    // do with a presigned bucket URL); the URL is good for that hash only.
+    let hash = "ab".repeat(32);
+    let (st, v) = call(
+        &s,
+        &s.key,
+        Method::GET,
+        &format!("/templates/x/files/{hash}"),
+        None,
+    )
+    .await;
+    assert_eq!((st, v["present"].as_bool()), (201, Some(false)), "{v}");
+    let url = v["url"].as_str().unwrap().to_string();
+    assert!(url.contains("sig="), "{url}");
+    let put = |u: String| async move {
+        reqwest::Client::new()
+            .put(u)
+            .body(b"not a tar".to_vec())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(put(url.replace(&hash, &"cd".repeat(32))).await, 403);
+    assert_eq!(put(url.replace("team=alpha", "team=beta")).await, 403);
+    assert_eq!(put(url.clone()).await, 200);
+    let (st, v) = call(
+        &s,
+        &s.key,
+        Method::GET,
+        &format!("/templates/x/files/{hash}"),
+        None,
+    )
+    .await;
+    assert_eq!((st, v["present"].as_bool()), (201, Some(true)), "{v}");
     let (st, v) = call(
         &s,
         &s.key,

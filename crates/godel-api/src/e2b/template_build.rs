@@ -5,8 +5,10 @@
 //! 1. `POST /v3/templates` `{name}`: a build is opened; the template id is
 //!    the name (so `Sandbox.create(name)` finds it) and a new build id;
 //! 2. `GET /templates/{id}/files/{hash}`: whether the files of a `COPY` step
-//!    were uploaded, and where to `PUT` them (this server, with the caller's
-//!    own key as header); `PUT` stores the tar (gzip or not) by hash;
+//!    were uploaded, and where to `PUT` them: a URL of this server signed
+//!    for that team, build and hash (the SDKs `PUT` to it without their
+//!    key, as to a presigned bucket URL); `PUT` stores the tar (gzip or
+//!    not) by hash;
 //! 3. `POST /v2/templates/{id}/builds/{build}` with the steps: `fromTemplate`
 //!    (a template of the team; `base` is the host's directories) or
 //!    `fromImage` `e2bdev/base` (E2B's default base: the host's directories
@@ -152,32 +154,61 @@ pub(super) async fn file_link(
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
-    let key = headers
-        .get(godel_e2b::wire::API_KEY_HEADER)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
+    let sig = upload_signature(&state, &b.team, &id, &hash);
     (
         StatusCode::CREATED,
         axum::Json(json!({
             "present": present,
-            "url": format!("http://{host}/templates/{id}/files/{hash}"),
-            "headers": { godel_e2b::wire::API_KEY_HEADER: key },
+            "url": format!("http://{host}/templates/{id}/files/{hash}?team={}&sig={sig}", b.team),
         })),
     )
         .into_response()
+}
+
+/// What an upload URL carries instead of a key: a keyed hash of the team,
+/// the template and the files' hash, so it allows that one upload only.
+fn upload_signature(state: &State, team: &str, id: &str, hash: &str) -> String {
+    super::registry::access_token(
+        &state.cfg.token_secret,
+        &format!("template-upload\0{team}\0{id}\0{hash}"),
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct UploadQuery {
+    team: Option<String>,
+    sig: Option<String>,
 }
 
 pub(super) async fn file_upload(
     AxState(state): S,
     headers: HeaderMap,
     Path((id, hash)): Path<(String, String)>,
+    Query(q): Query<UploadQuery>,
     body: Bytes,
 ) -> Response {
-    let caller = tri!(super::rest::caller(&state, &headers));
-    let b = tri!(open_build(&caller, &id));
     if !valid_hash(&hash) {
         return bad(format!("bad files hash {hash:?}"));
     }
+    // A signed URL from `file_link`, or the caller's own key.
+    let caller = match (&q.team, &q.sig) {
+        (Some(team), Some(sig))
+            if super::registry::constant_time_eq(
+                sig.as_bytes(),
+                upload_signature(&state, team, &id, &hash).as_bytes(),
+            ) =>
+        {
+            Caller::Team(team.clone())
+        }
+        (_, Some(_)) => {
+            return api_error_status(
+                StatusCode::FORBIDDEN,
+                "the upload URL's signature does not match this template and hash",
+            );
+        }
+        _ => tri!(super::rest::caller(&state, &headers)),
+    };
+    let b = tri!(open_build(&caller, &id));
     let dir = uploads(&state, &b.team);
     let tmp = dir.join(format!(".{hash}.{}", uuid::Uuid::new_v4().simple()));
     let res = std::fs::create_dir_all(&dir)
