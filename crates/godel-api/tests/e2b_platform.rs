@@ -521,6 +521,11 @@ async fn template_builds_are_refused_by_name() {
         v["message"].as_str().unwrap().contains("ubuntu:22.04"),
         "{v}"
     );
+    // Template.exists: the built-in names are public, unknown ones 404.
+    let (st, v) = call(&s, &s.key, Method::GET, "/templates/aliases/base", None).await;
+    assert_eq!((st, v["public"].as_bool()), (200, Some(true)), "{v}");
+    let (st, _) = call(&s, &s.key, Method::GET, "/templates/aliases/nope", None).await;
+    assert_eq!(st, 404);
     // Deleting a template that is not a snapshot: 404.
     let (st, _) = call(&s, &s.key, Method::DELETE, "/templates/nope", None).await;
     assert_eq!(st, 404);

@@ -166,12 +166,33 @@ pub(super) fn routes() -> axum::Router<Arc<State>> {
         .route("/templates/{id}/builds/{build}", post(build_refused))
         .route("/templates/{id}/builds/{build}/status", get(tb::status))
         .route("/templates/{id}/builds/{build}/logs", get(build_refused))
+        .route("/templates/aliases/{alias}", get(alias))
         .route(
             "/templates/{id}/files/{hash}",
             get(tb::file_link)
                 .put(tb::file_upload)
                 .layer(axum::extract::DefaultBodyLimit::max(1 << 30)),
         )
+}
+
+/// `GET /templates/aliases/{alias}` (`Template.exists`): the built-in
+/// names are public, a template the caller's team built is its own; other
+/// names are 404.
+async fn alias(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Path(alias): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let caller = match super::rest::caller(&state, &headers) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let public = godel_core::BUILTIN_TEMPLATES.contains(&alias.as_str());
+    if !public && let Err(e) = state.control.get_template(&caller, None, &alias) {
+        return super::api_error(&e);
+    }
+    axum::Json(serde_json::json!({"templateID": alias, "public": public})).into_response()
 }
 
 async fn build_refused() -> axum::response::Response {
