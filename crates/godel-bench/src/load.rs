@@ -77,6 +77,18 @@ impl Setup {
         json!({"runtime": "worktree", "repo": self.repo.display().to_string()})
     }
 
+    /// Terminate the suite's agents and stop the daemon (SIGTERM, so it
+    /// drains its warm pool): jails outlive a killed daemon by design (a
+    /// restarted one adopts them), so dropping it is not enough.
+    pub async fn finish(&mut self, api: &mut Api, ids: &[String]) {
+        for id in ids {
+            let _ = api
+                .json(Method::DELETE, &format!("/v1/runtimes/{id}"), None)
+                .await;
+        }
+        self.daemon.stop().await;
+    }
+
     /// Spawn one agent; its id.
     pub async fn spawn(&self, api: &mut Api, spec: &Value) -> Result<String> {
         let v = api.ok(Method::POST, "/v1/runtimes", Some(spec)).await?;
@@ -114,7 +126,7 @@ impl Compared {
 
 /// `godel bench exec`: `true` through the API, against host `sh -c true`.
 pub async fn exec(o: &DaemonOptions, n: usize, progress: &dyn Fn(&str)) -> Result<Value> {
-    let s = Setup::start(o, progress).await?;
+    let mut s = Setup::start(o, progress).await?;
     let mut api = s.api();
     let id = s.spawn(&mut api, &s.worktree_spec()).await?;
     let path = format!("/v1/runtimes/{id}/exec");
@@ -148,13 +160,15 @@ pub async fn exec(o: &DaemonOptions, n: usize, progress: &dyn Fn(&str)) -> Resul
         LatencySummary::of(&base),
         "host fork+exec of `sh -c true`, no API, no sandbox",
     );
-    Ok(json!({
+    let v = json!({
         "bench": "exec",
         "isolation": o.isolation,
         "p50_ms": c.p50_ms, "p95_ms": c.p95_ms, "p99_ms": c.p99_ms,
         "godel": c.godel, "baseline": c.baseline, "baseline_is": c.baseline_is,
         "daemon_rss_bytes": s.daemon.rss_bytes(),
-    }))
+    });
+    s.finish(&mut api, &[id]).await;
+    Ok(v)
 }
 
 /// `godel bench files`: write then read back a file of `size` bytes through
@@ -165,7 +179,7 @@ pub async fn files(
     size: usize,
     progress: &dyn Fn(&str),
 ) -> Result<Value> {
-    let s = Setup::start(o, progress).await?;
+    let mut s = Setup::start(o, progress).await?;
     let mut api = s.api();
     let id = s.spawn(&mut api, &s.worktree_spec()).await?;
     let data = Bytes::from((0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
@@ -230,7 +244,7 @@ pub async fn files(
         LatencySummary::of(&brt),
         "host tokio::fs write + read of the same bytes",
     );
-    Ok(json!({
+    let v = json!({
         "bench": "files",
         "size_bytes": size,
         "p50_ms": c.p50_ms, "p95_ms": c.p95_ms, "p99_ms": c.p99_ms,
@@ -238,7 +252,9 @@ pub async fn files(
         "write": LatencySummary::of(&w), "read": LatencySummary::of(&r),
         "write_mib_s": mibps(&w), "read_mib_s": mibps(&r),
         "baseline_write_mib_s": mibps(&bw), "baseline_read_mib_s": mibps(&br),
-    }))
+    });
+    s.finish(&mut api, &[id]).await;
+    Ok(v)
 }
 
 /// What [`mixed_load`] measured.
@@ -380,7 +396,7 @@ pub async fn api(
     secs: f64,
     progress: &dyn Fn(&str),
 ) -> Result<Value> {
-    let s = Setup::start(o, progress).await?;
+    let mut s = Setup::start(o, progress).await?;
     let mut api = s.api();
     progress(&format!("spawning {agents} agents"));
     let mut ids = Vec::with_capacity(agents);
@@ -394,7 +410,7 @@ pub async fn api(
     let t = Instant::now();
     let rep = mixed_load(&s.daemon.socket(), &ids, rate, secs).await;
     let cpu = (s.daemon.cpu_secs() - cpu0) / t.elapsed().as_secs_f64().max(1e-9);
-    Ok(json!({
+    let v = json!({
         "bench": "api",
         "agents": agents,
         "p50_ms": rep.all.p50_ms, "p95_ms": rep.all.p95_ms, "p99_ms": rep.all.p99_ms,
@@ -404,5 +420,7 @@ pub async fn api(
         "daemon_rss_bytes": s.daemon.rss_bytes(),
         "daemon_cpu_cores": cpu,
         "wall_ms": ms(t.elapsed()),
-    }))
+    });
+    s.finish(&mut api, &ids).await;
+    Ok(v)
 }

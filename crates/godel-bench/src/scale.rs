@@ -110,7 +110,7 @@ fn mem_available() -> u64 {
 
 /// Run the benchmark.
 pub async fn run(o: &ScaleOptions, progress: &dyn Fn(&str)) -> Result<ScaleReport> {
-    let s = Setup::start(&o.daemon, progress).await?;
+    let mut s = Setup::start(&o.daemon, progress).await?;
     let spec = match o.runtime.as_str() {
         "worktree" => s.worktree_spec(),
         "microvm" => {
@@ -213,6 +213,8 @@ pub async fn run(o: &ScaleOptions, progress: &dyn Fn(&str)) -> Result<ScaleRepor
     })
     .await;
     let terminate_all = t.elapsed();
+    // SIGTERM, so the daemon drains its warm pool (a killed one leaves it).
+    s.daemon.stop().await;
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.await;
     usage.rss_peak_bytes = peak.load(Ordering::Relaxed);
