@@ -159,7 +159,13 @@ pub async fn cold_boot(host: &Host, image: &ImageInfo, p: &VmParams) -> Result<A
         .await
         .map_err(io(format!("create {}", run_dir.display())))?;
     let ram_file = host.ram_dir.join(format!("godel-{key}.ram"));
+    let mut unfinished = Unfinished {
+        run_dir: &run_dir,
+        ram_file: &ram_file,
+        armed: true,
+    };
     let res = cold_boot_in(host, image, p, &key, &run_dir, &ram_file).await;
+    unfinished.armed = false;
     match res {
         Ok(vm) => Ok(vm),
         Err((e, pid)) => {
@@ -167,6 +173,34 @@ pub async fn cold_boot(host: &Host, image: &ImageInfo, p: &VmParams) -> Result<A
             abort(&run_dir, pid, Some(&ram_file)).await;
             Err(e)
         }
+    }
+}
+
+/// A boot whose future is dropped half-way (a caller's deadline cancels
+/// it) would leave a daemonized QEMU, its RAM file and its directory
+/// behind: dropping this while armed kills the QEMU named by the pid file
+/// and removes both.
+struct Unfinished<'a> {
+    run_dir: &'a Path,
+    ram_file: &'a Path,
+    armed: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let pid = std::fs::read_to_string(launch::pid_file(self.run_dir))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if let Some(pid) = pid
+            && vm::pid_alive(pid)
+        {
+            vm::kill9(pid);
+        }
+        let _ = std::fs::remove_file(self.ram_file);
+        let _ = std::fs::remove_dir_all(self.run_dir);
     }
 }
 

@@ -431,3 +431,56 @@ async fn accelerator_probe_decides_and_caches() {
         assert!(again.cached, "the verdict is cached");
     }
 }
+
+/// A spawn whose caller gives up half-way (its future dropped while the
+/// guest boots, as a spawn deadline does) leaves no QEMU, RAM file or VM
+/// directory behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_boot_dropped_half_way_leaves_nothing_behind() {
+    godel_testkit::require!(godel_testkit::Need::Qemu);
+    tokio::task::spawn_blocking(common::ensure_image)
+        .await
+        .unwrap();
+    let home = common::TestHome::new();
+    let p = MicrovmProvider::new(MicrovmConfig::new(home.path()).with_accel(Accel::Tcg)).unwrap();
+    let vms = home.path().join("microvm/vms");
+    let pid_of_boot = || -> Option<(std::path::PathBuf, u32)> {
+        std::fs::read_dir(&vms).ok()?.flatten().find_map(|e| {
+            let pid = std::fs::read_to_string(e.path().join("qemu.pid")).ok()?;
+            Some((e.path(), pid.trim().parse().ok()?))
+        })
+    };
+    let spec = SpawnSpec::default();
+    let mut boot = Box::pin(p.spawn("rt-dropped", &spec));
+    // Wait until QEMU runs (its pid file is written), then drop the boot.
+    let (dir, pid) = loop {
+        tokio::select! {
+            r = &mut boot => panic!("the boot ended before QEMU's pid file was seen: {r:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {
+                if let Some(found) = pid_of_boot() {
+                    break found;
+                }
+            }
+        }
+    };
+    let key = dir.file_name().unwrap().to_str().unwrap().to_string();
+    drop(boot);
+    let gone = |pid: u32| !godel_microvm::vm::pid_alive(pid);
+    for _ in 0..200 {
+        if gone(pid) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(gone(pid), "QEMU {pid} still runs");
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    for ram in [
+        "/dev/shm",
+        &format!("{}/microvm/ram", home.path().display()),
+    ] {
+        let f = std::path::Path::new(ram).join(format!("godel-{key}.ram"));
+        assert!(!f.exists(), "{} left behind", f.display());
+    }
+    assert!(p.status("rt-dropped").await.is_err());
+    p.shutdown(true).await;
+}
