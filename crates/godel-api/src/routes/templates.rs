@@ -61,6 +61,9 @@ pub async fn build(
     Query(q): Query<BuildQuery>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<TemplateBuild>)> {
+    // Acting for another team is refused before the context is looked at
+    // (the default team only matters to an admin, which may act for any).
+    caller.spawn_team(q.team.as_deref(), "default")?;
     let path = q.dockerfile.as_deref().unwrap_or("Dockerfile");
     let dockerfile = tar_entry(&body, path)?;
     let req = BuildTemplate {
