@@ -23,6 +23,28 @@
 // would only add an allocation on the error path.
 #![allow(clippy::result_large_err)]
 
+/// In a handler returning `Response`: the value, or return the error
+/// response as it is.
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+
+/// In a handler returning `Response`: the value, or return the godel error
+/// as E2B's JSON error (`api_error` of the calling module's scope).
+macro_rules! trb {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(err) => return api_error(&err),
+        }
+    };
+}
+
 mod envd;
 mod files;
 pub(crate) mod filesystem;

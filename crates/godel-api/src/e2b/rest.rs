@@ -98,24 +98,6 @@ pub(super) fn parse_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T
     })
 }
 
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(r) => return r,
-        }
-    };
-}
-
-macro_rules! trb {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(err) => return api_error(&err),
-        }
-    };
-}
-
 pub(super) fn clamp_timeout(state: &State, secs: Option<i64>) -> ChronoDuration {
     let max = state.cfg.max_timeout.as_secs() as i64;
     let secs = secs.unwrap_or(state.cfg.default_timeout.as_secs() as i64);

@@ -50,24 +50,6 @@ pub(super) fn routes() -> Router<Arc<State>> {
         .route("/snapshots", get(list))
 }
 
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(r) => return r,
-        }
-    };
-}
-
-macro_rules! trb {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(err) => return api_error(&err),
-        }
-    };
-}
-
 /// A running sandbox of the caller's team, or `NOT_FOUND`.
 fn running(state: &State, caller: &Caller, id: &str) -> godel_core::Result<()> {
     let r = state.record(caller, id)?;

@@ -51,15 +51,6 @@ struct Build {
 
 static BUILDS: LazyLock<Mutex<HashMap<(String, String), Build>>> = LazyLock::new(Default::default);
 
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(r) => return r,
-        }
-    };
-}
-
 fn team_of(c: &Caller) -> String {
     match c {
         Caller::Team(t) => t.clone(),

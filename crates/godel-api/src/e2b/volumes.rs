@@ -34,24 +34,6 @@ pub(super) fn routes() -> Router<Arc<State>> {
         .route("/volumes/{id}", get(info).delete(delete))
 }
 
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(r) => return r,
-        }
-    };
-}
-
-macro_rules! trb {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(err) => return api_error(&err),
-        }
-    };
-}
-
 fn team_of(state: &State, caller: &Caller) -> String {
     caller
         .team_filter()
