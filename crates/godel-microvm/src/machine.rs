@@ -159,13 +159,9 @@ pub async fn cold_boot(host: &Host, image: &ImageInfo, p: &VmParams) -> Result<A
         .await
         .map_err(io(format!("create {}", run_dir.display())))?;
     let ram_file = host.ram_dir.join(format!("godel-{key}.ram"));
-    let mut unfinished = Unfinished {
-        run_dir: &run_dir,
-        ram_file: &ram_file,
-        armed: true,
-    };
+    let unfinished = Unfinished::new(&run_dir, Some(&ram_file));
     let res = cold_boot_in(host, image, p, &key, &run_dir, &ram_file).await;
-    unfinished.armed = false;
+    unfinished.disarm();
     match res {
         Ok(vm) => Ok(vm),
         Err((e, pid)) => {
@@ -176,22 +172,37 @@ pub async fn cold_boot(host: &Host, image: &ImageInfo, p: &VmParams) -> Result<A
     }
 }
 
-/// A boot whose future is dropped half-way (a caller's deadline cancels
-/// it) would leave a daemonized QEMU, its RAM file and its directory
-/// behind: dropping this while armed kills the QEMU named by the pid file
-/// and removes both.
-struct Unfinished<'a> {
-    run_dir: &'a Path,
-    ram_file: &'a Path,
+/// A start of QEMU whose future is dropped half-way (a caller's deadline
+/// cancels a boot or a restore) would leave a daemonized QEMU, its RAM file
+/// and its directory behind: dropping this while armed kills the QEMU named
+/// by the directory's pid file and removes both.
+pub(crate) struct Unfinished {
+    run_dir: PathBuf,
+    ram_file: Option<PathBuf>,
     armed: bool,
 }
 
-impl Drop for Unfinished<'_> {
+impl Unfinished {
+    pub(crate) fn new(run_dir: &Path, ram_file: Option<&Path>) -> Unfinished {
+        Unfinished {
+            run_dir: run_dir.to_path_buf(),
+            ram_file: ram_file.map(Path::to_path_buf),
+            armed: true,
+        }
+    }
+
+    /// The start finished (or failed and cleaned up itself): keep everything.
+    pub(crate) fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Unfinished {
     fn drop(&mut self) {
         if !self.armed {
             return;
         }
-        let pid = std::fs::read_to_string(launch::pid_file(self.run_dir))
+        let pid = std::fs::read_to_string(launch::pid_file(&self.run_dir))
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok());
         if let Some(pid) = pid
@@ -199,8 +210,10 @@ impl Drop for Unfinished<'_> {
         {
             vm::kill9(pid);
         }
-        let _ = std::fs::remove_file(self.ram_file);
-        let _ = std::fs::remove_dir_all(self.run_dir);
+        if let Some(r) = &self.ram_file {
+            let _ = std::fs::remove_file(r);
+        }
+        let _ = std::fs::remove_dir_all(&self.run_dir);
     }
 }
 
@@ -300,7 +313,10 @@ pub async fn restore_with(
     };
     let vmm_ms = ms(t0.elapsed());
     let (run_dir, pid) = (vmm.run_dir.clone(), vmm.pid);
-    match finish_restore(host, vmm, p, t0).await {
+    let unfinished = Unfinished::new(&run_dir, None);
+    let res = finish_restore(host, vmm, p, t0).await;
+    unfinished.disarm();
+    match res {
         Ok(vm) => {
             if let Some(t) = vm.restore_timings.lock().as_mut() {
                 t.vmm_ms = vmm_ms;

@@ -79,7 +79,9 @@ pub async fn start(host: &Host, snap_dir: &Path, sm: &SnapMeta) -> Result<Vmm> {
         .await
         .map_err(|e| Error::io(format!("create {}", run_dir.display()), &e))?;
     let mut pid = None;
+    let unfinished = machine::Unfinished::new(&run_dir, None);
     let res = start_in(host, snap_dir, sm, &key, &run_dir, &mut pid).await;
+    unfinished.disarm();
     if let Err(e) = &res {
         let e = machine::with_console(e.clone(), &run_dir);
         machine::abort(&run_dir, pid, None).await;

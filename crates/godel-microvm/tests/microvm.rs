@@ -432,11 +432,11 @@ async fn accelerator_probe_decides_and_caches() {
     }
 }
 
-/// A spawn whose caller gives up half-way (its future dropped while the
-/// guest boots, as a spawn deadline does) leaves no QEMU, RAM file or VM
-/// directory behind.
+/// A spawn or a restore whose caller gives up half-way (its future dropped
+/// while QEMU runs, as a spawn deadline does) leaves no QEMU, RAM file or
+/// VM directory behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_boot_dropped_half_way_leaves_nothing_behind() {
+async fn starts_dropped_half_way_leave_nothing_behind() {
     godel_testkit::require!(godel_testkit::Need::Qemu);
     tokio::task::spawn_blocking(common::ensure_image)
         .await
@@ -444,43 +444,69 @@ async fn a_boot_dropped_half_way_leaves_nothing_behind() {
     let home = common::TestHome::new();
     let p = MicrovmProvider::new(MicrovmConfig::new(home.path()).with_accel(Accel::Tcg)).unwrap();
     let vms = home.path().join("microvm/vms");
-    let pid_of_boot = || -> Option<(std::path::PathBuf, u32)> {
+    // The VM directories with a QEMU pid file, other than those in `known`.
+    let started = |known: &[std::path::PathBuf]| -> Option<(std::path::PathBuf, u32)> {
         std::fs::read_dir(&vms).ok()?.flatten().find_map(|e| {
+            if known.contains(&e.path()) {
+                return None;
+            }
             let pid = std::fs::read_to_string(e.path().join("qemu.pid")).ok()?;
             Some((e.path(), pid.trim().parse().ok()?))
         })
     };
-    let spec = SpawnSpec::default();
-    let mut boot = Box::pin(p.spawn("rt-dropped", &spec));
-    // Wait until QEMU runs (its pid file is written), then drop the boot.
-    let (dir, pid) = loop {
-        tokio::select! {
-            r = &mut boot => panic!("the boot ended before QEMU's pid file was seen: {r:?}"),
-            _ = tokio::time::sleep(Duration::from_millis(10)) => {
-                if let Some(found) = pid_of_boot() {
-                    break found;
+    // Poll `fut` until a new QEMU runs, then drop it and check what is left.
+    async fn drop_once_started<F: std::future::Future>(
+        fut: F,
+        started: impl Fn() -> Option<(std::path::PathBuf, u32)>,
+        home: &std::path::Path,
+    ) {
+        let mut fut = Box::pin(fut);
+        let (dir, pid) = loop {
+            tokio::select! {
+                _ = &mut fut => panic!("it ended before QEMU's pid file was seen"),
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {
+                    if let Some(found) = started() {
+                        break found;
+                    }
                 }
             }
+        };
+        let key = dir.file_name().unwrap().to_str().unwrap().to_string();
+        drop(fut);
+        let gone = |pid: u32| !godel_microvm::vm::pid_alive(pid);
+        for _ in 0..200 {
+            if gone(pid) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    };
-    let key = dir.file_name().unwrap().to_str().unwrap().to_string();
-    drop(boot);
-    let gone = |pid: u32| !godel_microvm::vm::pid_alive(pid);
-    for _ in 0..200 {
-        if gone(pid) {
-            break;
+        assert!(gone(pid), "QEMU {pid} still runs");
+        assert!(!dir.exists(), "{} left behind", dir.display());
+        for ram in ["/dev/shm", &format!("{}/microvm/ram", home.display())] {
+            let f = std::path::Path::new(ram).join(format!("godel-{key}.ram"));
+            assert!(!f.exists(), "{} left behind", f.display());
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(gone(pid), "QEMU {pid} still runs");
-    assert!(!dir.exists(), "{} left behind", dir.display());
-    for ram in [
-        "/dev/shm",
-        &format!("{}/microvm/ram", home.path().display()),
-    ] {
-        let f = std::path::Path::new(ram).join(format!("godel-{key}.ram"));
-        assert!(!f.exists(), "{} left behind", f.display());
-    }
+
+    let spec = SpawnSpec::default();
+    drop_once_started(p.spawn("rt-dropped", &spec), || started(&[]), home.path()).await;
     assert!(p.status("rt-dropped").await.is_err());
+
+    // A restore: from a snapshot of a VM booted to the end.
+    p.spawn("rt-src", &spec).await.unwrap();
+    let snap = snapshot(&p, "rt-src", home.path(), "snap-1").await;
+    let known: Vec<_> = std::fs::read_dir(&vms)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    drop_once_started(
+        p.restore("rt-restored", &snap, &spec),
+        || started(&known),
+        home.path(),
+    )
+    .await;
+    assert!(p.status("rt-restored").await.is_err());
+    p.terminate("rt-src").await.unwrap();
     p.shutdown(true).await;
 }
