@@ -104,6 +104,14 @@ pub struct Store {
 }
 
 pub(crate) fn db_err(e: rusqlite::Error) -> Error {
+    // A full disk is the caller's resource running out, not godel failing:
+    // the request can be retried once space is freed; nothing was written.
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        return Error::new(
+            godel_core::ErrorCode::ResourceExhausted,
+            format!("state database: {e} (free space in $GODEL_HOME)"),
+        );
+    }
     Error::internal(format!("state database: {e}"))
 }
 
@@ -183,4 +191,25 @@ pub(crate) fn parse_time(s: &str) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&chrono::Utc))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_resource_exhausted_and_other_failures_internal() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        let e = db_err(full);
+        assert_eq!(e.code, godel_core::ErrorCode::ResourceExhausted);
+        assert!(e.message.contains("free space"), "{}", e.message);
+        let corrupt = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            None,
+        );
+        assert_eq!(db_err(corrupt).code, godel_core::ErrorCode::Internal);
+    }
 }
