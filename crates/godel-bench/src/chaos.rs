@@ -595,7 +595,8 @@ pub async fn orphans(home: &Path, ids: &[String], daemons: &[u32]) -> Vec<String
                     .any(|id| !id.is_empty() && cg.contains(id.as_str()))
                     || pools.iter().any(|w| cg.contains(w.as_str()));
                 if in_cg || cmd.contains(&home_s) {
-                    found.push(format!("pid {pid}: {}", cmd.trim()));
+                    let group = cg.lines().next().unwrap_or_default();
+                    found.push(format!("pid {pid}: {} (cgroup {group})", cmd.trim()));
                 }
             }
         }

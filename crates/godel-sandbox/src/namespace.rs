@@ -247,8 +247,7 @@ impl NamespaceIsolator {
                 return Err(e.with_runtime(cfg.id.clone()));
             }
         };
-        record(&cfg, &handle);
-        Ok(self.core.sandbox(cfg, handle, cg))
+        recorded(&self.core, cfg, handle, cg, false).await
     }
 
     /// Defaults, with OOM events going to `events`.
@@ -456,11 +455,39 @@ impl Core {
 }
 
 /// Write a jail's handle as `sandbox.json` in its state directory.
-fn record(cfg: &JailConfig, handle: &JailHandle) {
-    if std::fs::create_dir_all(&cfg.state_dir).is_ok()
-        && let Ok(json) = serde_json::to_vec_pretty(handle)
-    {
-        let _ = std::fs::write(cfg.state_dir.join("sandbox.json"), json);
+/// Write the jail's handle to its state dir: what finds the jail again
+/// when the daemon is killed before the runtime's own handle is stored.
+fn record(cfg: &JailConfig, handle: &JailHandle) -> Result<()> {
+    let json = serde_json::to_vec_pretty(handle)
+        .map_err(|e| Error::internal(format!("cannot encode the sandbox handle: {e}")))?;
+    std::fs::create_dir_all(&cfg.state_dir)
+        .and_then(|()| std::fs::write(cfg.state_dir.join("sandbox.json"), json))
+        .map_err(|e| Error::io(format!("record sandbox {}", cfg.id), &e))
+}
+
+/// A jail made but not recorded cannot be found after a daemon crash:
+/// destroy it rather than hand it out.
+/// A claimed warm jail (`pooled`) loses its pool marker only once
+/// recorded: a daemon killed in between leaves a jail one of the two finds.
+async fn recorded(
+    core: &Core,
+    cfg: JailConfig,
+    handle: JailHandle,
+    cg: JailCgroups,
+    pooled: bool,
+) -> Result<Arc<dyn Jail>> {
+    let written = record(&cfg, &handle);
+    if pooled {
+        crate::pool::unmark(&handle);
+    }
+    let id = cfg.id.clone();
+    let jail = core.sandbox(cfg, handle, cg);
+    match written {
+        Ok(()) => Ok(jail),
+        Err(e) => {
+            let _ = jail.destroy().await;
+            Err(e.with_runtime(id))
+        }
     }
 }
 
@@ -565,8 +592,7 @@ impl Isolator for NamespaceIsolator {
             let claimed = crate::pool::claim(&self.core, &cfg).await;
             crate::pool::refill(&self.core);
             if let Some((handle, cg)) = claimed {
-                record(&cfg, &handle);
-                return Ok(self.core.sandbox(cfg, handle, cg));
+                return recorded(&self.core, cfg, handle, cg, true).await;
             }
         }
         self.create_cold(cfg, None).await

@@ -224,13 +224,17 @@ async fn claim_warm(core: &Core, warm: &Warm, cfg: &JailConfig) -> Result<JailHa
     })
     .await
     .map_err(|e| Error::internal(e.to_string()))??;
-    let _ = std::fs::remove_file(warm.handle.dir.join(MARKER));
     Ok(JailHandle {
         idmapped,
         idmap_error,
         host_name: Some(warm.name.clone()),
         ..warm.handle.clone()
     })
+}
+
+/// A claimed jail, recorded as its sandbox's: no longer the pool's to reap.
+pub(crate) fn unmark(handle: &JailHandle) {
+    let _ = std::fs::remove_file(handle.dir.join(MARKER));
 }
 
 /// The cached idmapping user namespace for `host_id`.

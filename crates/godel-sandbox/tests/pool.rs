@@ -220,3 +220,38 @@ async fn unclaimed_jails_of_a_dead_daemon_are_reaped() {
     }
     iso.drain().await;
 }
+
+/// A jail whose record cannot be written (a full disk under the state dir)
+/// would be found by nothing after a daemon crash: the create fails with the
+/// write's error and the jail, claimed from the pool or made cold, is gone.
+#[tokio::test]
+async fn a_jail_that_cannot_be_recorded_is_destroyed() {
+    godel_testkit::require!(Need::Root);
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("run");
+    let mut opts = options(&Events::default(), None, 1);
+    opts.run_dir = run_dir.clone();
+    let iso = NamespaceIsolator::new(opts);
+    assert_eq!(iso.prewarm().await, 1);
+    let warm = handle_of(&warm_dirs(&run_dir)[0]);
+    let dir = tempfile::tempdir().unwrap();
+    for (what, name) in [("claimed", "unrecorded-warm"), ("cold", "unrecorded-cold")] {
+        let mut cfg = config(&dir, &id(name), JailLimits::default());
+        // A regular file where the state directory should be.
+        let blocker = dir.path().join(format!("{name}-state"));
+        std::fs::write(&blocker, "").unwrap();
+        cfg.state_dir = blocker.join("sandbox");
+        let err = match iso.create(cfg.clone()).await {
+            Ok(_) => panic!("{what}: a jail without a record was handed out"),
+            Err(e) => e,
+        };
+        assert!(err.message.contains("record sandbox"), "{what}: {err}");
+        if what == "claimed" {
+            assert!(!alive(warm.init_pid), "the claimed warm init still runs");
+            assert!(!warm.dir.exists(), "{:?} left behind", warm.dir);
+        }
+        assert!(!Path::new(&format!("/sys/fs/cgroup/pids/godel/{}", cfg.id)).exists());
+        assert!(!Path::new(&format!("/sys/fs/cgroup/godel/{}", cfg.id)).exists());
+    }
+    iso.drain().await;
+}

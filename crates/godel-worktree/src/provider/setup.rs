@@ -131,7 +131,12 @@ impl WorktreeProvider {
                 return Err(e.with_runtime(id));
             }
         };
-        self.register(id, rt.clone())?;
+        if let Err(e) = self.register(id, rt.clone()) {
+            // Unregistered, nothing would find it again: undo it now.
+            let _ = rt.sandbox.destroy().await;
+            let _ = workspace::destroy(&self.layout, &info).await;
+            return Err(e.with_runtime(id));
+        }
         self.emit(
             godel_core::EventKind::WorkspaceCreated,
             id,
