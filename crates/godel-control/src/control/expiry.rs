@@ -1,13 +1,18 @@
 //! Time to live: every sandbox may carry a deadline (`expires_at`, from
 //! `SpawnSpec::ttl_secs` or set later); one reaper kills or parks the
 //! running sandboxes whose deadline has passed, as their `on_timeout` says.
-//! The native API and the E2B surface both set deadlines through here.
+//! The native API and the E2B surface both set deadlines through here. The
+//! same tick stores the `error` state of spawns that failed while the store
+//! refused writes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use godel_core::{Error, Event, OnTimeout, ParkReason, Result, SandboxInfo, SnapshotRequest};
+use godel_core::{
+    Error, ErrorCode, Event, OnTimeout, ParkReason, Result, SandboxInfo, SandboxState,
+    SnapshotRequest,
+};
 use serde_json::json;
 
 use super::{Caller, Control};
@@ -36,6 +41,7 @@ impl Control {
     /// `now`. Returns the ids acted on; failures are logged and retried on
     /// the next call.
     pub async fn reap_expired(&self, now: DateTime<Utc>) -> Vec<String> {
+        self.record_failed_spawns();
         let expired = match self.store.expired_sandboxes(now) {
             Ok(v) => v,
             Err(e) => {
@@ -74,6 +80,35 @@ impl Control {
         acted
     }
 
+    /// Store the `error` state of failed spawns the store refused before
+    /// (a full disk); what it still refuses waits for the next call.
+    pub(crate) fn record_failed_spawns(&self) {
+        let pending: Vec<(String, String)> = self
+            .unrecorded
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (id, reason) in pending {
+            match self
+                .store
+                .transition(&id, SandboxState::Error, Some(&reason))
+            {
+                Ok(info) => {
+                    self.unrecorded.lock().remove(&id);
+                    self.emit_state(&id, &info.team, json!({"state": "error", "reason": reason}));
+                }
+                // Gone or moved on meanwhile: nothing left to record.
+                Err(e) if matches!(e.code, ErrorCode::NotFound | ErrorCode::Conflict) => {
+                    self.unrecorded.lock().remove(&id);
+                }
+                Err(e) => {
+                    tracing::debug!(sandbox = %id, error = %e, "failed spawn still unrecorded")
+                }
+            }
+        }
+    }
+
     /// Run [`Control::reap_expired`] every `interval` until the control plane is dropped.
     pub fn start_reaper(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let me = Arc::downgrade(self);
@@ -86,5 +121,72 @@ impl Control {
                 me.reap_expired(Utc::now()).await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use godel_core::{ErrorCode, SandboxState, SpawnSpec};
+    use godel_testkit::{Behaviour, FakeRuntime, Op};
+
+    use crate::{Caller, Control, Settings};
+
+    /// A spawn that fails while the store refuses writes is not left
+    /// `creating`: the reaper's next tick stores its `error` state.
+    #[tokio::test]
+    async fn a_failed_spawn_the_store_refused_is_recorded_by_the_reaper() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Control::open(dir.path(), Settings::default()).unwrap();
+        let fake = Arc::new(FakeRuntime::new("worktree"));
+        fake.set(
+            Op::Spawn,
+            Behaviour {
+                latency: Duration::from_millis(300),
+                fail: Some((ErrorCode::Internal, None)),
+                ..Default::default()
+            },
+        );
+        c.register(fake.clone());
+        let spec = SpawnSpec {
+            runtime: Some("worktree".into()),
+            ..Default::default()
+        };
+        let c2 = c.clone();
+        let spawn = tokio::spawn(async move { c2.spawn(&Caller::Admin, spec).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let set_query_only = |on: bool| {
+            c.store
+                .conn()
+                .pragma_update(None, "query_only", on)
+                .unwrap();
+        };
+        set_query_only(true);
+        let err = spawn.await.unwrap().unwrap_err();
+        let id = err
+            .runtime_id
+            .clone()
+            .expect("the failure names the runtime");
+        let rec = c.visible_sandbox(&Caller::Admin, &id).unwrap();
+        assert_eq!(
+            rec.state,
+            SandboxState::Creating,
+            "the store took the write after all"
+        );
+
+        c.reap_expired(chrono::Utc::now()).await;
+        assert_eq!(
+            c.visible_sandbox(&Caller::Admin, &id).unwrap().state,
+            SandboxState::Creating,
+            "still refused: still waiting"
+        );
+        set_query_only(false);
+        c.reap_expired(chrono::Utc::now()).await;
+        let rec = c.visible_sandbox(&Caller::Admin, &id).unwrap();
+        assert_eq!(rec.state, SandboxState::Error);
+        assert!(rec.reason.unwrap_or_default().starts_with("spawn failed"));
+        assert!(c.unrecorded.lock().is_empty());
     }
 }

@@ -374,15 +374,19 @@ impl Control {
             }
             Err(e) => {
                 let reason = format!("spawn failed: {}", e.message);
-                if let Ok(info) = self
+                match self
                     .store
                     .transition(id, SandboxState::Error, Some(&reason))
                 {
-                    self.emit_state(
+                    Ok(info) => self.emit_state(
                         id,
                         &info.team,
                         json!({"state": "error", "reason": reason, "code": e.code}),
-                    );
+                    ),
+                    // Not left `creating` for good: the reaper retries.
+                    Err(_) => {
+                        self.unrecorded.lock().insert(id.to_string(), reason);
+                    }
                 }
                 // Best effort: release whatever the provider may have created.
                 let _ = provider.terminate(id).await;

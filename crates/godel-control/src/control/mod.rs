@@ -152,6 +152,9 @@ pub struct Control {
     activity: Arc<activity::Activity>,
     /// The runtime that builds templates (see [`templates`]).
     templates: std::sync::OnceLock<Arc<dyn godel_core::TemplateBuilder>>,
+    /// Failed spawns whose `error` state could not be stored (a full disk):
+    /// id → reason, stored by the reaper once the store takes writes again.
+    unrecorded: Mutex<BTreeMap<String, String>>,
 }
 
 /// A sink for providers plus the receiver the control plane drains.
@@ -180,6 +183,7 @@ impl Control {
             meter_pending: Default::default(),
             rollouts: Mutex::new(rollouts),
             activity: Default::default(),
+            unrecorded: Mutex::default(),
             policy,
             internal_events: Mutex::new(Some(irx)),
             health: std::sync::OnceLock::new(),
