@@ -230,6 +230,78 @@ pub(crate) fn reap_orphans(vms_dir: &Path, ram_dir: &Path) {
     }
 }
 
+/// Remove `godel-*.ram` files in `ram_dir` that no process maps or holds
+/// open and that are older than `min_age`: RAM files of VMs whose QEMU died
+/// with their daemon (SIGKILL) before anyone could remove them. `ram_dir`
+/// (`/dev/shm`) is shared by every godel on the host, so a file is only
+/// garbage when no QEMU uses it; the age keeps a VM starting now safe.
+/// Returns the files removed.
+pub(crate) fn reap_ram_files(ram_dir: &Path, min_age: Duration) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(ram_dir) else {
+        return Vec::new();
+    };
+    let old: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("godel-") && name.ends_with(".ram")
+        })
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= min_age))
+        })
+        .map(|e| e.path())
+        .collect();
+    if old.is_empty() {
+        return old;
+    }
+    let used = ram_files_in_use(ram_dir);
+    old.into_iter()
+        .filter(|p| !used.contains(p))
+        .filter(|p| std::fs::remove_file(p).is_ok())
+        .collect()
+}
+
+/// Paths under `dir` that some process maps or has open.
+fn ram_files_in_use(dir: &Path) -> std::collections::HashSet<PathBuf> {
+    let mut used = std::collections::HashSet::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return used;
+    };
+    for p in procs.flatten() {
+        if !p
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        if let Ok(maps) = std::fs::read_to_string(p.path().join("maps")) {
+            used.extend(maps.lines().filter_map(|l| mapped_path(l, dir)));
+        }
+        if let Ok(fds) = std::fs::read_dir(p.path().join("fd")) {
+            for fd in fds.flatten() {
+                if let Ok(target) = std::fs::read_link(fd.path())
+                    && target.starts_with(dir)
+                {
+                    used.insert(target);
+                }
+            }
+        }
+    }
+    used
+}
+
+/// The file under `dir` a `/proc/PID/maps` line maps, if any.
+fn mapped_path(line: &str, dir: &Path) -> Option<PathBuf> {
+    let path = line.split_whitespace().nth(5)?;
+    let path = Path::new(path);
+    path.starts_with(dir).then(|| path.to_path_buf())
+}
+
 /// Claim a warm-pool VM for `id`, if the pool has one.
 pub(crate) async fn claim(inner: &Inner, id: &str, spec: &SpawnSpec) -> Option<Arc<Vm>> {
     while let Some(vm) = inner.pool.take() {
@@ -394,6 +466,42 @@ pub(crate) async fn refill_task(inner: Weak<Inner>, wake: Arc<tokio::sync::Notif
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ram_files_are_reaped_only_when_unused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        for n in ["godel-dead.ram", "godel-open.ram", "other.ram"] {
+            std::fs::write(p(n), vec![0u8; 4096]).unwrap();
+        }
+        let _open = std::fs::File::open(p("godel-open.ram")).unwrap();
+        // Too young: nothing goes.
+        assert!(reap_ram_files(dir.path(), Duration::from_secs(3600)).is_empty());
+        let gone = reap_ram_files(dir.path(), Duration::ZERO);
+        assert_eq!(gone, vec![p("godel-dead.ram")]);
+        for n in ["godel-open.ram", "other.ram"] {
+            assert!(p(n).exists(), "{n} was removed");
+        }
+    }
+
+    #[test]
+    fn mapped_paths_are_read_from_maps_lines() {
+        let dir = Path::new("/dev/shm");
+        let line = "7f1c00000000-7f1c08000000 rw-s 00000000 00:1a 123   /dev/shm/godel-ab12.ram";
+        assert_eq!(
+            mapped_path(line, dir),
+            Some(PathBuf::from("/dev/shm/godel-ab12.ram"))
+        );
+        let deleted = format!("{line} (deleted)");
+        assert_eq!(
+            mapped_path(&deleted, dir),
+            Some(PathBuf::from("/dev/shm/godel-ab12.ram"))
+        );
+        assert_eq!(
+            mapped_path("7f1c-7f1d r-xp 0 00:1a 9 /usr/lib/libc.so.6", dir),
+            None
+        );
+    }
 
     #[test]
     fn template_gc_keeps_the_current_and_the_used() {

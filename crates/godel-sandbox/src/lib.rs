@@ -36,6 +36,7 @@ pub mod nat;
 pub mod pool;
 pub mod portfwd;
 pub mod proto;
+mod reap;
 pub mod seccomp;
 
 pub use host::HostIsolator;

@@ -168,6 +168,8 @@ pub(crate) struct Core {
     pub(crate) opts: NamespaceOptions,
     pub(crate) init: Option<InitProgram>,
     pub(crate) pool: crate::pool::Pool,
+    /// Set once the first create started [`crate::reap`]'s sweep.
+    swept: std::sync::atomic::AtomicBool,
 }
 
 /// What `handle()` returns and `adopt` reads.
@@ -208,7 +210,12 @@ impl NamespaceIsolator {
         let init = opts.init.clone().or_else(InitProgram::discover);
         let pool = crate::pool::Pool::new(opts.warm_pool);
         NamespaceIsolator {
-            core: Arc::new(Core { opts, init, pool }),
+            core: Arc::new(Core {
+                opts,
+                init,
+                pool,
+                swept: Default::default(),
+            }),
         }
     }
 
@@ -223,6 +230,33 @@ impl NamespaceIsolator {
     /// is dropped, and a restarted daemon reaps any a crash left behind).
     pub async fn drain(&self) {
         crate::pool::drain(&self.core).await;
+    }
+
+    /// Remove what dead jails left on the host (run directories, slots,
+    /// cgroups) that is older than `min_age` and used by no process; the
+    /// names removed. The first create of an isolator does this in the
+    /// background with a minute's grace.
+    pub async fn reap_dead(&self, min_age: Duration) -> Vec<String> {
+        let core = self.core.clone();
+        tokio::task::spawn_blocking(move || crate::reap::reap_dead(&core, min_age))
+            .await
+            .unwrap_or_default()
+    }
+
+    fn sweep_once(&self) {
+        if !self
+            .core
+            .swept
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let core = self.core.clone();
+            tokio::task::spawn_blocking(move || {
+                let gone = crate::reap::reap_dead(&core, Duration::from_secs(60));
+                if !gone.is_empty() {
+                    tracing::info!(count = gone.len(), names = ?gone, "removed what dead sandboxes left on the host");
+                }
+            });
+        }
     }
 
     /// How many warm jails are ready.
@@ -582,6 +616,7 @@ impl Isolator for NamespaceIsolator {
     }
 
     async fn create(&self, cfg: JailConfig) -> Result<Arc<dyn Jail>> {
+        self.sweep_once();
         if !cfg.workspace.is_dir() {
             return Err(Error::invalid(format!(
                 "workspace {} is not a directory",
@@ -603,6 +638,7 @@ impl Isolator for NamespaceIsolator {
         cfg: JailConfig,
         root: crate::launcher::JailRoot,
     ) -> Result<Arc<dyn Jail>> {
+        self.sweep_once();
         if !cfg.workspace.is_dir() {
             return Err(Error::invalid(format!(
                 "workspace {} is not a directory",
@@ -640,7 +676,9 @@ impl Isolator for NamespaceIsolator {
                         if let Ok(layout) = self.core.layout() {
                             let cg = JailCgroups::new(layout, &cfg.id, self.core.opts.ops.clone());
                             kill_group(&cg).await;
-                            let _ = cg.remove();
+                            let run_dir = &self.core.opts.run_dir;
+                            let slot = crate::reap::slot_of(run_dir, &cfg.id).unwrap_or(u32::MAX);
+                            self.core.cleanup(&cfg.id, slot, &cg);
                         }
                         return Ok(None);
                     }

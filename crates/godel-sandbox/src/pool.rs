@@ -348,7 +348,7 @@ async fn reap_stale(core: &Core) {
                 isolator: "sandbox".into(),
                 init_pid: 0,
                 start_time: 0,
-                slot: slot_of(&core.opts.run_dir, &name).unwrap_or(u32::MAX),
+                slot: crate::reap::slot_of(&core.opts.run_dir, &name).unwrap_or(u32::MAX),
                 uid_base: 0,
                 dir: e.path(),
                 idmapped: false,
@@ -373,18 +373,6 @@ async fn reap_stale(core: &Core) {
         )
         .await;
     }
-}
-
-/// The slot whose file names `name`.
-fn slot_of(run_dir: &std::path::Path, name: &str) -> Option<u32> {
-    std::fs::read_dir(run_dir.join("slots"))
-        .ok()?
-        .flatten()
-        .find(|e| std::fs::read_to_string(e.path()).is_ok_and(|o| o == name))?
-        .file_name()
-        .to_str()?
-        .parse()
-        .ok()
 }
 
 impl Drop for Core {

@@ -159,6 +159,9 @@ impl MicrovmProvider {
             .clone()
             .unwrap_or_else(|| default_ram_dir(&root(&cfg.home)));
         crate::pool::reap_orphans(&vms, &ram_dir);
+        for f in crate::pool::reap_ram_files(&ram_dir, Duration::from_secs(60)) {
+            tracing::info!(file = %f.display(), "removed the RAM file of a VM that is gone");
+        }
         let shape = PoolShape {
             image: cfg.image.clone(),
             vcpus: cfg.default_vcpus.max(1),
