@@ -224,6 +224,14 @@ pub fn is_runtime_fault(e: &Error) -> bool {
     e.retryable || e.code == ErrorCode::Internal
 }
 
+/// Whether a failure counts against the runtime's circuit. A host resource
+/// running out (`RESOURCE_EXHAUSTED`: a full disk, no free slot) may still
+/// fall back and be retried, but says nothing about the runtime's health:
+/// an open circuit would keep refusing spawns after the space is freed.
+fn trips_circuit(e: &Error) -> bool {
+    is_runtime_fault(e) && e.code != ErrorCode::ResourceExhausted
+}
+
 /// Try `plan`'s candidates in order. `attempt(runtime)` performs one spawn
 /// attempt on that runtime. `deadline` bounds everything (attempts still
 /// running at the deadline are cancelled: the closure must clean up after
@@ -302,7 +310,7 @@ where
             };
             // A deadline cut: the runtime was slow, which counts against it.
             let cut = e.code == ErrorCode::Timeout && !e.retryable;
-            if is_runtime_fault(&e) || cut {
+            if trips_circuit(&e) || cut {
                 breaker.record_failure();
             } else {
                 // The runtime answered sensibly; the request is at fault.
@@ -459,6 +467,37 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn host_resources_running_out_fall_back_without_opening_the_circuit() {
+        let circuits = CircuitRegistry::new(CircuitPolicy::default());
+        let p = FallbackPlan {
+            candidates: chain(&["worktree", "e2b"]),
+            ..Default::default()
+        };
+        for _ in 0..10 {
+            let r: Result<(String, ())> = spawn_with_fallback(
+                &p,
+                &RetryPolicy::default(),
+                None,
+                &circuits,
+                |_| {},
+                |rt| {
+                    let full = rt == "worktree";
+                    async move {
+                        if full {
+                            Err(Error::exhausted("disk full").retryable(true))
+                        } else {
+                            Ok(())
+                        }
+                    }
+                },
+            )
+            .await;
+            assert_eq!(r.unwrap().0, "e2b");
+        }
+        assert_eq!(circuits.get("worktree").state(), CircuitState::Closed);
     }
 
     #[tokio::test(start_paused = true)]
