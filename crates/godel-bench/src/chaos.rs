@@ -398,13 +398,15 @@ async fn run_in(
 
     // Teardown, then look for leftovers.
     progress("terminating everything, stopping the daemon, looking for orphans");
+    // Failed ones too: `rm` releases what their runtime still holds.
     let live: Vec<String> = api
-        .ok(Method::GET, "/v1/runtimes", None)
+        .ok(Method::GET, "/v1/runtimes?all=true", None)
         .await
         .ok()
         .and_then(|v| v.as_array().cloned())
         .unwrap_or_default()
         .iter()
+        .filter(|r| r["state"] != "terminated")
         .filter_map(|r| r["id"].as_str().map(str::to_string))
         .collect();
     for id in &live {

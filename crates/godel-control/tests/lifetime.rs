@@ -152,3 +152,27 @@ async fn deadlines_move_and_parked_sandboxes_can_be_discarded() {
         ErrorCode::Conflict
     );
 }
+
+/// `rm` of a sandbox that died releases what its runtime still holds (its
+/// workspace, jail or VM files); the record keeps its `error` state.
+#[tokio::test]
+async fn removing_a_failed_sandbox_releases_the_runtime() {
+    let (c, fake, _d) = control().await;
+    let admin = Caller::Admin;
+    let rec = c.spawn(&admin, spec(None, OnTimeout::Kill)).await.unwrap();
+    c.mark_dead(&rec.id, "died in a test").unwrap();
+    assert_eq!(
+        fake.live(),
+        vec![rec.id.clone()],
+        "death alone keeps the files"
+    );
+    let after = c.terminate(&admin, &rec.id).await.unwrap();
+    assert_eq!(after.state, SandboxState::Error);
+    assert!(
+        fake.live().is_empty(),
+        "the runtime still holds {:?}",
+        fake.live()
+    );
+    // Again: nothing left to release, no error.
+    c.terminate(&admin, &rec.id).await.unwrap();
+}

@@ -396,12 +396,21 @@ impl Control {
     }
 
     /// Stop a runtime and release it. Idempotent for runtimes already
-    /// stopped; a parked runtime loses its snapshot and stays stopped.
+    /// stopped; a parked runtime loses its snapshot and stays stopped; a
+    /// failed one (`error`) has what its runtime still holds released.
     pub async fn terminate(&self, caller: &Caller, id: &str) -> Result<SandboxInfo> {
         let rec = self.visible_sandbox(caller, id)?;
         if rec.state.is_terminal() {
             if rec.parked.is_some() {
                 return self.discard_parked(caller, rec).await;
+            }
+            if rec.state == SandboxState::Error
+                && let Ok(p) = self.provider(&rec.runtime)
+                && let Err(e) = p.terminate(id).await
+            {
+                // A sandbox that died or failed may still hold what its
+                // runtime made (workspace, jail directories, a VM's files).
+                tracing::warn!(runtime = %id, error = %e, "releasing a failed sandbox");
             }
             return Ok(rec);
         }
