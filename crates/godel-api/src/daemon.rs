@@ -10,7 +10,9 @@
 //! 4. serve the native API on the Unix socket (and TCP), and the E2B API
 //!    when asked, until the shutdown future resolves;
 //! 5. optionally park every running sandbox (`--preserve`), stop the pools,
-//!    let in-flight requests finish (10 s at most), remove the socket.
+//!    let in-flight requests finish (10 s at most), remove the socket, and
+//!    let each runtime stop its own warm jails, VMs and helpers (sandboxes
+//!    keep running for the next start to adopt).
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -130,6 +132,7 @@ pub async fn run(
         tracing::warn!("some requests did not finish within 10 s; exiting anyway");
     }
     let _ = std::fs::remove_file(&sock);
+    control.shutdown_runtimes().await;
     drop(control);
     tracing::info!("stopped; live sandboxes keep running and are re-adopted on the next start");
     Ok(())

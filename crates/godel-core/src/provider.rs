@@ -141,6 +141,13 @@ pub trait RuntimeProvider: Send + Sync + 'static {
         Ok(())
     }
 
+    // ---- lifetime ----
+
+    /// The daemon is stopping: stop what the provider made for itself
+    /// (warm pools, pre-started helpers) and leave sandboxes running, to be
+    /// adopted by the next start.
+    async fn shutdown(&self) {}
+
     // ---- waiting ----
 
     /// Poll `status` until the runtime reaches `state` or the timeout passes.

@@ -170,4 +170,7 @@ pub trait Isolator: Send + Sync {
         cfg: JailConfig,
         handle: &serde_json::Value,
     ) -> Result<Option<Arc<dyn Jail>>>;
+    /// The daemon is stopping: remove what the isolator made for itself
+    /// (warm jails); sandboxes keep running.
+    async fn stop(&self) {}
 }

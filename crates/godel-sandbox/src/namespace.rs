@@ -654,6 +654,10 @@ impl Isolator for NamespaceIsolator {
         self.create_cold(cfg, Some(&root)).await
     }
 
+    async fn stop(&self) {
+        crate::pool::drain(&self.core).await;
+    }
+
     async fn adopt(
         &self,
         cfg: JailConfig,

@@ -72,6 +72,16 @@ impl Control {
         }
     }
 
+    /// Let every runtime stop what it made for itself (its own warm jails or
+    /// VMs, pre-started helpers); sandboxes keep running. The last step of a
+    /// daemon's stop, once no request is served any more.
+    pub async fn shutdown_runtimes(&self) {
+        let providers: Vec<_> = self.providers.read().values().cloned().collect();
+        for p in providers {
+            p.shutdown().await;
+        }
+    }
+
     async fn spawn_warm(&self, key: &PoolKey) -> Result<String> {
         let mut spec = key.spec();
         spec.team = Some(POOL_TEAM.to_string());

@@ -522,6 +522,10 @@ impl RuntimeProvider for MicrovmProvider {
         Ok(st)
     }
 
+    async fn shutdown(&self) {
+        MicrovmProvider::shutdown(self, false).await;
+    }
+
     async fn list(&self) -> Result<Vec<String>> {
         let mut ids: Vec<String> = self.inner.vms.lock().keys().cloned().collect();
         ids.sort();

@@ -471,6 +471,12 @@ impl RuntimeProvider for WorktreeProvider {
         Ok(st)
     }
 
+    async fn shutdown(&self) {
+        if let Some(iso) = &self.sandbox_isolator {
+            iso.stop().await;
+        }
+    }
+
     async fn list(&self) -> Result<Vec<String>> {
         let map = self.runtimes.read();
         let mut ids: Vec<String> = map.keys().cloned().collect();
