@@ -87,6 +87,20 @@ impl CgroupLayout {
         Self::detect(&mi, ops)
     }
 
+    /// The `godel` directories under which jails' groups live (one for v2,
+    /// one per controller mount for v1).
+    pub fn godel_dirs(&self) -> Vec<PathBuf> {
+        match self {
+            CgroupLayout::V2 { root } => vec![root.join("godel")],
+            CgroupLayout::V1 { mounts } => mounts
+                .values()
+                .map(|m| m.join("godel"))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        }
+    }
+
     pub fn version(&self) -> u8 {
         match self {
             CgroupLayout::V2 { .. } => 2,
@@ -138,15 +152,11 @@ impl JailCgroups {
 
     /// Every directory of this sandbox (one for v2, one per controller for v1).
     pub fn dirs(&self) -> Vec<PathBuf> {
-        match &self.layout {
-            CgroupLayout::V2 { root } => vec![root.join("godel").join(&self.id)],
-            CgroupLayout::V1 { mounts } => mounts
-                .values()
-                .map(|m| m.join("godel").join(&self.id))
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect(),
-        }
+        self.layout
+            .godel_dirs()
+            .into_iter()
+            .map(|d| d.join(&self.id))
+            .collect()
     }
 
     /// The `cgroup.procs` files a process writes its pid into to join.

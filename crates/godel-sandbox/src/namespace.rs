@@ -488,9 +488,9 @@ impl Core {
     }
 }
 
-/// Write a jail's handle as `sandbox.json` in its state directory.
-/// Write the jail's handle to its state dir: what finds the jail again
-/// when the daemon is killed before the runtime's own handle is stored.
+/// Write a jail's handle as `sandbox.json` in its state directory: what
+/// finds the jail again when the daemon is killed before the runtime's own
+/// handle is stored.
 fn record(cfg: &JailConfig, handle: &JailHandle) -> Result<()> {
     let json = serde_json::to_vec_pretty(handle)
         .map_err(|e| Error::internal(format!("cannot encode the sandbox handle: {e}")))?;
@@ -499,10 +499,10 @@ fn record(cfg: &JailConfig, handle: &JailHandle) -> Result<()> {
         .map_err(|e| Error::io(format!("record sandbox {}", cfg.id), &e))
 }
 
-/// A jail made but not recorded cannot be found after a daemon crash:
-/// destroy it rather than hand it out.
-/// A claimed warm jail (`pooled`) loses its pool marker only once
-/// recorded: a daemon killed in between leaves a jail one of the two finds.
+/// Record a jail made now and hand it out. One that cannot be recorded
+/// could not be found after a daemon crash: it is destroyed instead. A
+/// claimed warm jail (`pooled`) loses its pool marker only once recorded,
+/// so a daemon killed in between leaves a jail one of the two finds.
 async fn recorded(
     core: &Core,
     cfg: JailConfig,
@@ -655,7 +655,7 @@ impl Isolator for NamespaceIsolator {
     }
 
     async fn stop(&self) {
-        crate::pool::drain(&self.core).await;
+        self.drain().await;
     }
 
     async fn adopt(

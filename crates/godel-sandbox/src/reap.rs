@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cgroup::{CgroupLayout, JailCgroups};
+use crate::cgroup::JailCgroups;
 use crate::namespace::{Core, release};
 
 /// Directory entries of the run dir that are not jails.
@@ -49,7 +49,7 @@ pub(crate) fn reap_dead(core: &Core, min_age: Duration) -> Vec<String> {
     }
     // Cgroups whose run directory is gone (their jail was released, the
     // group's removal failed or never ran).
-    for parent in godel_parents(&layout) {
+    for parent in layout.godel_dirs() {
         for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if !e.path().is_dir()
@@ -79,19 +79,6 @@ pub(crate) fn slot_of(run_dir: &Path, name: &str) -> Option<u32> {
         .to_str()?
         .parse()
         .ok()
-}
-
-/// The `godel` directories that hold the jails' groups.
-fn godel_parents(layout: &CgroupLayout) -> Vec<std::path::PathBuf> {
-    match layout {
-        CgroupLayout::V2 { root } => vec![root.join("godel")],
-        CgroupLayout::V1 { mounts } => mounts
-            .values()
-            .map(|m| m.join("godel"))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect(),
-    }
 }
 
 fn old(p: &Path, min_age: Duration) -> bool {

@@ -43,9 +43,7 @@ async fn a_warm_jail_runs_nothing_until_claimed_then_is_the_sandbox() {
     godel_testkit::require!(Need::Root);
     let tmp = tempfile::tempdir().unwrap();
     let run_dir = tmp.path().join("run");
-    let mut opts = options(&Events::default(), None, 1);
-    opts.run_dir = run_dir.clone();
-    let iso = NamespaceIsolator::new(opts);
+    let iso = isolator_in(&run_dir, 1);
     assert_eq!(iso.prewarm().await, 1);
     let dirs = warm_dirs(&run_dir);
     assert_eq!(dirs.len(), 1, "{dirs:?}");
@@ -204,9 +202,7 @@ async fn unclaimed_jails_of_a_dead_daemon_are_reaped() {
     }
     // Their run directories, cgroups and slots are left; the next daemon's
     // first fill removes them.
-    let mut opts = options(&Events::default(), None, 1);
-    opts.run_dir = run_dir.clone();
-    let iso = NamespaceIsolator::new(opts);
+    let iso = isolator_in(&run_dir, 1);
     assert_eq!(iso.prewarm().await, 1);
     for (dir, h) in &left {
         assert!(
@@ -229,9 +225,7 @@ async fn a_jail_that_cannot_be_recorded_is_destroyed() {
     godel_testkit::require!(Need::Root);
     let tmp = tempfile::tempdir().unwrap();
     let run_dir = tmp.path().join("run");
-    let mut opts = options(&Events::default(), None, 1);
-    opts.run_dir = run_dir.clone();
-    let iso = NamespaceIsolator::new(opts);
+    let iso = isolator_in(&run_dir, 1);
     assert_eq!(iso.prewarm().await, 1);
     let warm = handle_of(&warm_dirs(&run_dir)[0]);
     let dir = tempfile::tempdir().unwrap();

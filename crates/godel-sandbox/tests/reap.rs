@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use godel_sandbox::{Isolator, JailHandle, JailLimits, NamespaceIsolator};
+use godel_sandbox::{Isolator, JailHandle, JailLimits};
 use godel_testkit::Need;
 
 fn group_dirs(name: &str) -> Vec<String> {
@@ -24,9 +24,7 @@ async fn dead_jails_leftovers_are_reaped_and_live_ones_kept() {
     godel_testkit::require!(Need::Root);
     let tmp = tempfile::tempdir().unwrap();
     let run_dir = tmp.path().join("run");
-    let mut opts = options(&Events::default(), None, 0);
-    opts.run_dir = run_dir.clone();
-    let iso = NamespaceIsolator::new(opts);
+    let iso = isolator_in(&run_dir, 0);
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let dead_cfg = config(&d1, &id("reap-dead"), JailLimits::default());
     let live_cfg = config(&d2, &id("reap-live"), JailLimits::default());

@@ -54,6 +54,14 @@ pub fn options(
     }
 }
 
+/// An isolator with `warm_pool` jails made ahead that keeps its host state
+/// in `run_dir` (not the host's shared run directory).
+pub fn isolator_in(run_dir: &std::path::Path, warm_pool: usize) -> NamespaceIsolator {
+    let mut opts = options(&Events::default(), None, warm_pool);
+    opts.run_dir = run_dir.to_path_buf();
+    NamespaceIsolator::new(opts)
+}
+
 /// An isolator whose warm pool holds `n` jails made ahead: its next `n`
 /// creates claim them (the path most sandboxes take).
 pub async fn warm_isolator(events: &Events, n: usize) -> NamespaceIsolator {
