@@ -3,7 +3,8 @@
 # formatting and lints, then runs every crate's tests, including the
 # end-to-end suites that start the real `godel` binary, boot microVMs under
 # TCG, talk to the in-repo fake Kubernetes API server and run the official
-# E2B SDK against `godel serve`.
+# E2B SDK against `godel serve`; the state store's crates run a second time
+# against a private PostgreSQL server (scripts/postgres.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/setup.sh
@@ -23,11 +24,23 @@ trap skip_summary EXIT
 # CI runs as root with the setup scripts' packages: there a missing need is a
 # failure, not a skip. A non-root machine still passes by skipping.
 if [ "${CI:-}" = true ] && [ "$(id -u)" = 0 ]; then
-  export GODEL_REQUIRE=root,qemu,nft,mkfs,chromium
+  export GODEL_REQUIRE=root,qemu,nft,mkfs,chromium,postgres
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --no-fail-fast
+# The crates that use the state store, a second time against a private
+# PostgreSQL server (scripts/postgres.sh; left running for the next run).
+if scripts/postgres.sh start >/dev/null; then
+  echo "==> tests against PostgreSQL" >&2
+  GODEL_TEST_DATABASE_URL="$(scripts/postgres.sh url)" cargo test -p godel-control -p godel-api -p godel --no-fail-fast
+elif [[ ",${GODEL_REQUIRE:-}," =~ ,(postgres|all), ]]; then
+  echo "PostgreSQL did not start and GODEL_REQUIRE demands \"postgres\"" >&2
+  exit 1
+else
+  echo "SKIPPED the tests against PostgreSQL: needs a PostgreSQL server (scripts/postgres.sh start failed; scripts/setup.d/15-postgres.sh installs it, as root)" >&2
+  printf '%s\t%s\t%s\n' scripts/test.sh::postgres postgres "a PostgreSQL server (scripts/postgres.sh start)" >>"$GODEL_SKIP_LEDGER"
+fi
 for extra in scripts/test.d/*.sh; do
   [ -e "$extra" ] || continue
   echo "==> $(basename "$extra")" >&2
