@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use godel_control::{Control, Settings, event_channel};
+use godel_control::{Control, ReplicaConfig, ReplicaRegistration, Settings, Store, event_channel};
 use godel_core::{Error, EventSink, Result};
 use tokio::sync::watch;
 
@@ -39,6 +39,17 @@ pub struct DaemonConfig {
     pub preserve: bool,
     /// How often the reaper looks for sandboxes whose time to live ran out.
     pub reaper_interval: Duration,
+    /// The store's URL (`postgres://…` or a SQLite path); `None`: SQLite
+    /// at `$GODEL_HOME/godel.db`.
+    pub database: Option<String>,
+    /// Native API address peers forward to (`None`: derived from `listen`).
+    pub advertise: Option<String>,
+    /// E2B API address peers forward to (`None`: derived from `e2b_listen`).
+    pub advertise_e2b: Option<String>,
+    /// How long this replica's lease lasts without renewal.
+    pub lease: Duration,
+    /// This replica's id (`None`: `$GODEL_HOME/replica-id`, made once).
+    pub replica_id: Option<String>,
 }
 
 /// Registers the runtimes on a fresh control plane; providers report events into the sink.
@@ -58,11 +69,49 @@ pub async fn run(
     std::fs::create_dir_all(home)
         .map_err(|e| Error::io(format!("create {}", home.display()), &e))?;
     let _ = std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700));
-    let control = Control::open(home, cfg.settings)?;
+    let store = match &cfg.database {
+        Some(url) => Store::open_url(url)?,
+        None => Store::open(&home.join("godel.db"))?,
+    };
+    let replica_id = match &cfg.replica_id {
+        Some(id) => crate::replica::check_id(id)?,
+        None => crate::replica::home_id(home)?,
+    };
+    let mut settings = cfg.settings.clone();
+    settings.replica_id = Some(replica_id.clone());
+    let control = Control::with_store(home, store, settings)?;
     let (sink, rx) = event_channel();
     control.attach_event_receiver(rx);
     register(control.clone(), sink).await;
+    // Bind first: the addresses peers forward to are registered with the lease.
+    let tcp = match &cfg.listen {
+        Some(addr) => Some(bind_tcp(addr, "native API").await?),
+        None => None,
+    };
+    let e2b_tcp = match &cfg.e2b_listen {
+        Some(addr) => Some(bind_tcp(addr, "E2B API").await?),
+        None => None,
+    };
+    let registration = ReplicaRegistration {
+        id: replica_id,
+        advertise: crate::replica::advertise(cfg.advertise.as_deref(), tcp.as_ref())?,
+        advertise_e2b: crate::replica::advertise(cfg.advertise_e2b.as_deref(), e2b_tcp.as_ref())?,
+        host: crate::replica::host_name(),
+    };
+    let info = control.store_info();
+    tracing::info!(
+        replica = %registration.id,
+        store = %info.engine,
+        at = %info.location,
+        advertise = %registration.advertise,
+        "joining"
+    );
+    control.join_replicas(&ReplicaConfig {
+        registration,
+        lease: cfg.lease,
+    })?;
     start(&control).await?;
+    control.start_lease();
     control.start_reaper(cfg.reaper_interval);
     control.start_metering();
 
@@ -79,13 +128,11 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::serve_unix(unix, control.clone(), stopped()));
     tracing::info!(socket = %sock.display(), "godel API listening");
-    if let Some(addr) = &cfg.listen {
-        let tcp = bind_tcp(addr, "native API").await?;
+    if let Some(tcp) = tcp {
         tracing::info!(addr = %local(&tcp), "godel API listening on TCP (bearer token required)");
         tasks.spawn(crate::serve_tcp(tcp, control.clone(), stopped()));
     }
-    if let Some(addr) = &cfg.e2b_listen {
-        let tcp = bind_tcp(addr, "E2B API").await?;
+    if let Some(tcp) = e2b_tcp {
         let e2b = crate::e2b::ServeConfig {
             token_secret: e2b_secret(home)?,
             domain: Some(

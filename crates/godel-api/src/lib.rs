@@ -10,8 +10,10 @@ pub mod auth;
 pub mod daemon;
 pub mod e2b;
 pub mod error;
+pub mod forward;
 pub mod metrics;
 pub mod openapi;
+pub mod replica;
 pub mod routes;
 pub mod ui;
 
@@ -26,7 +28,13 @@ use godel_control::Control;
 
 /// The app served on the Unix socket: every caller is admin.
 pub fn socket_app(control: Arc<Control>) -> Router {
+    let fwd = forward::Forwarder::new(
+        control.clone(),
+        forward::Api::Native,
+        control.forward_token(),
+    );
     routes::router(control)
+        .layer(from_fn_with_state(fwd, forward::layer))
         .layer(from_fn(auth::socket_owner))
         .layer(map_response(error::normalize_errors))
 }
@@ -34,7 +42,9 @@ pub fn socket_app(control: Arc<Control>) -> Router {
 /// The app served on TCP: a bearer token is required on every route but
 /// the dashboard's static assets under `/ui` (see [`ui`] for why).
 pub fn tcp_app(control: Arc<Control>) -> Router {
+    let fwd = forward::Forwarder::new(control.clone(), forward::Api::Native, None);
     routes::router(control.clone())
+        .layer(from_fn_with_state(fwd, forward::layer))
         .layer(from_fn_with_state(control, auth::bearer))
         .merge(ui::router())
         .layer(map_response(error::normalize_errors))

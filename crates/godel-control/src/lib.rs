@@ -11,7 +11,9 @@ pub mod store;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::templates::{BuildTemplate, TEMPLATE_RUNTIME};
 pub use control::{
-    Caller, Control, POOL_TEAM, PreserveReport, RuntimeReport, Settings, SpawnOptions,
-    event_channel,
+    Caller, Control, Owner, POOL_TEAM, PreserveReport, ReplicaConfig, ReplicasReport,
+    RuntimeReport, Settings, SpawnOptions, event_channel,
 };
-pub use store::{Store, TeamRecord, TokenFormat, TokenRecord};
+pub use store::{
+    ReplicaRecord, ReplicaRegistration, Store, StoreInfo, TeamRecord, TokenFormat, TokenRecord,
+};

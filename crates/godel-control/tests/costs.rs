@@ -433,7 +433,7 @@ async fn budgets_alert_once_refuse_spawns_and_apply_each_policy() {
 #[test]
 fn agent_reports_since_a_day_agree_whichever_table_they_read() {
     use godel_control::store::{UsagePart, UsageQuery};
-    let s = godel_control::Store::open_in_memory().unwrap();
+    let s = godel_control::Store::open_scratch().unwrap();
     let part = |team: &str, ms: u64| UsagePart {
         team: team.into(),
         runtime: "worktree".into(),

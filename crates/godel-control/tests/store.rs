@@ -24,13 +24,13 @@ fn info(id: &str, team: &str) -> SandboxInfo {
         pid: None,
         expires_at: None,
         parked: None,
+        owner: None,
     }
 }
 
 #[test]
 fn concurrent_spawns_never_overshoot_the_quota() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("godel.db")).unwrap());
+    let store = Arc::new(Store::open_scratch().unwrap());
     let quota = Quota {
         max_agents: Some(5),
         max_memory_bytes: Some(6 << 30),
@@ -107,7 +107,7 @@ fn concurrent_spawns_never_overshoot_the_quota() {
 
 #[test]
 fn transitions_follow_the_state_machine() {
-    let s = Store::open_in_memory().unwrap();
+    let s = Store::open_scratch().unwrap();
     s.insert_sandbox(&info("rt-a", "t"), Reservation::default(), Quota::default())
         .unwrap();
     assert_eq!(
@@ -183,7 +183,7 @@ fn tokens_are_hashed_scoped_and_revocable() {
 
 #[test]
 fn events_are_ordered_and_filtered() {
-    let s = Store::open_in_memory().unwrap();
+    let s = Store::open_scratch().unwrap();
     for i in 0..5 {
         let team = if i % 2 == 0 { "a" } else { "b" };
         s.append_event(

@@ -22,6 +22,9 @@ pub enum EventKind {
     Adopted,
     /// Gone after a daemon restart (`data.reason`).
     Lost,
+    /// A replica took over the sandboxes of one whose lease ran out
+    /// (`data.from`, `data.to`, `data.adopted`, `data.lost`).
+    ReplicaTakeover,
     /// Its time to live ran out and it was killed or parked (`data.action`).
     Expired,
     /// Snapshotted and stopped, to come back under the same id.
@@ -125,6 +128,7 @@ const KINDS: &[(EventKind, &str)] = &[
     (EventKind::SpawnRejected, "spawn_rejected"),
     (EventKind::Adopted, "adopted"),
     (EventKind::Lost, "lost"),
+    (EventKind::ReplicaTakeover, "replica_takeover"),
     (EventKind::Expired, "expired"),
     (EventKind::Parked, "parked"),
     (EventKind::Unparked, "unparked"),

@@ -98,6 +98,11 @@ pub struct SandboxInfo {
     /// brought back under the same id by `resume` (or the next daemon start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parked: Option<Parked>,
+    /// The replica that holds the sandbox's runtime (several daemons share
+    /// one PostgreSQL store); requests reaching another replica are
+    /// forwarded to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Why a sandbox is parked.
@@ -155,6 +160,11 @@ pub struct Capabilities {
     pub isolation: String,
     /// Live runtimes survive a daemon restart and are re-adopted.
     pub survives_daemon_restart: bool,
+    /// Sandboxes live on the daemon's own machine (worktree, microvm): only
+    /// that machine's replica reaches them. `false` for remote runtimes
+    /// (kata, e2b), whose sandboxes any replica can take over.
+    #[serde(default)]
+    pub host_bound: bool,
 }
 
 /// Whether a provider can be used on this machine, and why not.

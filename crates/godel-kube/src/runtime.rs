@@ -29,6 +29,7 @@ impl RuntimeProvider for KubeProvider {
             resource_limits: true,
             isolation: "vm".into(),
             survives_daemon_restart: true,
+            host_bound: false,
         }
     }
 

@@ -24,4 +24,4 @@ pub mod skip;
 pub use exec::{kill_group, local_exec};
 pub use fake::{Behaviour, Call, FakeRuntime, Op};
 pub use fs::copy_tree;
-pub use skip::Need;
+pub use skip::{Need, postgres_schema_url, postgres_url};

@@ -33,6 +33,8 @@ pub enum Need {
     Nft,
     /// `mkfs.ext4` and `debugfs` (e2fsprogs) on `PATH`.
     Mkfs,
+    /// A PostgreSQL server for tests: `$GODEL_TEST_POSTGRES_URL` ([`postgres_url`]).
+    Postgres,
     /// Anything else: its `GODEL_REQUIRE` key, whether it is met, what it is
     /// and how to get it.
     Other {
@@ -51,6 +53,7 @@ impl Need {
             Need::Qemu | Need::QemuImg => "qemu",
             Need::Nft => "nft",
             Need::Mkfs => "mkfs",
+            Need::Postgres => "postgres",
             Need::Other { key, .. } => key,
         }
     }
@@ -63,6 +66,7 @@ impl Need {
             Need::QemuImg => "qemu-img",
             Need::Nft => "nft",
             Need::Mkfs => "mkfs.ext4 and debugfs",
+            Need::Postgres => "a PostgreSQL server ($GODEL_TEST_POSTGRES_URL)",
             Need::Other { what, .. } => what,
         }
     }
@@ -76,6 +80,9 @@ impl Need {
             }
             Need::Nft => "apt-get install nftables; scripts/setup.d/10-sandbox.sh does it",
             Need::Mkfs => "apt-get install e2fsprogs; scripts/setup.d/30-microvm.sh does it",
+            Need::Postgres => {
+                "scripts/postgres.sh start; export GODEL_TEST_POSTGRES_URL=$(scripts/postgres.sh url) (scripts/test.sh does it)"
+            }
             Need::Other { how, .. } => how,
         }
     }
@@ -88,9 +95,28 @@ impl Need {
             Need::QemuImg => on_path("qemu-img"),
             Need::Nft => on_path("nft"),
             Need::Mkfs => on_path("mkfs.ext4") && on_path("debugfs"),
+            Need::Postgres => postgres_url().is_some(),
             Need::Other { met, .. } => *met,
         }
     }
+}
+
+/// The PostgreSQL server tests may use (`$GODEL_TEST_POSTGRES_URL`), if any.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("GODEL_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// A fresh schema of its own in the test PostgreSQL database, as a URL
+/// godel's store takes (`…?schema=NAME`).
+pub fn postgres_schema_url(base: &str, tag: &str) -> String {
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{base}{sep}schema=t_{tag}_{}_{nanos}", std::process::id())
 }
 
 /// Whether `program` is an executable file in a `PATH` directory (or in

@@ -306,6 +306,26 @@ pub struct ServeArgs {
     /// On SIGTERM, snapshot and stop every running runtime; restore them on the next start.
     #[arg(long)]
     pub preserve: bool,
+    /// Where the state lives: `postgres://user@host:port/db[?schema=NAME]`
+    /// (shared by several replicas) or a SQLite path. Default: SQLite at
+    /// $GODEL_HOME/godel.db (or `[database] url` in the config file).
+    #[arg(long, env = "GODEL_DATABASE_URL")]
+    pub database: Option<String>,
+    /// The native API address other replicas forward requests to
+    /// (default: http:// + --listen, with this machine's name for 0.0.0.0).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// The E2B API address other replicas forward E2B requests to
+    /// (default: http:// + --e2b-listen).
+    #[arg(long)]
+    pub advertise_e2b: Option<String>,
+    /// Seconds a replica's lease lasts without renewal; other replicas take
+    /// over its sandboxes after it runs out (default 10).
+    #[arg(long)]
+    pub lease_secs: Option<f64>,
+    /// This replica's id (default: kept in $GODEL_HOME/replica-id, made once).
+    #[arg(long)]
+    pub replica_id: Option<String>,
 }
 
 #[derive(Debug, Args)]

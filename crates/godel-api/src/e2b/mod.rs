@@ -215,6 +215,15 @@ impl E2bServer {
                 self.state.cfg.domain.clone(),
                 port_header::layer,
             ))
+            // A sandbox another replica owns is served by that replica.
+            .layer(axum::middleware::from_fn_with_state(
+                crate::forward::Forwarder::new(
+                    self.state.control.clone(),
+                    crate::forward::Api::E2b,
+                    None,
+                ),
+                crate::forward::layer,
+            ))
             .with_state(self.state.clone())
     }
 

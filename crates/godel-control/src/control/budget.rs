@@ -218,6 +218,7 @@ impl Control {
             .into_iter()
             .filter(|r| r.state == SandboxState::Running)
             .filter(|r| agent.is_none_or(|a| a == r.id))
+            .filter(|r| self.owns(r))
             .collect();
         for r in running {
             let res = match b.policy {

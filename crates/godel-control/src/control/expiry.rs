@@ -50,7 +50,7 @@ impl Control {
             }
         };
         let mut acted = Vec::new();
-        for rec in expired {
+        for rec in expired.into_iter().filter(|r| self.owns(r)) {
             let action = rec.spec.on_timeout;
             let res = match action {
                 OnTimeout::Kill => self.terminate(&Caller::Admin, &rec.id).await.map(|_| ()),
@@ -157,12 +157,7 @@ mod tests {
         let c2 = c.clone();
         let spawn = tokio::spawn(async move { c2.spawn(&Caller::Admin, spec).await });
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let set_query_only = |on: bool| {
-            c.store
-                .conn()
-                .pragma_update(None, "query_only", on)
-                .unwrap();
-        };
+        let set_query_only = |on: bool| c.store.refuse_writes(on);
         set_query_only(true);
         let err = spawn.await.unwrap().unwrap_err();
         let id = err

@@ -58,7 +58,7 @@ impl Control {
         if let Ok(list) = self.store.list_sandboxes(None, false) {
             for r in list
                 .into_iter()
-                .filter(|r| r.state == SandboxState::Running)
+                .filter(|r| r.state == SandboxState::Running && self.owns(r))
             {
                 self.watch(&r.id);
             }

@@ -315,6 +315,7 @@ impl Control {
                 .ttl_secs
                 .map(|s| now + chrono::Duration::seconds(s.min(i64::MAX as u64) as i64)),
             parked: None,
+            owner: self.settings.replica_id.clone(),
         }
     }
 

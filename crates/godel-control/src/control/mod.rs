@@ -16,6 +16,7 @@ mod park;
 mod policy;
 mod pools;
 mod reconcile;
+mod replicas;
 mod rollout;
 mod snapshots;
 mod teams;
@@ -29,6 +30,7 @@ pub use park::PreserveReport;
 pub use policy::{PolicyState, SpawnOptions};
 pub use pools::POOL_TEAM;
 pub use reconcile::ReconcileReport;
+pub use replicas::{Owner, ReplicaConfig, ReplicaView, ReplicasReport};
 pub use rollout::{Rollout, RolloutRequest, RolloutState, StepStats};
 pub use teams::CreatedToken;
 
@@ -105,6 +107,10 @@ pub struct Settings {
     pub isolation_override: Option<godel_core::Isolation>,
     /// The validated configuration file (teams, quotas, fallback, retry, circuits ...).
     pub config: godel_policy::Config,
+    /// This daemon's replica id when several share the store: recorded as
+    /// the owner of every sandbox it creates; reconciliation and the
+    /// reapers act only on sandboxes it owns. `None`: the only daemon.
+    pub replica_id: Option<String>,
 }
 
 impl Default for Settings {
@@ -115,6 +121,7 @@ impl Default for Settings {
             spawn_timeout: Duration::from_secs(120),
             isolation_override: None,
             config: godel_policy::Config::default(),
+            replica_id: None,
         }
     }
 }
@@ -155,6 +162,11 @@ pub struct Control {
     /// Failed spawns whose `error` state could not be stored (a full disk):
     /// id → reason, stored by the reaper once the store takes writes again.
     unrecorded: Mutex<BTreeMap<String, String>>,
+    /// This replica's lease, once it joined ([`Control::join_replicas`]).
+    lease: Mutex<Option<replicas::ReplicaConfig>>,
+    /// This replica's own admin token, for requests it forwards on behalf
+    /// of Unix-socket callers (who present none).
+    forward_token: Mutex<Option<String>>,
 }
 
 /// A sink for providers plus the receiver the control plane drains.
@@ -184,6 +196,8 @@ impl Control {
             rollouts: Mutex::new(rollouts),
             activity: Default::default(),
             unrecorded: Mutex::default(),
+            lease: Mutex::default(),
+            forward_token: Mutex::default(),
             policy,
             internal_events: Mutex::new(Some(irx)),
             health: std::sync::OnceLock::new(),

@@ -105,7 +105,7 @@ impl Control {
     pub async fn preserve_all(&self) -> Result<PreserveReport> {
         let mut report = PreserveReport::default();
         for r in self.store.list_sandboxes(None, false)? {
-            if r.state != SandboxState::Running {
+            if r.state != SandboxState::Running || !self.owns(&r) {
                 continue;
             }
             let req = SnapshotRequest {
@@ -131,7 +131,7 @@ impl Control {
                 .parked
                 .as_ref()
                 .is_some_and(|p| p.reason == ParkReason::Preserved);
-            if !preserved || r.state != SandboxState::Terminated {
+            if !preserved || r.state != SandboxState::Terminated || !self.owns(&r) {
                 continue;
             }
             match self.unpark(&Caller::Admin, &r.id).await {

@@ -60,7 +60,7 @@ impl Control {
         let Ok(all) = self.store.list_sandboxes(Some(POOL_TEAM), false) else {
             return;
         };
-        for r in all {
+        for r in all.into_iter().filter(|r| self.owns(r)) {
             let _ = self.terminate(&Caller::Admin, &r.id).await;
         }
     }

@@ -6,10 +6,10 @@
 //! by hash alike, so every listener accepts both and revocation covers both.
 
 use godel_core::{Error, Result};
-use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, db_err, now_text, parse_time};
+use super::db::{Row, args};
+use super::{Store, now_text, parse_time};
 use crate::store::runtimes::Quota;
 
 /// A team and its quota.
@@ -134,25 +134,27 @@ pub fn hash_token(token: &str) -> String {
 
 impl Store {
     pub fn upsert_team(&self, t: &TeamRecord) -> Result<()> {
-        self.conn()
-            .execute(
+        let fallback = serde_json::to_string(&t.fallback).unwrap_or_else(|_| "[]".into());
+        self.write(|tx| {
+            tx.execute(
                 "INSERT INTO teams (name, created_at, max_agents, max_cpu_millis, max_memory_bytes, max_disk_bytes, runtime, fallback)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT(name) DO UPDATE SET max_agents = ?3, max_cpu_millis = ?4, max_memory_bytes = ?5,
-                    max_disk_bytes = ?6, runtime = ?7, fallback = ?8",
-                params![
-                    t.name,
+                 ON CONFLICT(name) DO UPDATE SET max_agents = excluded.max_agents, max_cpu_millis = excluded.max_cpu_millis,
+                    max_memory_bytes = excluded.max_memory_bytes, max_disk_bytes = excluded.max_disk_bytes,
+                    runtime = excluded.runtime, fallback = excluded.fallback",
+                args![
+                    &t.name,
                     now_text(),
-                    t.max_agents.map(|v| v as i64),
-                    t.max_cpu_millis.map(|v| v as i64),
-                    t.max_memory_bytes.map(|v| v as i64),
-                    t.max_disk_bytes.map(|v| v as i64),
-                    t.runtime,
-                    serde_json::to_string(&t.fallback).unwrap_or_else(|_| "[]".into()),
+                    t.max_agents,
+                    t.max_cpu_millis,
+                    t.max_memory_bytes,
+                    t.max_disk_bytes,
+                    t.runtime.as_deref(),
+                    fallback,
                 ],
             )
-            .map_err(db_err)?;
-        Ok(())
+        })
+        .map(drop)
     }
 
     pub fn get_team(&self, name: &str) -> Result<Option<TeamRecord>> {
@@ -160,31 +162,31 @@ impl Store {
     }
 
     pub fn list_teams(&self) -> Result<Vec<TeamRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
+        self.read(|db| {
+            db.query(
                 "SELECT name, created_at, max_agents, max_cpu_millis, max_memory_bytes, max_disk_bytes, runtime, fallback
                  FROM teams ORDER BY name",
+                &[],
             )
-            .map_err(db_err)?;
-        stmt.query_map([], |r| {
-            let fallback: Option<String> = r.get(7)?;
+        })?
+        .iter()
+        .map(|r| {
+            let quota = |i| r.opt_i64(i).map(|v| v.map(|v| v.max(0) as u64));
             Ok(TeamRecord {
-                name: r.get(0)?,
-                created_at: Some(parse_time(&r.get::<_, String>(1)?)),
-                max_agents: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
-                max_cpu_millis: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
-                max_memory_bytes: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
-                max_disk_bytes: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
-                runtime: r.get(6)?,
-                fallback: fallback
+                name: r.str(0)?,
+                created_at: Some(parse_time(&r.str(1)?)),
+                max_agents: quota(2)?,
+                max_cpu_millis: quota(3)?,
+                max_memory_bytes: quota(4)?,
+                max_disk_bytes: quota(5)?,
+                runtime: r.opt_str(6)?,
+                fallback: r
+                    .opt_str(7)?
                     .and_then(|f| serde_json::from_str(&f).ok())
                     .unwrap_or_default(),
             })
         })
-        .map_err(db_err)?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(db_err)
+        .collect()
     }
 
     /// Remove a team; refused while it has live runtimes. Revokes its tokens.
@@ -195,19 +197,17 @@ impl Store {
                 "team {name} still has {live} live runtime(s); remove them first"
             )));
         }
-        let conn = self.conn();
-        let n = conn
-            .execute("DELETE FROM teams WHERE name = ?1", [name])
-            .map_err(db_err)?;
-        if n == 0 {
-            return Err(Error::not_found(format!("team {name} not found")));
-        }
-        conn.execute(
-            "UPDATE tokens SET revoked_at = ?2 WHERE team = ?1 AND revoked_at IS NULL",
-            params![name, now_text()],
-        )
-        .map_err(db_err)?;
-        Ok(())
+        self.write(|tx| {
+            let n = tx.execute("DELETE FROM teams WHERE name = ?1", args![name])?;
+            if n == 0 {
+                return Err(Error::not_found(format!("team {name} not found")));
+            }
+            tx.execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE team = ?1 AND revoked_at IS NULL",
+                args![name, now_text()],
+            )?;
+            Ok(())
+        })
     }
 
     /// Create a token in its default format ([`TokenFormat::default_for`]);
@@ -226,12 +226,12 @@ impl Store {
         let token = format.generate();
         let id = format!("tok_{}", &token[4..12]);
         let now = now_text();
-        self.conn()
-            .execute(
+        self.write(|tx| {
+            tx.execute(
                 "INSERT INTO tokens (id, team, admin, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, team, admin as i64, hash_token(&token), now],
+                args![&id, team, admin, hash_token(&token), &now],
             )
-            .map_err(db_err)?;
+        })?;
         Ok((
             TokenRecord {
                 id,
@@ -246,56 +246,54 @@ impl Store {
 
     /// Look up a live token by its plaintext.
     pub fn find_token(&self, token: &str) -> Result<Option<TokenRecord>> {
-        let conn = self.conn();
-        conn.query_row(
-            "SELECT id, team, admin, created_at, revoked_at FROM tokens WHERE hash = ?1 AND revoked_at IS NULL",
-            [hash_token(token)],
-            token_row,
-        )
-        .optional()
-        .map_err(db_err)
+        self.read(|db| {
+            db.query_opt(
+                "SELECT id, team, admin, created_at, revoked_at FROM tokens WHERE hash = ?1 AND revoked_at IS NULL",
+                args![hash_token(token)],
+            )?
+            .map(|r| token_row(&r))
+            .transpose()
+        })
     }
 
     pub fn list_tokens(&self, team: Option<&str>) -> Result<Vec<TokenRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT id, team, admin, created_at, revoked_at FROM tokens WHERE (?1 IS NULL OR team = ?1) ORDER BY created_at",
-            )
-            .map_err(db_err)?;
-        stmt.query_map([team], token_row)
-            .map_err(db_err)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(db_err)
+        self.read(|db| {
+            db.query(
+                "SELECT id, team, admin, created_at, revoked_at FROM tokens WHERE (CAST(?1 AS TEXT) IS NULL OR team = ?1) ORDER BY created_at",
+                args![team],
+            )?
+            .iter()
+            .map(token_row)
+            .collect()
+        })
     }
 
     /// Revoke by id (`tok_...`) or by the token itself.
     pub fn revoke_token(&self, id_or_token: &str) -> Result<TokenRecord> {
-        let conn = self.conn();
-        let rec = conn
-            .query_row(
-                "SELECT id, team, admin, created_at, revoked_at FROM tokens WHERE id = ?1 OR hash = ?2",
-                params![id_or_token, hash_token(id_or_token)],
-                token_row,
-            )
-            .optional()
-            .map_err(db_err)?
-            .ok_or_else(|| Error::not_found("token not found"))?;
-        conn.execute(
-            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
-            params![rec.id, now_text()],
-        )
-        .map_err(db_err)?;
-        Ok(rec)
+        self.write(|tx| {
+            let rec = tx
+                .query_opt(
+                    "SELECT id, team, admin, created_at, revoked_at FROM tokens WHERE id = ?1 OR hash = ?2",
+                    args![id_or_token, hash_token(id_or_token)],
+                )?
+                .map(|r| token_row(&r))
+                .transpose()?
+                .ok_or_else(|| Error::not_found("token not found"))?;
+            tx.execute(
+                "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                args![&rec.id, now_text()],
+            )?;
+            Ok(rec)
+        })
     }
 }
 
-fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+fn token_row(r: &Row) -> Result<TokenRecord> {
     Ok(TokenRecord {
-        id: r.get(0)?,
-        team: r.get(1)?,
-        admin: r.get::<_, i64>(2)? != 0,
-        created_at: parse_time(&r.get::<_, String>(3)?),
-        revoked_at: r.get::<_, Option<String>>(4)?.map(|t| parse_time(&t)),
+        id: r.str(0)?,
+        team: r.opt_str(1)?,
+        admin: r.bool(2)?,
+        created_at: parse_time(&r.str(3)?),
+        revoked_at: r.opt_str(4)?.map(|t| parse_time(&t)),
     })
 }

@@ -5,10 +5,10 @@
 
 use godel_core::{Error, Result};
 use godel_policy::{BudgetPolicy, Period};
-use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, db_err, json_err, now_text};
+use super::db::{Row, args};
+use super::{Store, json_err, now_text};
 
 /// One budget.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,18 +35,15 @@ pub struct RolloutRecord {
     pub data: serde_json::Value,
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BudgetRecord> {
-    let agent: String = r.get(1)?;
-    let period: String = r.get(3)?;
-    let policy: String = r.get(4)?;
+fn row(r: &Row) -> Result<BudgetRecord> {
     Ok(BudgetRecord {
-        team: r.get(0)?,
-        agent: Some(agent).filter(|a| !a.is_empty()),
-        limit_nanos: r.get(2)?,
-        period: Period::parse(&period).unwrap_or_default(),
-        policy: BudgetPolicy::parse(&policy).unwrap_or_default(),
-        alerted: r.get(5)?,
-        exceeded: r.get(6)?,
+        team: r.str(0)?,
+        agent: Some(r.str(1)?).filter(|a| !a.is_empty()),
+        limit_nanos: r.i64(2)?,
+        period: Period::parse(&r.str(3)?).unwrap_or_default(),
+        policy: BudgetPolicy::parse(&r.str(4)?).unwrap_or_default(),
+        alerted: r.opt_str(5)?,
+        exceeded: r.opt_str(6)?,
     })
 }
 
@@ -55,12 +52,15 @@ const COLS: &str = "team, agent, limit_nanos, period, policy, alerted, exceeded"
 impl Store {
     /// Set (or replace) a budget; the alert and exhaustion marks start over.
     pub fn put_budget(&self, b: &BudgetRecord) -> Result<()> {
-        self.conn()
-            .execute(
-                "INSERT OR REPLACE INTO budgets (team, agent, limit_nanos, period, policy, alerted, exceeded, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL, ?6)",
-                params![
-                    b.team,
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO budgets (team, agent, limit_nanos, period, policy, alerted, exceeded, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL, ?6)
+                 ON CONFLICT(team, agent) DO UPDATE SET limit_nanos = excluded.limit_nanos,
+                    period = excluded.period, policy = excluded.policy, alerted = NULL, exceeded = NULL,
+                    updated_at = excluded.updated_at",
+                args![
+                    &b.team,
                     b.agent.clone().unwrap_or_default(),
                     b.limit_nanos,
                     b.period.as_str(),
@@ -68,43 +68,43 @@ impl Store {
                     now_text()
                 ],
             )
-            .map_err(db_err)?;
-        Ok(())
+        })
+        .map(drop)
     }
 
     pub fn get_budget(&self, team: &str, agent: Option<&str>) -> Result<Option<BudgetRecord>> {
-        self.conn()
-            .query_row(
+        self.read(|db| {
+            db.query_opt(
                 &format!("SELECT {COLS} FROM budgets WHERE team = ?1 AND agent = ?2"),
-                params![team, agent.unwrap_or("")],
-                row,
-            )
-            .optional()
-            .map_err(db_err)
+                args![team, agent.unwrap_or("")],
+            )?
+            .map(|r| row(&r))
+            .transpose()
+        })
     }
 
     /// Budgets, of one team or all.
     pub fn list_budgets(&self, team: Option<&str>) -> Result<Vec<BudgetRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT {COLS} FROM budgets WHERE (?1 IS NULL OR team = ?1) ORDER BY team, agent"
-            ))
-            .map_err(db_err)?;
-        stmt.query_map([team], row)
-            .map_err(db_err)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(db_err)
+        self.read(|db| {
+            db.query(
+                &format!(
+                    "SELECT {COLS} FROM budgets WHERE (CAST(?1 AS TEXT) IS NULL OR team = ?1) ORDER BY team, agent"
+                ),
+                args![team],
+            )?
+            .iter()
+            .map(row)
+            .collect()
+        })
     }
 
     pub fn delete_budget(&self, team: &str, agent: Option<&str>) -> Result<()> {
-        let n = self
-            .conn()
-            .execute(
+        let n = self.write(|tx| {
+            tx.execute(
                 "DELETE FROM budgets WHERE team = ?1 AND agent = ?2",
-                params![team, agent.unwrap_or("")],
+                args![team, agent.unwrap_or("")],
             )
-            .map_err(db_err)?;
+        })?;
         if n == 0 {
             return Err(Error::not_found(format!("no budget for team {team}")));
         }
@@ -125,47 +125,36 @@ impl Store {
         } else {
             "alerted"
         };
-        let n = self
-            .conn()
-            .execute(
+        let n = self.write(|tx| {
+            tx.execute(
                 &format!(
                     "UPDATE budgets SET {col} = ?3 WHERE team = ?1 AND agent = ?2 AND ({col} IS NULL OR {col} != ?3)"
                 ),
-                params![team, agent.unwrap_or(""), period],
+                args![team, agent.unwrap_or(""), period],
             )
-            .map_err(db_err)?;
+        })?;
         Ok(n > 0)
     }
 
     pub fn put_rollout(&self, team: &str, data: &serde_json::Value) -> Result<()> {
-        self.conn()
-            .execute(
-                "INSERT OR REPLACE INTO rollouts (team, data, updated_at) VALUES (?1, ?2, ?3)",
-                params![
-                    team,
-                    serde_json::to_string(data).map_err(json_err)?,
-                    now_text()
-                ],
+        let data = serde_json::to_string(data).map_err(json_err)?;
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO rollouts (team, data, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(team) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+                args![team, data, now_text()],
             )
-            .map_err(db_err)?;
-        Ok(())
+        })
+        .map(drop)
     }
 
     pub fn list_rollouts(&self) -> Result<Vec<RolloutRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT team, data FROM rollouts ORDER BY team")
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(db_err)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(db_err)?;
-        rows.into_iter()
-            .map(|(team, data)| {
+        self.read(|db| db.query("SELECT team, data FROM rollouts ORDER BY team", &[]))?
+            .iter()
+            .map(|r| {
                 Ok(RolloutRecord {
-                    team,
-                    data: serde_json::from_str(&data).map_err(json_err)?,
+                    team: r.str(0)?,
+                    data: serde_json::from_str(&r.str(1)?).map_err(json_err)?,
                 })
             })
             .collect()

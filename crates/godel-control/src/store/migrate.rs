@@ -14,11 +14,16 @@
 //!   written in the same transactions (`usage_agent`: all-time per
 //!   sandbox; `usage_team_day`: per team, day and runtime), `budgets`,
 //!   `rollouts`. Sandboxes running at the upgrade start their meter then.
+//! - v3 → v4: replicas ([`super::replicas::TABLE`]) and the `owner` of each
+//!   sandbox; existing sandboxes have none until a replica adopts them.
+//!
+//! PostgreSQL stores start at the current version (see `pg_schema`).
 
 use godel_core::{OnTimeout, RestartPolicy, Result, SpawnSpec};
 use rusqlite::{Connection, params};
 
-use super::{db_err, json_err};
+use super::db::sqlite_err as db_err;
+use super::json_err;
 
 /// Columns added by v2.
 const V2_COLUMNS: &[(&str, &str)] = &[
@@ -116,6 +121,20 @@ pub(super) fn upgrade(conn: &mut Connection, from: i64) -> Result<()> {
         )
         .map_err(db_err)?;
         tx.commit().map_err(db_err)?;
+    }
+    if from < 4 {
+        let has_owner: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('runtimes') WHERE name = 'owner'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(db_err)?
+            > 0;
+        if !has_owner {
+            conn.execute_batch("ALTER TABLE runtimes ADD COLUMN owner TEXT")
+                .map_err(db_err)?;
+        }
     }
     Ok(())
 }

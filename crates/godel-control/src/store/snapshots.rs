@@ -1,73 +1,73 @@
 //! Snapshot records. A row is inserted only after the snapshot directory has
 //! been published by an atomic rename, so a listed snapshot is always whole.
 
+use super::db::{Row, args};
+use super::{Store, json_err, parse_time, time_text};
 use godel_core::{Error, Result, SnapshotInfo};
-use rusqlite::{OptionalExtension, Row, params};
-
-use super::{Store, db_err, json_err, now_text, parse_time};
 
 const COLS: &str = "id, runtime_id, runtime, team, created_at, size_bytes, kind, name, description, labels, dir, data";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<(SnapshotInfo, String, String)> {
-    let info = SnapshotInfo {
-        id: r.get(0)?,
-        runtime_id: r.get(1)?,
-        runtime: r.get(2)?,
-        team: r.get(3)?,
-        created_at: parse_time(&r.get::<_, String>(4)?),
-        size_bytes: r.get::<_, i64>(5)? as u64,
-        kind: r.get(6)?,
-        name: r.get(7)?,
-        description: r.get(8)?,
-        labels: Default::default(),
-        dir: std::path::PathBuf::from(r.get::<_, String>(10)?),
-        data: Default::default(),
-    };
-    Ok((info, r.get(9)?, r.get(11)?))
-}
-
-fn finish((mut info, labels, data): (SnapshotInfo, String, String)) -> Result<SnapshotInfo> {
-    info.labels = serde_json::from_str(&labels).map_err(json_err)?;
-    info.data = serde_json::from_str(&data).map_err(json_err)?;
-    Ok(info)
+fn row(r: &Row) -> Result<SnapshotInfo> {
+    Ok(SnapshotInfo {
+        id: r.str(0)?,
+        runtime_id: r.str(1)?,
+        runtime: r.str(2)?,
+        team: r.str(3)?,
+        created_at: parse_time(&r.str(4)?),
+        size_bytes: r.u64(5)?,
+        kind: r.str(6)?,
+        name: r.opt_str(7)?,
+        description: r.opt_str(8)?,
+        labels: serde_json::from_str(&r.str(9)?).map_err(json_err)?,
+        dir: std::path::PathBuf::from(r.str(10)?),
+        data: serde_json::from_str(&r.str(11)?).map_err(json_err)?,
+    })
 }
 
 impl Store {
     pub fn insert_snapshot(&self, s: &SnapshotInfo) -> Result<()> {
-        let _ = now_text;
-        self.conn()
-            .execute(
-                &format!("INSERT OR REPLACE INTO snapshots ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
-                params![
-                    s.id,
-                    s.runtime_id,
-                    s.runtime,
-                    s.team,
-                    s.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                    s.size_bytes as i64,
-                    s.kind,
-                    s.name,
-                    s.description,
-                    serde_json::to_string(&s.labels).map_err(json_err)?,
+        let labels = serde_json::to_string(&s.labels).map_err(json_err)?;
+        let data = serde_json::to_string(&s.data).map_err(json_err)?;
+        let update: String = COLS
+            .split(", ")
+            .skip(1)
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.write(|tx| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO snapshots ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     ON CONFLICT(id) DO UPDATE SET {update}"
+                ),
+                args![
+                    &s.id,
+                    &s.runtime_id,
+                    &s.runtime,
+                    &s.team,
+                    time_text(s.created_at),
+                    s.size_bytes,
+                    &s.kind,
+                    s.name.as_deref(),
+                    s.description.as_deref(),
+                    labels,
                     s.dir.display().to_string(),
-                    serde_json::to_string(&s.data).map_err(json_err)?,
+                    data,
                 ],
             )
-            .map_err(db_err)?;
-        Ok(())
+        })
+        .map(drop)
     }
 
     pub fn get_snapshot(&self, id: &str) -> Result<Option<SnapshotInfo>> {
-        let conn = self.conn();
-        conn.query_row(
-            &format!("SELECT {COLS} FROM snapshots WHERE id = ?1"),
-            [id],
-            row,
-        )
-        .optional()
-        .map_err(db_err)?
-        .map(finish)
-        .transpose()
+        self.read(|db| {
+            db.query_opt(
+                &format!("SELECT {COLS} FROM snapshots WHERE id = ?1"),
+                args![id],
+            )?
+            .map(|r| row(&r))
+            .transpose()
+        })
     }
 
     /// Snapshots, newest first, optionally of one team and/or one runtime.
@@ -76,26 +76,22 @@ impl Store {
         team: Option<&str>,
         runtime_id: Option<&str>,
     ) -> Result<Vec<SnapshotInfo>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT {COLS} FROM snapshots WHERE (?1 IS NULL OR team = ?1) AND (?2 IS NULL OR runtime_id = ?2)
-                 ORDER BY created_at DESC, id"
-            ))
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map(params![team, runtime_id], row)
-            .map_err(db_err)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(db_err)?;
-        rows.into_iter().map(finish).collect()
+        self.read(|db| {
+            db.query(
+                &format!(
+                    "SELECT {COLS} FROM snapshots WHERE (CAST(?1 AS TEXT) IS NULL OR team = ?1) AND (CAST(?2 AS TEXT) IS NULL OR runtime_id = ?2)
+                     ORDER BY created_at DESC, id"
+                ),
+                args![team, runtime_id],
+            )?
+            .iter()
+            .map(row)
+            .collect()
+        })
     }
 
     pub fn delete_snapshot(&self, id: &str) -> Result<()> {
-        let n = self
-            .conn()
-            .execute("DELETE FROM snapshots WHERE id = ?1", [id])
-            .map_err(db_err)?;
+        let n = self.write(|tx| tx.execute("DELETE FROM snapshots WHERE id = ?1", args![id]))?;
         if n == 0 {
             return Err(Error::not_found(format!("snapshot {id} not found")));
         }
@@ -104,15 +100,14 @@ impl Store {
 
     /// Live runtimes restored from a snapshot (they may depend on its files).
     pub fn dependents_of_snapshot(&self, id: &str) -> Result<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
+        self.read(|db| {
+            db.query(
                 "SELECT id FROM runtimes WHERE restored_from = ?1 AND state NOT IN ('terminated','error')",
-            )
-            .map_err(db_err)?;
-        stmt.query_map([id], |r| r.get(0))
-            .map_err(db_err)?
-            .collect::<rusqlite::Result<Vec<String>>>()
-            .map_err(db_err)
+                args![id],
+            )?
+            .iter()
+            .map(|r| r.str(0))
+            .collect()
+        })
     }
 }

@@ -3,9 +3,9 @@
 //! place, so a listed template is always whole.
 
 use godel_core::{Result, TemplateInfo};
-use rusqlite::{OptionalExtension, params};
 
-use super::{Store, db_err, json_err};
+use super::db::args;
+use super::{Store, json_err};
 
 /// The table (idempotent; run on every open).
 pub(super) const TABLE: &str = r#"
@@ -21,61 +21,49 @@ CREATE TABLE IF NOT EXISTS templates (
 impl Store {
     /// Register (or replace) a template.
     pub fn put_template(&self, t: &TemplateInfo) -> Result<()> {
-        self.conn()
-            .execute(
-                "INSERT OR REPLACE INTO templates (team, name, created_at, data) VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    t.team,
-                    t.name,
-                    super::time_text(t.created_at),
-                    serde_json::to_string(t).map_err(json_err)?
-                ],
+        let data = serde_json::to_string(t).map_err(json_err)?;
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO templates (team, name, created_at, data) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(team, name) DO UPDATE SET created_at = excluded.created_at, data = excluded.data",
+                args![&t.team, &t.name, super::time_text(t.created_at), data],
             )
-            .map_err(db_err)?;
-        Ok(())
+        })
+        .map(drop)
     }
 
     pub fn get_template(&self, team: &str, name: &str) -> Result<Option<TemplateInfo>> {
-        let data: Option<String> = self
-            .conn()
-            .query_row(
+        self.read(|db| {
+            db.query_opt(
                 "SELECT data FROM templates WHERE team = ?1 AND name = ?2",
-                [team, name],
-                |r| r.get(0),
+                args![team, name],
             )
-            .optional()
-            .map_err(db_err)?;
-        data.map(|d| serde_json::from_str(&d).map_err(json_err))
-            .transpose()
+        })?
+        .map(|r| serde_json::from_str(&r.str(0)?).map_err(json_err))
+        .transpose()
     }
 
     /// Templates by name, of one team or all.
     pub fn list_templates(&self, team: Option<&str>) -> Result<Vec<TemplateInfo>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
-                "SELECT data FROM templates WHERE (?1 IS NULL OR team = ?1) ORDER BY team, name",
+        self.read(|db| {
+            db.query(
+                "SELECT data FROM templates WHERE (CAST(?1 AS TEXT) IS NULL OR team = ?1) ORDER BY team, name",
+                args![team],
             )
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map([team], |r| r.get::<_, String>(0))
-            .map_err(db_err)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(db_err)?;
-        rows.iter()
-            .map(|d| serde_json::from_str(d).map_err(json_err))
-            .collect()
+        })?
+        .iter()
+        .map(|r| serde_json::from_str(&r.str(0)?).map_err(json_err))
+        .collect()
     }
 
     /// Remove a template; whether it existed.
     pub fn delete_template(&self, team: &str, name: &str) -> Result<bool> {
-        let n = self
-            .conn()
-            .execute(
+        let n = self.write(|tx| {
+            tx.execute(
                 "DELETE FROM templates WHERE team = ?1 AND name = ?2",
-                [team, name],
+                args![team, name],
             )
-            .map_err(db_err)?;
+        })?;
         Ok(n > 0)
     }
 }
@@ -86,7 +74,7 @@ mod tests {
 
     #[test]
     fn put_get_list_delete_per_team() {
-        let s = Store::open_in_memory().unwrap();
+        let s = Store::open_scratch().unwrap();
         let t = |team: &str, name: &str| TemplateInfo {
             name: name.into(),
             team: team.into(),

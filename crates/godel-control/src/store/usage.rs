@@ -10,11 +10,10 @@
 
 use std::collections::HashMap;
 
+use super::Store;
+use super::db::{Row, Sql, Value, args};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use godel_core::Result;
-use rusqlite::{Connection, OptionalExtension, params};
-
-use super::{Store, db_err};
 
 /// One open meter (a running sandbox).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,69 +84,74 @@ pub(crate) fn split_days(from: i64, to: i64) -> Vec<(String, i64)> {
     out
 }
 
-fn get_meter(conn: &Connection, id: &str) -> Result<Option<OpenMeter>> {
-    conn.query_row(
+fn get_meter(db: &dyn Sql, id: &str) -> Result<Option<OpenMeter>> {
+    db.query_opt(
         "SELECT runtime_id, team, runtime, cpu_millis, memory_kib, since_ms FROM meters WHERE runtime_id = ?1",
-        [id],
-        meter_row,
-    )
-    .optional()
-    .map_err(db_err)
+        args![id],
+    )?
+    .map(|r| meter_row(&r))
+    .transpose()
 }
 
-fn meter_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OpenMeter> {
+fn meter_row(r: &Row) -> Result<OpenMeter> {
     Ok(OpenMeter {
-        runtime_id: r.get(0)?,
-        team: r.get(1)?,
-        runtime: r.get(2)?,
-        cpu_millis: r.get::<_, i64>(3)? as u64,
-        memory_kib: r.get::<_, i64>(4)? as u64,
-        since_ms: r.get(5)?,
+        runtime_id: r.str(0)?,
+        team: r.str(1)?,
+        runtime: r.str(2)?,
+        cpu_millis: r.u64(3)?,
+        memory_kib: r.u64(4)?,
+        since_ms: r.i64(5)?,
     })
 }
 
 /// Add `d` to a sandbox's day row and to both rollups.
-fn add(conn: &Connection, id: &str, day: &str, d: &UsagePart) -> Result<()> {
-    let vals = params![
+fn add(db: &dyn Sql, id: &str, day: &str, d: &UsagePart) -> Result<()> {
+    let vals = args![
         id,
         day,
-        d.team,
-        d.runtime,
-        d.run_ms as i64,
-        d.vcpu_milli_ms as i64,
-        d.mem_kib_ms as i64,
-        d.execs as i64,
-        d.bytes as i64
+        &d.team,
+        &d.runtime,
+        d.run_ms,
+        d.vcpu_milli_ms,
+        d.mem_kib_ms,
+        d.execs,
+        d.bytes
     ];
-    const SET: &str = "run_ms = run_ms + excluded.run_ms,
-        vcpu_milli_ms = vcpu_milli_ms + excluded.vcpu_milli_ms,
-        mem_kib_ms = mem_kib_ms + excluded.mem_kib_ms,
-        execs = execs + excluded.execs, bytes = bytes + excluded.bytes";
+    let set = |t: &str| {
+        format!(
+            "run_ms = {t}.run_ms + excluded.run_ms,
+             vcpu_milli_ms = {t}.vcpu_milli_ms + excluded.vcpu_milli_ms,
+             mem_kib_ms = {t}.mem_kib_ms + excluded.mem_kib_ms,
+             execs = {t}.execs + excluded.execs, bytes = {t}.bytes + excluded.bytes"
+        )
+    };
     for sql in [
         format!(
             "INSERT INTO usage (runtime_id, day, team, runtime, run_ms, vcpu_milli_ms, mem_kib_ms, execs, bytes)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT(runtime_id, day, runtime) DO UPDATE SET team = excluded.team, {SET}"
+             ON CONFLICT(runtime_id, day, runtime) DO UPDATE SET team = excluded.team, {}",
+            set("usage")
         ),
         format!(
             "INSERT INTO usage_agent (runtime_id, runtime, team, run_ms, vcpu_milli_ms, mem_kib_ms, execs, bytes)
              VALUES (?1, ?4, ?3, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT(runtime_id, runtime, team) DO UPDATE SET {SET}"
+             ON CONFLICT(runtime_id, runtime, team) DO UPDATE SET {}",
+            set("usage_agent")
         ),
         format!(
             "INSERT INTO usage_team_day (team, day, runtime, run_ms, vcpu_milli_ms, mem_kib_ms, execs, bytes)
              VALUES (?3, ?2, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT(team, day, runtime) DO UPDATE SET {SET}"
+             ON CONFLICT(team, day, runtime) DO UPDATE SET {}",
+            set("usage_team_day")
         ),
     ] {
-        let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
-        stmt.execute(vals).map_err(db_err)?;
+        db.execute(&sql, vals)?;
     }
     Ok(())
 }
 
 /// Add running time to a sandbox's day rows.
-fn accrue(conn: &Connection, m: &OpenMeter, to_ms: i64) -> Result<()> {
+fn accrue(db: &dyn Sql, m: &OpenMeter, to_ms: i64) -> Result<()> {
     for (day, ms) in split_days(m.since_ms, to_ms) {
         let ms = ms as u64;
         let d = UsagePart {
@@ -160,23 +164,20 @@ fn accrue(conn: &Connection, m: &OpenMeter, to_ms: i64) -> Result<()> {
             execs: 0,
             bytes: 0,
         };
-        add(conn, &m.runtime_id, &day, &d)?;
+        add(db, &m.runtime_id, &day, &d)?;
     }
     Ok(())
 }
 
-fn count(conn: &Connection, id: &str, day: &str, execs: u64, bytes: u64) -> Result<()> {
-    let owner: Option<(String, String)> = conn
-        .query_row(
-            "SELECT team, runtime FROM runtimes WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(db_err)?;
-    let Some((team, runtime)) = owner else {
+fn count(db: &dyn Sql, id: &str, day: &str, execs: u64, bytes: u64) -> Result<()> {
+    let Some(r) = db.query_opt(
+        "SELECT team, runtime FROM runtimes WHERE id = ?1",
+        args![id],
+    )?
+    else {
         return Ok(());
     };
+    let (team, runtime) = (r.str(0)?, r.str(1)?);
     let d = UsagePart {
         team,
         runtime,
@@ -184,26 +185,26 @@ fn count(conn: &Connection, id: &str, day: &str, execs: u64, bytes: u64) -> Resu
         bytes,
         ..Default::default()
     };
-    add(conn, id, day, &d)
+    add(db, id, day, &d)
 }
 
 /// Start metering `id` (it just became running) at `now_ms`.
-pub(super) fn meter_open(conn: &Connection, id: &str, now_ms: i64) -> Result<()> {
-    conn.execute(
-        "INSERT OR REPLACE INTO meters (runtime_id, team, runtime, cpu_millis, memory_kib, since_ms)
-         SELECT id, team, runtime, cpu_millis, memory_bytes / 1024, ?2 FROM runtimes WHERE id = ?1",
-        params![id, now_ms],
-    )
-    .map_err(db_err)?;
+pub(super) fn meter_open(db: &dyn Sql, id: &str, now_ms: i64) -> Result<()> {
+    db.execute(
+        "INSERT INTO meters (runtime_id, team, runtime, cpu_millis, memory_kib, since_ms)
+         SELECT id, team, runtime, cpu_millis, memory_bytes / 1024, CAST(?2 AS BIGINT) FROM runtimes WHERE id = ?1
+         ON CONFLICT(runtime_id) DO UPDATE SET team = excluded.team, runtime = excluded.runtime,
+            cpu_millis = excluded.cpu_millis, memory_kib = excluded.memory_kib, since_ms = excluded.since_ms",
+        args![id, now_ms],
+    )?;
     Ok(())
 }
 
 /// Stop metering `id` (it stopped running): account up to `now_ms`.
-pub(super) fn meter_close(conn: &Connection, id: &str, now_ms: i64) -> Result<()> {
-    if let Some(m) = get_meter(conn, id)? {
-        accrue(conn, &m, now_ms)?;
-        conn.execute("DELETE FROM meters WHERE runtime_id = ?1", [id])
-            .map_err(db_err)?;
+pub(super) fn meter_close(db: &dyn Sql, id: &str, now_ms: i64) -> Result<()> {
+    if let Some(m) = get_meter(db, id)? {
+        accrue(db, &m, now_ms)?;
+        db.execute("DELETE FROM meters WHERE runtime_id = ?1", args![id])?;
     }
     Ok(())
 }
@@ -214,34 +215,32 @@ impl Store {
     pub fn flush_meters(&self, pending: &HashMap<String, (u64, u64)>) -> Result<usize> {
         let now = self.now();
         let now_ms = now.timestamp_millis();
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db_err)?;
-        let meters = open_meters(&tx)?;
-        for m in &meters {
-            accrue(&tx, m, now_ms)?;
-        }
-        tx.execute(
-            "UPDATE meters SET since_ms = ?1 WHERE since_ms < ?1",
-            [now_ms],
-        )
-        .map_err(db_err)?;
-        let day = day_of(now_ms);
-        for (id, (execs, bytes)) in pending {
-            count(&tx, id, &day, *execs, *bytes)?;
-        }
-        tx.commit().map_err(db_err)?;
-        Ok(meters.len())
+        self.write(|tx| {
+            let meters = open_meters(tx)?;
+            for m in &meters {
+                accrue(tx, m, now_ms)?;
+            }
+            tx.execute(
+                "UPDATE meters SET since_ms = ?1 WHERE since_ms < ?1",
+                args![now_ms],
+            )?;
+            let day = day_of(now_ms);
+            for (id, (execs, bytes)) in pending {
+                count(tx, id, &day, *execs, *bytes)?;
+            }
+            Ok(meters.len())
+        })
     }
 
     /// Count one exec (and the bytes it sent) or a file transfer right away.
     pub fn count_usage(&self, id: &str, execs: u64, bytes: u64) -> Result<()> {
         let day = day_of(self.now().timestamp_millis());
-        count(&self.conn(), id, &day, execs, bytes)
+        self.write(|tx| count(tx, id, &day, execs, bytes))
     }
 
     /// Every open meter.
     pub fn open_meters(&self) -> Result<Vec<OpenMeter>> {
-        open_meters(&self.conn())
+        self.read(open_meters)
     }
 
     /// Usage grouped by `q.by` and runtime kind, from the stored rows: the
@@ -301,24 +300,22 @@ impl Store {
 
     /// Day rows of `team` (or all) before and from `since`.
     fn count_around(&self, team: Option<&str>, since: &str) -> Result<(u64, u64)> {
-        let conn = self.conn();
-        let count = |op: &str| -> Result<u64> {
-            let n: i64 = match team {
-                Some(t) => conn.query_row(
-                    &format!("SELECT COUNT(*) FROM usage WHERE team = ?1 AND day {op} ?2"),
-                    params![t, since],
-                    |r| r.get(0),
-                ),
-                None => conn.query_row(
-                    &format!("SELECT COUNT(*) FROM usage WHERE day {op} ?1"),
-                    params![since],
-                    |r| r.get(0),
-                ),
-            }
-            .map_err(db_err)?;
-            Ok(n as u64)
-        };
-        Ok((count("<")?, count(">=")?))
+        self.read(|db| {
+            let count = |op: &str| -> Result<u64> {
+                match team {
+                    Some(t) => db.query_one(
+                        &format!("SELECT COUNT(*) FROM usage WHERE team = ?1 AND day {op} ?2"),
+                        args![t, since],
+                    ),
+                    None => db.query_one(
+                        &format!("SELECT COUNT(*) FROM usage WHERE day {op} ?1"),
+                        args![since],
+                    ),
+                }?
+                .u64(0)
+            };
+            Ok((count("<")?, count(">=")?))
+        })
     }
 
     /// `SELECT key, totals FROM table WHERE filters GROUP BY key, runtime`.
@@ -331,17 +328,17 @@ impl Store {
         agent: Option<&str>,
     ) -> Result<Vec<UsagePart>> {
         let mut cond = Vec::new();
-        let mut args: Vec<String> = Vec::new();
+        let mut args: Vec<Value> = Vec::new();
         if let Some(t) = team {
-            args.push(t.to_string());
+            args.push(t.into());
             cond.push(format!("team = ?{}", args.len()));
         }
         if let Some((op, d)) = day {
-            args.push(d.to_string());
+            args.push(d.into());
             cond.push(format!("day {op} ?{}", args.len()));
         }
         if let Some(a) = agent {
-            args.push(a.to_string());
+            args.push(a.into());
             cond.push(format!("runtime_id = ?{}", args.len()));
         }
         let filter = if cond.is_empty() {
@@ -350,62 +347,61 @@ impl Store {
             format!("WHERE {}", cond.join(" AND "))
         };
         let sql = format!(
-            "SELECT {key}, MIN(team), runtime, SUM(run_ms), SUM(vcpu_milli_ms), SUM(mem_kib_ms), SUM(execs), SUM(bytes)
+            "SELECT {key}, MIN(team), runtime, CAST(SUM(run_ms) AS BIGINT),
+                CAST(SUM(vcpu_milli_ms) AS BIGINT), CAST(SUM(mem_kib_ms) AS BIGINT), CAST(SUM(execs) AS BIGINT),
+                CAST(SUM(bytes) AS BIGINT)
              FROM {table} {filter} GROUP BY {key}, runtime ORDER BY {key}, runtime"
         );
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
-        stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-            Ok(UsagePart {
-                key: r.get(0)?,
-                team: r.get(1)?,
-                runtime: r.get(2)?,
-                run_ms: r.get::<_, i64>(3)? as u64,
-                vcpu_milli_ms: r.get::<_, i64>(4)? as u64,
-                mem_kib_ms: r.get::<_, i64>(5)? as u64,
-                execs: r.get::<_, i64>(6)? as u64,
-                bytes: r.get::<_, i64>(7)? as u64,
+        self.read(|db| db.query(&sql, &args))?
+            .iter()
+            .map(|r| {
+                Ok(UsagePart {
+                    key: r.str(0)?,
+                    team: r.str(1)?,
+                    runtime: r.str(2)?,
+                    run_ms: r.u64(3)?,
+                    vcpu_milli_ms: r.u64(4)?,
+                    mem_kib_ms: r.u64(5)?,
+                    execs: r.u64(6)?,
+                    bytes: r.u64(7)?,
+                })
             })
-        })
-        .map_err(db_err)?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(db_err)
+            .collect()
     }
 
     /// Teams with any usage on or after `since`.
     pub fn usage_teams(&self, since: NaiveDate) -> Result<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT DISTINCT team FROM usage WHERE day >= ?1")
-            .map_err(db_err)?;
-        stmt.query_map([since.format("%Y-%m-%d").to_string()], |r| r.get(0))
-            .map_err(db_err)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(db_err)
+        self.read(|db| {
+            db.query(
+                "SELECT DISTINCT team FROM usage WHERE day >= ?1",
+                args![since.format("%Y-%m-%d").to_string()],
+            )
+        })?
+        .iter()
+        .map(|r| r.str(0))
+        .collect()
     }
 
     /// Add usage rows, `(sandbox id, day, totals)`, in one transaction
     /// (benchmarks and tests seed history with it).
     pub fn insert_usage(&self, rows: &[(String, String, UsagePart)]) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db_err)?;
-        for (id, day, p) in rows {
-            add(&tx, id, day, p)?;
-        }
-        tx.commit().map_err(db_err)
+        self.write(|tx| {
+            for (id, day, p) in rows {
+                add(tx, id, day, p)?;
+            }
+            Ok(())
+        })
     }
 }
 
-fn open_meters(conn: &Connection) -> Result<Vec<OpenMeter>> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT runtime_id, team, runtime, cpu_millis, memory_kib, since_ms FROM meters ORDER BY runtime_id",
-        )
-        .map_err(db_err)?;
-    stmt.query_map([], meter_row)
-        .map_err(db_err)?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(db_err)
+fn open_meters(db: &dyn Sql) -> Result<Vec<OpenMeter>> {
+    db.query(
+        "SELECT runtime_id, team, runtime, cpu_millis, memory_kib, since_ms FROM meters ORDER BY runtime_id",
+        &[],
+    )?
+    .iter()
+    .map(meter_row)
+    .collect()
 }
 
 /// The unflushed part of an open meter from `since_ms` to `now`, by day.

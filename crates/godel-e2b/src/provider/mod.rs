@@ -375,6 +375,7 @@ impl RuntimeProvider for E2bProvider {
             resource_limits: true,
             isolation: "vm".to_string(),
             survives_daemon_restart: true,
+            host_bound: false,
         }
     }
 

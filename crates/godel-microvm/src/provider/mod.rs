@@ -350,6 +350,7 @@ impl RuntimeProvider for MicrovmProvider {
             resource_limits: true,
             isolation: "vm".into(),
             survives_daemon_restart: true,
+            host_bound: true,
         }
     }
 

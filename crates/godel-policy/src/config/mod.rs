@@ -58,6 +58,9 @@ pub const DEFAULT_FALLBACK: &[&str] = &["e2b", "kata", "microvm", "worktree"];
 pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
+    /// Where the state lives and how replicas sharing it behave.
+    #[serde(default)]
+    pub database: DatabaseConfig,
     #[serde(default)]
     pub defaults: DefaultsConfig,
     /// Teams by name. A caller whose team is not listed gets the defaults and no quota.
@@ -104,6 +107,25 @@ pub struct ServerConfig {
     /// Process isolation of local runtimes (`sandbox` or `none`).
     #[serde(default)]
     pub isolation: Isolation,
+}
+
+/// `[database]`: the store, and the replicas that share it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://…` (shared by replicas; `?schema=NAME` picks a schema)
+    /// or a SQLite path. Unset: SQLite at `$GODEL_HOME/godel.db`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// How long a replica's lease lasts without renewal (seconds, default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_secs: Option<f64>,
+    /// The native API address peers forward to (default: from `server.listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// The E2B API address peers forward to (default: from `server.e2b_listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise_e2b: Option<String>,
 }
 
 impl Default for ServerConfig {

@@ -274,6 +274,7 @@ impl RuntimeProvider for WorktreeProvider {
             resource_limits: sandboxed,
             isolation: if sandboxed { "process" } else { "none" }.into(),
             survives_daemon_restart: true,
+            host_bound: true,
         }
     }
 

@@ -22,6 +22,17 @@ fn init_tracing() {
         .try_init();
 }
 
+/// The lease period: `--lease-secs` / `database.lease_secs`, 10 s by default.
+fn lease(secs: Option<f64>) -> Result<Duration> {
+    match secs {
+        None => Ok(Duration::from_secs(10)),
+        Some(s) if s.is_finite() && (0.3..=3600.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        Some(s) => Err(Error::invalid(format!(
+            "lease_secs: {s} is not a lease period (0.3 to 3600 seconds)"
+        ))),
+    }
+}
+
 pub async fn run(home: PathBuf, args: ServeArgs) -> Result<()> {
     init_tracing();
     let env = crate::cmd::admin::config_env(&home);
@@ -32,6 +43,7 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> Result<()> {
     if args.isolation.is_none() && config.server.isolation == godel_core::Isolation::None {
         args.isolation = Some("none".into());
     }
+    let db = config.database.clone();
     let mut opts = RuntimeOptions::from_args(&args)?;
     opts.config = config.clone();
     let settings = Settings {
@@ -59,6 +71,11 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> Result<()> {
         e2b_domain: Some(args.e2b_domain.clone()),
         preserve: args.preserve,
         reaper_interval: Duration::from_secs(1),
+        database: args.database.clone().or(db.url),
+        advertise: args.advertise.clone().or(db.advertise),
+        advertise_e2b: args.advertise_e2b.clone().or(db.advertise_e2b),
+        lease: lease(args.lease_secs.or(db.lease_secs))?,
+        replica_id: args.replica_id.clone(),
     };
     let register: Registrar<'_> = Box::new(move |control, sink| {
         Box::pin(async move { register_all(&control, &home, &opts, sink).await })

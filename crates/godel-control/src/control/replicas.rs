@@ -1,0 +1,243 @@
+//! Several daemons ("replicas") over one shared store: joining, the lease
+//! each renews, and taking over the sandboxes of a replica whose lease ran
+//! out.
+//!
+//! A replica registers before it reconciles, claims records that name no
+//! owner, and from then on renews its lease every third of the lease
+//! period. On the same tick it looks for replicas whose lease ran out; the
+//! first to claim one in the store ([`crate::Store::take_over`]) owns its
+//! live sandboxes. Remote ones (kata, e2b: `Capabilities::host_bound` is
+//! false) are re-adopted through their provider; host-bound ones (worktree,
+//! microvm) live on the dead replica's machine, so they are marked lost with
+//! the reason. A replica that comes back before anyone claimed it keeps
+//! everything; one that comes back later re-registers and starts empty.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use godel_core::{Error, Event, EventKind, Result};
+use serde::Serialize;
+use serde_json::json;
+
+use super::Control;
+use super::reconcile::ReconcileReport;
+use crate::store::{ReplicaRecord, ReplicaRegistration, StoreInfo, Takeover};
+
+/// How this daemon takes part in a group of replicas.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub registration: ReplicaRegistration,
+    /// How long a lease lasts without renewal.
+    pub lease: Duration,
+}
+
+/// `/v1/replicas`: the store, this replica and every replica known.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicasReport {
+    pub store: StoreInfo,
+    /// This daemon's replica id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub me: Option<String>,
+    pub lease_secs: f64,
+    pub replicas: Vec<ReplicaView>,
+}
+
+/// One replica, with whether its lease runs now.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaView {
+    #[serde(flatten)]
+    pub record: ReplicaRecord,
+    pub live: bool,
+}
+
+/// Where to send a request for a sandbox another replica owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub replica: String,
+    pub advertise: String,
+    pub advertise_e2b: String,
+}
+
+impl Control {
+    /// This daemon's replica id, if it has one.
+    pub fn replica_id(&self) -> Option<&str> {
+        self.settings.replica_id.as_deref()
+    }
+
+    /// Register this replica and claim records that name no owner. Call
+    /// before [`Control::reconcile`].
+    pub fn join_replicas(&self, cfg: &ReplicaConfig) -> Result<()> {
+        let me = &cfg.registration.id;
+        if self.replica_id() != Some(me.as_str()) {
+            return Err(Error::internal(format!(
+                "replica {me} joins, but the control plane runs as {:?}",
+                self.replica_id()
+            )));
+        }
+        self.store
+            .register_replica(&cfg.registration, lease_end(cfg.lease))?;
+        *self.lease.lock() = Some(cfg.clone());
+        let (_, token) = self.store.create_token(None, true)?;
+        *self.forward_token.lock() = Some(token);
+        let claimed = self.store.claim_unowned(me)?;
+        if !claimed.is_empty() {
+            tracing::info!(replica = %me, sandboxes = claimed.len(), "claimed sandboxes that named no replica");
+        }
+        Ok(())
+    }
+
+    /// Renew the lease and take over dead replicas, every third of a lease.
+    pub fn start_lease(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let cfg = self.lease.lock().clone()?;
+        let me = Arc::downgrade(self);
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(cfg.lease / 3);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(me) = me.upgrade() else { return };
+                me.lease_tick(&cfg).await;
+            }
+        }))
+    }
+
+    /// One renewal and take-over pass.
+    pub async fn lease_tick(&self, cfg: &ReplicaConfig) {
+        let id = &cfg.registration.id;
+        match self.store.renew_lease(id, lease_end(cfg.lease)) {
+            Ok(()) => {}
+            Err(e) if e.code == godel_core::ErrorCode::Conflict => {
+                tracing::error!(replica = %id, "{}; registering again with nothing owned", e.message);
+                if let Err(e) = self
+                    .store
+                    .register_replica(&cfg.registration, lease_end(cfg.lease))
+                {
+                    tracing::warn!(error = %e, "cannot register again");
+                }
+            }
+            Err(e) => tracing::warn!(replica = %id, error = %e, "cannot renew the lease"),
+        }
+        if let Err(e) = self.take_over_dead().await {
+            tracing::warn!(error = %e, "take-over pass failed");
+        }
+    }
+
+    /// Claim every replica whose lease ran out; adopt or lose what it owned.
+    pub async fn take_over_dead(&self) -> Result<Vec<ReconcileReport>> {
+        let Some(me) = self.settings.replica_id.clone() else {
+            return Ok(Vec::new());
+        };
+        let now = Utc::now();
+        let mut out = Vec::new();
+        for r in self.store.list_replicas()? {
+            if r.id == me || r.taken_over_by.is_some() || r.lease_until >= now {
+                continue;
+            }
+            let started = Instant::now();
+            let Some(t) = self.store.take_over(&r.id, &me, now)? else {
+                continue;
+            };
+            let report = self.adopt_taken_over(&t).await?;
+            let ms = started.elapsed().as_millis() as u64;
+            tracing::warn!(
+                from = %t.from,
+                adopted = report.adopted.len(),
+                lost = report.lost.len(),
+                ms,
+                "took over a replica whose lease ran out"
+            );
+            self.emit(Event::new(EventKind::ReplicaTakeover).data(json!({
+                "from": t.from,
+                "to": me,
+                "lease_until": r.lease_until,
+                "adopted": report.adopted,
+                "lost": report.lost,
+                "ms": ms,
+            })));
+            out.push(report);
+        }
+        Ok(out)
+    }
+
+    async fn adopt_taken_over(&self, t: &Takeover) -> Result<ReconcileReport> {
+        let mut report = ReconcileReport::default();
+        let after = format!("replica {} lost its lease", t.from);
+        for rec in &t.sandboxes {
+            let host_bound = self
+                .provider(&rec.runtime)
+                .map(|p| p.capabilities().host_bound)
+                .unwrap_or(true);
+            if host_bound {
+                let reason = format!(
+                    "lost: {after}; a {} sandbox lives on that replica's machine",
+                    rec.runtime
+                );
+                self.lose(&rec.id, &rec.team, &reason, &mut report);
+                continue;
+            }
+            self.adopt_record(rec.clone(), &after, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    /// The live replica that owns sandbox `id`, when that is not this one.
+    /// `None`: this replica answers (it owns it, nobody does, it is gone).
+    pub fn remote_owner(&self, id: &str) -> Result<Option<Owner>> {
+        let Some(me) = self.replica_id() else {
+            return Ok(None);
+        };
+        let Some(rec) = self.store.get_sandbox(id)? else {
+            return Ok(None);
+        };
+        let Some(owner) = rec.owner.filter(|o| o != me) else {
+            return Ok(None);
+        };
+        match self.store.get_replica(&owner)? {
+            Some(r) if r.live_at(Utc::now()) => Ok(Some(Owner {
+                replica: r.id,
+                advertise: r.advertise,
+                advertise_e2b: r.advertise_e2b,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// Which engine holds the state, and where.
+    pub fn store_info(&self) -> StoreInfo {
+        self.store.info()
+    }
+
+    /// The admin token this replica forwards Unix-socket requests with.
+    pub fn forward_token(&self) -> Option<String> {
+        self.forward_token.lock().clone()
+    }
+
+    /// The store, this replica and every replica known.
+    pub fn replicas(&self) -> Result<ReplicasReport> {
+        let now = Utc::now();
+        Ok(ReplicasReport {
+            store: self.store.info(),
+            me: self.settings.replica_id.clone(),
+            lease_secs: self
+                .lease
+                .lock()
+                .as_ref()
+                .map(|c| c.lease.as_secs_f64())
+                .unwrap_or(0.0),
+            replicas: self
+                .store
+                .list_replicas()?
+                .into_iter()
+                .map(|record| ReplicaView {
+                    live: record.live_at(now),
+                    record,
+                })
+                .collect(),
+        })
+    }
+}
+
+fn lease_end(lease: Duration) -> chrono::DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(10))
+}
