@@ -112,12 +112,48 @@ pub async fn layer(State(f): State<Forwarder>, req: Request, next: Next) -> Resp
             }
         }
     };
-    match owner {
-        None => next.run(req).await,
-        Some(owner) => forward(&f, &id, &owner, req)
-            .await
-            .unwrap_or_else(|e| ApiError(e).into_response()),
+    let Some(owner) = owner else {
+        return next.run(req).await;
+    };
+    // A record read needs only the shared store: while its owner does not
+    // answer (killed, its lease not yet run out), answer it here.
+    if is_record_read(f.api, &req) {
+        let (parts, body) = req.into_parts();
+        let bytes = match axum::body::to_bytes(body, 1 << 20).await {
+            Ok(b) => b,
+            Err(e) => {
+                return ApiError(Error::invalid(format!("request body: {e}"))).into_response();
+            }
+        };
+        let copy = Request::from_parts(parts.clone(), Body::from(bytes.clone()));
+        match forward(&f, &id, &owner, copy).await {
+            Ok(r) => return r,
+            Err(e) if e.code == ErrorCode::Unavailable => {
+                tracing::debug!(sandbox = %id, "owner unreachable; answering a record read from the store");
+                return next
+                    .run(Request::from_parts(parts, Body::from(bytes)))
+                    .await;
+            }
+            Err(e) => return ApiError(e).into_response(),
+        }
     }
+    forward(&f, &id, &owner, req)
+        .await
+        .unwrap_or_else(|e| ApiError(e).into_response())
+}
+
+/// `GET` of a sandbox's record itself (native status, E2B info).
+fn is_record_read(api: Api, req: &Request) -> bool {
+    if req.method() != axum::http::Method::GET {
+        return false;
+    }
+    let path = req.uri().path().trim_end_matches('/');
+    let prefix = match api {
+        Api::Native => "/v1/runtimes/",
+        Api::E2b => "/sandboxes/",
+    };
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
 }
 
 async fn forward(

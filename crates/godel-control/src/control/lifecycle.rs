@@ -444,7 +444,9 @@ impl Control {
     /// The record merged with what the provider reports now (usage, pid).
     pub async fn status(&self, caller: &Caller, id: &str) -> Result<SandboxInfo> {
         let mut rec = self.visible_sandbox(caller, id)?;
-        if rec.state.is_terminal() {
+        // Another replica's sandbox (its owner did not answer): the stored
+        // record is all this replica knows; its runtime is not ours to ask.
+        if rec.state.is_terminal() || !self.owns(&rec) {
             return Ok(rec);
         }
         let provider = self.provider(&rec.runtime)?;

@@ -15,6 +15,8 @@ pub struct Daemon {
     pub child: Option<Child>,
     pub extra_args: Vec<String>,
     pub tcp: Option<String>,
+    /// Extra environment of `godel serve` (e.g. `KUBECONFIG`).
+    pub env: Vec<(String, String)>,
 }
 
 /// Isolation the tests run with: the sandbox when we are root (CI), else none.
@@ -48,9 +50,43 @@ impl Daemon {
             child: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             tcp: None,
+            env: Vec::new(),
         };
         d.spawn_serve();
         d
+    }
+
+    /// A daemon on TCP too, with extra environment for `godel serve`.
+    pub fn start_tcp_env(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let addr = format!("127.0.0.1:{port}");
+        let mut args: Vec<&str> = extra.to_vec();
+        args.push("--listen");
+        args.push(&addr);
+        let mut d = Daemon::start_deferred(&args);
+        d.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        d.tcp = Some(addr);
+        d.spawn_serve();
+        d
+    }
+
+    /// `godel` talking to this daemon's TCP listener with `token`.
+    pub fn tcp_cmd(&self, token: &str) -> Command {
+        let mut c = Command::new(BIN);
+        c.env("GODEL_HOME", self.home())
+            .env(
+                "GODEL_URL",
+                format!("http://{}", self.tcp.as_deref().expect("a TCP listener")),
+            )
+            .env("GODEL_TOKEN", token)
+            .stdin(Stdio::null());
+        c
     }
 
     pub fn start_tcp(extra: &[&str]) -> Daemon {
@@ -78,6 +114,7 @@ impl Daemon {
             child: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             tcp: None,
+            env: Vec::new(),
         }
     }
 
@@ -98,6 +135,7 @@ impl Daemon {
             .env("GODEL_HOME", self.home())
             .env_remove("GODEL_URL")
             .env_remove("GODEL_TOKEN")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
