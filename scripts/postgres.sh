@@ -181,6 +181,9 @@ max_connections = 300
 shared_buffers = 32MB
 # Parallel queries allocate in /dev/shm, which containers keep small.
 max_parallel_workers_per_gather = 0
+# A commit does not wait for its WAL flush: a test server needs no power-loss
+# durability, and the suite runs thousands of small transactions.
+synchronous_commit = off
 EOF
   put "$data/pg_hba.conf" <<EOF
 # Written by scripts/postgres.sh on every start: a private test server that

@@ -30,7 +30,12 @@ async fn server() -> Server {
         .unwrap(),
         ..Settings::default()
     };
-    let control = Control::open(dir.path(), settings).unwrap();
+    let control = Control::with_store(
+        dir.path(),
+        godel_control::Store::open_scratch().unwrap(),
+        settings,
+    )
+    .unwrap();
     let (_sink, rx) = event_channel();
     control.attach_event_receiver(rx);
     control.register(Arc::new(FakeRuntime::new("worktree")));

@@ -13,7 +13,12 @@ use godel_testkit::FakeRuntime;
 
 async fn control() -> (Arc<Control>, Arc<FakeRuntime>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let c = Control::open(dir.path(), Settings::default()).unwrap();
+    let c = Control::with_store(
+        dir.path(),
+        godel_control::Store::open_scratch().unwrap(),
+        Settings::default(),
+    )
+    .unwrap();
     let (_sink, rx) = event_channel();
     c.attach_event_receiver(rx);
     let fake = Arc::new(FakeRuntime::new("worktree"));

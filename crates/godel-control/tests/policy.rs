@@ -28,7 +28,12 @@ async fn control_with(
         config: cfg(toml),
         ..Settings::default()
     };
-    let c = Control::open(dir.path(), settings).unwrap();
+    let c = Control::with_store(
+        dir.path(),
+        godel_control::Store::open_scratch().unwrap(),
+        settings,
+    )
+    .unwrap();
     let (sink, rx) = event_channel();
     c.attach_event_receiver(rx);
     let _ = sink;

@@ -35,7 +35,12 @@ fn spec(runtime: &str, template: &str) -> SpawnSpec {
 #[tokio::test]
 async fn templates_are_per_team_and_pin_their_runtime() {
     let dir = tempfile::tempdir().unwrap();
-    let c: Arc<Control> = Control::open(dir.path(), Settings::default()).unwrap();
+    let c: Arc<Control> = Control::with_store(
+        dir.path(),
+        godel_control::Store::open_scratch().unwrap(),
+        Settings::default(),
+    )
+    .unwrap();
     for n in ["worktree", "microvm", "e2b"] {
         c.register(Arc::new(FakeRuntime::new(n)));
     }

@@ -84,7 +84,12 @@ fn formats_parse_and_refuse_unknown_names() {
 #[test]
 fn the_control_plane_accepts_both_shapes() {
     let dir = tempfile::tempdir().unwrap();
-    let control = Control::open(dir.path(), Settings::default()).unwrap();
+    let control = Control::with_store(
+        dir.path(),
+        godel_control::Store::open_scratch().unwrap(),
+        Settings::default(),
+    )
+    .unwrap();
     let admin = Caller::Admin;
     let e2b = control
         .create_token_as(&admin, Some("alpha"), false, None)

@@ -70,7 +70,12 @@ impl TestServer {
             .expect("config"),
             ..Settings::default()
         };
-        let control = Control::open(dir.path(), settings).expect("control");
+        let control = Control::with_store(
+            dir.path(),
+            godel_control::Store::open_scratch().unwrap(),
+            settings,
+        )
+        .expect("control");
         let (_sink, rx) = event_channel();
         control.attach_event_receiver(rx);
         let token = |team: &str| {

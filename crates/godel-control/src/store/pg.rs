@@ -231,46 +231,30 @@ impl PgPool {
     /// Run `f` on a connection, outside any transaction.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&dyn Sql) -> Result<T>) -> Result<T> {
         let c = self.checkout()?;
-        let out = f(&PgSql { conn: &c, tx: None });
+        let out = f(&PgSql { conn: &c });
         self.checkin(c);
         out
     }
 
     /// Run `f` in one transaction holding the write lock; commit when it
-    /// returns `Ok`, roll back otherwise.
+    /// returns `Ok`, roll back otherwise. `BEGIN` and the lock travel in one
+    /// round trip.
     pub(crate) fn write<T>(&self, f: impl FnOnce(&dyn Sql) -> Result<T>) -> Result<T> {
-        let mut c = self.checkout()?;
-        let out = (|| {
-            let PgConn { client, prepared } = &mut c;
-            let prepared = &*prepared;
-            let tx = futures::executor::block_on(client.transaction()).map_err(pg_err)?;
-            futures::executor::block_on(
-                tx.batch_execute(&format!("SELECT pg_advisory_xact_lock({WRITE_LOCK})")),
-            )
-            .map_err(pg_err)?;
-            let out = f(&PgSql {
-                conn: &PgConnRef { prepared },
-                tx: Some(&tx),
-            });
-            match out {
-                Ok(v) => {
-                    futures::executor::block_on(tx.commit()).map_err(pg_err)?;
-                    Ok(v)
-                }
-                Err(e) => {
-                    let _ = futures::executor::block_on(tx.rollback());
-                    Err(e)
-                }
-            }
-        })();
+        let c = self.checkout()?;
+        let sql = PgSql { conn: &c };
+        let out = sql
+            .batch(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+            ))
+            .and_then(|()| f(&sql))
+            .and_then(|v| sql.batch("COMMIT").map(|()| v));
+        if out.is_err() {
+            // Harmless when no transaction is open (BEGIN failed, COMMIT ended it).
+            let _ = sql.batch("ROLLBACK");
+        }
         self.checkin(c);
         out
     }
-}
-
-/// What a statement needs of a connection while a transaction borrows it.
-struct PgConnRef<'a> {
-    prepared: &'a RefCell<HashMap<String, Prepared>>,
 }
 
 fn describe(c: &tokio_postgres::Config, schema: Option<&str>) -> String {
@@ -320,50 +304,21 @@ fn drive(rx: mpsc::Receiver<Job>) {
     });
 }
 
-/// A connection or a transaction on it.
-struct PgSql<'a, C: Cache> {
-    conn: &'a C,
-    tx: Option<&'a tokio_postgres::Transaction<'a>>,
+/// Statements on one connection (inside a transaction or not).
+struct PgSql<'a> {
+    conn: &'a PgConn,
 }
 
-trait Cache {
-    fn cache(&self) -> &RefCell<HashMap<String, Prepared>>;
-    fn client(&self) -> Option<&Client>;
-}
-impl Cache for PgConn {
-    fn cache(&self) -> &RefCell<HashMap<String, Prepared>> {
-        &self.prepared
-    }
-    fn client(&self) -> Option<&Client> {
-        Some(&self.client)
-    }
-}
-impl Cache for PgConnRef<'_> {
-    fn cache(&self) -> &RefCell<HashMap<String, Prepared>> {
-        self.prepared
-    }
-    fn client(&self) -> Option<&Client> {
-        None
-    }
-}
-
-impl<C: Cache> PgSql<'_, C> {
+impl PgSql<'_> {
     fn statement(&self, sql: &str) -> Result<Prepared> {
-        if let Some(s) = self.conn.cache().borrow().get(sql) {
+        if let Some(s) = self.conn.prepared.borrow().get(sql) {
             return Ok(s.clone());
         }
         let (text, args) = pg_placeholders(sql);
-        let fut = async {
-            match (self.tx, self.conn.client()) {
-                (Some(tx), _) => tx.prepare(&text).await,
-                (None, Some(c)) => c.prepare(&text).await,
-                (None, None) => unreachable!("a transaction's statements run on it"),
-            }
-        };
-        let stmt = futures::executor::block_on(fut).map_err(pg_err)?;
+        let stmt = futures::executor::block_on(self.conn.client.prepare(&text)).map_err(pg_err)?;
         let prepared = Prepared { stmt, args };
         self.conn
-            .cache()
+            .prepared
             .borrow_mut()
             .insert(sql.to_string(), prepared.clone());
         Ok(prepared)
@@ -395,31 +350,18 @@ impl<C: Cache> PgSql<'_, C> {
     }
 }
 
-impl<C: Cache> Sql for PgSql<'_, C> {
+impl Sql for PgSql<'_> {
     fn execute(&self, sql: &str, args: &[Value]) -> Result<usize> {
         let (stmt, params) = self.bind(sql, args)?;
-        let fut = async {
-            match (self.tx, self.conn.client()) {
-                (Some(tx), _) => tx.execute(&stmt, &params).await,
-                (None, Some(c)) => c.execute(&stmt, &params).await,
-                (None, None) => unreachable!(),
-            }
-        };
-        futures::executor::block_on(fut)
+        futures::executor::block_on(self.conn.client.execute(&stmt, &params))
             .map(|n| n as usize)
             .map_err(pg_err)
     }
 
     fn query(&self, sql: &str, args: &[Value]) -> Result<Vec<Row>> {
         let (stmt, params) = self.bind(sql, args)?;
-        let fut = async {
-            match (self.tx, self.conn.client()) {
-                (Some(tx), _) => tx.query(&stmt, &params).await,
-                (None, Some(c)) => c.query(&stmt, &params).await,
-                (None, None) => unreachable!(),
-            }
-        };
-        let rows = futures::executor::block_on(fut).map_err(pg_err)?;
+        let rows =
+            futures::executor::block_on(self.conn.client.query(&stmt, &params)).map_err(pg_err)?;
         rows.iter()
             .map(|r| {
                 (0..r.len())
@@ -431,14 +373,7 @@ impl<C: Cache> Sql for PgSql<'_, C> {
     }
 
     fn batch(&self, sql: &str) -> Result<()> {
-        let fut = async {
-            match (self.tx, self.conn.client()) {
-                (Some(tx), _) => tx.batch_execute(sql).await,
-                (None, Some(c)) => c.batch_execute(sql).await,
-                (None, None) => unreachable!(),
-            }
-        };
-        futures::executor::block_on(fut).map_err(pg_err)
+        futures::executor::block_on(self.conn.client.batch_execute(sql)).map_err(pg_err)
     }
 
     fn dialect(&self) -> Dialect {

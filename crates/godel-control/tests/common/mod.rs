@@ -29,6 +29,23 @@ pub async fn env(toml: &str, names: &[&str]) -> Env {
     open(dir, toml, names, None)
 }
 
+/// The store of a test's home: SQLite in it, or — when the suite runs
+/// against PostgreSQL — a schema of its own, the same one when reopened.
+pub fn store_of(home: &std::path::Path) -> godel_control::Store {
+    match std::env::var("GODEL_TEST_DATABASE_URL") {
+        Ok(base) if !base.is_empty() => {
+            let kept = home.join("test-database-url");
+            let url = std::fs::read_to_string(&kept).unwrap_or_else(|_| {
+                let url = godel_testkit::postgres_schema_url(&base, "control");
+                std::fs::write(&kept, &url).unwrap();
+                url
+            });
+            godel_control::Store::open_url(&url).unwrap()
+        }
+        _ => godel_control::Store::open(&home.join("godel.db")).unwrap(),
+    }
+}
+
 pub fn open(
     dir: tempfile::TempDir,
     toml: &str,
@@ -39,7 +56,7 @@ pub fn open(
         config: cfg(toml),
         ..Settings::default()
     };
-    let c = Control::open(dir.path(), settings).unwrap();
+    let c = Control::with_store(dir.path(), store_of(dir.path()), settings).unwrap();
     let clock = clock
         .unwrap_or_else(|| ManualClock::new(Utc.with_ymd_and_hms(2026, 12, 4, 23, 30, 0).unwrap()));
     c.set_clock(clock.clone());

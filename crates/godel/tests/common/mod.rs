@@ -17,6 +17,10 @@ pub struct Daemon {
     pub tcp: Option<String>,
     /// Extra environment of `godel serve` (e.g. `KUBECONFIG`).
     pub env: Vec<(String, String)>,
+    /// The PostgreSQL schema this daemon keeps its state in when the suite
+    /// runs against PostgreSQL (`$GODEL_TEST_DATABASE_URL`); kept across
+    /// restarts of the same daemon.
+    pub database: Option<String>,
 }
 
 /// Isolation the tests run with: the sandbox when we are root (CI), else none.
@@ -51,6 +55,7 @@ impl Daemon {
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             tcp: None,
             env: Vec::new(),
+            database: None,
         };
         d.spawn_serve();
         d
@@ -115,6 +120,7 @@ impl Daemon {
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             tcp: None,
             env: Vec::new(),
+            database: None,
         }
     }
 
@@ -128,10 +134,22 @@ impl Daemon {
             .append(true)
             .open(self.home().join("serve.log"))
             .unwrap();
+        if self.database.is_none()
+            && !self.extra_args.iter().any(|a| a == "--database")
+            && let Ok(base) = std::env::var("GODEL_TEST_DATABASE_URL")
+            && !base.is_empty()
+        {
+            self.database = Some(godel_testkit::postgres_schema_url(&base, "e2e"));
+        }
+        let database: Vec<String> = match &self.database {
+            Some(db) => vec!["--database".into(), db.clone()],
+            None => Vec::new(),
+        };
         let child = Command::new(BIN)
             .arg("serve")
             .args(["--isolation", isolation()])
             .args(&self.extra_args)
+            .args(&database)
             .env("GODEL_HOME", self.home())
             .env_remove("GODEL_URL")
             .env_remove("GODEL_TOKEN")
