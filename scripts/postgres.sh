@@ -13,6 +13,8 @@
 #   scripts/postgres.sh url      postgres://godel@127.0.0.1:PORT/godel_test
 #   scripts/postgres.sh stop     fast shutdown; a no-op when not running
 #   scripts/postgres.sh status   exit 0 when it accepts connections
+#   scripts/postgres.sh reset    drop and re-create `godel_test` (the schemas
+#                                earlier test runs left); the server must run
 #
 #   GODEL_PG_PORT   the port (default 55432)
 #   GODEL_PG_DIR    the server's directory: the cluster in data/, the log in
@@ -240,8 +242,16 @@ status() {
   "$bin/psql" -X -q -At "$url" -c 'select 1' >/dev/null 2>&1 || return 1
 }
 
+reset() {
+  bin="$(find_bin)"
+  status || { echo "postgres.sh reset: the server is not running (postgres.sh start)" >&2; return 1; }
+  psql_admin -c 'drop database if exists godel_test with (force)'
+  psql_admin -c 'create database godel_test owner godel'
+}
+
 [ $# = 1 ] || usage
 case "$1" in
+  reset) reset ;;
   start) start ;;
   stop) stop ;;
   url) echo "$url" ;;

@@ -28,18 +28,28 @@ if [ "${CI:-}" = true ] && [ "$(id -u)" = 0 ]; then
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace --no-fail-fast
-# The crates that use the state store, a second time against a private
-# PostgreSQL server (scripts/postgres.sh; left running for the next run).
-if scripts/postgres.sh start >/dev/null; then
-  echo "==> tests against PostgreSQL" >&2
-  GODEL_TEST_DATABASE_URL="$(scripts/postgres.sh url)" cargo test -p godel-control -p godel-api -p godel --no-fail-fast
+# A private PostgreSQL server (scripts/postgres.sh; left running for the
+# next run): the multi-replica tests need one, and the crates that use the
+# state store run a second time against it.
+if scripts/postgres.sh start >/dev/null && scripts/postgres.sh reset; then
+  GODEL_TEST_POSTGRES_URL="$(scripts/postgres.sh url)"
+  export GODEL_TEST_POSTGRES_URL
 elif [[ ",${GODEL_REQUIRE:-}," =~ ,(postgres|all), ]]; then
   echo "PostgreSQL did not start and GODEL_REQUIRE demands \"postgres\"" >&2
   exit 1
 else
   echo "SKIPPED the tests against PostgreSQL: needs a PostgreSQL server (scripts/postgres.sh start failed; scripts/setup.d/15-postgres.sh installs it, as root)" >&2
   printf '%s\t%s\t%s\n' scripts/test.sh::postgres postgres "a PostgreSQL server (scripts/postgres.sh start)" >>"$GODEL_SKIP_LEDGER"
+fi
+cargo test --workspace --no-fail-fast
+if [ -n "${GODEL_TEST_POSTGRES_URL:-}" ]; then
+  echo "==> tests against PostgreSQL" >&2
+  # The end-to-end suites that exercise the store (not the microVM, disk
+  # and browser ones: their state paths are the same and they are slow).
+  GODEL_TEST_DATABASE_URL="$GODEL_TEST_POSTGRES_URL" cargo test --no-fail-fast \
+    -p godel-control -p godel-api \
+    -p godel --test spine --test control_plane --test costs_cli --test cross_team \
+    --test errors --test lifetime_cli --test security --test replicas --test e2b_runtime
 fi
 for extra in scripts/test.d/*.sh; do
   [ -e "$extra" ] || continue

@@ -164,6 +164,13 @@ impl Control {
         let mut report = ReconcileReport::default();
         let after = format!("replica {} lost its lease", t.from);
         for rec in &t.sandboxes {
+            if rec.team == super::POOL_TEAM {
+                // Warm sandboxes belong to the dead replica's pools, which
+                // are gone with it: release them (ours keep our own).
+                let _ = self.terminate(&super::Caller::Admin, &rec.id).await;
+                report.finished_terminating.push(rec.id.clone());
+                continue;
+            }
             let host_bound = self
                 .provider(&rec.runtime)
                 .map(|p| p.capabilities().host_bound)
