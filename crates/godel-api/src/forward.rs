@@ -101,16 +101,11 @@ pub async fn layer(State(f): State<Forwarder>, req: Request, next: Next) -> Resp
     let Some(id) = sandbox_of(f.api, &req) else {
         return next.run(req).await;
     };
-    let owner = {
-        let control = f.control.clone();
-        let id = id.clone();
-        match tokio::task::spawn_blocking(move || control.remote_owner(&id)).await {
-            Ok(Ok(o)) => o,
-            Ok(Err(e)) => return ApiError(e).into_response(),
-            Err(e) => {
-                return ApiError(Error::internal(format!("owner lookup: {e}"))).into_response();
-            }
-        }
+    // One indexed read (two when another replica owns it), like every
+    // handler's own record lookup.
+    let owner = match f.control.remote_owner(&id) {
+        Ok(o) => o,
+        Err(e) => return ApiError(e).into_response(),
     };
     let Some(owner) = owner else {
         return next.run(req).await;

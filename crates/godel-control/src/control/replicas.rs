@@ -78,13 +78,39 @@ impl Control {
         self.store
             .register_replica(&cfg.registration, lease_end(cfg.lease))?;
         *self.lease.lock() = Some(cfg.clone());
-        let (_, token) = self.store.create_token(None, true)?;
-        *self.forward_token.lock() = Some(token);
+        *self.forward_token.lock() = Some(self.replica_token()?);
         let claimed = self.store.claim_unowned(me)?;
         if !claimed.is_empty() {
             tracing::info!(replica = %me, sandboxes = claimed.len(), "claimed sandboxes that named no replica");
         }
         Ok(())
+    }
+
+    /// The admin token this replica forwards Unix-socket requests with:
+    /// kept in `$GODEL_HOME/replica-token` (0600) and reused while the
+    /// store still accepts it, so restarts do not pile up tokens.
+    fn replica_token(&self) -> Result<String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.home.join("replica-token");
+        if let Ok(t) = std::fs::read_to_string(&path)
+            && let Ok(Some(rec)) = self.store.find_token(t.trim())
+            && rec.admin
+        {
+            return Ok(t.trim().to_string());
+        }
+        let (_, token) = self.store.create_token(None, true)?;
+        let tmp = self.home.join("replica-token.tmp");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(token.as_bytes()))
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::io(format!("write {}", path.display()), &e))?;
+        Ok(token)
     }
 
     /// Renew the lease and take over dead replicas, every third of a lease.
