@@ -128,6 +128,29 @@ async fn a_replica_killed_hands_its_kata_sandboxes_to_a_survivor() {
     );
     let out = exec_echo(&b, &token, &ids[0], "through-b");
     assert_eq!(ok(out, "exec through B").trim(), "through-b");
+    // File bodies stream through the forwarder both ways (1 MiB).
+    let body: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let out = {
+        use std::io::Write;
+        let mut child = b
+            .tcp_cmd(&token)
+            .args(["write", &ids[0], "/home/user/big.bin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&body).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    ok(out, "write through B");
+    let out = c
+        .tcp_cmd(&token)
+        .args(["read", &ids[0], "/home/user/big.bin"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "read through C: {}", stderr(&out));
+    assert!(out.stdout == body, "the file read back through C differs");
     // A host-bound sandbox on A (worktree runs on A's machine only).
     let repo = common::make_repo(tmp.path());
     let out = a
