@@ -184,7 +184,7 @@ async fn forward(
         .map_err(|e| Error::internal(format!("replica {} address {base:?}: {e}", owner.replica)))?;
     let me = f.control.replica_id().unwrap_or("").to_string();
     let upgrade = req.headers().contains_key(header::UPGRADE);
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     parts.uri = uri;
     if let Ok(v) = HeaderValue::from_str(&me) {
@@ -210,16 +210,7 @@ async fn forward(
         .request(Request::from_parts(parts, body))
         .await
         .map_err(|e| unreachable(&e))?;
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client) = client_upgrade
-    {
-        let upstream = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
-            if let (Ok(c), Ok(u)) = (client.await, upstream.await) {
-                let _ =
-                    tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
-            }
-        });
+    if splice_upgrade(&mut client_upgrade, &mut resp) {
         let (mut parts, _) = resp.into_parts();
         stamp(&mut parts.headers, &owner.replica);
         return Ok(Response::from_parts(parts, Body::empty()));
@@ -227,6 +218,28 @@ async fn forward(
     let (mut parts, body) = resp.into_parts();
     stamp(&mut parts.headers, &owner.replica);
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// When `resp` switches protocols and the client asked to, join the
+/// client's upgraded connection to the upstream's (in a task) and answer
+/// `true`: the caller then returns the 101 with an empty body.
+pub(crate) fn splice_upgrade(
+    client: &mut Option<hyper::upgrade::OnUpgrade>,
+    resp: &mut axum::http::Response<hyper::body::Incoming>,
+) -> bool {
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return false;
+    }
+    let Some(client) = client.take() else {
+        return false;
+    };
+    let upstream = hyper::upgrade::on(resp);
+    tokio::spawn(async move {
+        if let (Ok(c), Ok(u)) = (client.await, upstream.await) {
+            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
+        }
+    });
+    true
 }
 
 fn stamp(h: &mut axum::http::HeaderMap, replica: &str) {

@@ -187,7 +187,7 @@ async fn proxy(state: &Arc<State>, id: &str, port: u16, mut req: Request) -> Res
         let _ = conn.with_upgrades().await;
     });
     let upgrade = req.headers().contains_key(header::UPGRADE);
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     strip_hop_headers(req.headers_mut(), upgrade);
     req.headers_mut().remove(TRAFFIC_TOKEN_HEADER);
     if let Some(mask) = rec.spec.labels.get(super::network::MASK_HOST_LABEL)
@@ -217,16 +217,7 @@ async fn proxy(state: &Arc<State>, id: &str, port: u16, mut req: Request) -> Res
             );
         }
     };
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client) = client_upgrade
-    {
-        let upstream = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
-            if let (Ok(c), Ok(u)) = (client.await, upstream.await) {
-                let _ =
-                    tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
-            }
-        });
+    if crate::forward::splice_upgrade(&mut client_upgrade, &mut resp) {
         let (parts, _) = resp.into_parts();
         return Response::from_parts(parts, Body::empty());
     }

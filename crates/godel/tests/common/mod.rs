@@ -95,18 +95,7 @@ impl Daemon {
     }
 
     pub fn start_tcp(extra: &[&str]) -> Daemon {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let addr = format!("127.0.0.1:{port}");
-        let mut args: Vec<&str> = extra.to_vec();
-        args.push("--listen");
-        args.push(&addr);
-        let mut d = Daemon::start_deferred(&args);
-        d.tcp = Some(addr);
-        d.spawn_serve();
-        d
+        Daemon::start_tcp_env(extra, &[])
     }
 
     fn start_deferred(extra: &[&str]) -> Daemon {
