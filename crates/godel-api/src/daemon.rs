@@ -198,6 +198,13 @@ async fn start(control: &Arc<Control>) -> Result<()> {
     for (id, why) in &report.lost {
         tracing::warn!(runtime = %id, reason = %why, "sandbox lost");
     }
+    let released = control.release_lost_while_away().await;
+    if !released.is_empty() {
+        tracing::info!(
+            released = released.len(),
+            "released sandboxes reported lost while this replica was away"
+        );
+    }
     let restored = control.restore_preserved().await?;
     if !restored.done.is_empty() || !restored.failed.is_empty() {
         tracing::info!(

@@ -264,6 +264,13 @@ async fn a_replica_killed_hands_its_kata_sandboxes_to_a_survivor() {
             "back"
         );
     }
+    // Its lost worktree sandbox stayed its own, and it released it.
+    assert_eq!(status(&a, &token, &local)["owner"], "replica-a");
+    assert!(
+        a.log().contains("released sandboxes reported lost"),
+        "A releases the jail of its lost sandbox:\n{}",
+        a.log()
+    );
     assert!(
         !a.log().contains("re-adoption failed"),
         "A must not touch sandboxes it no longer owns:\n{}",

@@ -149,6 +149,33 @@ impl Control {
         }
     }
 
+    /// Release what is left of this replica's host-bound sandboxes that a
+    /// survivor marked lost while it was gone (their jails or VMs may still
+    /// run on this machine). Called once at start, after reconciling.
+    pub async fn release_lost_while_away(&self) -> Vec<String> {
+        let Some(me) = self.replica_id() else {
+            return Vec::new();
+        };
+        let Ok(all) = self.store.list_sandboxes(None, true) else {
+            return Vec::new();
+        };
+        let mut released = Vec::new();
+        for rec in all.into_iter().filter(|r| {
+            r.owner.as_deref() == Some(me)
+                && r.state == godel_core::SandboxState::Error
+                && r.reason
+                    .as_deref()
+                    .is_some_and(|w| w.contains("lost its lease"))
+        }) {
+            if let Ok(p) = self.provider(&rec.runtime)
+                && p.terminate(&rec.id).await.is_ok()
+            {
+                released.push(rec.id);
+            }
+        }
+        released
+    }
+
     /// Claim every replica whose lease ran out; adopt or lose what it owned.
     pub async fn take_over_dead(&self) -> Result<Vec<ReconcileReport>> {
         let Some(me) = self.settings.replica_id.clone() else {
@@ -207,6 +234,9 @@ impl Control {
                     rec.runtime
                 );
                 self.lose(&rec.id, &rec.team, &reason, &mut report);
+                // Its processes and files are on the dead replica's machine:
+                // the record goes back to it, to be released when it returns.
+                self.store.set_owner(&rec.id, &t.from)?;
                 continue;
             }
             self.adopt_record(rec.clone(), &after, &mut report).await?;

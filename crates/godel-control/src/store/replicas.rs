@@ -212,6 +212,19 @@ impl Store {
         })
     }
 
+    /// Hand a (lost) sandbox's record back to `owner`: a host-bound sandbox
+    /// stays with its machine's replica, which releases what is left of it
+    /// when it comes back.
+    pub fn set_owner(&self, id: &str, owner: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE runtimes SET owner = ?2 WHERE id = ?1",
+                args![id, owner],
+            )
+        })
+        .map(drop)
+    }
+
     /// Give every live sandbox that names no owner to `me` (records written
     /// before replicas existed); their ids.
     pub fn claim_unowned(&self, me: &str) -> Result<Vec<String>> {
