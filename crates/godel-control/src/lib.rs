@@ -12,7 +12,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::templates::{BuildTemplate, TEMPLATE_RUNTIME};
 pub use control::{
     Caller, Control, Owner, POOL_TEAM, PreserveReport, ReplicaConfig, ReplicasReport,
-    RuntimeReport, Settings, SpawnOptions, event_channel,
+    RuntimeReport, Settings, SpawnOptions, StoreCheck, event_channel,
 };
 pub use store::{
     ReplicaRecord, ReplicaRegistration, Store, StoreInfo, TeamRecord, TokenFormat, TokenRecord,

@@ -119,8 +119,10 @@ pub enum Command {
     /// Canary rollouts of a team's new spawns to another runtime.
     #[command(subcommand)]
     Rollout(RolloutCmd),
-    /// Which runtimes are available on this machine, and why not.
+    /// Which runtimes are available on this machine, and why not; the state database.
     Doctor,
+    /// The replicas sharing the daemon's store: leases and what each owns (admin).
+    Replicas,
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCmd),

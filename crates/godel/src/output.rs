@@ -95,3 +95,68 @@ pub fn status(r: &SandboxInfo) {
         println!("{:<9} {}", format!("{k}:"), v);
     }
 }
+
+/// `godel replicas`: the store and who answered, then one replica a line.
+pub fn replicas(r: &crate::cmd::replicas::ReplicasView) {
+    println!(
+        "store: {} {} (schema {}); answered by replica {} (lease {}s)",
+        r.store.engine,
+        r.store.location,
+        r.store.schema_version,
+        r.me.as_deref().unwrap_or("-"),
+        r.lease_secs
+    );
+    let rows: Vec<[String; 6]> = r
+        .replicas
+        .iter()
+        .map(|x| {
+            let lease = match (&x.taken_over_by, x.live) {
+                (Some(by), _) => format!("taken over by {by}"),
+                (None, true) => "live".into(),
+                (None, false) => format!("expired {} ago", age(x.lease_until)),
+            };
+            let dash = |s: &str| {
+                if s.is_empty() {
+                    "-".into()
+                } else {
+                    s.to_string()
+                }
+            };
+            [
+                x.id.clone(),
+                dash(&x.host),
+                dash(&x.advertise),
+                lease,
+                x.owns.to_string(),
+                x.started_at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            ]
+        })
+        .collect();
+    let head = ["ID", "HOST", "ADVERTISE", "LEASE", "OWNS", "STARTED"];
+    let mut width = head.map(str::len);
+    for row in &rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 6]| {
+        println!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>w4$}  {}",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            cells[5],
+            w0 = width[0],
+            w1 = width[1],
+            w2 = width[2],
+            w3 = width[3],
+            w4 = width[4],
+        )
+    };
+    line(head);
+    for row in &rows {
+        line(row.each_ref().map(String::as_str));
+    }
+}

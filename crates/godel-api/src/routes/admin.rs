@@ -17,8 +17,11 @@ pub async fn health() -> Json<Value> {
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
-pub async fn doctor(State(c): State<Arc<Control>>) -> Json<Vec<RuntimeReport>> {
-    Json(c.doctor().await)
+pub async fn doctor(
+    State(c): State<Arc<Control>>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Vec<RuntimeReport>> {
+    Json(c.doctor_for(&caller).await)
 }
 
 pub async fn list_teams(

@@ -9,6 +9,7 @@ mod dashboard;
 mod events;
 mod files;
 mod ports;
+mod replicas;
 mod runtimes;
 mod snapshots;
 mod templates;
@@ -64,7 +65,7 @@ pub const ROUTES: &[RouteDoc] = &[
     r!(
         "get",
         "/v1/doctor",
-        "Which runtimes are available here, and why not",
+        "Which runtimes are available here, and why not; for an admin, a last entry of kind database: the store's engine, location, schema version and whether it answers",
         "",
         "RuntimeReport[]",
         200
@@ -392,6 +393,14 @@ pub const ROUTES: &[RouteDoc] = &[
     ),
     r!(
         "get",
+        "/v1/replicas",
+        "The shared store, the replica answering (me) and every replica with its lease and the sandboxes it owns (admin)",
+        "",
+        "ReplicasReport",
+        200
+    ),
+    r!(
+        "get",
         "/v1/tokens",
         "List tokens (never their secrets)",
         "",
@@ -533,6 +542,7 @@ pub fn router(control: Arc<Control>) -> Router {
             get(admin::list_tokens).post(admin::create_token),
         )
         .route("/v1/tokens/{id}", delete(admin::revoke_token))
+        .route("/v1/replicas", get(replicas::list))
         .route("/metrics", get(admin::metrics))
         .route("/v1/openapi.json", get(admin::openapi))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))

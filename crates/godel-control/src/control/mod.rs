@@ -19,6 +19,7 @@ mod reconcile;
 mod replicas;
 mod rollout;
 mod snapshots;
+mod store_check;
 mod teams;
 pub mod templates;
 
@@ -32,6 +33,7 @@ pub use pools::POOL_TEAM;
 pub use reconcile::ReconcileReport;
 pub use replicas::{Owner, ReplicaConfig, ReplicaView, ReplicasReport};
 pub use rollout::{Rollout, RolloutRequest, RolloutState, StepStats};
+pub use store_check::{KIND_DATABASE, KIND_RUNTIME, StoreCheck};
 pub use teams::CreatedToken;
 
 use std::collections::BTreeMap;
@@ -130,10 +132,20 @@ impl Default for Settings {
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RuntimeReport {
     pub name: String,
+    /// `runtime`, or `database` for the store's entry (admin callers only).
+    #[serde(default = "runtime_kind")]
+    pub kind: String,
     pub registered: bool,
     pub availability: Availability,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Capabilities>,
+    /// The store's check, on the `database` entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<StoreCheck>,
+}
+
+fn runtime_kind() -> String {
+    KIND_RUNTIME.into()
 }
 
 /// The control plane.
@@ -307,17 +319,21 @@ impl Control {
         for p in providers {
             out.push(RuntimeReport {
                 name: p.name().to_string(),
+                kind: KIND_RUNTIME.into(),
                 registered: true,
                 availability: p.available().await,
                 capabilities: Some(p.capabilities()),
+                database: None,
             });
         }
         for (name, why) in self.unregistered.read().iter() {
             out.push(RuntimeReport {
                 name: name.clone(),
+                kind: KIND_RUNTIME.into(),
                 registered: false,
                 availability: Availability::no(why.clone()),
                 capabilities: None,
+                database: None,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -166,8 +166,10 @@ pub async fn team(ctx: &Ctx, cmd: TeamCmd) -> Result<i32> {
     Ok(0)
 }
 
-/// Ask the daemon; when none runs, probe the runtimes in this process.
+/// Ask the daemon (for an admin it checks its state database too); when
+/// none runs, probe the runtimes in this process.
 pub async fn doctor(ctx: &Ctx) -> Result<i32> {
+    let mut daemon = true;
     let reports: Vec<RuntimeReport> = match ctx
         .client
         .json(Method::GET, "/v1/doctor", None::<&()>)
@@ -176,6 +178,7 @@ pub async fn doctor(ctx: &Ctx) -> Result<i32> {
         Ok(r) => r,
         Err(e) if e.code == ErrorCode::Unavailable => {
             eprintln!("(no daemon reachable: probing this machine directly)");
+            daemon = false;
             let control = godel_control::Control::with_store(
                 &ctx.home,
                 godel_control::Store::open_in_memory()?,
@@ -203,9 +206,23 @@ pub async fn doctor(ctx: &Ctx) -> Result<i32> {
                 "-- "
             };
             println!("{mark} {:<9} {}", r.name, r.availability.reason);
+            if r.kind == godel_control::control::KIND_DATABASE {
+                continue;
+            }
             for (k, v) in &r.availability.details {
                 println!("             {k}: {v}");
             }
+        }
+        if !reports
+            .iter()
+            .any(|r| r.kind == godel_control::control::KIND_DATABASE)
+        {
+            let why = if daemon {
+                "not reported: the daemon checks it for admin callers only"
+            } else {
+                "not checked: no daemon reachable"
+            };
+            println!("-- {:<9} {why}", "database");
         }
     }
     Ok(0)

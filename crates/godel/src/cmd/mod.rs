@@ -6,6 +6,7 @@ pub mod costs;
 pub mod extra;
 pub mod files;
 pub mod ports;
+pub mod replicas;
 pub mod runtime;
 pub mod serve;
 pub mod snapshot;
@@ -54,6 +55,7 @@ pub async fn dispatch(ctx: &Ctx, cmd: Command) -> Result<i32> {
         Command::Migrate(a) => costs::migrate(ctx, a).await,
         Command::Rollout(r) => costs::rollout(ctx, r).await,
         Command::Doctor => admin::doctor(ctx).await,
+        Command::Replicas => replicas::run(ctx).await,
         Command::Bench(b) => bench::run(ctx, b).await,
         Command::Chaos(a) => suites::chaos(ctx, a).await,
         Command::Image(i) => extra::image(ctx, i).await,
