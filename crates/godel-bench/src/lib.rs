@@ -12,6 +12,7 @@
 //! - [`daemon`]: a real `godel serve` child process and a small client of its socket
 //! - [`load`]: `godel bench exec|files|api` and the mixed API load generator
 //! - [`scale`]: `godel bench scale`, N agents alive at once under API load
+//! - [`replicas`], [`replicas_report`]: `godel bench replicas`, forwarding between replicas and take-over after SIGKILL
 //! - [`results`]: the latest result of each suite, for `godel bench report`
 //! - [`template`]: `godel bench template`, template builds cold and cached vs the same RUNs as one exec
 //! - [`usage`]: `godel bench usage`, usage reports over 1,000 agents × 30 days of history
@@ -26,6 +27,8 @@ pub mod load;
 pub mod microvm;
 pub mod microvm_restore;
 pub mod ports;
+pub mod replicas;
+pub mod replicas_report;
 pub mod report;
 pub mod results;
 pub mod sandbox;

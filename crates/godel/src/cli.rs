@@ -553,6 +553,8 @@ pub enum BenchCmd {
         #[arg(long, short = 'n', default_value_t = 10)]
         iterations: usize,
     },
+    /// Three replicas over PostgreSQL: owner vs forwarded latency, take-over after SIGKILL.
+    Replicas(BenchReplicasArgs),
     /// godel's own overhead per pod spawn against the in-repo fake API server.
     Kube {
         #[arg(long, default_value_t = 1000)]
@@ -656,6 +658,26 @@ pub struct BenchScaleArgs {
     /// Built microVM images to use (default ~/.godel/images, else built).
     #[arg(long)]
     pub images: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchReplicasArgs {
+    /// Samples per path (spawn, status, exec; owner and forwarded each).
+    #[arg(long, short = 'n', default_value_t = 200)]
+    pub samples: usize,
+    /// PostgreSQL URL (default: $GODEL_TEST_POSTGRES_URL); the run uses a
+    /// fresh schema in it and drops it at the end.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// The replicas' lease, seconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub lease_secs: f64,
+    /// Take-over rounds (replica A restarted between them).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Isolation of the replicas' local runtimes: sandbox or none.
+    #[arg(long, default_value = "sandbox")]
+    pub isolation: String,
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,4 @@
-//! `godel bench spawn|sandbox|microvm|kube|usage|ports`: the command-line side of the
+//! `godel bench spawn|sandbox|microvm|kube|usage|ports|replicas`: the command-line side of the
 //! benchmarks in godel-bench (cargo feature `bench`, on by default; a build
 //! without it says so instead of running them).
 
@@ -125,6 +125,41 @@ pub async fn run(ctx: &Ctx, cmd: BenchCmd) -> Result<i32> {
             } else {
                 godel_bench::template::print(&r);
             }
+        }
+        BenchCmd::Replicas(a) => {
+            let env = std::env::var("GODEL_TEST_POSTGRES_URL").ok();
+            let database =
+                godel_bench::replicas_report::database_url(a.database.as_deref(), env.as_deref())?;
+            if !(a.lease_secs > 0.0 && a.lease_secs.is_finite()) {
+                return Err(godel_core::Error::invalid(
+                    "--lease-secs must be a positive number of seconds",
+                ));
+            }
+            let o = godel_bench::replicas::ReplicasOptions {
+                bin: std::env::current_exe().map_err(|e| godel_core::Error::io("own path", &e))?,
+                samples: a.samples,
+                database,
+                lease_secs: a.lease_secs,
+                rounds: a.rounds,
+                isolation: a.isolation,
+                build: if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                }
+                .into(),
+            };
+            let r = godel_bench::replicas::run(&o, &progress).await?;
+            let v =
+                serde_json::to_value(&r).map_err(|e| godel_core::Error::internal(e.to_string()))?;
+            let saved = godel_bench::results::save(&ctx.home, "replicas", &v)?;
+            if ctx.json {
+                crate::output::json(&v);
+            } else {
+                r.print();
+            }
+            progress(&format!("saved {}", saved.display()));
+            return Ok(if r.ok() { 0 } else { 1 });
         }
         BenchCmd::Kube { pods, concurrency } => {
             progress(&format!(
