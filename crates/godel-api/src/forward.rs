@@ -18,7 +18,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use godel_control::{Control, Owner};
+use godel_control::{Control, Owner, Route};
 use godel_core::{Error, ErrorCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -103,12 +103,14 @@ pub async fn layer(State(f): State<Forwarder>, req: Request, next: Next) -> Resp
     };
     // One indexed read (two when another replica owns it), like every
     // handler's own record lookup.
-    let owner = match f.control.remote_owner(&id) {
-        Ok(o) => o,
-        Err(e) => return ApiError(e).into_response(),
+    let route = match f.control.route(&id) {
+        Ok(Route::Orphaned(_)) => f.control.route_after_takeover(&id).await,
+        r => r,
     };
-    let Some(owner) = owner else {
-        return next.run(req).await;
+    let owner = match route {
+        Ok(Route::Owner(o)) => o,
+        Ok(_) => return next.run(req).await,
+        Err(e) => return ApiError(e).into_response(),
     };
     // A record read needs only the shared store: while its owner does not
     // answer (killed, its lease not yet run out), answer it here.

@@ -11,7 +11,7 @@ pub mod store;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::templates::{BuildTemplate, TEMPLATE_RUNTIME};
 pub use control::{
-    Caller, Control, Owner, POOL_TEAM, PreserveReport, ReplicaConfig, ReplicasReport,
+    Caller, Control, Owner, POOL_TEAM, PreserveReport, ReplicaConfig, ReplicasReport, Route,
     RuntimeReport, Settings, SpawnOptions, StoreCheck, event_channel,
 };
 pub use store::{

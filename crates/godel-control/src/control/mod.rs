@@ -31,7 +31,7 @@ pub use park::PreserveReport;
 pub use policy::{PolicyState, SpawnOptions};
 pub use pools::POOL_TEAM;
 pub use reconcile::ReconcileReport;
-pub use replicas::{Owner, ReplicaConfig, ReplicaView, ReplicasReport};
+pub use replicas::{Owner, ReplicaConfig, ReplicaView, ReplicasReport, Route};
 pub use rollout::{Rollout, RolloutRequest, RolloutState, StepStats};
 pub use store_check::{KIND_DATABASE, KIND_RUNTIME, StoreCheck};
 pub use teams::CreatedToken;

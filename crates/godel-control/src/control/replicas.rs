@@ -51,6 +51,17 @@ pub struct ReplicaView {
     pub live: bool,
 }
 
+/// Who answers a request for a sandbox ([`Control::route`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This replica.
+    Here,
+    /// Another live replica.
+    Owner(Owner),
+    /// Nobody yet: this replica's lease ran out, no survivor claimed it.
+    Orphaned(String),
+}
+
 /// Where to send a request for a sandbox another replica owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
@@ -244,25 +255,47 @@ impl Control {
         Ok(report)
     }
 
-    /// The live replica that owns sandbox `id`, when that is not this one.
-    /// `None`: this replica answers (it owns it, nobody does, it is gone).
-    pub fn remote_owner(&self, id: &str) -> Result<Option<Owner>> {
+    /// Who answers a request for sandbox `id`: this replica (it owns it,
+    /// nobody does, or it does not exist), its live owner, or nobody yet —
+    /// its owner's lease ran out and no survivor has claimed it.
+    pub fn route(&self, id: &str) -> Result<Route> {
         let Some(me) = self.replica_id() else {
-            return Ok(None);
+            return Ok(Route::Here);
         };
         let Some(rec) = self.store.get_sandbox(id)? else {
-            return Ok(None);
+            return Ok(Route::Here);
         };
         let Some(owner) = rec.owner.filter(|o| o != me) else {
-            return Ok(None);
+            return Ok(Route::Here);
         };
+        if rec.state.is_terminal() {
+            return Ok(Route::Here);
+        }
         match self.store.get_replica(&owner)? {
-            Some(r) if r.live_at(Utc::now()) => Ok(Some(Owner {
+            Some(r) if r.live_at(Utc::now()) => Ok(Route::Owner(Owner {
                 replica: r.id,
                 advertise: r.advertise,
                 advertise_e2b: r.advertise_e2b,
             })),
-            _ => Ok(None),
+            Some(r) if r.taken_over_by.is_none() => Ok(Route::Orphaned(r.id)),
+            _ => Ok(Route::Here),
+        }
+    }
+
+    /// A request found `id` orphaned: take over every expired replica now
+    /// (instead of at the next lease tick), then route it again. Still
+    /// orphaned (another survivor is mid-claim): a retryable `UNAVAILABLE`.
+    pub async fn route_after_takeover(&self, id: &str) -> Result<Route> {
+        self.take_over_dead().await?;
+        match self.route(id)? {
+            Route::Orphaned(r) => Err(Error::new(
+                godel_core::ErrorCode::Unavailable,
+                format!(
+                    "sandbox {id}: its replica {r} lost its lease and is being taken over; retry"
+                ),
+            )
+            .with_runtime(id)),
+            route => Ok(route),
         }
     }
 
