@@ -214,11 +214,12 @@ impl ReplicasReport {
 }
 
 /// The floor of a take-over, in words: A renews every third of a lease, so
-/// its lease runs out between 2/3 and 1 lease after the kill; a survivor
-/// notices on its next scan, up to a third of a lease later.
+/// its lease runs out between 2/3 and 1 lease after the kill; the first
+/// request for one of its sandboxes after that takes it over at once, and
+/// without requests a survivor's next scan does, up to a third of a lease later.
 pub fn takeover_floor(lease_secs: f64) -> String {
     format!(
-        "floor: the lease period plus up to a third of it (renew/scan tick) — A's lease runs out {:.2}–{:.2} s after the kill (renewed every {:.2} s), a survivor claims it on its next scan up to {:.2} s later: expect {:.2}–{:.2} s plus the adoption",
+        "floor: A's lease runs out {:.2}–{:.2} s after the kill (renewed every {:.2} s); the first request for one of its sandboxes then takes it over at once (without requests: a survivor's next scan, up to {:.2} s later): expect {:.2}–{:.2} s plus the adoption",
         lease_secs * 2.0 / 3.0,
         lease_secs,
         lease_secs / 3.0,
