@@ -130,8 +130,14 @@ impl Control {
                 );
                 Ok(Some(info))
             }
+            Err(e) if e.code == godel_core::ErrorCode::NotFound => {
+                // Gone between the pool's hand-out and the claim (released,
+                // taken over): spawn cold instead.
+                tracing::warn!(runtime = %id, "warm runtime vanished before its claim; spawning cold");
+                Ok(None)
+            }
             Err(e) => {
-                // Over quota (or gone): release the warm runtime; the pool refills.
+                // Over quota: release the warm runtime; the pool refills.
                 let _ = self.terminate(&Caller::Admin, &id).await;
                 Err(e)
             }
