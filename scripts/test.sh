@@ -49,7 +49,7 @@ if [ -n "${GODEL_TEST_POSTGRES_URL:-}" ]; then
   GODEL_TEST_DATABASE_URL="$GODEL_TEST_POSTGRES_URL" cargo test --no-fail-fast \
     -p godel-control -p godel-api \
     -p godel --test spine --test control_plane --test costs_cli --test cross_team \
-    --test errors --test lifetime_cli --test security --test replicas --test e2b_runtime
+    --test errors --test lifetime_cli --test security --test replicas --test replicas_cli --test e2b_runtime
 fi
 for extra in scripts/test.d/*.sh; do
   [ -e "$extra" ] || continue
