@@ -17,20 +17,6 @@ use godel_testkit::{Need, require};
 
 const LEASE_SECS: f64 = 3.0;
 
-fn kubeconfig(dir: &std::path::Path, server: &str) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
-             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
 fn replica(id: &str, db: &str, kubeconfig: &str) -> Daemon {
     let lease = LEASE_SECS.to_string();
     Daemon::start_tcp_env(
@@ -90,7 +76,7 @@ async fn a_replica_killed_hands_its_kata_sandboxes_to_a_survivor() {
     let db = godel_testkit::postgres_schema_url(&base, "replicas");
     let fake = FakeApiServer::start(FakeOptions::default()).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let kc = kubeconfig(tmp.path(), &fake.url());
+    let kc = common::kubeconfig(tmp.path(), &fake.url());
     let kc = kc.to_str().unwrap().to_string();
 
     let mut a = replica("replica-a", &db, &kc);

@@ -33,20 +33,6 @@ const POOL_SIZE: usize = 5;
 const LIVE: &str =
     "SELECT COUNT(*) FROM runtimes WHERE team = $1 AND state NOT IN ('terminated', 'error')";
 
-fn kubeconfig(dir: &std::path::Path, server: &str) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
-             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
 /// The same configuration for every replica: the quota, no waiting in the
 /// fair queue (a spawn over quota fails at once), the team's warm pool.
 ///
@@ -327,7 +313,7 @@ async fn concurrent_spawns_over_three_replicas_admit_exactly_the_quota() {
     let schema = db.rsplit_once("schema=").unwrap().1.to_string();
     let fake = FakeApiServer::start(FakeOptions::default()).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let kc = kubeconfig(tmp.path(), &fake.url());
+    let kc = common::kubeconfig(tmp.path(), &fake.url());
     let kc = kc.to_str().unwrap();
     let cfg = config(tmp.path());
     let cfg = cfg.to_str().unwrap();
