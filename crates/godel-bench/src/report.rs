@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::results;
 
-const SUITES: [&str; 9] = [
+const SUITES: [&str; 10] = [
     "spawn-worktree",
     "exec",
     "files",
@@ -23,6 +23,7 @@ const SUITES: [&str; 9] = [
     "chaos",
     "chaos-short",
     "fuzz",
+    "replicas",
 ];
 
 fn f(v: &Value, p: &str) -> f64 {
@@ -158,6 +159,9 @@ pub fn write(home: &Path, out: &Path, name: &str) -> Result<Vec<PathBuf>> {
         plot_chaos(&p, v)?;
         md.push_str(&format!("![chaos tally]({name}-{s}.svg)\n\n"));
         written.push(p);
+    }
+    if let Some(v) = get("replicas") {
+        replicas_section(&mut md, v);
     }
     if let Some(v) = get("fuzz") {
         md.push_str(
@@ -593,4 +597,43 @@ fn plot_chaos(p: &Path, v: &Value) -> Result<()> {
         }))
         .map_err(plot_err)?;
     root.present().map_err(plot_err)
+}
+
+/// `godel bench replicas`: owner vs forwarded latency and take-over times.
+fn replicas_section(md: &mut String, v: &Value) {
+    md.push_str(&format!(
+        "## Replicas over PostgreSQL\n\n{} replicas, runtime {}, {} samples per path, lease {} s ({} build). Spawn through the owner: P50 {:.2} / P95 {:.2} / P99 {:.2} ms.\n\n| path | owner P50 / P95 / P99 ms | forwarded P50 / P95 / P99 ms | added at P50 |\n|---|---|---|---|\n",
+        v["replicas"],
+        v["runtime"].as_str().unwrap_or("?"),
+        v["samples"],
+        v["lease_secs"],
+        v["build"].as_str().unwrap_or("?"),
+        f(v, "/spawn_owner/p50_ms"),
+        f(v, "/spawn_owner/p95_ms"),
+        f(v, "/spawn_owner/p99_ms"),
+    ));
+    for p in v["paths"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "| {} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:+.2} ms |\n",
+            p["path"].as_str().unwrap_or("?"),
+            f(p, "/owner/p50_ms"),
+            f(p, "/owner/p95_ms"),
+            f(p, "/owner/p99_ms"),
+            f(p, "/forwarded/p50_ms"),
+            f(p, "/forwarded/p95_ms"),
+            f(p, "/forwarded/p99_ms"),
+            f(p, "/added_p50_ms"),
+        ));
+    }
+    md.push_str("\n| take-over round | lease ran out ms | first exec OK ms | adoption ms |\n|---|---|---|---|\n");
+    for r in v["takeover"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.0} |\n",
+            r["round"],
+            f(r, "/lease_ran_out_ms"),
+            f(r, "/exec_ok_ms"),
+            f(r, "/adopt_ms"),
+        ));
+    }
+    md.push('\n');
 }
